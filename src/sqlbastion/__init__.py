@@ -1,0 +1,3 @@
+"""sqlbastion: a database bastion for MySQL and PostgreSQL."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,77 @@
+"""The asyncio process: listeners, TLS, limits, graceful drain, signals.
+
+This is the only module (with the per-protocol connection glue) that awaits
+anything. Each protocol package exposes ``start_listener(backend, services)``
+returning an ``asyncio.AbstractServer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import signal
+
+import uvloop
+
+from sqlbastion import logs
+from sqlbastion.config import BackendSettings, Settings
+from sqlbastion.proxy.services import ProxyServices, server_ssl_context
+from sqlbastion.users import UsersFile, UsersFileError
+
+log = logs.get_logger("proxy.server")
+
+_LISTENER_MODULES = {
+    "mysql": "sqlbastion.proxy.mysql.listener",
+    "postgres": "sqlbastion.proxy.postgres.listener",
+}
+
+
+async def start_backend_listener(backend: BackendSettings, services: ProxyServices) -> asyncio.AbstractServer:
+    module = importlib.import_module(_LISTENER_MODULES[backend.protocol])
+    server: asyncio.AbstractServer = await module.start_listener(backend, services)
+    return server
+
+
+def build_services(settings: Settings) -> ProxyServices:
+    from sqlbastion.app import build_runtime
+
+    users = UsersFile.load(settings.resolve_path(settings.users_file), missing_ok=True)
+    return ProxyServices(
+        settings=settings,
+        users=users,
+        runtime=build_runtime(settings),
+        server_tls=server_ssl_context(settings),
+    )
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run every configured listener until ``stop`` is set (or SIGTERM/SIGINT)."""
+    services = build_services(settings)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    servers = []
+    for backend in settings.backends:
+        servers.append(await start_backend_listener(backend, services))
+        log.info("listening", backend=backend.name, protocol=backend.protocol, listen=backend.listen)
+    await stop.wait()
+    log.info("stopping", drain_timeout_s=settings.server.drain_timeout_s)
+    for s in servers:
+        s.close()
+    for s in servers:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(s.wait_closed(), settings.server.drain_timeout_s)
+
+
+def run(settings: Settings) -> int:
+    """Entry point for ``sqlbastion serve``. Returns the process exit code."""
+    logs.configure(settings.logging)
+    try:
+        uvloop.run(serve(settings))
+    except (UsersFileError, OSError) as exc:
+        log.error("cannot start", error=str(exc))
+        return 1
+    return 0

@@ -1,0 +1,291 @@
+"""The protocol-neutral session: identity, decision, masking hook and audit hook.
+
+Both protocol proxies own one ``Session`` per client connection. They call:
+
+* ``authorize(sql)`` before a statement (or a message of several statements)
+  reaches the backend. The returned ``Verdict`` says whether to forward it and,
+  if not, the exact client-facing message (DESIGN.md, "Error messages").
+* ``mask_plan(verdict, columns)`` when a result's column metadata arrives; an
+  empty plan means the rows are relayed as raw bytes.
+* ``finish(verdict, outcome)`` once the backend has answered (or the statement
+  was refused), which writes the statement's audit event.
+
+The session never does I/O itself: the policy engine, masking and the audit
+emitter it is given are pure or non-blocking, so this module is usable from
+playbook tests without sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from sqlbastion.policies.model import Action, Decision, StatementContext
+
+if TYPE_CHECKING:
+    from sqlbastion.config import BackendSettings
+
+Protocol_ = Literal["mysql", "postgres"]
+
+
+def new_event_id() -> str:
+    """A time-ordered unique id (UUIDv7 layout, RFC 9562): 48-bit ms time, then randomness."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms << 80) | (0x7 << 76) | ((rand >> 68) & 0xFFF) << 64 | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClientInfo:
+    address: str
+    port: int
+    protocol: Protocol_
+    tls: bool = False
+    application_name: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ResultColumn:
+    """A result column as the wire protocol describes it, protocol-neutral.
+
+    MySQL fills ``schema``/``table``/``column`` from ColumnDefinition41
+    ``schema``/``org_table``/``org_name``; PostgreSQL from RowDescription's table
+    OID and attribute number, resolved through the catalog.
+    """
+
+    name: str
+    schema: str | None = None
+    table: str | None = None
+    column: str | None = None
+    type_name: str = "text"
+    binary: bool = False
+
+
+class ColumnMasker(Protocol):
+    """Masks one column's text-format value (bytes as the wire carries them)."""
+
+    def __call__(self, value: bytes | None) -> bytes | None: ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MaskPlan:
+    """Per result column, the masker to apply, or None to pass the value through."""
+
+    columns: tuple[ColumnMasker | None, ...] = ()
+    functions: tuple[str | None, ...] = ()
+    refuse: str | None = None  # set when the result must not be sent at all
+
+    @property
+    def empty(self) -> bool:
+        return self.refuse is None and all(c is None for c in self.columns)
+
+
+EMPTY_MASK_PLAN = MaskPlan()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Verdict:
+    """The session's answer for one client message."""
+
+    decision: Decision
+    event_id: str
+    started_ns: int
+    sql_text: str
+    message: str = ""  # the client-facing error text when not allowed
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision.allowed
+
+
+@dataclass(kw_only=True, slots=True)
+class StatementOutcome:
+    rows: int = 0
+    affected: int = 0
+    bytes_sent: int = 0
+    backend_error: str | None = None
+    backend_us: int = 0
+    masked_values: int = 0
+
+
+class DecisionEngine(Protocol):
+    """What the policy layer offers the session (policies.engine implements it)."""
+
+    @property
+    def version(self) -> str: ...
+
+    def roles_of(self, person: str) -> tuple[str, ...]: ...
+
+    def decide(self, sql: str, ctx: StatementContext) -> Decision: ...
+
+
+class MaskPlanner(Protocol):
+    def plan(self, decision: Decision, ctx: StatementContext, columns: Sequence[ResultColumn]) -> MaskPlan: ...
+
+
+class AuditHook(Protocol):
+    """Non-blocking audit emission (audit.pipeline implements it)."""
+
+    def emit(self, event: dict[str, object]) -> None: ...
+
+    def accepting(self) -> bool:
+        """False when the spool cannot take events and the policy is fail_closed."""
+        ...
+
+
+class PassThroughEngine:
+    """Allows everything. Used only where no policy is configured and in codec tests."""
+
+    version = "none"
+
+    def roles_of(self, person: str) -> tuple[str, ...]:
+        return ()
+
+    def decide(self, sql: str, ctx: StatementContext) -> Decision:
+        return Decision(action=Action.ALLOW, reason="no policy configured", policy_version=self.version)
+
+
+class NoMasking:
+    def plan(self, decision: Decision, ctx: StatementContext, columns: Sequence[ResultColumn]) -> MaskPlan:
+        return EMPTY_MASK_PLAN
+
+
+class DiscardAudit:
+    def emit(self, event: dict[str, object]) -> None:
+        return None
+
+    def accepting(self) -> bool:
+        return True
+
+
+@dataclass(kw_only=True, slots=True)
+class SessionState:
+    """Session state that changes what a statement means (DESIGN.md, decision 4)."""
+
+    database: str | None = None
+    search_path: tuple[str, ...] = ()
+    ansi_quotes: bool = False
+    no_backslash_escapes: bool = False
+    standard_conforming_strings: bool = True
+    client_encoding: str = "utf8"
+    in_transaction: bool = False
+
+
+@dataclass(kw_only=True, slots=True)
+class Runtime:
+    """The process-wide services a session uses."""
+
+    engine: DecisionEngine = field(default_factory=PassThroughEngine)
+    masking: MaskPlanner = field(default_factory=NoMasking)
+    audit: AuditHook = field(default_factory=DiscardAudit)
+
+
+def blocked_message(decision: Decision, event_id: str) -> str:
+    """The client-facing text for a refused statement (DESIGN.md)."""
+    hit = decision.primary_hit
+    verb = "held for review" if decision.action is Action.REVIEW else "blocked"
+    if hit is None:
+        return f"sqlbastion: statement {verb}: {decision.reason or 'not allowed'}. Audit ref {event_id}."
+    return f"sqlbastion: statement {verb} by rule {hit.rule_id} ({hit.title}): {hit.why}. Audit ref {event_id}."
+
+
+class Session:
+    """One authenticated person's connection through one backend."""
+
+    def __init__(
+        self,
+        *,
+        runtime: Runtime,
+        backend: BackendSettings,
+        person: str,
+        client: ClientInfo,
+        session_id: str | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.backend = backend
+        self.person = person
+        self.client = client
+        self.session_id = session_id or new_event_id()
+        self.roles = runtime.engine.roles_of(person)
+        self.state = SessionState(database=backend.database)
+        self.statements = 0
+
+    def context(self) -> StatementContext:
+        s = self.state
+        return StatementContext(
+            person=self.person,
+            roles=self.roles,
+            backend=self.backend.name,
+            dialect=self.client.protocol,
+            database=s.database,
+            search_path=s.search_path,
+            ansi_quotes=s.ansi_quotes,
+            no_backslash_escapes=s.no_backslash_escapes,
+            standard_conforming_strings=s.standard_conforming_strings,
+            client_encoding=s.client_encoding,
+            client_address=self.client.address,
+            now=datetime.now(UTC),
+            in_transaction=s.in_transaction,
+        )
+
+    def authorize(self, sql: str) -> Verdict:
+        """Decide on one client message. Never raises for bad SQL: that is a block."""
+        started = time.perf_counter_ns()
+        event_id = new_event_id()
+        self.statements += 1
+        if not self.runtime.audit.accepting():
+            decision = Decision(
+                action=Action.BLOCK,
+                reason="the audit spool cannot record statements (on_audit_failure = fail_closed)",
+                policy_version=self.runtime.engine.version,
+            )
+        else:
+            decision = self.runtime.engine.decide(sql, self.context())
+        message = "" if decision.allowed else blocked_message(decision, event_id)
+        return Verdict(decision=decision, event_id=event_id, started_ns=started, sql_text=sql, message=message)
+
+    def mask_plan(self, verdict: Verdict, columns: Sequence[ResultColumn]) -> MaskPlan:
+        return self.runtime.masking.plan(verdict.decision, self.context(), columns)
+
+    def finish(self, verdict: Verdict, outcome: StatementOutcome) -> None:
+        """Record the statement's audit event."""
+        d = verdict.decision
+        elapsed_us = (time.perf_counter_ns() - verdict.started_ns) // 1000
+        self.runtime.audit.emit(
+            {
+                "kind": "statement",
+                "event_id": verdict.event_id,
+                "session_id": self.session_id,
+                "person": self.person,
+                "roles": list(self.roles),
+                "client_address": self.client.address,
+                "application_name": self.client.application_name,
+                "protocol": self.client.protocol,
+                "backend": self.backend.name,
+                "database": self.state.database,
+                "sql_text": verdict.sql_text,
+                "decision": d.action.value,
+                "rule_ids": list(d.rule_ids),
+                "reason": d.reason,
+                "statement_types": list(d.statement_types),
+                "fingerprint": d.fingerprint,
+                "objects_read": list(d.objects_read),
+                "objects_written": list(d.objects_written),
+                "columns_read": [str(c) for c in d.columns_read],
+                "sensitive_columns": [str(c) for c in d.sensitive_columns],
+                "rows": outcome.rows,
+                "affected": outcome.affected,
+                "bytes_sent": outcome.bytes_sent,
+                "backend_error": outcome.backend_error,
+                "proxy_us": max(0, elapsed_us - outcome.backend_us),
+                "backend_us": outcome.backend_us,
+                "masked_values": outcome.masked_values,
+                "policy_version": d.policy_version,
+            }
+        )
