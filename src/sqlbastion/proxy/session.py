@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from sqlbastion.observability.metrics import METRICS
 from sqlbastion.policies.model import Action, Decision, StatementContext
 
 if TYPE_CHECKING:
@@ -257,6 +258,8 @@ class Session:
         """Record the statement's audit event."""
         d = verdict.decision
         elapsed_us = (time.perf_counter_ns() - verdict.started_ns) // 1000
+        proxy_us = max(0, elapsed_us - outcome.backend_us)
+        self._observe(d, outcome, proxy_us)
         self.runtime.audit.emit(
             {
                 "kind": "statement",
@@ -283,9 +286,75 @@ class Session:
                 "affected": outcome.affected,
                 "bytes_sent": outcome.bytes_sent,
                 "backend_error": outcome.backend_error,
-                "proxy_us": max(0, elapsed_us - outcome.backend_us),
+                "proxy_us": proxy_us,
                 "backend_us": outcome.backend_us,
                 "masked_values": outcome.masked_values,
                 "policy_version": d.policy_version,
             }
         )
+
+    def _observe(self, d: Decision, outcome: StatementOutcome, proxy_us: int) -> None:
+        protocol, backend = self.client.protocol, self.backend.name
+        stype = d.statement_types[0] if len(d.statement_types) == 1 else ("multi" if d.statement_types else "unknown")
+        rule = d.rule_ids[0] if d.rule_ids else "none"
+        METRICS.statements.labels(protocol, backend, stype, d.action.value, rule).inc()
+        METRICS.proxy_seconds.labels(protocol, backend).observe(proxy_us / 1e6)
+        if d.allowed:
+            METRICS.backend_seconds.labels(protocol, backend).observe(outcome.backend_us / 1e6)
+        if outcome.rows:
+            METRICS.rows_returned.labels(protocol, backend).inc(outcome.rows)
+        if outcome.backend_error:
+            METRICS.backend_errors.labels(protocol, backend, "statement").inc()
+        person = METRICS.person_label(self.person)
+        if person is not None:
+            METRICS.statements_by_person.labels(person, d.action.value).inc()
+            if outcome.rows:
+                METRICS.person_rows.labels(person).inc(outcome.rows)
+
+    def opened(self) -> None:
+        """Count the connection; call once authentication succeeded."""
+        METRICS.connections_total.labels(self.client.protocol, self.backend.name).inc()
+        METRICS.connections_active.labels(self.client.protocol, self.backend.name).inc()
+        self.runtime.audit.emit(self._connection_event("connection_opened"))
+
+    def closed(self, reason: str = "") -> None:
+        """Call once when the client connection ends (after ``opened``)."""
+        METRICS.connections_active.labels(self.client.protocol, self.backend.name).dec()
+        event = self._connection_event("connection_closed")
+        event["reason"] = reason
+        event["statements"] = self.statements
+        self.runtime.audit.emit(event)
+
+    def _connection_event(self, kind: str) -> dict[str, object]:
+        return {
+            "kind": kind,
+            "event_id": new_event_id(),
+            "session_id": self.session_id,
+            "person": self.person,
+            "roles": list(self.roles),
+            "client_address": self.client.address,
+            "application_name": self.client.application_name,
+            "protocol": self.client.protocol,
+            "backend": self.backend.name,
+            "database": self.state.database,
+            "tls": self.client.tls,
+        }
+
+
+def auth_failed(
+    runtime: Runtime, *, protocol: Protocol_, backend: str, person: str, client_address: str, reason: str
+) -> None:
+    """Record a failed authentication (metric + audit event). ``reason`` is a closed set:
+    ``bad_credentials``, ``network``, ``time_window``, ``expired``, ``tls_required``, ``timeout``, ``protocol``."""
+    METRICS.auth_failures.labels(protocol, backend, reason).inc()
+    runtime.audit.emit(
+        {
+            "kind": "auth_failed",
+            "event_id": new_event_id(),
+            "person": person,
+            "client_address": client_address,
+            "protocol": protocol,
+            "backend": backend,
+            "reason": reason,
+        }
+    )
