@@ -123,6 +123,11 @@ class DecisionEngine(Protocol):
 
     def roles_of(self, person: str) -> tuple[str, ...]: ...
 
+    def admit(self, person: str, client_address: str, backend: str) -> str | None:
+        """At login: None to admit, else the refusal reason (``network``, ``time_window``,
+        ``expired``, ``unknown_person``, ``max_sessions``). Called after the password check."""
+        ...
+
     def decide(self, sql: str, ctx: StatementContext) -> Decision: ...
 
 
@@ -147,6 +152,9 @@ class PassThroughEngine:
 
     def roles_of(self, person: str) -> tuple[str, ...]:
         return ()
+
+    def admit(self, person: str, client_address: str, backend: str) -> str | None:
+        return None
 
     def decide(self, sql: str, ctx: StatementContext) -> Decision:
         return Decision(action=Action.ALLOW, reason="no policy configured", policy_version=self.version)
