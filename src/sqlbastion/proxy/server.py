@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import importlib
 import signal
+import threading
+from collections.abc import Callable
 
 import uvloop
 
@@ -45,18 +47,30 @@ def build_services(settings: Settings) -> ProxyServices:
     )
 
 
-async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Run every configured listener until ``stop`` is set (or SIGTERM/SIGINT)."""
-    services = build_services(settings)
+async def serve(
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    services: ProxyServices | None = None,
+    ready: Callable[[], None] | None = None,
+) -> None:
+    """Run every configured listener until ``stop`` is set (or SIGTERM/SIGINT in the main thread).
+
+    ``ready`` is called once every listener is accepting connections.
+    """
+    services = services or build_services(settings)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
     servers = []
     for backend in settings.backends:
         servers.append(await start_backend_listener(backend, services))
         log.info("listening", backend=backend.name, protocol=backend.protocol, listen=backend.listen)
+    if ready is not None:
+        ready()
     await stop.wait()
     log.info("stopping", drain_timeout_s=settings.server.drain_timeout_s)
     for s in servers:
