@@ -122,10 +122,6 @@ def _convert(tp: Any, value: Any, file: str, key: str) -> Any:
             raise ConfigError(file, key, f"expected {_type_name(tp)}, got {type(value).__name__}")
         vt = get_args(tp)[1]
         return {str(k): _convert(vt, v, file, f"{key}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        if not isinstance(value, dict):
-            raise ConfigError(file, key, f"expected a table, got {type(value).__name__}")
-        return build(tp, value, file=file, prefix=key)
     if tp is SecretRef:
         if not isinstance(value, str):
             raise ConfigError(file, key, f"expected {_type_name(tp)}")
@@ -136,6 +132,10 @@ def _convert(tp: Any, value: Any, file: str, key: str) -> Any:
             raise ConfigError(
                 file, key, "secrets must be references ('env:NAME' or 'file:/path'), not literal values"
             ) from None
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, dict):
+            raise ConfigError(file, key, f"expected a table, got {type(value).__name__}")
+        return build(tp, value, file=file, prefix=key)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(file, key, f"expected true or false, got {type(value).__name__}")
