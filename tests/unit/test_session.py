@@ -1,0 +1,172 @@
+"""The protocol-neutral session: decisions, client-facing messages, audit events, fail-closed audit."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from sqlbastion.config import loads
+from sqlbastion.policies.model import Action, Decision, RuleHit, StatementContext
+from sqlbastion.proxy.session import (
+    ClientInfo,
+    MaskPlan,
+    PassThroughEngine,
+    ResultColumn,
+    Runtime,
+    Session,
+    StatementOutcome,
+    auth_failed,
+    blocked_message,
+    new_event_id,
+)
+
+SETTINGS = loads(
+    """
+[[backends]]
+name = "core"
+protocol = "mysql"
+listen = "127.0.0.1:3307"
+host = "127.0.0.1"
+port = 3306
+user = "svc"
+password = "env:X"
+database = "bank"
+"""
+)
+
+DROP_HIT = RuleHit(
+    rule_id="HR-DDL-DROP", title="DROP of a table", severity="critical", action=Action.BLOCK, why="DROP TABLE bank.t"
+)
+
+
+class RecordingAudit:
+    def __init__(self, accepting: bool = True) -> None:
+        self.events: list[dict[str, object]] = []
+        self._accepting = accepting
+
+    def emit(self, event: dict[str, object]) -> None:
+        self.events.append(event)
+
+    def accepting(self) -> bool:
+        return self._accepting
+
+
+class DropBlocker(PassThroughEngine):
+    version = "v-test"
+
+    def __init__(self) -> None:
+        self.contexts: list[StatementContext] = []
+
+    def roles_of(self, person: str) -> tuple[str, ...]:
+        return ("developer",)
+
+    def decide(self, sql: str, ctx: StatementContext) -> Decision:
+        self.contexts.append(ctx)
+        if "drop" in sql.lower():
+            return Decision(action=Action.BLOCK, rule_hits=(DROP_HIT,), policy_version=self.version)
+        return Decision(action=Action.ALLOW, statement_types=("select",), policy_version=self.version)
+
+
+def _session(audit: RecordingAudit, engine: DropBlocker | None = None) -> Session:
+    runtime = Runtime(engine=engine or DropBlocker(), audit=audit)
+    client = ClientInfo(address="10.1.2.3", port=5555, protocol="mysql", application_name="pytest")
+    return Session(runtime=runtime, backend=SETTINGS.backends[0], person="alice", client=client)
+
+
+def test_event_ids_are_uuid7_and_time_ordered() -> None:
+    ids = [new_event_id() for _ in range(200)]
+    assert all(re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", i) for i in ids)
+    assert len(set(ids)) == len(ids)
+    prefixes = [i[:13] for i in ids]
+    assert prefixes == sorted(prefixes)
+
+
+def test_allowed_statement_and_its_audit_event() -> None:
+    audit = RecordingAudit()
+    engine = DropBlocker()
+    s = _session(audit, engine)
+    s.opened()
+    v = s.authorize("SELECT 1")
+    assert v.allowed
+    assert v.message == ""
+    assert engine.contexts[0].database == "bank"
+    assert engine.contexts[0].roles == ("developer",)
+    s.finish(v, StatementOutcome(rows=1, backend_us=10))
+    s.closed("client quit")
+    kinds = [e["kind"] for e in audit.events]
+    assert kinds == ["connection_opened", "statement", "connection_closed"]
+    stmt = audit.events[1]
+    assert stmt["event_id"] == v.event_id
+    assert stmt["decision"] == "allow"
+    assert stmt["person"] == "alice"
+    assert stmt["rows"] == 1
+    assert stmt["policy_version"] == "v-test"
+    assert audit.events[2]["statements"] == 1
+
+
+def test_blocked_message_follows_the_design() -> None:
+    s = _session(RecordingAudit())
+    v = s.authorize("DROP TABLE t")
+    assert not v.allowed
+    assert v.message == (
+        "sqlbastion: statement blocked by rule HR-DDL-DROP (DROP of a table): DROP TABLE bank.t. "
+        f"Audit ref {v.event_id}."
+    )
+
+
+def test_review_wording() -> None:
+    d = Decision(action=Action.REVIEW, rule_hits=(DROP_HIT,))
+    assert blocked_message(d, "E1").startswith("sqlbastion: statement held for review by rule HR-DDL-DROP")
+    assert blocked_message(Decision(action=Action.BLOCK, reason="nope"), "E2") == (
+        "sqlbastion: statement blocked: nope. Audit ref E2."
+    )
+
+
+def test_audit_that_cannot_record_refuses_statements() -> None:
+    s = _session(RecordingAudit(accepting=False))
+    v = s.authorize("SELECT 1")
+    assert not v.allowed
+    assert "audit spool cannot record" in v.message
+
+
+def test_auth_failure_is_audited() -> None:
+    audit = RecordingAudit()
+    auth_failed(
+        Runtime(audit=audit),
+        protocol="postgres",
+        backend="core",
+        person="mallory",
+        client_address="10.0.0.9",
+        reason="bad_credentials",
+    )
+    assert audit.events[0]["kind"] == "auth_failed"
+    assert audit.events[0]["reason"] == "bad_credentials"
+
+
+def test_mask_plan_hook_defaults_to_empty() -> None:
+    s = _session(RecordingAudit())
+    v = s.authorize("SELECT 1")
+    plan = s.mask_plan(v, [ResultColumn(name="x")])
+    assert plan.empty
+
+
+class UpperMasker:
+    def plan(self, decision: Decision, ctx: StatementContext, columns: Sequence[ResultColumn]) -> MaskPlan:
+        return MaskPlan(columns=tuple(None if c.column != "mobile" else (lambda v: b"***") for c in columns))
+
+
+def test_mask_plan_hook_reaches_the_planner() -> None:
+    runtime = Runtime(engine=DropBlocker(), masking=UpperMasker(), audit=RecordingAudit())
+    s = Session(
+        runtime=runtime,
+        backend=SETTINGS.backends[0],
+        person="alice",
+        client=ClientInfo(address="127.0.0.1", port=1, protocol="mysql"),
+    )
+    v = s.authorize("SELECT mobile FROM customers")
+    plan = s.mask_plan(v, [ResultColumn(name="id", column="id"), ResultColumn(name="m", column="mobile")])
+    assert not plan.empty
+    assert plan.columns[0] is None
+    masker = plan.columns[1]
+    assert masker is not None
+    assert masker(b"13800001111") == b"***"
