@@ -3,27 +3,84 @@
 Labels take values from closed sets only: protocol, backend name (from the
 configuration), statement type (from the analyser's closed vocabulary),
 decision, rule id (from the rule catalogue and the policy), masking function
-(from the catalogue), sink name. Never raw SQL. Persons appear only when
-``admin.metrics_person_labels`` is on, capped at ``metrics_person_label_cap``
-distinct persons; the rest are counted under ``_other``.
+(from the catalogue), sensitivity type (from the policy), sink name (from the
+configuration). Never raw SQL, never a user name a peer typed, never a client
+address. Persons appear only when ``admin.metrics_person_labels`` is on,
+capped at ``metrics_person_label_cap`` distinct persons; the rest are counted
+under ``_other``. Persons are authenticated names from the users file, so the
+cap bounds a closed set further; unauthenticated names never become labels.
 
-The proxies and the session call the methods of ``METRICS``; the admin
-endpoint serves the registry.
+Who records what:
+
+* ``proxy.session.Session``: connections, statements, latency, rows, backend
+  errors reported in the statement outcome, decision cache hits and misses,
+  per-person statements, refusals and rows, sensitive columns read, masked
+  values (``Session.mask_plan`` and ``Session.finish``), auth failures
+  (``proxy.session.auth_failed``).
+* The protocol listeners: ``backend_errors`` of kind ``connect`` and
+  ``protocol`` that happen outside a statement.
+* The audit pipeline: ``audit_*``.
+* The policy reload path (``observability.admin.PolicyReloader``): reloads
+  and the version in force.
+* ``observability.loop``: event loop lag.
+
+Every label set that is known from the configuration is created at start-up
+with value 0 (``prepare``), so that ``rate()`` and ``increase()`` see the first
+increment of a counter and dashboards show 0 rather than "no data".
 """
 
 from __future__ import annotations
 
+import platform
 import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 
-__all__ = ["METRICS", "Metrics"]
+from sqlbastion import __version__
+
+__all__ = ["AUTH_FAILURE_REASONS", "METRICS", "OTHER_PERSONS", "MaskedResult", "Metrics"]
 
 # Latency buckets from 50 µs to 10 s: the proxy's own overhead lives in the
 # first few, backend time in the rest.
 _LATENCY_BUCKETS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+
+OTHER_PERSONS = "_other"
+"""The person label for every person beyond the cap."""
+
+AUTH_FAILURE_REASONS = (
+    "bad_credentials",
+    "network",
+    "time_window",
+    "expired",
+    "unknown_person",
+    "max_sessions",
+    "tls_required",
+    "timeout",
+    "protocol",
+)
+"""The closed set of ``reason`` labels of ``sqlbastion_auth_failures_total`` (see ``proxy.session.auth_failed``)."""
+
+_DECISIONS = ("allow", "alert", "review", "block")
+_AUDIT_KINDS = ("statement", "connection_opened", "connection_closed", "auth_failed")
+_BACKEND_ERROR_KINDS = ("statement", "connect", "protocol")
+
+
+class MaskedResult(Protocol):
+    """What ``observe_masking`` reads of a ``proxy.session.MaskPlan``."""
+
+    @property
+    def columns(self) -> Sequence[object | None]: ...
+
+    @property
+    def functions(self) -> Sequence[str | None]: ...
+
+    @property
+    def refuse(self) -> str | None: ...
 
 
 class Metrics:
@@ -38,11 +95,26 @@ class Metrics:
         self.person_cap = 100
         self._persons: set[str] = set()
         self._lock = threading.Lock()
+        self.build_info = Gauge(
+            "sqlbastion_build_info", "sqlbastion's version (value 1)", ["version", "python"], registry=r
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.start_time = Gauge(
+            "sqlbastion_start_time_seconds", "When this sqlbastion process started (Unix time)", registry=r
+        )
+        self.start_time.set(time.time())
+
+        # -- clients --------------------------------------------------------
         self.connections_active = Gauge(
             "sqlbastion_client_connections_active", "Client connections open now", ["protocol", "backend"], registry=r
         )
         self.connections_total = Counter(
             "sqlbastion_client_connections_total", "Client connections accepted", ["protocol", "backend"], registry=r
+        )
+        self.connections_limit = Gauge(
+            "sqlbastion_client_connections_limit",
+            "The configured maximum of client connections (server.max_connections)",
+            registry=r,
         )
         self.auth_failures = Counter(
             "sqlbastion_auth_failures_total",
@@ -50,6 +122,8 @@ class Metrics:
             ["protocol", "backend", "reason"],
             registry=r,
         )
+
+        # -- statements -----------------------------------------------------
         self.statements = Counter(
             "sqlbastion_statements_total",
             "Statements decided, by type, decision and rule",
@@ -60,6 +134,12 @@ class Metrics:
             "sqlbastion_person_statements_total",
             "Statements decided per person (only when person labels are enabled)",
             ["person", "decision"],
+            registry=r,
+        )
+        self.person_refusals = Counter(
+            "sqlbastion_person_refusals_total",
+            "Statements blocked or held for review, per person and rule (only when person labels are enabled)",
+            ["person", "decision", "rule_id"],
             registry=r,
         )
         self.proxy_seconds = Histogram(
@@ -82,9 +162,6 @@ class Metrics:
             ["protocol", "backend", "kind"],
             registry=r,
         )
-        self.masked_values = Counter(
-            "sqlbastion_masked_values_total", "Values masked, by masking function", ["backend", "function"], registry=r
-        )
         self.rows_returned = Counter(
             "sqlbastion_rows_returned_total", "Result rows sent to clients", ["protocol", "backend"], registry=r
         )
@@ -94,18 +171,48 @@ class Metrics:
             ["person"],
             registry=r,
         )
+        self.decision_cache = Counter(
+            "sqlbastion_decision_cache_total", "Decision cache lookups", ["result"], registry=r
+        )
+
+        # -- sensitive data -------------------------------------------------
+        self.masked_values = Counter(
+            "sqlbastion_masked_values_total", "Values masked, by masking function", ["backend", "function"], registry=r
+        )
+        self.masked_results = Counter(
+            "sqlbastion_masked_results_total",
+            "Results sent with at least one masked column, or refused because a column is denied",
+            ["backend", "outcome"],
+            registry=r,
+        )
+        self.sensitive_statements = Counter(
+            "sqlbastion_sensitive_statements_total",
+            "Statements that touched a classified (sensitive) column",
+            ["protocol", "backend", "decision"],
+            registry=r,
+        )
+        self.sensitive_columns_read = Counter(
+            "sqlbastion_sensitive_columns_read_total",
+            "Classified columns referenced by allowed statements (one per column per statement)",
+            ["backend"],
+            registry=r,
+        )
         self.sensitive_reads = Counter(
             "sqlbastion_sensitive_column_reads_total",
             "Statements that read a classified column, by sensitivity type",
             ["backend", "type"],
             registry=r,
         )
-        self.decision_cache = Counter(
-            "sqlbastion_decision_cache_total", "Decision cache lookups", ["result"], registry=r
-        )
+
+        # -- audit ----------------------------------------------------------
         self.audit_events = Counter("sqlbastion_audit_events_total", "Audit events emitted", ["kind"], registry=r)
         self.audit_lost = Counter(
             "sqlbastion_audit_events_lost_total", "Audit events lost (fail_open only)", registry=r
+        )
+        self.audit_refusals = Counter(
+            "sqlbastion_audit_refusals_total",
+            "Statements refused because the audit spool could not record them",
+            registry=r,
         )
         self.audit_spool_bytes = Gauge("sqlbastion_audit_spool_bytes", "Bytes held in the audit spool", registry=r)
         self.audit_spool_capacity = Gauge(
@@ -114,6 +221,12 @@ class Metrics:
         self.audit_sink_lag = Gauge(
             "sqlbastion_audit_sink_lag_events",
             "Events spooled but not yet acknowledged by a sink",
+            ["sink"],
+            registry=r,
+        )
+        self.audit_sink_lag_seconds = Gauge(
+            "sqlbastion_audit_sink_lag_seconds",
+            "Age of the oldest event a sink has not acknowledged yet (0 when it is caught up)",
             ["sink"],
             registry=r,
         )
@@ -126,19 +239,87 @@ class Metrics:
         self.audit_sink_up = Gauge(
             "sqlbastion_audit_sink_up", "1 when the sink's last delivery worked", ["sink"], registry=r
         )
+
+        # -- policy ---------------------------------------------------------
         self.policy_reloads = Counter("sqlbastion_policy_reloads_total", "Policy reloads", ["result"], registry=r)
         self.policy_info = Gauge(
             "sqlbastion_policy_info", "The policy version in force (value 1)", ["version"], registry=r
         )
-        self.audit_refusals = Counter(
-            "sqlbastion_audit_refusals_total",
-            "Statements refused because the audit spool could not record them",
+        self.policy_last_reload_ok = Gauge(
+            "sqlbastion_policy_last_reload_ok",
+            "1 when the last policy reload succeeded (or none was tried), 0 when it failed",
+            registry=r,
+        )
+        self.policy_last_reload_ok.set(1)
+        self.policy_last_reload_time = Gauge(
+            "sqlbastion_policy_last_reload_timestamp_seconds",
+            "When the last policy reload was tried (Unix time; 0 before the first)",
+            registry=r,
+        )
+
+        # -- process --------------------------------------------------------
+        self.event_loop_lag = Gauge(
+            "sqlbastion_event_loop_lag_seconds",
+            "How late the event loop ran a timer in the last measuring interval (the highest lag seen)",
+            registry=r,
+        )
+        self.admin_requests = Counter(
+            "sqlbastion_admin_requests_total",
+            "Requests to the admin HTTP endpoint, by route and status code",
+            ["route", "code"],
             registry=r,
         )
 
     def configure(self, *, person_labels: bool, person_cap: int) -> None:
         self.person_labels = person_labels
-        self.person_cap = person_cap
+        self.person_cap = max(0, person_cap)
+
+    def prepare(
+        self,
+        *,
+        backends: Iterable[tuple[str, str]] = (),
+        sinks: Iterable[str] = (),
+        max_connections: int | None = None,
+        spool_capacity_bytes: int | None = None,
+    ) -> None:
+        """Create every label set known from the configuration with value 0.
+
+        ``backends`` are ``(protocol, backend name)`` pairs. Without this, a
+        counter's first increment is invisible to ``increase()`` (Prometheus
+        takes a new series' first sample as its baseline) and panels show
+        "no data" instead of 0.
+        """
+        for protocol, backend in backends:
+            self.connections_active.labels(protocol, backend)
+            self.connections_total.labels(protocol, backend)
+            for reason in AUTH_FAILURE_REASONS:
+                self.auth_failures.labels(protocol, backend, reason)
+            self.rows_returned.labels(protocol, backend)
+            for kind in _BACKEND_ERROR_KINDS:
+                self.backend_errors.labels(protocol, backend, kind)
+            self.proxy_seconds.labels(protocol, backend)
+            self.backend_seconds.labels(protocol, backend)
+            self.sensitive_columns_read.labels(backend)
+            for decision in _DECISIONS:
+                self.sensitive_statements.labels(protocol, backend, decision)
+            for outcome in ("masked", "refused"):
+                self.masked_results.labels(backend, outcome)
+        for sink in sinks:
+            self.audit_sink_lag.labels(sink)
+            self.audit_sink_lag_seconds.labels(sink)
+            self.audit_sink_errors.labels(sink)
+            self.audit_sink_delivered.labels(sink)
+            self.audit_sink_up.labels(sink)
+        for kind in _AUDIT_KINDS:
+            self.audit_events.labels(kind)
+        for result in ("hit", "miss"):
+            self.decision_cache.labels(result)
+        for result in ("ok", "failed"):
+            self.policy_reloads.labels(result)
+        if max_connections is not None:
+            self.connections_limit.set(max_connections)
+        if spool_capacity_bytes is not None:
+            self.audit_spool_capacity.set(spool_capacity_bytes)
 
     def person_label(self, person: str) -> str | None:
         """The person label to use, or None when person labels are off. Capped."""
@@ -150,11 +331,49 @@ class Metrics:
             if len(self._persons) < self.person_cap:
                 self._persons.add(person)
                 return person
-        return "_other"
+        return OTHER_PERSONS
+
+    def observe_masking(self, backend: str, plans: Sequence[MaskedResult], *, rows: int, masked_values: int) -> None:
+        """Count the masked results of one statement and the values masked, by function.
+
+        ``masked_values`` is the proxy's exact count when it keeps one (else 0);
+        without it, each masked column counts one value per row sent. Values
+        are attributed to functions in proportion to the columns using each.
+        """
+        columns_by_function: dict[str, int] = {}
+        for plan in plans:
+            if plan.refuse is not None:
+                self.masked_results.labels(backend, "refused").inc()
+                continue
+            self.masked_results.labels(backend, "masked").inc()
+            for i, masker in enumerate(plan.columns):
+                if masker is None:
+                    continue
+                function = plan.functions[i] if i < len(plan.functions) else None
+                name = function or "unknown"
+                columns_by_function[name] = columns_by_function.get(name, 0) + 1
+        masked_columns = sum(columns_by_function.values())
+        if not masked_columns:
+            return
+        total = masked_values if masked_values > 0 else rows * masked_columns
+        for function, count in columns_by_function.items():
+            share = total * count // masked_columns
+            self.masked_values.labels(backend, function).inc(share)
 
     def set_policy_version(self, version: str) -> None:
-        self.policy_info.clear()
-        self.policy_info.labels(version=version).set(1)
+        # One series only: the old version's series disappears, so
+        # ``sqlbastion_policy_info`` always answers "which version is in force".
+        with self._lock:
+            self.policy_info.clear()
+            self.policy_info.labels(version=version).set(1)
+
+    def record_policy_reload(self, *, ok: bool, version: str | None) -> None:
+        """Count one reload attempt; on success, ``version`` is the policy now in force."""
+        self.policy_reloads.labels("ok" if ok else "failed").inc()
+        self.policy_last_reload_ok.set(1 if ok else 0)
+        self.policy_last_reload_time.set(time.time())
+        if ok and version is not None:
+            self.set_policy_version(version)
 
 
 METRICS = Metrics()

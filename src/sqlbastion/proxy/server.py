@@ -65,13 +65,19 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+    from sqlbastion.observability.service import start_observability
+
+    observability = await start_observability(settings, services)
     servers = []
-    for backend in settings.backends:
-        servers.append(await start_backend_listener(backend, services))
-        log.info("listening", backend=backend.name, protocol=backend.protocol, listen=backend.listen)
-    if ready is not None:
-        ready()
-    await stop.wait()
+    try:
+        for backend in settings.backends:
+            servers.append(await start_backend_listener(backend, services))
+            log.info("listening", backend=backend.name, protocol=backend.protocol, listen=backend.listen)
+        if ready is not None:
+            ready()
+        await stop.wait()
+    finally:
+        await observability.close()
     log.info("stopping", drain_timeout_s=settings.server.drain_timeout_s)
     for s in servers:
         s.close()

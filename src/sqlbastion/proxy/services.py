@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,10 @@ class ProxyServices:
     # observability.metrics.Metrics once it exists; typed loosely to keep the
     # proxy importable without the admin endpoint.
     metrics: Any = None
+    # The policy engine's reload: parse, validate and swap the policy in
+    # atomically; (True, message) or (False, why the new policy was refused).
+    # Called by ``POST /-/reload`` on the admin endpoint and on SIGHUP.
+    reload_policy: Callable[[], tuple[bool, str]] | None = None
 
 
 def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:

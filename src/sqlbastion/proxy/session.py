@@ -224,6 +224,8 @@ class Session:
         self.roles = runtime.engine.roles_of(person)
         self.state = SessionState(database=backend.database)
         self.statements = 0
+        # Non-empty mask plans per statement (event id), for the masking metrics; bounded.
+        self._mask_plans: dict[str, list[MaskPlan]] = {}
 
     def context(self) -> StatementContext:
         s = self.state
@@ -260,7 +262,14 @@ class Session:
         return Verdict(decision=decision, event_id=event_id, started_ns=started, sql_text=sql, message=message)
 
     def mask_plan(self, verdict: Verdict, columns: Sequence[ResultColumn]) -> MaskPlan:
-        return self.runtime.masking.plan(verdict.decision, self.context(), columns)
+        plan = self.runtime.masking.plan(verdict.decision, self.context(), columns)
+        if not plan.empty:
+            if verdict.event_id not in self._mask_plans and len(self._mask_plans) >= 64:
+                del self._mask_plans[next(iter(self._mask_plans))]
+            plans = self._mask_plans.setdefault(verdict.event_id, [])
+            if len(plans) < 64:
+                plans.append(plan)
+        return plan
 
     def finish(self, verdict: Verdict, outcome: StatementOutcome) -> None:
         """Record the statement's audit event."""
@@ -268,6 +277,9 @@ class Session:
         elapsed_us = (time.perf_counter_ns() - verdict.started_ns) // 1000
         proxy_us = max(0, elapsed_us - outcome.backend_us)
         self._observe(d, outcome, proxy_us)
+        plans = self._mask_plans.pop(verdict.event_id, None)
+        if plans:
+            METRICS.observe_masking(self.backend.name, plans, rows=outcome.rows, masked_values=outcome.masked_values)
         self.runtime.audit.emit(
             {
                 "kind": "statement",
@@ -304,8 +316,15 @@ class Session:
     def _observe(self, d: Decision, outcome: StatementOutcome, proxy_us: int) -> None:
         protocol, backend = self.client.protocol, self.backend.name
         stype = d.statement_types[0] if len(d.statement_types) == 1 else ("multi" if d.statement_types else "unknown")
-        rule = d.rule_ids[0] if d.rule_ids else "none"
+        hit = d.primary_hit
+        rule = hit.rule_id if hit is not None else "none"
         METRICS.statements.labels(protocol, backend, stype, d.action.value, rule).inc()
+        if d.policy_version and d.policy_version != "none" and d.fingerprint:
+            METRICS.decision_cache.labels("hit" if d.cached else "miss").inc()
+        if d.sensitive_columns:
+            METRICS.sensitive_statements.labels(protocol, backend, d.action.value).inc()
+            if d.allowed:
+                METRICS.sensitive_columns_read.labels(backend).inc(len(d.sensitive_columns))
         METRICS.proxy_seconds.labels(protocol, backend).observe(proxy_us / 1e6)
         if d.allowed:
             METRICS.backend_seconds.labels(protocol, backend).observe(outcome.backend_us / 1e6)
@@ -316,6 +335,8 @@ class Session:
         person = METRICS.person_label(self.person)
         if person is not None:
             METRICS.statements_by_person.labels(person, d.action.value).inc()
+            if not d.allowed:
+                METRICS.person_refusals.labels(person, d.action.value, rule).inc()
             if outcome.rows:
                 METRICS.person_rows.labels(person).inc(outcome.rows)
 
