@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from sqlbastion.devtools.sample_bank import LoadedBank, load_servers
 from sqlbastion.devtools.servers import ServerError, ServerInfo, start_mariadb, start_postgres, stop
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -77,3 +78,14 @@ def postgres_server(servers_dir: Path) -> Iterator[ServerInfo]:
         yield info
     finally:
         stop(info)
+
+
+@pytest.fixture(scope="session")
+def sample_bank(mariadb_server: ServerInfo, postgres_server: ServerInfo) -> LoadedBank:
+    """The sample bank (database ``bank``; schema ``public`` in PostgreSQL), loaded once into both servers.
+
+    Read-only for tests: a test that writes uses its own table or rolls back.
+    ``sample_bank.canary`` holds customer 1's known values (name, id_card, mobile,
+    email, address, card_no …) for masking and leak checks.
+    """
+    return load_servers(mariadb=mariadb_server, postgres=postgres_server)

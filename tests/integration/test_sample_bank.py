@@ -1,0 +1,223 @@
+"""The sample bank loaded into real MariaDB and PostgreSQL servers: counts, round trip, validity."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+import pymysql
+import pytest
+
+from sqlbastion.devtools.fakedata import (
+    id_card_birth_date,
+    id_card_gender,
+    is_valid_address,
+    is_valid_bank_card,
+    is_valid_chinese_name,
+    is_valid_email,
+    is_valid_id_card,
+    is_valid_mobile,
+)
+from sqlbastion.devtools.sample_bank import COLUMNS, BankData, LoadedBank, generate, load_mariadb, load_postgres_async
+from sqlbastion.devtools.servers import ServerInfo
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def mysql_conn(mariadb_server: ServerInfo, sample_bank: LoadedBank) -> Iterator[pymysql.Connection[Any]]:
+    conn = pymysql.connect(
+        host=mariadb_server.host,
+        port=mariadb_server.port,
+        user=mariadb_server.service_user,
+        password=mariadb_server.service_password,
+        database=sample_bank.database,
+        charset="utf8mb4",
+    )
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+async def pg_conn(postgres_server: ServerInfo, sample_bank: LoadedBank) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(
+        host=postgres_server.host,
+        port=postgres_server.port,
+        user=postgres_server.service_user,
+        password=postgres_server.service_password,
+        database=sample_bank.database,
+    )
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture(scope="module")
+def bank_data(sample_bank: LoadedBank) -> BankData:
+    return generate(seed=sample_bank.seed, scale=sample_bank.scale)
+
+
+def _mysql_rows(conn: pymysql.Connection[Any], sql: str) -> list[tuple[Any, ...]]:
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        return list(cur.fetchall())
+
+
+def test_default_size_is_about_100k_rows(sample_bank: LoadedBank) -> None:
+    assert (sample_bank.customers, sample_bank.accounts, sample_bank.transactions) == (10_000, 20_000, 70_000)
+    assert sample_bank.rows == 100_000
+    assert sample_bank.database == "bank"
+    assert sample_bank.schema == "public"
+
+
+def test_mariadb_row_counts(mysql_conn: pymysql.Connection[Any], sample_bank: LoadedBank) -> None:
+    for table, expected in (
+        ("customers", sample_bank.customers),
+        ("accounts", sample_bank.accounts),
+        ("transactions", sample_bank.transactions),
+    ):
+        assert _mysql_rows(mysql_conn, f"SELECT COUNT(*) FROM {table}") == [(expected,)]
+
+
+async def test_postgres_row_counts(pg_conn: asyncpg.Connection, sample_bank: LoadedBank) -> None:
+    for table, expected in (
+        ("customers", sample_bank.customers),
+        ("accounts", sample_bank.accounts),
+        ("transactions", sample_bank.transactions),
+    ):
+        assert await pg_conn.fetchval(f"SELECT COUNT(*) FROM public.{table}") == expected
+
+
+def test_mariadb_rows_round_trip_exactly(mysql_conn: pymysql.Connection[Any], bank_data: BankData) -> None:
+    data = bank_data
+    for table, cols in COLUMNS.items():
+        stored = _mysql_rows(mysql_conn, f"SELECT {', '.join(cols)} FROM {table} ORDER BY id")
+        assert stored == data.rows(table), table
+
+
+async def test_postgres_rows_round_trip_exactly(pg_conn: asyncpg.Connection, bank_data: BankData) -> None:
+    data = bank_data
+    for table, cols in COLUMNS.items():
+        stored = await pg_conn.fetch(f"SELECT {', '.join(cols)} FROM public.{table} ORDER BY id")
+        assert [tuple(r) for r in stored] == data.rows(table), table
+
+
+def test_every_stored_personal_value_validates(mysql_conn: pymysql.Connection[Any]) -> None:
+    customers = _mysql_rows(
+        mysql_conn, "SELECT name, id_card, mobile, email, address, birth_date, gender FROM customers"
+    )
+    for name, id_card, mobile, email, address, birth, gender in customers:
+        assert is_valid_chinese_name(name), name
+        assert is_valid_id_card(id_card, known_regions_only=True), id_card
+        assert id_card_birth_date(id_card) == birth, id_card
+        assert id_card_gender(id_card) == gender, id_card
+        assert is_valid_mobile(mobile), mobile
+        assert is_valid_email(email), email
+        assert is_valid_address(address), address
+    cards = _mysql_rows(mysql_conn, "SELECT card_no FROM accounts")
+    assert all(is_valid_bank_card(c) for (c,) in cards)
+    counterparties = _mysql_rows(
+        mysql_conn, "SELECT counterparty_card FROM transactions WHERE counterparty_card IS NOT NULL"
+    )
+    assert len(counterparties) > 10_000
+    assert all(is_valid_bank_card(c) for (c,) in counterparties)
+
+
+async def test_postgres_values_validate_and_are_unique(pg_conn: asyncpg.Connection) -> None:
+    rows = await pg_conn.fetch("SELECT id_card, mobile, email FROM customers")
+    assert all(is_valid_id_card(r["id_card"]) and is_valid_mobile(r["mobile"]) for r in rows)
+    for column in ("id_card", "mobile", "email"):
+        assert len({r[column] for r in rows}) == len(rows), column
+    cards = await pg_conn.fetch("SELECT card_no FROM accounts")
+    assert len({r["card_no"] for r in cards}) == len(cards)
+    assert all(is_valid_bank_card(r["card_no"]) for r in cards)
+
+
+def test_canary_is_customer_one_and_unique(mysql_conn: pymysql.Connection[Any], sample_bank: LoadedBank) -> None:
+    c = sample_bank.canary
+    assert _mysql_rows(mysql_conn, "SELECT name, id_card, mobile, email, address FROM customers WHERE id = 1") == [
+        (c.name, c.id_card, c.mobile, c.email, c.address)
+    ]
+    assert _mysql_rows(mysql_conn, "SELECT customer_id, card_no FROM accounts WHERE id = 1") == [(1, c.card_no)]
+    with mysql_conn.cursor() as cur:
+        cur.execute(
+            "SELECT COUNT(*) FROM customers WHERE id_card = %s OR mobile = %s OR email = %s OR name = %s",
+            (c.id_card, c.mobile, c.email, c.name),
+        )
+        assert cur.fetchone() == (1,)
+        cur.execute("SELECT COUNT(*) FROM accounts WHERE card_no = %s", (c.card_no,))
+        assert cur.fetchone() == (1,)
+
+
+async def test_accounts_and_transactions_reference_existing_rows(pg_conn: asyncpg.Connection) -> None:
+    orphans = await pg_conn.fetchval(
+        "SELECT COUNT(*) FROM accounts a LEFT JOIN customers c ON c.id = a.customer_id WHERE c.id IS NULL"
+    )
+    assert orphans == 0
+    orphans = await pg_conn.fetchval(
+        "SELECT COUNT(*) FROM transactions t LEFT JOIN accounts a ON a.id = t.account_id WHERE a.id IS NULL"
+    )
+    assert orphans == 0
+    no_account = await pg_conn.fetchval(
+        "SELECT COUNT(*) FROM customers c WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.customer_id = c.id)"
+    )
+    assert no_account == 0
+    before_opening = await pg_conn.fetchval(
+        "SELECT COUNT(*) FROM transactions t JOIN accounts a ON a.id = t.account_id WHERE t.tx_time < a.opened_at"
+    )
+    assert before_opening == 0
+
+
+async def test_reload_into_another_database_replaces_it(
+    mariadb_server: ServerInfo, postgres_server: ServerInfo
+) -> None:
+    """Loading twice (a rerun against reused servers) replaces the database instead of failing."""
+    small = generate(seed=7, scale=0.01)
+    for _ in range(2):
+        loaded = load_mariadb(
+            small,
+            host=mariadb_server.host,
+            port=mariadb_server.port,
+            user=mariadb_server.admin_user,
+            password=mariadb_server.admin_password,
+            database="bank_small",
+        )
+        pg_loaded = await load_postgres_async(
+            small,
+            host=postgres_server.host,
+            port=postgres_server.port,
+            user=postgres_server.admin_user,
+            password=postgres_server.admin_password,
+            database="bank_small",
+        )
+        assert loaded == pg_loaded
+        assert (loaded.customers, loaded.accounts, loaded.transactions) == (100, 200, 700)
+    conn = await asyncpg.connect(
+        host=postgres_server.host,
+        port=postgres_server.port,
+        user=postgres_server.admin_user,
+        password=postgres_server.admin_password,
+        database="bank_small",
+    )
+    try:
+        assert await conn.fetchval("SELECT COUNT(*) FROM transactions") == 700
+    finally:
+        await conn.close()
+        admin = await asyncpg.connect(
+            host=postgres_server.host,
+            port=postgres_server.port,
+            user=postgres_server.admin_user,
+            password=postgres_server.admin_password,
+            database="postgres",
+        )
+        await admin.execute("DROP DATABASE bank_small WITH (FORCE)")
+        await admin.close()
+    m = pymysql.connect(
+        host=mariadb_server.host,
+        port=mariadb_server.port,
+        user=mariadb_server.admin_user,
+        password=mariadb_server.admin_password,
+    )
+    with m.cursor() as cur:
+        cur.execute("DROP DATABASE bank_small")
+    m.close()
