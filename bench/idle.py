@@ -1,0 +1,72 @@
+"""Many idle, logged-in client connections held open through a proxy, to measure its memory.
+
+Each connection completes the MySQL handshake and authentication (so the
+proxy holds a full session and its backend connection), then sits idle. The
+opening is bounded in time: when the deadline passes or errors repeat, the
+connections opened so far are what is measured, and the caller says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pymysql
+
+from bench.workloads import Endpoint
+
+__all__ = ["IdleConnections", "open_idle_mysql"]
+
+
+@dataclass(kw_only=True)
+class IdleConnections:
+    connections: list[pymysql.connections.Connection[pymysql.cursors.Cursor]]
+    wanted: int
+    first_error: str | None
+    seconds: float
+
+    def close(self) -> None:
+        for c in self.connections:
+            with contextlib.suppress(Exception):
+                c.close()
+        self.connections.clear()
+
+
+def open_idle_mysql(ep: Endpoint, count: int, *, deadline_s: float = 180.0, workers: int = 8) -> IdleConnections:
+    """Open up to ``count`` authenticated connections to ``ep``; stop early on repeated errors or the deadline."""
+    started = time.monotonic()
+    deadline = started + deadline_s
+    lock = threading.Lock()
+    opened: list[pymysql.connections.Connection[pymysql.cursors.Cursor]] = []
+    errors: list[str] = []
+
+    def one(_: int) -> None:
+        if time.monotonic() > deadline or len(errors) >= 20:
+            return
+        try:
+            conn = pymysql.connect(
+                host=ep.host,
+                port=ep.port,
+                user=ep.user,
+                password=ep.password,
+                database=ep.database,
+                connect_timeout=30,
+            )
+        except pymysql.MySQLError as exc:
+            with lock:
+                errors.append(f"{type(exc).__name__}: {exc}"[:160])
+            return
+        with lock:
+            opened.append(conn)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(one, range(count)))
+    return IdleConnections(
+        connections=opened,
+        wanted=count,
+        first_error=errors[0] if errors else None,
+        seconds=time.monotonic() - started,
+    )
