@@ -1,0 +1,76 @@
+"""Metric catalogue: bounded person labels, pre-created label sets, masking and reload bookkeeping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlbastion.observability.metrics import AUTH_FAILURE_REASONS, OTHER_PERSONS, Metrics
+
+
+@dataclass(frozen=True)
+class Plan:
+    columns: tuple[object | None, ...]
+    functions: tuple[str | None, ...]
+    refuse: str | None = None
+
+
+def test_person_labels_off_by_default() -> None:
+    m = Metrics()
+    assert m.person_label("alice") is None
+
+
+def test_person_labels_are_capped() -> None:
+    m = Metrics()
+    m.configure(person_labels=True, person_cap=2)
+    assert m.person_label("alice") == "alice"
+    assert m.person_label("bob") == "bob"
+    assert m.person_label("carol") == OTHER_PERSONS
+    assert m.person_label("alice") == "alice"
+    m.configure(person_labels=True, person_cap=-5)
+    assert m.person_label("dave") == OTHER_PERSONS
+
+
+def test_prepare_creates_zero_series() -> None:
+    m = Metrics()
+    m.prepare(backends=[("postgres", "pg")], sinks=["pgsink"], max_connections=50, spool_capacity_bytes=1024)
+    get = m.registry.get_sample_value
+    for reason in AUTH_FAILURE_REASONS:
+        assert get("sqlbastion_auth_failures_total", {"protocol": "postgres", "backend": "pg", "reason": reason}) == 0
+    assert get("sqlbastion_client_connections_active", {"protocol": "postgres", "backend": "pg"}) == 0
+    assert get("sqlbastion_audit_sink_errors_total", {"sink": "pgsink"}) == 0
+    assert get("sqlbastion_client_connections_limit") == 50
+    assert get("sqlbastion_audit_spool_capacity_bytes") == 1024
+    assert get("sqlbastion_proxy_seconds_count", {"protocol": "postgres", "backend": "pg"}) == 0
+
+
+def test_observe_masking_attributes_values_by_function() -> None:
+    m = Metrics()
+    masker = object()
+    plan = Plan(columns=(None, masker, masker, masker), functions=(None, "mobile", "mobile", "id_card"))
+    m.observe_masking("core", [plan], rows=10, masked_values=0)
+    get = m.registry.get_sample_value
+    assert get("sqlbastion_masked_values_total", {"backend": "core", "function": "mobile"}) == 20
+    assert get("sqlbastion_masked_values_total", {"backend": "core", "function": "id_card"}) == 10
+    assert get("sqlbastion_masked_results_total", {"backend": "core", "outcome": "masked"}) == 1
+    # an exact count from the proxy wins over rows × columns
+    m.observe_masking("core", [plan], rows=10, masked_values=3)
+    assert get("sqlbastion_masked_values_total", {"backend": "core", "function": "mobile"}) == 22
+    refused = Plan(columns=(masker,), functions=("deny",), refuse="denied")
+    m.observe_masking("core", [refused], rows=0, masked_values=0)
+    assert get("sqlbastion_masked_results_total", {"backend": "core", "outcome": "refused"}) == 1
+    unnamed = Plan(columns=(masker,), functions=())
+    m.observe_masking("core", [unnamed], rows=2, masked_values=0)
+    assert get("sqlbastion_masked_values_total", {"backend": "core", "function": "unknown"}) == 2
+
+
+def test_policy_version_has_one_series() -> None:
+    m = Metrics()
+    m.set_policy_version("a")
+    m.record_policy_reload(ok=True, version="b")
+    get = m.registry.get_sample_value
+    assert get("sqlbastion_policy_info", {"version": "a"}) is None
+    assert get("sqlbastion_policy_info", {"version": "b"}) == 1
+    m.record_policy_reload(ok=False, version=None)
+    assert get("sqlbastion_policy_info", {"version": "b"}) == 1
+    assert get("sqlbastion_policy_last_reload_ok") == 0
+    assert get("sqlbastion_policy_reloads_total", {"result": "failed"}) == 1
