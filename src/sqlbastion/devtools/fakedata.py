@@ -252,7 +252,7 @@ _ADDRESS_TAIL_RE = re.compile(
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)  # 2^(17-i) mod 11
 _ID_CHECK = "10X98765432"  # check character for (sum mod 11) = 0..10
-_ID_MIN_BIRTH = date(1900, 1, 1)
+_ID_MIN_BIRTH = date(1800, 1, 1)  # the standard's own example is born in 1880
 
 
 def id_card_check_char(first17: str) -> str:
@@ -275,7 +275,7 @@ def is_valid_id_card(value: object, *, today: date | None = None, known_regions_
 
     Checks the province part of the division code (or, with ``known_regions_only``,
     the whole code against ``REGIONS``), the birth date (a real date, not before
-    1900, not in the future) and the check character. A lowercase ``x`` is refused:
+    1800, not in the future) and the check character. A lowercase ``x`` is refused:
     the standard and the issuing systems use ``X``.
     """
     if not isinstance(value, str) or len(value) != 18 or not value.isascii():
