@@ -141,6 +141,24 @@ class MaskSpec:
                 return v
         return CATALOGUE[self.name][name].default
 
+    def int_param(self, name: str) -> int:
+        value = self.param(name)
+        if not isinstance(value, int):
+            raise SpecError(f"parameter {name!r} of masking function {self.name!r} is not a whole number")
+        return value
+
+    def str_param(self, name: str) -> str:
+        value = self.param(name)
+        if not isinstance(value, str):
+            raise SpecError(f"parameter {name!r} of masking function {self.name!r} is not a string")
+        return value
+
+    def bounds_param(self, name: str) -> tuple[float, ...]:
+        value = self.param(name)
+        if not isinstance(value, tuple):
+            raise SpecError(f"parameter {name!r} of masking function {self.name!r} is not a list of numbers")
+        return value
+
     @property
     def canonical(self) -> str:
         defaults = CATALOGUE[self.name]
