@@ -63,14 +63,14 @@ class Target:
         if self.kind.startswith("ratio") and self.against is None:
             raise ValueError("a ratio target needs the path it is measured against")
 
-    def describe(self) -> str:
+    def describe(self, unit: str = "") -> str:
         op = "≥" if self.kind.endswith("at_least") else "≤"
         if self.against is not None:
-            text = f"{op} {self.value:g}× {PATHS.get(self.against, self.against)}"
+            text = f"{op} {_ratio_text(self.value)}× {PATHS.get(self.against, self.against)}"
             if self.first_bar is not None:
-                text += f" (first bar {self.first_bar:g}×)"
+                text += f" (first bar {_ratio_text(self.first_bar)}×)"
             return text
-        return f"{op} {self.value:g}"
+        return f"{op} {format_value(self.value, unit)} {unit}".rstrip()
 
     def met(self, figure: float, bar: float | None = None) -> bool:
         limit = self.value if bar is None else bar
@@ -149,6 +149,12 @@ class WorkloadResult:
         return "missed"
 
 
+def _ratio_text(value: float) -> str:
+    """1.0 → "1.0", 0.85 → "0.85": ratios keep one decimal at least, so "1×" never reads as a count."""
+    text = f"{value:.2f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
 def format_value(value: float, unit: str) -> str:
     """A figure with the precision its unit deserves: 12,345 tps, 1.23 s, 12.5 µs."""
     if unit in ("tps", "qps", "events/s", "decisions/s", "rows/s", "connections"):
@@ -196,7 +202,7 @@ def markdown_table(results: Sequence[WorkloadResult]) -> str:
             r.unit,
             *(_cell(r.figure(p), r.unit) for p in used),
             ratio_text,
-            r.target.describe() if r.target is not None else "—",
+            r.target.describe(r.unit) if r.target is not None else "—",
             r.status(),
         ]
         lines.append("| " + " | ".join(cells) + " |")

@@ -139,6 +139,7 @@ def load_mysql_data(server: ServerInfo, *, mask_rows: int, connections: int) -> 
             # Idle-connection test: every client session holds a backend session.
             cur.execute(f"SET GLOBAL max_connections = {int(connections) + 200}")
             cur.execute(f"CREATE DATABASE IF NOT EXISTS {BENCH_DATABASE}")
+            cur.execute(f"USE {BENCH_DATABASE}")  # the sequence engine's seq_* tables need a current database
             cur.execute(f"DROP TABLE IF EXISTS {BENCH_DATABASE}.{MASK_TABLE}")
             cur.execute(
                 f"CREATE TABLE {BENCH_DATABASE}.{MASK_TABLE} (id BIGINT PRIMARY KEY, mobile CHAR(11),"

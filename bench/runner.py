@@ -1,0 +1,607 @@
+"""The benchmark run: start everything, measure every path in alternating rounds, report.
+
+Strategy: all figures of a run come from the same machine within minutes, and
+the paths of one workload take turns (round 1: direct, PgBouncer, sqlbastion;
+round 2 starts one further along …), so drift in the machine's speed (other
+processes, thermal limits, caches) falls on every path alike. Each path gets
+an unrecorded warm-up first. A path whose component is missing, or that fails
+a round, is reported as ``n/a (reason)`` and skipped for the rest of the run;
+nothing a missing part does stops the other measurements.
+
+Budget with the defaults (8 s rounds, 3 rounds) on two cores: about 12 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import pymysql
+
+from bench import external, profile, services
+from bench.idle import open_idle_mysql
+from bench.machine import describe_machine
+from bench.report import Figure, RunInfo, Target, WorkloadResult, append_run, markdown_table, render_run
+from bench.workloads import Endpoint, WorkloadError, run_pgbench, run_scan, run_sysbench
+from sqlbastion.devtools.servers import ServerError, ServerInfo, start_mariadb, start_postgres, stop
+
+__all__ = ["GROUPS", "main"]
+
+ROOT = Path(__file__).resolve().parent.parent
+GROUPS = ("postgres", "mysql", "masking", "connections", "policy", "audit")
+MASK_SQL = f"SELECT id, mobile, id_card, city FROM {services.MASK_TABLE}"
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {text}\n")
+    sys.stderr.flush()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    duration: int
+    rounds: int
+    warmup: int
+    clients: int
+    scale: int
+    mask_rows: int
+    connections: int
+    groups: frozenset[str]
+    profile: bool
+    record: Path | None
+    keep: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workload:
+    """One row of the table measured in rounds: a client tool against each path of one protocol."""
+
+    key: str
+    name: str
+    unit: str
+    protocol: str  # "mysql" or "postgres": which endpoints it runs against
+    paths: tuple[str, ...]
+    measure: Callable[[Endpoint], float]
+    target: Target | None = None
+    baseline: str | None = None
+    # Workloads of time (seconds) get no warm-up of their own beyond the first round's caches.
+    warm: Callable[[Endpoint], object] | None = None
+
+
+@dataclass
+class Collector:
+    samples: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    reasons: dict[tuple[str, str], str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def add(self, key: str, path: str, value: float) -> None:
+        self.samples.setdefault((key, path), []).append(value)
+
+    def fail(self, key: str, path: str, reason: str) -> None:
+        self.reasons.setdefault((key, path), reason)
+
+    def failed(self, key: str, path: str) -> bool:
+        return (key, path) in self.reasons
+
+    def figure(self, key: str, path: str) -> Figure:
+        if (key, path) in self.reasons:
+            return Figure(path=path, reason=self.reasons[key, path])
+        values = tuple(self.samples.get((key, path), ()))
+        return Figure(path=path, samples=values, reason=None if values else "not measured")
+
+
+@dataclass
+class Environment:
+    """What the run started: servers, and per protocol each path's endpoint or the reason it has none."""
+
+    run_dir: Path
+    servers: dict[str, ServerInfo] = field(default_factory=dict)
+    endpoints: dict[str, dict[str, Endpoint | str]] = field(default_factory=dict)
+    proxies: dict[str, services.Started] = field(default_factory=dict)
+    server_versions: dict[str, str] = field(default_factory=dict)
+
+    def endpoint(self, protocol: str, path: str) -> Endpoint | str:
+        return self.endpoints.get(protocol, {}).get(path, f"no {protocol} server")
+
+
+# -- setting up ------------------------------------------------------------
+
+
+def _raise_nofile(wanted: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            # Root may lift the hard limit too; the servers and proxies started later inherit it.
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(wanted, hard)))
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def _setup(opts: Options, env: Environment) -> None:
+    need_pg = bool(opts.groups & {"postgres", "masking"})
+    need_my = bool(opts.groups & {"mysql", "masking", "connections"})
+    if need_pg:
+        _setup_postgres(opts, env)
+    if need_my:
+        _setup_mysql(opts, env)
+
+
+def _setup_postgres(opts: Options, env: Environment) -> None:
+    eps: dict[str, Endpoint | str] = {}
+    env.endpoints["postgres"] = eps
+    try:
+        _say("starting PostgreSQL")
+        server = start_postgres(env.run_dir / "postgres")
+        env.servers["postgres"] = server
+        _say(f"loading pgbench scale {opts.scale} and {opts.mask_rows:,} masked-scan rows")
+        services.load_postgres_data(server, scale=opts.scale, mask_rows=opts.mask_rows)
+        env.server_versions["PostgreSQL"] = _pg_version(server)
+    except (ServerError, services.Unavailable, OSError, asyncpg.PostgresError) as exc:
+        for p in ("direct", "pgbouncer", "relay", "sqlbastion"):
+            eps[p] = f"PostgreSQL: {exc}"
+        return
+    direct = services.direct_endpoint(server)
+    eps["direct"] = direct
+    try:
+        eps["pgbouncer"] = services.start_pgbouncer(server, env.run_dir, clients=opts.clients)
+    except (services.Unavailable, OSError) as exc:
+        eps["pgbouncer"] = f"PgBouncer: {exc}"
+    try:
+        eps["relay"] = services.start_relay(direct, env.run_dir)
+    except (services.Unavailable, OSError) as exc:
+        eps["relay"] = f"relay: {exc}"
+    _start_proxy("postgres", server, env)
+
+
+def _setup_mysql(opts: Options, env: Environment) -> None:
+    eps: dict[str, Endpoint | str] = {}
+    env.endpoints["mysql"] = eps
+    try:
+        _say("starting MariaDB")
+        server = start_mariadb(env.run_dir / "mariadb")
+        env.servers["mysql"] = server
+        _say(f"loading sysbench tables and {opts.mask_rows:,} masked-scan rows")
+        services.load_mysql_data(server, mask_rows=opts.mask_rows, connections=opts.connections)
+        env.server_versions["MariaDB"] = _mysql_version(server)
+    except (ServerError, services.Unavailable, OSError, pymysql.MySQLError) as exc:
+        for p in ("direct", "relay", "sqlbastion"):
+            eps[p] = f"MariaDB: {exc}"
+        return
+    direct = services.direct_endpoint(server)
+    eps["direct"] = direct
+    try:
+        eps["relay"] = services.start_relay(direct, env.run_dir)
+    except (services.Unavailable, OSError) as exc:
+        eps["relay"] = str(exc)
+    _start_proxy("mysql", server, env)
+
+
+def _start_proxy(protocol: str, server: ServerInfo, env: Environment) -> None:
+    try:
+        started = services.start_sqlbastion(protocol, server, env.run_dir)
+    except (services.Unavailable, OSError) as exc:
+        env.endpoints[protocol]["sqlbastion"] = str(exc)
+        _say(f"sqlbastion ({protocol}): n/a: {exc}")
+        return
+    env.proxies[protocol] = started
+    env.endpoints[protocol]["sqlbastion"] = started.endpoint
+
+
+def _pg_version(server: ServerInfo) -> str:
+    async def q() -> str:
+        conn = await asyncpg.connect(
+            host=server.host,
+            port=server.port,
+            user=server.admin_user,
+            password=server.admin_password,
+            database="postgres",
+        )
+        try:
+            return str(await conn.fetchval("SELECT version()"))
+        finally:
+            await conn.close()
+
+    return asyncio.run(q()).split(" on ")[0]
+
+
+def _mysql_version(server: ServerInfo) -> str:
+    conn = pymysql.connect(host=server.host, port=server.port, user=server.admin_user, password=server.admin_password)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT VERSION()")
+            row = cur.fetchone()
+            return f"MariaDB {row[0] if row else 'unknown'}"
+    finally:
+        conn.close()
+
+
+# -- the workloads ---------------------------------------------------------
+
+
+def _workloads(opts: Options) -> list[Workload]:
+    d, c = opts.duration, opts.clients
+    pg_bar = Target(kind="ratio_at_least", value=1.0, against="pgbouncer", first_bar=0.8)
+    relay_bar = Target(kind="ratio_at_least", value=0.9, against="relay")
+    mask_bar = Target(kind="ratio_at_most", value=2.0, against="direct")
+    out: list[Workload] = []
+    if "postgres" in opts.groups:
+        for mode in ("simple", "prepared"):
+
+            def bench(ep: Endpoint, mode: str = mode, seconds: int = d) -> float:
+                return run_pgbench(ep, mode=mode, clients=c, seconds=seconds)
+
+            def warm_pg(ep: Endpoint, b: Callable[..., float] = bench) -> float:
+                return b(ep, seconds=opts.warmup)
+
+            out.append(
+                Workload(
+                    key=f"pgbench-{mode}",
+                    name=f"pgbench -S -M {mode}, {c} clients",
+                    unit="tps",
+                    protocol="postgres",
+                    paths=("direct", "pgbouncer", "relay", "sqlbastion"),
+                    measure=bench,
+                    warm=warm_pg,
+                    target=pg_bar,
+                )
+            )
+    if "mysql" in opts.groups:
+        for test, ps_mode, label, target in (
+            ("oltp_point_select", "auto", "prepared statements", relay_bar),
+            ("oltp_point_select", "disable", "--db-ps-mode=disable", relay_bar),
+            ("oltp_read_only", "auto", "prepared statements", None),
+        ):
+
+            def measure(ep: Endpoint, test: str = test, ps_mode: str = ps_mode, seconds: int = d) -> float:
+                return run_sysbench(ep, test=test, threads=c, seconds=seconds, ps_mode=ps_mode).tps
+
+            def warm_my(ep: Endpoint, m: Callable[..., float] = measure) -> float:
+                return m(ep, seconds=opts.warmup)
+
+            out.append(
+                Workload(
+                    key=f"sysbench-{test}-{ps_mode}",
+                    name=f"sysbench {test}, {label}, {c} threads",
+                    unit="tps",
+                    protocol="mysql",
+                    paths=("direct", "relay", "sqlbastion"),
+                    measure=measure,
+                    warm=warm_my,
+                    target=target,
+                    baseline=None if target else "relay",
+                )
+            )
+    if "masking" in opts.groups:
+        for protocol, label in (("mysql", "MySQL (mariadb CLI)"), ("postgres", "PostgreSQL (psql)")):
+
+            def scan(ep: Endpoint, protocol: str = protocol) -> float:
+                return run_scan(ep, protocol=protocol, sql=MASK_SQL, expect_rows=opts.mask_rows, timeout=600)
+
+            out.append(
+                Workload(
+                    key=f"mask-{protocol}",
+                    name=f"{opts.mask_rows:,}-row SELECT, 2 masked columns, {label}",
+                    unit="s",
+                    protocol=protocol,
+                    paths=("direct", "sqlbastion"),
+                    measure=scan,
+                    target=mask_bar,
+                )
+            )
+    return out
+
+
+def _rotate(paths: list[str], n: int) -> list[str]:
+    if not paths:
+        return paths
+    n %= len(paths)
+    return paths[n:] + paths[:n]
+
+
+def _measure_rounds(opts: Options, env: Environment, loads: list[Workload], coll: Collector) -> None:
+    runnable: dict[str, list[tuple[str, Endpoint]]] = {}
+    for w in loads:
+        runnable[w.key] = []
+        for path in w.paths:
+            ep = env.endpoint(w.protocol, path)
+            if isinstance(ep, str):
+                coll.fail(w.key, path, ep)
+            else:
+                runnable[w.key].append((path, ep))
+    if "masking" in opts.groups:
+        _check_masked(env, coll)
+    if opts.warmup > 0:
+        for w in loads:
+            if w.warm is None:
+                continue
+            for path, ep in runnable[w.key]:
+                try:
+                    w.warm(ep)
+                except WorkloadError as exc:
+                    coll.fail(w.key, path, str(exc))
+                    _say(f"{w.name} / {path}: warm-up failed: {exc}")
+    for rnd in range(opts.rounds):
+        for w in loads:
+            order = _rotate([p for p, _ in runnable[w.key]], rnd)
+            eps = dict(runnable[w.key])
+            for path in order:
+                if coll.failed(w.key, path):
+                    continue
+                try:
+                    value = w.measure(eps[path])
+                except WorkloadError as exc:
+                    coll.fail(w.key, path, str(exc))
+                    _say(f"round {rnd + 1} {w.name} / {path}: failed: {exc}")
+                    continue
+                coll.add(w.key, path, value)
+                _say(f"round {rnd + 1}/{opts.rounds} {w.name} / {path}: {value:,.2f} {w.unit}")
+
+
+def _first_row(ep: Endpoint, protocol: str) -> str:
+    sql = MASK_SQL + " WHERE id = 1"
+    if protocol == "mysql":
+        cmd = ["mariadb", "--no-defaults", "--batch", "--skip-column-names", "--skip-ssl"]
+        cmd += [f"--host={ep.host}", f"--port={ep.port}", f"--user={ep.user}", ep.database, "-e", sql]
+        extra = {"MYSQL_PWD": ep.password}
+    else:
+        cmd = ["psql", "-X", "-A", "-t", "-h", ep.host, "-p", str(ep.port), "-U", ep.user, "-d", ep.database]
+        cmd += ["-c", sql]
+        extra = {"PGPASSWORD": ep.password, "PGSSLMODE": "disable"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env={**os.environ, **extra}, check=False)
+    if r.returncode != 0:
+        raise WorkloadError(" ".join(r.stderr.split())[:140] or f"{cmd[0]} exited {r.returncode}")
+    return r.stdout.strip()
+
+
+def _check_masked(env: Environment, coll: Collector) -> None:
+    """The masked-scan figure only counts if sqlbastion really masked: compare one row with the direct one."""
+    for protocol in ("mysql", "postgres"):
+        key = f"mask-{protocol}"
+        direct, proxied = env.endpoint(protocol, "direct"), env.endpoint(protocol, "sqlbastion")
+        if isinstance(direct, str) or isinstance(proxied, str):
+            continue
+        try:
+            clear, masked = _first_row(direct, protocol), _first_row(proxied, protocol)
+        except WorkloadError as exc:
+            coll.fail(key, "sqlbastion", str(exc))
+            continue
+        if clear == masked:
+            coll.fail(key, "sqlbastion", "rows came back unmasked (policy or masking not applied)")
+        else:
+            coll.notes[key] = f"row 1 direct `{clear}` → through sqlbastion `{masked}`"
+
+
+# -- connections, policy, audit --------------------------------------------
+
+
+def _measure_connections(opts: Options, env: Environment) -> WorkloadResult:
+    name = f"{opts.connections:,} idle MySQL client connections: sqlbastion RSS"
+    target = Target(kind="at_most", value=300.0)
+    proxy = env.proxies.get("mysql")
+    ep = env.endpoint("mysql", "sqlbastion")
+    if proxy is None or isinstance(ep, str):
+        reason = ep if isinstance(ep, str) else "sqlbastion (mysql) did not start"
+        return WorkloadResult(name=name, unit="MiB", figures=(Figure(path="sqlbastion", reason=reason),), target=target)
+    before = services.rss_mib(proxy.proc.pid)
+    _say(f"opening {opts.connections:,} idle connections through sqlbastion (RSS before: {before:.1f} MiB)")
+    idle = open_idle_mysql(ep, opts.connections)
+    opened = len(idle.connections)
+    try:
+        time.sleep(2)  # let the proxy settle: buffers allocated at login are what an idle session keeps
+        after = services.rss_mib(proxy.proc.pid)
+    finally:
+        idle.close()
+    _say(f"RSS with idle connections: {after:.1f} MiB (opened in {idle.seconds:.1f}s, error: {idle.first_error})")
+    if idle.first_error is not None or opened < opts.connections:
+        reason = f"only {opened:,} opened ({idle.first_error}); RSS {after:.1f} MiB"
+        return WorkloadResult(name=name, unit="MiB", figures=(Figure(path="sqlbastion", reason=reason),), target=target)
+    per_conn = (after - before) * 1024 / max(1, opened)
+    note = f"RSS {before:.1f} MiB before, {after:.1f} MiB with {opened:,} open: {per_conn:.1f} KiB per connection"
+    return WorkloadResult(
+        name=name, unit="MiB", figures=(Figure(path="sqlbastion", samples=(after,)),), target=target, note=note
+    )
+
+
+def _measure_policy() -> list[WorkloadResult]:
+    hit_name, miss_name = "policy decision, cache hit", "policy decision, cache miss (3-table join)"
+    hit_t, miss_t = Target(kind="at_most", value=30.0), Target(kind="at_most", value=2000.0)
+    try:
+        out = external.run_script(ROOT / "bench" / "policy_bench.py", timeout=300)
+    except RuntimeError as exc:
+        fig = Figure(path="sqlbastion", reason=str(exc))
+        return [
+            WorkloadResult(name=hit_name, unit="µs", figures=(fig,), target=hit_t),
+            WorkloadResult(name=miss_name, unit="µs", figures=(fig,), target=miss_t),
+        ]
+    figures = external.parse_figures(out)
+    results = []
+    for name, words, target in ((hit_name, ("hit",), hit_t), (miss_name, ("miss",), miss_t)):
+        value = external.pick(figures, words=words, kind="latency")
+        fig = (
+            Figure(path="sqlbastion", samples=(value,))
+            if value is not None
+            else Figure(path="sqlbastion", reason="policy_bench.py printed no such figure")
+        )
+        results.append(WorkloadResult(name=name, unit="µs", figures=(fig,), target=target))
+    return results
+
+
+def _measure_audit() -> WorkloadResult:
+    name = "audit events into the SQLite sink, sustained"
+    target = Target(kind="at_least", value=20_000.0)
+    try:
+        out = external.run_script(ROOT / "bench" / "audit_bench.py", timeout=300)
+    except RuntimeError as exc:
+        return WorkloadResult(
+            name=name, unit="events/s", figures=(Figure(path="sqlbastion", reason=str(exc)),), target=target
+        )
+    value = external.pick(external.parse_figures(out), words=(), kind="rate")
+    fig = (
+        Figure(path="sqlbastion", samples=(value,))
+        if value is not None
+        else Figure(path="sqlbastion", reason="audit_bench.py printed no events/s figure")
+    )
+    return WorkloadResult(name=name, unit="events/s", figures=(fig,), target=target)
+
+
+# -- profiling -------------------------------------------------------------
+
+
+def _profile(opts: Options, env: Environment, loads: list[Workload]) -> list[str]:
+    """Run each protocol's first workload and its masked scan once more through sqlbastion under py-spy."""
+    findings: list[str] = []
+    if profile.py_spy() is None:
+        return ["py-spy is not installed (pip install -e '.[dev]')"]
+    profiles = ROOT / "var" / "bench" / "profiles"
+    profiles.mkdir(parents=True, exist_ok=True)
+    seen: set[str] = set()
+    for w in loads:
+        proxy = env.proxies.get(w.protocol)
+        ep = env.endpoint(w.protocol, "sqlbastion")
+        kind = f"{w.protocol}-{'scan' if w.key.startswith('mask') else 'load'}"
+        if proxy is None or isinstance(ep, str) or kind in seen:
+            continue
+        seen.add(kind)
+        out = profiles / f"{w.key}.txt"
+        spy = profile.record(proxy.proc.pid, opts.duration + 2, out)
+        if spy is None:
+            continue
+        time.sleep(0.5)  # py-spy attaches before the load starts
+        with contextlib.suppress(WorkloadError):
+            w.measure(ep)
+        try:
+            _, err = spy.communicate(timeout=opts.duration + 60)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            continue
+        if not out.exists():
+            findings.append(f"{w.name}: py-spy failed: {' '.join(err.decode(errors='replace').split())[:160]}")
+            continue
+        summary = profile.summarize_collapsed(out.read_text(errors="replace"), only_under="sqlbastion")
+        _say(f"profile of {w.name}: {out}")
+        findings += [f"{w.name}: {line}" for line in summary.lines(top=6)]
+    return findings
+
+
+# -- the run ---------------------------------------------------------------
+
+
+def run(opts: Options) -> list[WorkloadResult]:
+    _raise_nofile(max(65536, opts.connections * 3 + 1024))
+    run_dir = Path(tempfile.mkdtemp(prefix="sqlbastion-bench-"))
+    os.chmod(run_dir, 0o755)  # the servers run as their own accounts and need to reach it
+    env = Environment(run_dir=run_dir)
+    coll = Collector()
+    started = datetime.now(UTC)
+    t0 = time.monotonic()
+    results: list[WorkloadResult] = []
+    findings: list[str] = []
+    try:
+        _setup(opts, env)
+        loads = _workloads(opts)
+        _measure_rounds(opts, env, loads, coll)
+        results += [
+            WorkloadResult(
+                name=w.name,
+                unit=w.unit,
+                figures=tuple(coll.figure(w.key, p) for p in w.paths),
+                target=w.target,
+                baseline=w.baseline,
+                note=coll.notes.get(w.key),
+            )
+            for w in loads
+        ]
+        if opts.profile:
+            findings = _profile(opts, env, loads)
+        if "connections" in opts.groups:
+            results.append(_measure_connections(opts, env))
+    finally:
+        services.stop_all()
+        for server in env.servers.values():
+            stop(server)
+        if opts.keep:
+            _say(f"run directory kept: {run_dir}")
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    if "policy" in opts.groups:
+        _say("policy decision benchmark")
+        results += _measure_policy()
+    if "audit" in opts.groups:
+        _say("audit sink benchmark")
+        results.append(_measure_audit())
+    elapsed = time.monotonic() - t0
+    settings = {
+        "rounds": f"{opts.rounds} × {opts.duration} s per path (warm-up {opts.warmup} s), paths alternating",
+        "clients": f"{opts.clients} (pgbench clients, sysbench threads)",
+        "data": f"pgbench scale {opts.scale}; sysbench 4 × 100,000 rows; {opts.mask_rows:,} masked-scan rows",
+        "sqlbastion": "one `sqlbastion serve` process per protocol, policy and SQLite audit on",
+        "run time": f"{elapsed / 60:.1f} min",
+    }
+    info = RunInfo(started=started, machine=describe_machine(env.server_versions), settings=settings, findings=findings)
+    sys.stdout.write(markdown_table(results))
+    if opts.record is not None:
+        append_run(opts.record, render_run(info, results))
+        _say(f"results appended to {opts.record}")
+    return results
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="bench/run.py",
+        description="sqlbastion against direct connections, PgBouncer and a bare relay, in one run.",
+    )
+    parser.add_argument("--duration", type=int, default=8, help="seconds per path per round (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=2, help="unrecorded seconds per path first (default: 2)")
+    parser.add_argument("--clients", type=int, default=8, help="pgbench clients / sysbench threads (default: 8)")
+    parser.add_argument("--scale", type=int, default=10, help="pgbench scale factor (default: %(default)s)")
+    parser.add_argument("--mask-rows", type=int, default=1_000_000, help="rows of the masked scan (default: 1M)")
+    parser.add_argument("--connections", type=int, default=5000, help="idle connections to hold (default: 5000)")
+    parser.add_argument(
+        "--only", default=",".join(GROUPS), help=f"comma-separated groups to run (default: all of {','.join(GROUPS)})"
+    )
+    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile of sqlbastion")
+    parser.add_argument("--no-record", action="store_true", help="print only; do not append to docs/performance.md")
+    parser.add_argument("--output", default=str(ROOT / "docs" / "performance.md"), help="where results are appended")
+    parser.add_argument("--keep", action="store_true", help="keep the run directory (logs, configs) for inspection")
+    args = parser.parse_args(argv)
+    groups = frozenset(g.strip() for g in args.only.split(",") if g.strip())
+    unknown = groups - set(GROUPS)
+    if unknown:
+        parser.error(f"unknown group(s): {', '.join(sorted(unknown))} (known: {', '.join(GROUPS)})")
+    if args.duration < 1 or args.rounds < 1 or args.clients < 1 or args.mask_rows < 1 or args.connections < 1:
+        parser.error("--duration, --rounds, --clients, --mask-rows and --connections must be positive")
+    return Options(
+        duration=args.duration,
+        rounds=args.rounds,
+        warmup=max(0, args.warmup),
+        clients=args.clients,
+        scale=max(1, args.scale),
+        mask_rows=args.mask_rows,
+        connections=args.connections,
+        groups=groups,
+        profile=not args.no_profile,
+        record=None if args.no_record else Path(args.output),
+        keep=args.keep,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    run(opts)
+    return 0
