@@ -1,0 +1,525 @@
+"""Following one command's response from the backend and relaying it to the client.
+
+Strategy (DESIGN.md decision 2, "fast path first"): ``ResponseRelay`` is
+sans-IO. ``feed(bytes)`` returns the bytes to write to the client. Packet
+headers are always walked, because the proxy must know where the response
+ends; payloads are only decoded where they matter:
+
+* the first packet (OK / ERR / column count), column definitions, and the
+  EOF/OK packets that end a result — a handful per result;
+* rows only when the result's ``MaskPlan`` masks a column. Otherwise runs of
+  row packets go out as one slice of the bytes that came in.
+
+Column definitions are held (bounded) until the plan for the result is known,
+because a refused result must not reach the client at all: it is replaced by
+one ERR packet and the rest of the backend's response is read and dropped.
+
+Responses (page_protocol_command_phase and the pages it links):
+``query``: COM_QUERY / COM_STMT_EXECUTE — OK, ERR, or result sets, repeated
+while SERVER_MORE_RESULTS_EXISTS is set; ``prepare``: COM_STMT_PREPARE_OK with
+parameter and column definitions; ``field_list``: column definitions then EOF;
+``fetch``: COM_STMT_FETCH rows then EOF; ``single``: one packet of any kind
+(COM_PING, COM_INIT_DB, COM_STMT_RESET, COM_SET_OPTION, COM_STATISTICS …).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sqlbastion.proxy.mysql.constants import MAX_PACKET_PAYLOAD, Capability, ErrorCode, ServerStatus
+from sqlbastion.proxy.mysql.errors import MalformedPacket, MySQLProtocolError
+from sqlbastion.proxy.mysql.framing import frame_into
+from sqlbastion.proxy.mysql.packets import ColumnDefinition, EofPacket, ErrPacket, OkPacket, StmtPrepareOk
+from sqlbastion.proxy.mysql.rows import mask_binary_row, mask_text_row
+from sqlbastion.proxy.mysql.wire import PayloadReader
+from sqlbastion.proxy.session import MaskPlan
+
+__all__ = ["MAX_COLUMNS", "ResponseKind", "ResponseRelay", "ResultSummary"]
+
+ResponseKind = Literal["query", "prepare", "field_list", "fetch", "single"]
+
+MAX_COLUMNS = 4096  # MySQL's own limit on columns in a table or result
+MAX_HELD_BYTES = 8 << 20  # column definitions held while a result's mask plan is computed
+
+# Given the columns of one result set and whether its rows are binary, the plan for it.
+Planner = Callable[[list[ColumnDefinition], bool], MaskPlan]
+
+# Internal states.
+_FIRST, _PREPARE_PARAMS, _COLDEFS, _COLDEFS_EOF, _ROWS, _DISCARD, _DONE = range(7)
+
+
+@dataclass(kw_only=True, slots=True)
+class ResultSummary:
+    """What happened, for the audit event and the session state."""
+
+    rows: int = 0
+    affected: int = 0
+    results: int = 0
+    masked_values: int = 0
+    bytes_out: int = 0
+    error: ErrPacket | None = None
+    status: int | None = None  # the last status flags the backend reported
+    warnings: int = 0
+    oks: list[OkPacket] = field(default_factory=list)  # OKs carrying session state changes
+    prepare_ok: StmtPrepareOk | None = None
+    columns: list[ColumnDefinition] = field(default_factory=list)  # of the last result set
+    refused: str | None = None
+
+
+class ResponseRelay:
+    """One command's response: backend bytes in, client bytes out (sans-IO)."""
+
+    def __init__(
+        self,
+        *,
+        kind: ResponseKind,
+        backend_capabilities: int,
+        client_capabilities: int,
+        binary: bool = False,
+        planner: Planner | None = None,
+        withhold_errors: str | None = None,
+        plan: MaskPlan | None = None,
+        types: list[int] | None = None,
+        max_packet: int = 64 << 20,
+        first_seq: int = 1,
+    ) -> None:
+        self.kind = kind
+        self.binary = binary or kind == "fetch"
+        self._planner = planner
+        self._withhold = withhold_errors
+        self._deprecate_eof = bool(backend_capabilities & Capability.DEPRECATE_EOF)
+        self._backend_caps = backend_capabilities
+        self._client_caps = client_capabilities
+        self._rewrite_ok = bool(
+            backend_capabilities & Capability.SESSION_TRACK and not client_capabilities & Capability.SESSION_TRACK
+        )
+        self._max_packet = max_packet
+        self.summary = ResultSummary()
+        self._buf = bytearray()
+        self._state = _FIRST if kind != "fetch" else _ROWS
+        self._plan: MaskPlan | None = plan
+        self._types: list[int] = types or []
+        self._fast = plan is None or plan.empty
+        self._ncols = 0
+        self._nparams = 0
+        self._pending_cols: list[ColumnDefinition] = []
+        self._held = bytearray()
+        self._partial = bytearray()  # a logical packet spread over 16 MiB pieces
+        self._partial_seq = 0
+        self._continuation = False  # the previous piece was 0xFFFFFF bytes long
+        self._out_seq = first_seq
+        self._in_seq = first_seq
+        self._discard_phase = "rows"
+        self._discard_cols = 0
+
+    @property
+    def done(self) -> bool:
+        return self._state == _DONE
+
+    @property
+    def plan(self) -> MaskPlan | None:
+        """The mask plan of the last result set (kept for COM_STMT_FETCH on a cursor)."""
+        return self._plan
+
+    @property
+    def types(self) -> list[int]:
+        return self._types
+
+    # -- output helpers ------------------------------------------------------
+
+    def _emit_payload(self, out: bytearray, payload: bytes) -> None:
+        self._out_seq = frame_into(out, self._out_seq, payload)
+
+    def _emit_raw(self, out: bytearray, raw: bytes | bytearray | memoryview, seq: int) -> None:
+        if seq == self._out_seq:
+            out += raw
+        else:
+            out += raw[:3]
+            out.append(self._out_seq)
+            out += raw[4:]
+        self._out_seq = (self._out_seq + 1) & 0xFF
+
+    # -- input ---------------------------------------------------------------
+
+    def feed(self, data: bytes) -> bytes:
+        """Consume backend bytes; return the bytes for the client.
+
+        Raises MalformedPacket or MySQLProtocolError when the backend breaks the
+        protocol; the glue then ends the session (the backend is not trusted to
+        be in a known state any more).
+        """
+        if self._state == _DONE:
+            if data:
+                raise MalformedPacket("backend sent data after the end of the response")
+            return b""
+        buf = self._buf
+        buf += data
+        out = bytearray()
+        pos = 0
+        n = len(buf)
+        run_start = -1  # start of a run of raw row packets forwarded unchanged
+        rows = 0
+        while n - pos >= 4:
+            length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+            end = pos + 4 + length
+            if end > n:
+                break
+            seq = buf[pos + 3]
+            if self._state == _ROWS and self._fast and seq == self._out_seq:
+                # The hot loop: unmasked rows are counted, never decoded.
+                if self._continuation:
+                    self._continuation = length == MAX_PACKET_PAYLOAD
+                    if run_start < 0:
+                        run_start = pos
+                    self._out_seq = self._in_seq = (seq + 1) & 0xFF
+                    pos = end
+                    continue
+                first = buf[pos + 4] if length else 0
+                if not (first == 0xFF or (first == 0xFE and length < (0xFFFFFF if self._deprecate_eof else 9))):
+                    rows += 1
+                    self._continuation = length == MAX_PACKET_PAYLOAD
+                    if run_start < 0:
+                        run_start = pos
+                    self._out_seq = self._in_seq = (seq + 1) & 0xFF
+                    pos = end
+                    continue
+            if run_start >= 0:
+                out += buf[run_start:pos]
+                run_start = -1
+            self._in_seq = (seq + 1) & 0xFF
+            self._piece(out, bytes(buf[pos:end]), length, seq)
+            pos = end
+            if self._state == _DONE:
+                break
+        if run_start >= 0:
+            out += buf[run_start:pos]
+        self.summary.rows += rows
+        del buf[:pos]
+        if self._state == _DONE and buf:
+            raise MalformedPacket("backend sent data after the end of the response")
+        if len(buf) > self._max_packet + 8:
+            raise MalformedPacket("backend packet larger than the limit")
+        self.summary.bytes_out += len(out)
+        return bytes(out)
+
+    def _piece(self, out: bytearray, raw: bytes, length: int, seq: int) -> None:
+        """One physical packet outside the fast row loop."""
+        if self._partial or length == MAX_PACKET_PAYLOAD:
+            if not self._partial:
+                self._partial_seq = seq
+            self._partial += raw[4:]
+            if len(self._partial) > self._max_packet:
+                raise MalformedPacket("backend packet larger than the limit")
+            if length == MAX_PACKET_PAYLOAD:
+                return
+            payload = bytes(self._partial)
+            self._partial.clear()
+            self._packet(out, payload, None, self._partial_seq)
+            return
+        self._packet(out, raw[4:], raw, seq)
+
+    def _packet(self, out: bytearray, payload: bytes, raw: bytes | None, seq: int) -> None:
+        """One logical packet. ``raw`` is its framed form when it is one piece (forwardable as is)."""
+
+        def forward() -> None:
+            if raw is not None:
+                self._emit_raw(out, raw, seq)
+            else:
+                self._emit_payload(out, payload)
+
+        state = self._state
+        first = payload[0] if payload else -1
+        if state == _DISCARD:
+            self._discard(payload)
+            return
+        if first == 0xFF and (state in (_FIRST, _ROWS, _COLDEFS_EOF) or self.kind != "query"):
+            self._on_error(out, payload)
+            return
+        if self.kind == "single":
+            if first == 0x00 and len(payload) >= 7:
+                self._emit_ok(out, payload, forward)
+            else:
+                forward()
+            self._state = _DONE
+            return
+        if state == _FIRST:
+            self._on_first(out, payload, forward)
+        elif state == _PREPARE_PARAMS:
+            self._on_prepare_params(out, payload, forward)
+        elif state == _COLDEFS:
+            self._on_coldef(out, payload, forward)
+        elif state == _COLDEFS_EOF:
+            if not (first == 0xFE and len(payload) < 9):
+                raise MalformedPacket("expected EOF after the column definitions")
+            self._hold_or_forward(payload, raw, seq, out)
+            eof = EofPacket.decode(payload)
+            self.summary.status = eof.status
+            if self.kind == "prepare":
+                self._after_prepare_section(out)
+            elif eof.status & ServerStatus.CURSOR_EXISTS:
+                self._release_held(out)
+                self._state = _DONE
+            else:
+                self._release_held(out)
+                self._state = _ROWS
+        elif state == _ROWS:
+            self._on_row(out, payload, forward)
+        else:
+            raise MalformedPacket("unexpected packet")
+
+    # -- states --------------------------------------------------------------
+
+    def _on_first(self, out: bytearray, payload: bytes, forward: Callable[[], None]) -> None:
+        first = payload[0] if payload else -1
+        if self.kind == "prepare":
+            if first != 0x00:
+                raise MalformedPacket("expected COM_STMT_PREPARE_OK")
+            prep = StmtPrepareOk.decode(payload)
+            self.summary.prepare_ok = prep
+            forward()
+            self._nparams = prep.num_params
+            self._ncols = prep.num_columns
+            if prep.num_params > MAX_COLUMNS * 16 or prep.num_columns > MAX_COLUMNS:
+                raise MalformedPacket("too many parameters or columns")
+            self._state = _PREPARE_PARAMS
+            self._after_prepare_ok_header(out)
+            return
+        if self.kind == "field_list":
+            self._state = _COLDEFS
+            self._ncols = -1  # until EOF
+            self._on_coldef(out, payload, forward)
+            return
+        if first == 0x00 and len(payload) >= 7:
+            ok = self._emit_ok(out, payload, forward)
+            self.summary.results += 1
+            if ok.status & ServerStatus.MORE_RESULTS_EXISTS:
+                self._state = _FIRST
+            else:
+                self._state = _DONE
+            return
+        if first == 0xFB:
+            raise MalformedPacket("backend asked for a LOCAL INFILE, which sqlbastion never negotiates")
+        r = PayloadReader(payload)
+        ncols = r.lenenc_int("column count")
+        if ncols == 0 or ncols > MAX_COLUMNS or not r.at_end():
+            raise MalformedPacket(f"column count {ncols}")
+        self._ncols = ncols
+        self._pending_cols = []
+        self._held = bytearray()
+        self._plan = None
+        self._fast = True
+        self._hold_payload(payload)
+        self._state = _COLDEFS
+
+    def _after_prepare_ok_header(self, out: bytearray) -> None:
+        if self._nparams == 0:
+            self._state = _COLDEFS
+            if self._ncols == 0:
+                self._state = _DONE
+
+    def _on_prepare_params(self, out: bytearray, payload: bytes, forward: Callable[[], None]) -> None:
+        if self._nparams > 0:
+            ColumnDefinition.decode(payload)
+            forward()
+            self._nparams -= 1
+            if self._nparams == 0:
+                if self._deprecate_eof:
+                    self._state = _COLDEFS if self._ncols else _DONE
+                else:
+                    self._nparams = -1  # the EOF after the parameter definitions comes next
+            return
+        if not (payload[:1] == b"\xfe" and len(payload) < 9):
+            raise MalformedPacket("expected EOF after the parameter definitions")
+        forward()
+        self._state = _COLDEFS if self._ncols else _DONE
+
+    def _after_prepare_section(self, out: bytearray) -> None:
+        self._release_held(out)
+        self._state = _DONE
+
+    def _on_coldef(self, out: bytearray, payload: bytes, forward: Callable[[], None]) -> None:
+        if self.kind == "field_list":
+            first = payload[0] if payload else -1
+            if first == 0xFE and len(payload) < (0xFFFFFF if self._deprecate_eof else 9):
+                if len(payload) >= 7 and self._deprecate_eof:
+                    self._emit_ok(out, payload, forward)
+                else:
+                    forward()
+                self._state = _DONE
+                return
+            if len(self._pending_cols) >= MAX_COLUMNS:
+                raise MalformedPacket("too many column definitions")
+            self._pending_cols.append(ColumnDefinition.decode(payload))
+            forward()
+            return
+        col = ColumnDefinition.decode(payload)
+        self._pending_cols.append(col)
+        if self.kind == "prepare":
+            forward()
+        else:
+            self._hold_payload(payload)
+        if len(self._pending_cols) < self._ncols:
+            return
+        self.summary.columns = list(self._pending_cols)
+        self._types = [c.type for c in self._pending_cols]
+        if self.kind == "prepare":
+            if self._deprecate_eof:
+                self._state = _DONE
+            else:
+                self._state = _COLDEFS_EOF
+            return
+        self._make_plan(out)
+        if self._deprecate_eof:
+            self._release_held(out)
+            self._state = _ROWS if self._state != _DISCARD else _DISCARD
+        elif self._state != _DISCARD:
+            self._state = _COLDEFS_EOF
+
+    def _make_plan(self, out: bytearray) -> None:
+        plan = self._planner(self._pending_cols, self.binary) if self._planner is not None else None
+        self._plan = plan
+        self._fast = plan is None or plan.empty
+        if plan is not None and plan.refuse is not None:
+            self._refuse(out, plan.refuse)
+        elif plan is not None and not plan.empty and len(plan.columns) != len(self._pending_cols):
+            self._refuse(out, "sqlbastion: result withheld: the mask plan does not match the result's columns.")
+
+    def _refuse(self, out: bytearray, text: str, *, phase: str | None = None) -> None:
+        """Send one ERR instead of the result and drop the rest of the response."""
+        self._held = bytearray()
+        self.summary.refused = text
+        err = ErrPacket(errno=ErrorCode.ER_SPECIFIC_ACCESS_DENIED_ERROR, message=text, sqlstate="42000")
+        self._emit_payload(out, err.encode(self._client_caps))
+        self._state = _DISCARD
+        # Refused at the last column definition: the EOF after them (if any) comes next.
+        self._discard_phase = phase or ("rows" if self._deprecate_eof else "eof_after_coldefs")
+        self._discard_cols = 0
+
+    def _discard(self, payload: bytes) -> None:
+        """Read and drop packets until the backend's response ends (a small state machine of its own)."""
+        first = payload[0] if payload else -1
+        phase = self._discard_phase
+        if first == 0xFF and phase != "coldefs":
+            self._state = _DONE
+            return
+        if phase == "eof_after_coldefs":
+            if not (first == 0xFE and len(payload) < 9):
+                raise MalformedPacket("expected EOF after the column definitions")
+            self._discard_phase = "rows"
+            if EofPacket.decode(payload).status & ServerStatus.CURSOR_EXISTS:
+                self._state = _DONE
+            return
+        if phase == "rows":
+            if first == 0xFE and len(payload) < (0xFFFFFF if self._deprecate_eof else 9):
+                more = self._status_of(payload) & ServerStatus.MORE_RESULTS_EXISTS
+                if more and self.kind == "query":
+                    self._discard_phase = "first"
+                else:
+                    self._state = _DONE
+            return
+        if phase == "first":
+            if first == 0x00 and len(payload) >= 7:
+                ok = OkPacket.decode(payload, self._backend_caps)
+                if not ok.status & ServerStatus.MORE_RESULTS_EXISTS:
+                    self._state = _DONE
+                return
+            ncols = PayloadReader(payload).lenenc_int("column count")
+            if ncols == 0 or ncols > MAX_COLUMNS:
+                raise MalformedPacket(f"column count {ncols}")
+            self._discard_phase = "coldefs"
+            self._discard_cols = ncols
+            return
+        # phase == "coldefs"
+        self._discard_cols -= 1
+        if self._discard_cols <= 0:
+            self._discard_phase = "rows" if self._deprecate_eof else "eof_after_coldefs"
+
+    def _status_of(self, payload: bytes) -> int:
+        if len(payload) < 9 and not self._deprecate_eof:
+            return EofPacket.decode(payload).status
+        return OkPacket.decode(payload, self._backend_caps).status
+
+    def _on_row(self, out: bytearray, payload: bytes, forward: Callable[[], None]) -> None:
+        first = payload[0] if payload else -1
+        if first == 0xFE and len(payload) < (0xFFFFFF if self._deprecate_eof else 9):
+            if self._deprecate_eof:
+                status = self._emit_ok(out, payload, forward).status
+            else:
+                eof = EofPacket.decode(payload)
+                status = eof.status
+                self.summary.warnings = eof.warnings
+                self.summary.status = status
+                forward()
+            self.summary.results += 1
+            self._state = _FIRST if status & ServerStatus.MORE_RESULTS_EXISTS and self.kind == "query" else _DONE
+            return
+        self.summary.rows += 1
+        plan = self._plan
+        if plan is None or plan.empty:
+            forward()
+            return
+        try:
+            if self.binary:
+                row, masked = mask_binary_row(payload, self._types, plan.columns)
+            else:
+                row, masked = mask_text_row(payload, plan.columns)
+        except (MySQLProtocolError, ValueError, TypeError) as exc:
+            self.summary.rows -= 1
+            self._refuse(
+                out, f"sqlbastion: result withheld: a value could not be masked ({type(exc).__name__}).", phase="rows"
+            )
+            return
+        self.summary.masked_values += masked
+        self._emit_payload(out, row)
+
+    def _on_error(self, out: bytearray, payload: bytes) -> None:
+        err = ErrPacket.decode(payload)
+        self.summary.error = err
+        if self._withhold is not None:
+            err = ErrPacket(errno=err.errno, message=self._withhold, sqlstate=err.sqlstate)
+        self._held = bytearray()
+        self._emit_payload(out, err.encode(self._client_caps))
+        self._state = _DONE
+
+    def _emit_ok(self, out: bytearray, payload: bytes, forward: Callable[[], None]) -> OkPacket:
+        ok = OkPacket.decode(payload, self._backend_caps)
+        self.summary.status = ok.status
+        self.summary.warnings = ok.warnings
+        self.summary.affected += ok.affected_rows
+        if ok.session_state:
+            self.summary.oks.append(ok)
+        if self._rewrite_ok:
+            self._emit_payload(out, ok.encode(self._client_caps))
+        else:
+            forward()
+        return ok
+
+    # -- holding column definitions until the plan is known ------------------
+
+    def _hold_payload(self, payload: bytes) -> None:
+        if len(self._held) + len(payload) > MAX_HELD_BYTES:
+            raise MalformedPacket("result metadata larger than the limit")
+        frame_into(self._held, 0, payload)  # sequence ids are set when released
+
+    def _hold_or_forward(self, payload: bytes, raw: bytes | None, seq: int, out: bytearray) -> None:
+        if self.kind == "prepare":
+            if raw is not None:
+                self._emit_raw(out, raw, seq)
+            else:
+                self._emit_payload(out, payload)
+            return
+        self._hold_payload(payload)
+
+    def _release_held(self, out: bytearray) -> None:
+        held = self._held
+        pos = 0
+        while pos < len(held):
+            length = held[pos] | held[pos + 1] << 8 | held[pos + 2] << 16
+            out += held[pos : pos + 3]
+            out.append(self._out_seq)
+            out += held[pos + 4 : pos + 4 + length]
+            self._out_seq = (self._out_seq + 1) & 0xFF
+            pos += 4 + length
+        self._held = bytearray()
