@@ -1,0 +1,684 @@
+"""asyncio glue for the PostgreSQL proxy: one client connection ↔ one backend connection.
+
+Only this module does I/O; the protocol work is in the sans-IO modules
+(``startup``, ``scram``, ``protocol``, ``relay``). Per connection:
+
+1. start-up: SSLRequest (TLS with sqlbastion's certificate, or 'N'),
+   GSSENCRequest ('N'), CancelRequest, StartupMessage — all within
+   ``server.handshake_timeout_s``. Bytes sent after an SSLRequest before the
+   TLS handshake close the connection (CVE-2021-23214: they would be read as
+   if they came over TLS).
+2. SCRAM-SHA-256 against the users file, then ``engine.admit``; any failure
+   gives the same FATAL 28P01 text and no backend connection is opened.
+3. backend login with the vaulted credentials (SCRAM-SHA-256, md5, password
+   or trust; TLS per ``backend.tls``), allow-listed startup parameters only.
+4. the query phase: ``QueryRelay`` with asyncio Protocols on both sides and
+   backpressure both ways (a slow reader pauses the other side's reads).
+
+Cancel requests: each client is given its own random BackendKeyData; a
+CancelRequest carrying it is forwarded to the backend with the real key on a
+fresh connection. Unknown keys are ignored, as PostgreSQL does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import secrets
+import ssl
+import struct
+from dataclasses import dataclass
+from typing import NoReturn, cast
+
+from sqlbastion.config import BackendSettings
+from sqlbastion.logs import get_logger
+from sqlbastion.observability.metrics import METRICS
+from sqlbastion.proxy.postgres import protocol as p
+from sqlbastion.proxy.postgres.catalog import Catalog, backend_ssl_context, catalog_for
+from sqlbastion.proxy.postgres.protocol import ProtocolViolation
+from sqlbastion.proxy.postgres.relay import QueryRelay
+from sqlbastion.proxy.postgres.scram import ScramClient, ScramFailed, ScramServer, md5_password
+from sqlbastion.proxy.postgres.startup import (
+    CancelRequest,
+    EncryptionRequest,
+    StartupMessage,
+    StartupReader,
+    encode_cancel_request,
+    encode_negotiate_protocol_version,
+    encode_ssl_request,
+    encode_startup,
+    filter_parameters,
+)
+from sqlbastion.proxy.services import ProxyServices
+from sqlbastion.proxy.session import ClientInfo, Session, auth_failed
+from sqlbastion.settings_schema import SecretUnavailable
+from sqlbastion.users import UsersFileError, parse_scram_verifier
+
+__all__ = ["start_listener"]
+
+log = get_logger("proxy.postgres")
+
+AUTH_MESSAGE_LIMIT = 16 << 10
+HIGH_WATER = 1 << 20
+LOW_WATER = 256 << 10
+_I32 = struct.Struct("!i")
+
+
+class BackendUnavailable(Exception):
+    """The backend could not be reached or refused sqlbastion's login."""
+
+    def __init__(self, message: str, *, reply: bytes | None = None) -> None:
+        super().__init__(message)
+        self.reply = reply
+
+
+class _Closed(Exception):
+    """The peer closed the connection during the handshake."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _CancelTarget:
+    secret: int
+    host: str
+    port: int
+    pid: int
+    key: int
+
+
+_CANCEL_KEYS: dict[int, _CancelTarget] = {}
+
+
+def _new_cancel_key(target: _CancelTarget) -> tuple[int, int]:
+    while True:
+        pid = secrets.randbelow((1 << 31) - 2) + 1
+        if pid not in _CANCEL_KEYS:
+            break
+    secret = int.from_bytes(secrets.token_bytes(4), "big", signed=True)
+    _CANCEL_KEYS[pid] = _CancelTarget(secret=secret, host=target.host, port=target.port, pid=target.pid, key=target.key)
+    return pid, secret
+
+
+async def _forward_cancel(request: CancelRequest, connect_timeout_s: float) -> None:
+    target = _CANCEL_KEYS.get(request.pid)
+    if target is None or not hmac.compare_digest(
+        _I32.pack(target.secret), _I32.pack(request.secret)
+    ):  # constant time: the secret is the capability
+        return
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(target.host, target.port), connect_timeout_s)
+        writer.write(encode_cancel_request(target.pid, target.key))
+        await writer.drain()
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    except (OSError, TimeoutError):
+        METRICS.backend_errors.labels("postgres", "cancel", "connect").inc()
+
+
+def _fatal(sqlstate: str, message: str) -> bytes:
+    return p.encode_error("FATAL", sqlstate, message)
+
+
+class _Inbox:
+    """Bytes received during a handshake, and a way to wait for more."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.eof = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def feed(self, data: bytes) -> None:
+        self.data += data
+        self._wake()
+
+    def close(self) -> None:
+        self.eof = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self) -> None:
+        if self.eof:
+            raise _Closed
+        self._waiter = asyncio.get_running_loop().create_future()
+        await self._waiter
+        self._waiter = None
+
+    async def message(self, limit: int = AUTH_MESSAGE_LIMIT) -> tuple[int, bytes]:
+        """One typed message (§55.7 framing)."""
+        while True:
+            if len(self.data) >= 5:
+                length = _I32.unpack_from(self.data, 1)[0]
+                if length < 4 or length > limit:
+                    raise ProtocolViolation(f"invalid message length {length}")
+                if len(self.data) >= 1 + length:
+                    kind = self.data[0]
+                    body = bytes(self.data[5 : 1 + length])
+                    del self.data[: 1 + length]
+                    return kind, body
+            await self.wait()
+
+    async def byte(self) -> int:
+        while not self.data:
+            await self.wait()
+        b = self.data[0]
+        del self.data[:1]
+        return b
+
+
+class _BackendProtocol(asyncio.Protocol):
+    def __init__(self, conn: _Connection) -> None:
+        self.conn = conn
+        self.inbox: _Inbox | None = _Inbox()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+
+    def data_received(self, data: bytes) -> None:
+        if self.inbox is not None:
+            self.inbox.feed(data)
+        else:
+            self.conn.backend_data(data)
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.inbox is not None:
+            self.inbox.close()
+        self.conn.backend_lost()
+
+    def pause_writing(self) -> None:
+        self.conn.set_flow("backend_full", True)
+
+    def resume_writing(self) -> None:
+        self.conn.set_flow("backend_full", False)
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: handshake, then the relay."""
+
+    def __init__(self, backend: BackendSettings, services: ProxyServices) -> None:
+        self.backend = backend
+        self.services = services
+        self.settings = services.settings
+        self.transport: asyncio.Transport | None = None
+        self.inbox: _Inbox | None = _Inbox()
+        self.tls = False
+        self.peer = ("", 0)
+        self.session: Session | None = None
+        self.relay: QueryRelay | None = None
+        self.catalog: Catalog | None = None
+        self.backend_proto: _BackendProtocol | None = None
+        self.cancel_pid: int | None = None
+        self.closing = False
+        self._paused: set[str] = set()
+        self._client_reading_paused = False
+        self._task: asyncio.Task[None] | None = None
+        self._catalog_task: asyncio.Task[None] | None = None
+
+    # --- asyncio callbacks ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.peer = (str(peer[0]), int(peer[1]))
+        self.transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
+        self._task = asyncio.get_running_loop().create_task(self._start(), name=f"pg-client-{self.peer[1]}")
+
+    def data_received(self, data: bytes) -> None:
+        if self.inbox is not None:
+            self.inbox.feed(data)
+            return
+        relay = self.relay
+        if relay is None or self.closing:
+            return
+        try:
+            relay.client_data(data)
+        except ProtocolViolation as exc:
+            self._violation(exc, "client")
+            return
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.inbox is not None:
+            self.inbox.close()
+        self._shutdown("client disconnected")
+
+    def pause_writing(self) -> None:
+        self.set_flow("client_full", True)
+
+    def resume_writing(self) -> None:
+        self.set_flow("client_full", False)
+
+    # --- start-up ------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        try:
+            await asyncio.wait_for(self._handshake(), self.settings.server.handshake_timeout_s)
+        except TimeoutError:
+            self._record_auth_failure("", "timeout")
+            self._send_and_close(_fatal("08006", "sqlbastion: the start-up took too long"))
+        except ProtocolViolation as exc:
+            self._send_and_close(exc.reply())
+        except _Closed:
+            self._shutdown("client closed during start-up")
+        except BackendUnavailable as exc:
+            METRICS.backend_errors.labels("postgres", self.backend.name, "connect").inc()
+            log.warning("backend unavailable", backend=self.backend.name, error=str(exc))
+            reply = exc.reply or _fatal("08006", f"sqlbastion: backend {self.backend.name} is unavailable")
+            self._send_and_close(reply)
+        except (OSError, ssl.SSLError) as exc:
+            log.info("start-up failed", error=type(exc).__name__)
+            self._shutdown("start-up failed")
+
+    async def _read_startup(self) -> StartupMessage | None:
+        inbox = self.inbox
+        assert inbox is not None
+        reader = StartupReader()
+        while True:
+            while True:
+                reader.feed(bytes(inbox.data))
+                inbox.data.clear()
+                packet = reader.next()
+                if packet is not None:
+                    break
+                await inbox.wait()
+            if isinstance(packet, CancelRequest):
+                await _forward_cancel(packet, self.backend.connect_timeout_s)
+                self._shutdown("cancel request")
+                return None
+            if isinstance(packet, EncryptionRequest):
+                if reader.leftover() or inbox.data:
+                    raise ProtocolViolation("received unencrypted data after SSL request")
+                assert self.transport is not None
+                if packet.kind == "gss" or self.services.server_tls is None or self.tls:
+                    self.transport.write(b"N")
+                    continue
+                self.transport.write(b"S")
+                loop = asyncio.get_running_loop()
+                new = await loop.start_tls(self.transport, self, self.services.server_tls, server_side=True)
+                if new is None:
+                    raise _Closed
+                self.transport = new
+                self.tls = True
+                continue
+            assert isinstance(packet, StartupMessage)
+            inbox.data[:0] = reader.take_leftover()
+            return packet
+
+    async def _handshake(self) -> None:
+        startup = await self._read_startup()
+        if startup is None:
+            return
+        person = startup.user
+        if self.backend.require_tls and not self.tls:
+            self._record_auth_failure(person, "tls_required")
+            raise ProtocolViolation("sqlbastion requires an SSL connection (sslmode=require)", sqlstate="28000")
+        passed, dropped = filter_parameters(startup)
+        if dropped:
+            log.info("startup parameters dropped", parameters=dropped[:20])
+        if startup.protocol_options or startup.minor_version:
+            self._write(encode_negotiate_protocol_version(startup.protocol_options))
+        await self._authenticate(person)
+        database = startup.parameters.get("database") or self.backend.database or person
+        session = Session(
+            runtime=self.services.runtime,
+            backend=self.backend,
+            person=person,
+            client=ClientInfo(
+                address=self.peer[0],
+                port=self.peer[1],
+                protocol="postgres",
+                tls=self.tls,
+                application_name=passed.get("application_name"),
+            ),
+        )
+        session.state.database = database
+        status, greeting = await self._backend_login(database, passed, session)
+        self.session = session
+        self.catalog = catalog_for(self.backend, database)
+        relay = QueryRelay(
+            session,
+            self.catalog,
+            transaction_status=status,
+            max_statement_bytes=self.settings.server.max_statement_bytes,
+        )
+        self.relay = relay
+        session.opened()
+        inbox, self.inbox = self.inbox, None
+        assert self.backend_proto is not None
+        backend_inbox, self.backend_proto.inbox = self.backend_proto.inbox, None
+        self._write(greeting)
+        if backend_inbox is not None and backend_inbox.data:
+            relay.backend_data(bytes(backend_inbox.data))
+        if inbox is not None and inbox.data:
+            relay.client_data(bytes(inbox.data))
+        self._flush()
+
+    async def _authenticate(self, person: str) -> None:
+        """SCRAM-SHA-256 (§55.3.1); then admission. One failure text for every refusal."""
+        inbox = self.inbox
+        assert inbox is not None
+        creds = self.services.users.get(person)
+        verifier = None
+        if creds is not None and creds.scram_sha_256:
+            try:
+                verifier = parse_scram_verifier(creds.scram_sha_256)
+            except UsersFileError:
+                log.warning("unusable SCRAM verifier", person=person)
+        scram = ScramServer(verifier, person=person)
+        self._write(p.encode_authentication(p.AUTH_SASL, b"SCRAM-SHA-256\x00\x00"))
+        kind, body = await inbox.message()
+        if kind != p.PASSWORD:
+            raise ProtocolViolation("expected SASL response")
+        mech_end = body.find(b"\x00")
+        if mech_end < 0 or len(body) < mech_end + 5:
+            raise ProtocolViolation("malformed SASLInitialResponse message")
+        if body[:mech_end] != b"SCRAM-SHA-256":
+            raise ProtocolViolation("client selected an invalid SASL authentication mechanism", sqlstate="28000")
+        length = _I32.unpack_from(body, mech_end + 1)[0]
+        first = body[mech_end + 5 :]
+        if length != len(first):
+            raise ProtocolViolation("malformed SASLInitialResponse message")
+        self._write(p.encode_authentication(p.AUTH_SASL_CONTINUE, scram.first(first)))
+        kind, body = await inbox.message()
+        if kind != p.PASSWORD:
+            raise ProtocolViolation("expected SASL response")
+        try:
+            final = scram.final(body)
+        except ScramFailed:
+            self._refuse_person(person, "bad_credentials")
+        reason = self.services.runtime.engine.admit(person, self.peer[0], self.backend.name)
+        if reason is not None:
+            self._refuse_person(person, reason)
+        self._write(p.encode_authentication(p.AUTH_SASL_FINAL, final))
+
+    def _refuse_person(self, person: str, reason: str) -> NoReturn:
+        self._record_auth_failure(person, reason)
+        raise ProtocolViolation(f'password authentication failed for user "{person}"', sqlstate="28P01")
+
+    def _record_auth_failure(self, person: str, reason: str) -> None:
+        auth_failed(
+            self.services.runtime,
+            protocol="postgres",
+            backend=self.backend.name,
+            person=person,
+            client_address=self.peer[0],
+            reason=reason,
+        )
+
+    # --- backend login -------------------------------------------------------------------
+
+    async def _backend_login(self, database: str, passed: dict[str, str], session: Session) -> tuple[bytes, bytes]:
+        """Log in to the backend. Returns (transaction status, the greeting for the client)."""
+        b = self.backend
+        loop = asyncio.get_running_loop()
+        timeout = b.connect_timeout_s
+        try:
+            password = b.password.reveal() if b.password is not None else None
+        except SecretUnavailable as exc:
+            raise BackendUnavailable(str(exc)) from None
+        try:
+            transport, proto = await asyncio.wait_for(
+                loop.create_connection(lambda: _BackendProtocol(self), b.host, b.port), timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            raise BackendUnavailable(f"cannot connect: {type(exc).__name__}") from None
+        self.backend_proto = proto
+        inbox = proto.inbox
+        assert inbox is not None
+        transport = cast(asyncio.Transport, transport)
+        try:
+            return await asyncio.wait_for(
+                self._login_exchange(
+                    transport=transport,
+                    proto=proto,
+                    inbox=inbox,
+                    password=password,
+                    database=database,
+                    passed=passed,
+                    session=session,
+                ),
+                timeout,
+            )
+        except (TimeoutError, _Closed, OSError, ssl.SSLError) as exc:
+            raise BackendUnavailable(f"login failed: {type(exc).__name__}") from None
+        except ProtocolViolation as exc:
+            raise BackendUnavailable(f"login failed: {exc.message}") from None
+
+    async def _login_exchange(
+        self,
+        *,
+        transport: asyncio.Transport,
+        proto: _BackendProtocol,
+        inbox: _Inbox,
+        password: str | None,
+        database: str,
+        passed: dict[str, str],
+        session: Session,
+    ) -> tuple[bytes, bytes]:
+        b = self.backend
+        if b.tls.mode != "disable":
+            transport.write(encode_ssl_request())
+            answer = await inbox.byte()
+            if answer == ord("S"):
+                if inbox.data:
+                    raise ProtocolViolation("backend sent data before the TLS handshake")
+                ctx = backend_ssl_context(b)
+                assert isinstance(ctx, ssl.SSLContext)
+                new = await asyncio.get_running_loop().start_tls(transport, proto, ctx, server_hostname=b.host)
+                if new is None:
+                    raise _Closed
+                transport = new
+                proto.transport = new
+            elif b.tls.mode != "prefer":
+                raise BackendUnavailable("the backend does not offer TLS")
+        transport.write(encode_startup({"user": b.user, "database": database, **passed}))
+        scram: ScramClient | None = None
+        greeting = bytearray()
+        key: tuple[int, int] | None = None
+        while True:
+            kind, body = await inbox.message(limit=1 << 20)
+            if kind == p.AUTHENTICATION:
+                code, data = p.decode_authentication(body)
+                if code == p.AUTH_OK:
+                    continue
+                if password is None:
+                    raise BackendUnavailable("the backend asks for a password and none is configured")
+                if code == p.AUTH_CLEARTEXT:
+                    transport.write(p.encode_message(p.PASSWORD, password.encode() + b"\x00"))
+                elif code == p.AUTH_MD5:
+                    transport.write(p.encode_message(p.PASSWORD, md5_password(b.user, password, data[:4]) + b"\x00"))
+                elif code == p.AUTH_SASL:
+                    if b"SCRAM-SHA-256\x00" not in data:
+                        raise BackendUnavailable("the backend offers no supported SASL mechanism")
+                    scram = ScramClient(password)
+                    first = scram.first()
+                    transport.write(p.encode_message(p.PASSWORD, b"SCRAM-SHA-256\x00" + _I32.pack(len(first)) + first))
+                elif code == p.AUTH_SASL_CONTINUE and scram is not None:
+                    transport.write(p.encode_message(p.PASSWORD, scram.final(data)))
+                elif code == p.AUTH_SASL_FINAL and scram is not None:
+                    try:
+                        scram.verify(data)
+                    except ScramFailed as exc:
+                        raise BackendUnavailable(str(exc)) from None
+                else:
+                    raise BackendUnavailable(f"unsupported backend authentication request {code}")
+            elif kind == p.ERROR_RESPONSE:
+                sqlstate = dict(p.decode_error_fields(body)).get(b"C", "")
+                if sqlstate.startswith("28"):
+                    # The service account's own failure is the operator's business, not the client's.
+                    raise BackendUnavailable(f"backend refused the service account: SQLSTATE {sqlstate}")
+                raise BackendUnavailable(f"backend error {sqlstate}", reply=p.encode_message(kind, body))
+            elif kind == p.PARAMETER_STATUS:
+                name, value = p.decode_parameter_status(body)
+                if name == "client_encoding":
+                    session.state.client_encoding = value
+                elif name == "standard_conforming_strings":
+                    session.state.standard_conforming_strings = value == "on"
+                greeting += p.encode_message(kind, body)
+            elif kind == p.BACKEND_KEY_DATA:
+                key = p.decode_backend_key_data(body)
+            elif kind == p.NOTICE_RESPONSE:
+                greeting += p.encode_message(kind, body)
+            elif kind == p.NEGOTIATE_PROTOCOL_VERSION:
+                continue
+            elif kind == p.READY_FOR_QUERY:
+                status = body
+                break
+            else:
+                raise ProtocolViolation(f"unexpected backend message {kind} during login")
+        session.state.search_path = await self._show_search_path(transport, inbox)
+        if key is not None:
+            target = _CancelTarget(secret=0, host=b.host, port=b.port, pid=key[0], key=key[1])
+            self.cancel_pid, secret = _new_cancel_key(target)
+            greeting += p.encode_backend_key_data(self.cancel_pid, secret)
+        if status not in (b"I", b"T", b"E"):
+            raise ProtocolViolation("invalid ReadyForQuery from backend")
+        out = p.encode_authentication(p.AUTH_OK) + bytes(greeting) + p.encode_ready_for_query(status)
+        return status, out
+
+    async def _show_search_path(self, transport: asyncio.Transport, inbox: _Inbox) -> tuple[str, ...]:
+        transport.write(p.encode_message(p.QUERY, b"SHOW search_path\x00"))
+        value: tuple[str, ...] = ()
+        while True:
+            kind, body = await inbox.message(limit=1 << 20)
+            if kind == p.DATA_ROW:
+                row = p.decode_data_row(body)
+                if row and row[0] is not None:
+                    text = row[0].decode("utf-8", "replace")
+                    value = tuple(s.strip().strip('"') for s in text.split(",") if s.strip())
+            elif kind == p.READY_FOR_QUERY:
+                return value
+
+    # --- query phase ---------------------------------------------------------------------
+
+    def backend_data(self, data: bytes) -> None:
+        relay = self.relay
+        if relay is None or self.closing:
+            return
+        try:
+            relay.backend_data(data)
+        except ProtocolViolation as exc:
+            self._violation(exc, "backend")
+            return
+        self._flush()
+
+    def _flush(self) -> None:
+        relay = self.relay
+        if relay is None:
+            return
+        out = relay.take_to_backend()
+        bp = self.backend_proto
+        if out and bp is not None and bp.transport is not None:
+            bp.transport.write(out)
+        out = relay.take_to_client()
+        if out:
+            self._write(out)
+        if relay.close_reason is not None:
+            self._shutdown(relay.close_reason)
+            return
+        if relay.need_catalog is not None and self._catalog_task is None:
+            self._catalog_task = asyncio.get_running_loop().create_task(self._load_catalog(), name="pg-catalog")
+        self.set_flow("client_backlog", relay.client_buffered > HIGH_WATER)
+
+    async def _load_catalog(self) -> None:
+        relay, catalog = self.relay, self.catalog
+        try:
+            if relay is None or catalog is None or relay.need_catalog is None:
+                return
+            await catalog.load(relay.need_catalog)
+        finally:
+            self._catalog_task = None
+        if self.closing:
+            return
+        try:
+            relay.resume()
+        except ProtocolViolation as exc:
+            self._violation(exc, "backend")
+            return
+        self._flush()
+
+    def set_flow(self, reason: str, on: bool) -> None:
+        """Backpressure: pause reading one side while the other cannot take more."""
+        if on:
+            self._paused.add(reason)
+        else:
+            self._paused.discard(reason)
+        bp = self.backend_proto
+        if bp is not None and bp.transport is not None and not bp.transport.is_closing():
+            if "client_full" in self._paused:
+                bp.transport.pause_reading()
+            else:
+                bp.transport.resume_reading()
+        client_pause = bool(self._paused & {"backend_full", "client_backlog"})
+        if client_pause != self._client_reading_paused and self.transport is not None:
+            self._client_reading_paused = client_pause
+            if not self.transport.is_closing():
+                if client_pause:
+                    self.transport.pause_reading()
+                else:
+                    self.transport.resume_reading()
+
+    def backend_lost(self) -> None:
+        if self.closing:
+            return
+        if self.relay is not None:
+            self.relay.abort_pending("backend connection lost")
+            self._flush()
+            METRICS.backend_errors.labels("postgres", self.backend.name, "connection_lost").inc()
+            self._send_and_close(_fatal("08006", "sqlbastion: the backend connection was lost"))
+
+    def _violation(self, exc: ProtocolViolation, side: str) -> None:
+        log.info("protocol violation", side=side, error=exc.message)
+        if side == "backend":
+            METRICS.backend_errors.labels("postgres", self.backend.name, "protocol").inc()
+            self._send_and_close(_fatal("08P01", "sqlbastion: the backend sent an invalid message"))
+        else:
+            self._send_and_close(exc.reply())
+
+    # --- output and shutdown -------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _send_and_close(self, data: bytes) -> None:
+        self._write(data)
+        self._shutdown("error")
+
+    def _shutdown(self, reason: str) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        if self.cancel_pid is not None:
+            _CANCEL_KEYS.pop(self.cancel_pid, None)
+        bp = self.backend_proto
+        if bp is not None and bp.transport is not None and not bp.transport.is_closing():
+            with contextlib.suppress(RuntimeError):
+                bp.transport.write(p.encode_message(p.TERMINATE))
+            bp.transport.close()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+        if self.session is not None:
+            if self.relay is not None:
+                self.relay.abort_pending(reason)
+            self.session.closed(reason)
+            self.session = None
+        task = self._task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+
+
+async def start_listener(backend: BackendSettings, services: ProxyServices) -> asyncio.AbstractServer:
+    """Listen on ``backend.listen`` and proxy each PostgreSQL client to ``backend``."""
+    host, port = backend.listen_address
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        lambda: _Connection(backend, services), host, port, reuse_address=True, backlog=1024
+    )

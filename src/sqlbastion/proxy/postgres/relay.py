@@ -1,0 +1,818 @@
+"""The query phase of one PostgreSQL connection, sans-IO: client bytes and backend bytes in,
+bytes for each side out.
+
+Strategy
+--------
+Every message the relay forwards to the backend that will be answered gets an
+``_Item`` in a FIFO (``self._items``), in the order the backend will answer
+(PostgreSQL 15 documentation §55.2.2 "Simple Query", §55.2.3 "Extended
+Query"). Backend messages are attributed to the item at the head:
+
+* ParseComplete, BindComplete, CloseComplete, NoData / RowDescription (after a
+  Describe), CommandComplete / EmptyQueryResponse / PortalSuspended (after an
+  Execute) and ReadyForQuery (after a Sync or a Query) complete their item.
+* An ErrorResponse during an extended-query batch completes its item and, as
+  the server then ignores everything up to Sync, drops the items up to the
+  next Sync item — the resync asyncpg performs.
+* NoticeResponse, NotificationResponse and ParameterStatus may come at any
+  time and are passed through.
+
+Refusing without breaking the protocol: a refused statement is replaced, in
+the same position of the stream, by a statement that the server itself is
+certain to reject (a syntax error, or a Bind/Execute of a name that cannot
+exist). The backend then produces the ErrorResponse, skips to Sync and reports
+the transaction status exactly as it would for a statement it refused itself;
+the relay rewrites that ErrorResponse into sqlbastion's 42501 message. The
+refused text never reaches the backend. A refused simple Query outside a
+transaction, with nothing else in flight, is answered locally without a round
+trip.
+
+Fast path: when a result's MaskPlan is empty, DataRow frames are relayed as a
+contiguous byte span and never decoded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from sqlbastion.logs import get_logger
+from sqlbastion.observability.metrics import METRICS
+from sqlbastion.policies.model import Action, Decision
+from sqlbastion.proxy.postgres import protocol as p
+from sqlbastion.proxy.postgres.protocol import ProtocolViolation, RowColumn
+from sqlbastion.proxy.session import (
+    MaskPlan,
+    ResultColumn,
+    Session,
+    StatementOutcome,
+    Verdict,
+    blocked_message,
+    new_event_id,
+)
+
+__all__ = ["ColumnMeta", "ColumnResolver", "QueryRelay", "python_codec"]
+
+log = get_logger("proxy.postgres")
+
+# Statements the server rejects at parse time without touching the catalog or any data.
+REFUSED_SQL = b"sqlbastion_refused_statement"
+REFUSED_NAME = b"sqlbastion \x01 refused"  # no client can have created this statement or portal
+WITHHELD = "sqlbastion: backend message withheld (the statement touched sensitive columns). Audit ref {}."
+MAX_PENDING_ITEMS = 4096
+MAX_PREPARED = 10000
+MAX_PORTALS = 10000
+_I32 = p._I32  # the protocol module's Int32 struct
+
+# Words after which the session's search_path may have changed (SET, RESET,
+# set_config, DISCARD, a rolled-back SET, DO/CALL running SET). Over-matching
+# costs one SHOW round trip; it never weakens a decision.
+_STATE_WORDS = (b"set", b"search_path", b"discard", b"rollback", b"abort", b"do", b"call", b"commit", b"end")
+
+_CODECS = {
+    "UTF8": "utf-8",
+    "SQL_ASCII": "latin-1",
+    "LATIN1": "latin-1",
+    "LATIN2": "iso8859_2",
+    "LATIN3": "iso8859_3",
+    "LATIN4": "iso8859_4",
+    "LATIN5": "iso8859_9",
+    "LATIN6": "iso8859_10",
+    "LATIN7": "iso8859_13",
+    "LATIN8": "iso8859_14",
+    "LATIN9": "iso8859_15",
+    "LATIN10": "iso8859_16",
+    "ISO_8859_5": "iso8859_5",
+    "ISO_8859_6": "iso8859_6",
+    "ISO_8859_7": "iso8859_7",
+    "ISO_8859_8": "iso8859_8",
+    "KOI8R": "koi8_r",
+    "KOI8U": "koi8_u",
+    "EUC_JP": "euc_jp",
+    "EUC_CN": "gb2312",
+    "EUC_KR": "euc_kr",
+    **{f"WIN{n}": f"cp{n}" for n in (866, 874, 1250, 1251, 1252, 1253, 1254, 1255, 1256, 1257, 1258)},
+}
+
+
+def python_codec(pg_encoding: str) -> str:
+    """The Python codec for a (safe) PostgreSQL client encoding. Unknown ones read as latin-1,
+    which keeps every ASCII byte — all the analyser's lexing depends on — exactly in place."""
+    return _CODECS.get(pg_encoding.upper(), "latin-1")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ColumnMeta:
+    """What the catalog knows about one RowDescription field."""
+
+    schema: str | None
+    table: str | None
+    column: str | None
+    type_name: str
+
+
+class ColumnResolver(Protocol):
+    """Resolves RowDescription fields from the cache only (no I/O)."""
+
+    def resolve(self, columns: Sequence[RowColumn]) -> list[ColumnMeta] | None:
+        """None when some table or type OID is not cached yet."""
+        ...
+
+
+class Kind(Enum):
+    QUERY = "Q"
+    PARSE = "P"
+    BIND = "B"
+    DESCRIBE = "D"
+    EXECUTE = "E"
+    CLOSE = "C"
+    SYNC = "S"
+    INTERNAL = "internal"  # sqlbastion's own SHOW search_path; everything it returns is swallowed
+
+
+@dataclass(slots=True)
+class _Prepared:
+    sql: str
+    verdict: Verdict
+    state_key: tuple[object, ...]
+    changes_state: bool
+    row: tuple[RowColumn, ...] | None = None
+    described: bool = False
+
+
+@dataclass(slots=True)
+class _Portal:
+    statement: _Prepared
+    formats: tuple[int, ...]
+    row: tuple[RowColumn, ...] | None = None
+    described: bool = False
+
+
+@dataclass(slots=True)
+class _Item:
+    kind: Kind
+    verdict: Verdict | None = None
+    refused: bool = False  # the backend was sent a stand-in that fails; rewrite its error
+    swallow: bool = False  # injected by sqlbastion: the client never sees the answer
+    statement: _Prepared | None = None
+    portal: _Portal | None = None
+    refresh_state: bool = False
+    sent_ns: int = 0
+    outcome: StatementOutcome = field(default_factory=StatementOutcome)
+
+
+class QueryRelay:
+    """Relays one authenticated connection's query phase.
+
+    Call ``client_data`` / ``backend_data`` with received bytes; then send
+    ``take_to_backend()`` and ``take_to_client()``. When ``need_catalog`` is
+    set, the relay waits for the listener to load those columns into the
+    resolver's cache and call ``resume()``. ``close_reason`` set means: send
+    what is pending to the client, then close both connections.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        resolver: ColumnResolver,
+        *,
+        max_message: int = p.DEFAULT_MAX_MESSAGE,
+        transaction_status: bytes = b"I",
+        max_statement_bytes: int = 0,
+    ) -> None:
+        self.session = session
+        self.resolver = resolver
+        self.max_statement_bytes = max_statement_bytes
+        self._client = p.MessageReader(max_message=max_message)
+        self._backend = bytearray()
+        self._bpos = 0
+        self.max_message = max_message
+        self._to_backend = bytearray()
+        self._to_client = bytearray()
+        self._items: deque[_Item] = deque()
+        self._statements: dict[bytes, _Prepared] = {}
+        self._portals: dict[bytes, _Portal] = {}
+        self._skip_to_sync = False
+        self._refresh_at_sync = False
+        self._hold = False  # client messages wait (search_path refresh in flight)
+        self._status = transaction_status
+        self.need_catalog: tuple[RowColumn, ...] | None = None
+        self.close_reason: str | None = None
+        # The current result set.
+        self._plan: MaskPlan | None = None
+        self._row_passthrough = False
+        self._discarding = False  # a refused result: drop its rows, error at its end
+        self._rows_passthrough = 0  # rows relayed on the fast path for the current item
+        self._encoding = python_codec(session.state.client_encoding)
+        self.on_state_change: Callable[[], None] | None = None
+
+    # --- the listener's side -------------------------------------------------------------
+
+    def take_to_backend(self) -> bytes:
+        out = bytes(self._to_backend)
+        self._to_backend.clear()
+        return out
+
+    def take_to_client(self) -> bytes:
+        out = bytes(self._to_client)
+        self._to_client.clear()
+        return out
+
+    @property
+    def pending(self) -> int:
+        return len(self._items)
+
+    @property
+    def client_buffered(self) -> int:
+        return self._client.buffered
+
+    @property
+    def backend_buffered(self) -> int:
+        return len(self._backend) - self._bpos
+
+    def client_data(self, data: bytes) -> None:
+        self._client.feed(data)
+        self._pump_client()
+
+    def backend_data(self, data: bytes) -> None:
+        if self._bpos and self._bpos == len(self._backend):
+            self._backend.clear()
+            self._bpos = 0
+        self._backend += data
+        self._pump_backend()
+
+    def resume(self) -> None:
+        """Continue after ``need_catalog`` was satisfied."""
+        self.need_catalog = None
+        self._pump_backend()
+        self._pump_client()
+
+    def abort_pending(self, reason: str) -> None:
+        """The backend is gone: audit what was in flight as failed."""
+        while self._items:
+            item = self._items.popleft()
+            if item.verdict is not None and not item.swallow and item.kind in (Kind.QUERY, Kind.EXECUTE):
+                item.outcome.backend_error = reason
+                self._finish(item)
+
+    # --- client → backend ----------------------------------------------------------------
+
+    def _pump_client(self) -> None:
+        reader = self._client
+        while self.close_reason is None:
+            # While waiting, COPY data still flows: the statement waited on may be the COPY itself.
+            if (self._hold or len(self._items) >= MAX_PENDING_ITEMS) and (
+                reader.peek_type() not in (p.COPY_DATA, p.COPY_DONE, p.COPY_FAIL) or reader.next_frame_end() < 0
+            ):
+                return
+            got = reader.next_raw()
+            if got is p.NEED_DATA:
+                return
+            assert not isinstance(got, p._NeedData)  # narrowing for mypy
+            kind, frame = got
+            self._client_message(kind, frame)
+
+    def _client_message(self, kind: int, frame: bytes) -> None:
+        if kind == p.TERMINATE:
+            self._to_backend += frame
+            self.close_reason = "client terminated"
+            return
+        if kind in (p.COPY_DATA, p.COPY_DONE, p.COPY_FAIL):
+            # Only meaningful in COPY FROM STDIN; the server ignores them otherwise (§55.2.6).
+            self._to_backend += frame
+            return
+        if self._skip_to_sync:
+            if kind == p.SYNC:
+                self._skip_to_sync = False
+                self._forward(Kind.SYNC, frame)
+            return  # as the server does after an error in an extended-query batch
+        body = frame[5:]
+        if kind == p.QUERY:
+            self._query(body, frame)
+        elif kind == p.PARSE:
+            self._parse(body, frame)
+        elif kind == p.BIND:
+            self._bind(body, frame)
+        elif kind == p.EXECUTE:
+            self._execute(body, frame)
+        elif kind == p.DESCRIBE:
+            self._describe(body, frame)
+        elif kind == p.CLOSE:
+            self._close(body, frame)
+        elif kind == p.SYNC:
+            item = self._forward(Kind.SYNC, frame)
+            if self._refresh_at_sync:
+                self._refresh_at_sync = False
+                item.refresh_state = True
+                self._hold = True
+        elif kind == p.FLUSH:
+            self._to_backend += frame
+        elif kind == p.FUNCTION_CALL:
+            self._function_call()
+        else:
+            raise ProtocolViolation(f"invalid frontend message type {kind}")
+
+    def _forward(self, kind: Kind, frame: bytes, **fields: object) -> _Item:
+        item = _Item(kind=kind, sent_ns=time.perf_counter_ns(), **fields)  # type: ignore[arg-type]  # fields are _Item's own
+        self._items.append(item)
+        self._to_backend += frame
+        return item
+
+    def _decode_sql(self, raw: bytes) -> str:
+        return raw.decode(self._encoding, "replace")
+
+    def _state_key(self) -> tuple[object, ...]:
+        s = self.session.state
+        return (s.database, s.search_path, s.standard_conforming_strings, s.client_encoding)
+
+    def _authorize(self, raw: bytes) -> Verdict:
+        limit = self.max_statement_bytes
+        if limit and len(raw) > limit:
+            return self._refusal(raw[:200], f"the statement is longer than {limit} bytes")
+        return self.session.authorize(self._decode_sql(raw))
+
+    def _refusal(self, raw: bytes, reason: str) -> Verdict:
+        """A verdict for something the proxy refuses before the policy engine sees it."""
+        decision = Decision(action=Action.BLOCK, reason=reason, policy_version=self.session.runtime.engine.version)
+        event_id = new_event_id()
+        return Verdict(
+            decision=decision,
+            event_id=event_id,
+            started_ns=time.perf_counter_ns(),
+            sql_text=self._decode_sql(raw),
+            message=blocked_message(decision, event_id),
+        )
+
+    def _query(self, body: bytes, frame: bytes) -> None:
+        sql = p.decode_query(body)
+        verdict = self._authorize(sql)
+        if verdict.allowed:
+            refresh = _may_change_state(sql)
+            self._forward(Kind.QUERY, frame, verdict=verdict, refresh_state=refresh)
+            self._hold = refresh
+            return
+        if not self._items and self._status == b"I":
+            # Idle and nothing in flight: answer without a round trip.
+            self._to_client += p.encode_error("ERROR", "42501", verdict.message)
+            self._to_client += p.encode_ready_for_query(b"I")
+            self.session.finish(verdict, StatementOutcome())
+            return
+        self._forward(Kind.QUERY, p.encode_message(p.QUERY, REFUSED_SQL + b"\x00"), verdict=verdict, refused=True)
+
+    def _function_call(self) -> None:
+        verdict = self._refusal(b"<FunctionCall message>", "the FunctionCall message is not supported; use SELECT")
+        self._forward(Kind.QUERY, p.encode_message(p.QUERY, REFUSED_SQL + b"\x00"), verdict=verdict, refused=True)
+
+    def _parse(self, body: bytes, frame: bytes) -> None:
+        msg = p.decode_parse(body)
+        verdict = self._authorize(msg.query)
+        if not verdict.allowed:
+            if not msg.name:
+                self._statements.pop(b"", None)  # a failed Parse still drops the unnamed statement
+            stand_in = p.encode_parse(msg.name, REFUSED_SQL)
+            self._forward(Kind.PARSE, stand_in, verdict=verdict, refused=True)
+            self._skip_to_sync = True
+            return
+        if len(self._statements) >= MAX_PREPARED and msg.name not in self._statements:
+            raise ProtocolViolation(f"more than {MAX_PREPARED} prepared statements", sqlstate="53400")
+        stmt = _Prepared(
+            sql=verdict.sql_text,
+            verdict=verdict,
+            state_key=self._state_key(),
+            changes_state=_may_change_state(msg.query),
+        )
+        if msg.name:
+            self._statements.setdefault(msg.name, stmt)  # an existing name makes the server refuse it
+        else:
+            self._statements[b""] = stmt
+        self._forward(Kind.PARSE, frame, statement=stmt, verdict=verdict)
+
+    def _refuse_extended(self, verdict: Verdict, stand_in: bytes, kind: Kind) -> None:
+        self._forward(kind, stand_in, verdict=verdict, refused=True)
+        self._skip_to_sync = True
+
+    def _bind(self, body: bytes, frame: bytes) -> None:
+        msg = p.decode_bind(body)
+        stmt = self._statements.get(msg.statement)
+        stand_in = p.encode_message(p.BIND, b"\x00" + REFUSED_NAME + b"\x00\x00\x00\x00\x00\x00\x00")
+        if stmt is None:
+            # Prepared with SQL PREPARE, or unknown: its decision and columns are not known here.
+            verdict = self._refusal(msg.statement, "the statement was not prepared through the protocol")
+            self._refuse_extended(verdict, stand_in, Kind.BIND)
+            return
+        if stmt.state_key != self._state_key():
+            # The session state the decision depended on changed since Parse: decide again.
+            verdict = self._authorize(stmt.sql.encode(self._encoding, "replace"))
+            if not verdict.allowed:
+                self._refuse_extended(verdict, stand_in, Kind.BIND)
+                return
+            stmt.verdict, stmt.state_key = verdict, self._state_key()
+        if len(self._portals) >= MAX_PORTALS and msg.portal not in self._portals:
+            # Forget the oldest; executing it later is refused (fail closed), never unplanned.
+            del self._portals[next(iter(self._portals))]
+        portal = _Portal(statement=stmt, formats=msg.result_formats, described=stmt.described)
+        self._portals[msg.portal] = portal
+        self._forward(Kind.BIND, frame, portal=portal)
+
+    def _execute(self, body: bytes, frame: bytes) -> None:
+        name, _limit = p.decode_execute(body)
+        portal = self._portals.get(name)
+        if portal is None:
+            # A cursor opened with SQL DECLARE, or unknown: refuse rather than relay unplanned rows.
+            verdict = self._refusal(name, "the portal was not created through the protocol")
+            stand_in = p.encode_message(p.EXECUTE, REFUSED_NAME + b"\x00\x00\x00\x00\x00")
+            self._refuse_extended(verdict, stand_in, Kind.EXECUTE)
+            return
+        if not portal.described and portal.row is None:
+            # Rows must never arrive before their columns are known: ask for them.
+            self._forward(
+                Kind.DESCRIBE, p.encode_message(p.DESCRIBE, b"P" + name + b"\x00"), portal=portal, swallow=True
+            )
+            portal.described = True
+        verdict = dataclasses.replace(
+            portal.statement.verdict, event_id=new_event_id(), started_ns=time.perf_counter_ns()
+        )
+        self._forward(Kind.EXECUTE, frame, verdict=verdict, portal=portal)
+        if portal.statement.changes_state:
+            self._refresh_at_sync = True
+
+    def _describe(self, body: bytes, frame: bytes) -> None:
+        target, name = p.decode_close_or_describe(body, "Describe")
+        if target == 0x53:
+            stmt = self._statements.get(name)
+            if stmt is not None:
+                stmt.described = True
+            self._forward(Kind.DESCRIBE, frame, statement=stmt)
+        else:
+            portal = self._portals.get(name)
+            if portal is not None:
+                portal.described = True
+            self._forward(Kind.DESCRIBE, frame, portal=portal)
+
+    def _close(self, body: bytes, frame: bytes) -> None:
+        target, name = p.decode_close_or_describe(body, "Close")
+        if target == 0x53:
+            self._statements.pop(name, None)
+        else:
+            self._portals.pop(name, None)
+        self._forward(Kind.CLOSE, frame)
+
+    # --- backend → client ----------------------------------------------------------------
+
+    def _pump_backend(self) -> None:
+        buf = self._backend
+        pos = self._bpos
+        n = len(buf)
+        span = pos
+        unpack = _I32.unpack_from
+        max_message = self.max_message
+        try:
+            while n - pos >= 5 and self.need_catalog is None:
+                length = unpack(buf, pos + 1)[0]
+                if length < 4 or length > max_message:
+                    raise ProtocolViolation(f"backend sent a message of invalid length {length}")
+                end = pos + 1 + length
+                if end > n:
+                    break
+                kind = buf[pos]
+                if kind == p.DATA_ROW and self._row_passthrough:
+                    pos = end  # fast path: part of the span relayed untouched
+                    self._rows_passthrough += 1
+                    continue
+                if span < pos:
+                    self._flush_span(buf, span, pos)
+                if not self._backend_message(kind, buf, pos, end):
+                    span = pos
+                    break  # paused for the catalog
+                pos = span = end
+        finally:
+            if span < pos:
+                self._flush_span(buf, span, pos)
+            self._bpos = pos
+        if pos == n:
+            buf.clear()
+            self._bpos = 0
+        elif pos > 65536:
+            del buf[:pos]
+            self._bpos = 0
+
+    def _flush_span(self, buf: bytearray, start: int, end: int) -> None:
+        self._to_client += memoryview(buf)[start:end]
+        if self._items:
+            self._items[0].outcome.bytes_sent += end - start
+
+    def _head(self, kind_byte: int) -> _Item:
+        if not self._items:
+            raise ProtocolViolation(f"backend sent an unexpected message {chr(kind_byte)!r}")
+        return self._items[0]
+
+    def _backend_message(self, kind: int, buf: bytearray, start: int, end: int) -> bool:
+        """Handle one backend frame. Returns False to pause before it (catalog lookup needed)."""
+        frame = bytes(buf[start:end])
+        body = frame[5:]
+        if kind == p.NOTICE_RESPONSE:
+            item = self._items[0] if self._items else None
+            if item is None or not item.swallow:
+                self._to_client += self._withhold(item, kind, body) or frame
+            return True
+        if kind == p.PARAMETER_STATUS:
+            self._parameter_status(body)
+            self._to_client += frame
+            return True
+        if kind == p.NOTIFICATION:
+            self._to_client += frame
+            return True
+        if kind == p.ERROR_RESPONSE and not self._items:
+            self._to_client += frame  # e.g. FATAL on administrator shutdown or termination
+            return True
+        item = self._head(kind)
+        if kind == p.DATA_ROW:
+            return self._data_row(item, frame, body)
+        if kind == p.ROW_DESCRIPTION:
+            return self._row_description(item, frame, body)
+        if kind == p.ERROR_RESPONSE:
+            self._error(item, frame, body)
+            return True
+        if kind == p.READY_FOR_QUERY:
+            self._ready(item, frame, body)
+            return True
+        if kind in (p.COMMAND_COMPLETE, p.EMPTY_QUERY, p.PORTAL_SUSPENDED):
+            self._complete(item, kind, frame, body)
+            return True
+        if kind in (p.PARSE_COMPLETE, p.BIND_COMPLETE, p.CLOSE_COMPLETE, p.NO_DATA):
+            if item.kind in (Kind.PARSE, Kind.BIND, Kind.CLOSE, Kind.DESCRIBE):
+                self._items.popleft()
+            if not item.swallow:
+                self._to_client += frame
+            return True
+        if kind == p.PARAMETER_DESCRIPTION:
+            if not item.swallow:
+                self._to_client += frame
+            return True
+        if kind in (p.COPY_OUT_RESPONSE, p.COPY_IN_RESPONSE, p.COPY_BOTH_RESPONSE, p.COPY_DATA, p.COPY_DONE):
+            self._copy(item, kind, frame)
+            return True
+        if kind == p.FUNCTION_CALL_RESPONSE:
+            raise ProtocolViolation("backend answered a FunctionCall that was never sent")
+        raise ProtocolViolation(f"backend sent an unknown message type {kind}")
+
+    def _withhold(self, item: _Item | None, kind: int, body: bytes) -> bytes | None:
+        """An ErrorResponse/NoticeResponse with its text replaced, for statements on sensitive columns."""
+        if item is None or item.verdict is None or not item.verdict.decision.sensitive_columns:
+            return None
+        fields = p.decode_error_fields(body)
+        kept = [(c, v) for c, v in fields if c in (b"S", b"V", b"C")]
+        kept.append((b"M", WITHHELD.format(item.verdict.event_id)))
+        return p.encode_error_fields(kind, kept)
+
+    def _parameter_status(self, body: bytes) -> None:
+        name, value = p.decode_parameter_status(body)
+        state = self.session.state
+        if name == "client_encoding":
+            from sqlbastion.proxy.postgres.startup import safe_client_encoding
+
+            safe = safe_client_encoding(value)
+            if safe is None:
+                # The next statement could not be read the way the server reads it.
+                self._to_client += p.encode_error(
+                    "FATAL", "0A000", f'client_encoding "{value}" is not supported by sqlbastion; use UTF8'
+                )
+                self.close_reason = "unsafe client_encoding"
+                return
+            state.client_encoding = safe
+            self._encoding = python_codec(safe)
+        elif name == "standard_conforming_strings":
+            state.standard_conforming_strings = value == "on"
+
+    def _result_columns(self, row: Sequence[RowColumn], formats: tuple[int, ...] | None) -> list[ResultColumn] | None:
+        metas = self.resolver.resolve(row)
+        if metas is None:
+            self.need_catalog = tuple(row)
+            return None
+        out = []
+        for i, (col, meta) in enumerate(zip(row, metas, strict=True)):
+            if formats is None:
+                binary = col.format == 1
+            elif not formats:
+                binary = False
+            else:
+                binary = (formats[0] if len(formats) == 1 else formats[i] if i < len(formats) else 0) == 1
+            out.append(
+                ResultColumn(
+                    name=col.name.decode(self._encoding, "replace"),
+                    schema=meta.schema,
+                    table=meta.table,
+                    column=meta.column,
+                    type_name=meta.type_name,
+                    binary=binary,
+                )
+            )
+        return out
+
+    def _start_result(self, item: _Item, row: Sequence[RowColumn] | None, formats: tuple[int, ...] | None) -> bool:
+        """Choose the mask plan for a result set. False when paused for the catalog."""
+        verdict = item.verdict
+        if verdict is None or item.swallow:
+            self._plan, self._row_passthrough = None, False  # swallowed rows go through _data_row
+            return True
+        if row is None:
+            # Rows whose columns were never described: fail closed.
+            self._plan = MaskPlan(refuse="sqlbastion: result columns could not be described; the result is withheld")
+        else:
+            columns = self._result_columns(row, formats)
+            if columns is None:
+                return False
+            self._plan = self.session.mask_plan(verdict, columns)
+            if not self._plan.refuse and self._plan.columns and len(self._plan.columns) != len(columns):
+                self._plan = MaskPlan(refuse="sqlbastion: the masking plan does not match the result; withheld")
+        self._row_passthrough = self._plan.empty
+        self._discarding = self._plan.refuse is not None
+        return True
+
+    def _end_result(self) -> None:
+        self._plan = None
+        self._row_passthrough = False
+        self._discarding = False
+
+    def _row_description(self, item: _Item, frame: bytes, body: bytes) -> bool:
+        row = p.decode_row_description(body)
+        if item.kind == Kind.DESCRIBE:
+            target = item.portal if item.portal is not None else item.statement
+            if target is not None:
+                target.row = row
+            self._items.popleft()
+            if not item.swallow:
+                self._to_client += frame
+            return True
+        if item.kind in (Kind.QUERY, Kind.INTERNAL):
+            if not self._start_result(item, row, None):
+                return False
+            if not self._discarding and not item.swallow:
+                self._to_client += frame
+            return True
+        raise ProtocolViolation("backend sent RowDescription out of turn")
+
+    def _data_row(self, item: _Item, frame: bytes, body: bytes) -> bool:
+        if item.swallow:
+            if item.kind == Kind.INTERNAL:
+                self._internal_row(body)
+            return True
+        if self._plan is None and not self._row_passthrough:
+            if item.kind == Kind.EXECUTE and item.portal is not None:
+                portal = item.portal
+                row = portal.row if portal.row is not None else portal.statement.row
+                if not self._start_result(item, row, portal.formats):
+                    return False
+            elif not self._start_result(item, None, None):
+                return False
+        if self._row_passthrough:
+            self._rows_passthrough += 1
+            if not item.swallow:
+                self._to_client += frame
+            return True
+        if self._discarding:
+            return True
+        plan = self._plan
+        assert plan is not None  # set by _start_result
+        values = p.decode_data_row(body)
+        if len(values) != len(plan.columns):
+            raise ProtocolViolation("backend DataRow does not match its RowDescription")
+        masked = 0
+        for i, masker in enumerate(plan.columns):
+            if masker is not None:
+                values[i] = masker(values[i])
+                masked += 1
+        item.outcome.masked_values += masked
+        item.outcome.rows += 1
+        self._to_client += p.encode_data_row(values)
+        return True
+
+    def _internal_row(self, body: bytes) -> None:
+        values = p.decode_data_row(body)
+        if len(values) == 1 and values[0] is not None:
+            text = values[0].decode(self._encoding, "replace")
+            self.session.state.search_path = tuple(s.strip().strip('"') for s in text.split(",") if s.strip())
+            if self.on_state_change is not None:
+                self.on_state_change()
+
+    def _complete(self, item: _Item, kind: int, frame: bytes, body: bytes) -> None:
+        if item.kind == Kind.EXECUTE and self._plan is None and not self._row_passthrough:
+            # A result with no rows still needs its plan, to honour a refusal.
+            portal = item.portal
+            if portal is not None and kind != p.EMPTY_QUERY:
+                row = portal.row if portal.row is not None else portal.statement.row
+                if row is not None:
+                    self._start_result(item, row, portal.formats)
+        item.outcome.rows += self._rows_passthrough
+        self._rows_passthrough = 0
+        if kind == p.COMMAND_COMPLETE:
+            word, count = p.decode_command_tag(body)
+            if word in ("SELECT", "FETCH", "MOVE", "COPY"):
+                item.outcome.rows = max(item.outcome.rows, count) if word != "COPY" else item.outcome.rows + count
+            else:
+                item.outcome.affected += count
+        refused = self._plan.refuse if self._discarding and self._plan is not None else None
+        self._end_result()
+        if item.swallow:
+            pass
+        elif refused:
+            self._to_client += p.encode_error("ERROR", "42501", refused)
+        else:
+            self._to_client += frame
+        if item.kind == Kind.EXECUTE:
+            self._items.popleft()
+            self._finish(item)
+            if refused:
+                self._drop_to_sync()
+
+    def _copy(self, item: _Item, kind: int, frame: bytes) -> None:
+        if item.swallow:
+            return
+        verdict = item.verdict
+        if kind == p.COPY_OUT_RESPONSE and verdict is not None and verdict.decision.sensitive_columns:
+            # COPY TO STDOUT carries no per-column metadata to mask by: refuse the data.
+            self._plan = MaskPlan(refuse="sqlbastion: COPY TO STDOUT of sensitive columns is refused; use SELECT")
+            self._discarding = True
+            return
+        if self._discarding and kind in (p.COPY_DATA, p.COPY_DONE):
+            return
+        self._to_client += frame
+
+    def _error(self, item: _Item, frame: bytes, body: bytes) -> None:
+        self._end_result()
+        if item.refused and item.verdict is not None:
+            self._to_client += p.encode_error("ERROR", "42501", item.verdict.message)
+        elif not item.swallow:
+            self._to_client += self._withhold(item, p.ERROR_RESPONSE, body) or frame
+        if item.verdict is not None and not item.refused:
+            fields = dict(p.decode_error_fields(body))
+            code = fields.get(b"C", "")
+            item.outcome.backend_error = (
+                f"SQLSTATE {code}"
+                if item.verdict.decision.sensitive_columns
+                else f"SQLSTATE {code}: {fields.get(b'M', '')}"
+            )
+        if item.kind in (Kind.QUERY, Kind.INTERNAL, Kind.SYNC):
+            return  # completed by its ReadyForQuery
+        self._items.popleft()
+        self._forget(item)
+        if item.refused or item.kind in (Kind.EXECUTE, Kind.PARSE):
+            self._finish(item)
+        self._drop_to_sync()
+
+    def _forget(self, item: _Item) -> None:
+        """A Parse or Bind that failed or was skipped created nothing on the server."""
+        if item.kind == Kind.PARSE and item.statement is not None:
+            for name, stmt in list(self._statements.items()):
+                if stmt is item.statement:
+                    del self._statements[name]
+        elif item.kind == Kind.BIND and item.portal is not None:
+            for name, portal in list(self._portals.items()):
+                if portal is item.portal:
+                    del self._portals[name]
+
+    def _drop_to_sync(self) -> None:
+        """The server ignores an extended-query batch's messages after an error, up to Sync."""
+        while self._items and self._items[0].kind != Kind.SYNC:
+            self._forget(self._items.popleft())
+
+    def _ready(self, item: _Item, frame: bytes, body: bytes) -> None:
+        if item.kind not in (Kind.QUERY, Kind.SYNC, Kind.INTERNAL):
+            raise ProtocolViolation("backend sent ReadyForQuery out of turn")
+        if len(body) != 1 or body not in (b"I", b"T", b"E"):
+            raise ProtocolViolation("backend sent an invalid ReadyForQuery")
+        self._items.popleft()
+        self._end_result()
+        item.outcome.rows += self._rows_passthrough
+        self._rows_passthrough = 0
+        self._status = body
+        self.session.state.in_transaction = body != b"I"
+        if item.kind == Kind.QUERY and item.verdict is not None:
+            self._finish(item)
+        if not item.swallow:
+            self._to_client += frame
+        if item.kind == Kind.INTERNAL:
+            self._hold = False
+            self._pump_client()
+        elif item.refresh_state:
+            self._forward(Kind.INTERNAL, p.encode_message(p.QUERY, b"SHOW search_path\x00"), swallow=True)
+
+    def _finish(self, item: _Item) -> None:
+        verdict = item.verdict
+        if verdict is None:
+            return
+        if verdict.allowed:
+            item.outcome.backend_us = (time.perf_counter_ns() - item.sent_ns) // 1000
+        if item.outcome.backend_error and verdict.allowed:
+            METRICS.backend_errors.labels("postgres", self.session.backend.name, "statement")
+        self.session.finish(verdict, item.outcome)
+
+
+def _may_change_state(sql: bytes) -> bool:
+    lowered = sql.lower()
+    return any(w in lowered for w in _STATE_WORDS)
