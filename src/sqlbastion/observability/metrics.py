@@ -309,7 +309,7 @@ class Metrics:
             self.audit_sink_lag_seconds.labels(sink)
             self.audit_sink_errors.labels(sink)
             self.audit_sink_delivered.labels(sink)
-            self.audit_sink_up.labels(sink)
+            # audit_sink_up is left to the pipeline: a 0 before the first delivery would read as "down".
         for kind in _AUDIT_KINDS:
             self.audit_events.labels(kind)
         for result in ("hit", "miss"):

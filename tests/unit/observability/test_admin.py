@@ -129,7 +129,7 @@ async def test_metrics_exposition(endpoint: AdminEndpoint) -> None:
     assert headers["content-type"].startswith("text/plain")
     text = body.decode()
     assert 'sqlbastion_client_connections_total{backend="core",protocol="mysql"} 0.0' in text
-    assert 'sqlbastion_audit_sink_up{sink="sqlite"} 0.0' in text
+    assert 'sqlbastion_audit_sink_errors_total{sink="sqlite"} 0.0' in text
     assert "process_cpu_seconds_total" in text
     assert "sqlbastion_build_info" in text
 
