@@ -98,8 +98,10 @@ async def _connect_upstream(client: _Half, host: str, port: int) -> None:
     client.attach(upstream)
 
 
-async def serve(listen: tuple[str, int], upstream: tuple[str, int], stop: asyncio.Event) -> None:
+async def start_relay(listen: tuple[str, int], upstream: tuple[str, int]) -> asyncio.Server:
+    """Accept on ``listen`` and relay every connection to ``upstream`` until the server is closed."""
     loop = asyncio.get_running_loop()
+    # Keep a reference to each connect task so it is not collected while it runs.
     tasks: set[asyncio.Task[None]] = set()
 
     def accept() -> _Half:
@@ -111,7 +113,11 @@ async def serve(listen: tuple[str, int], upstream: tuple[str, int], stop: asynci
         task.add_done_callback(tasks.discard)
         return client
 
-    server = await loop.create_server(accept, listen[0], listen[1], backlog=4096, reuse_address=True)
+    return await loop.create_server(accept, listen[0], listen[1], backlog=4096, reuse_address=True)
+
+
+async def serve(listen: tuple[str, int], upstream: tuple[str, int], stop: asyncio.Event) -> None:
+    server = await start_relay(listen, upstream)
     port = server.sockets[0].getsockname()[1]
     sys.stdout.write(f"listening {listen[0]}:{port}\n")
     sys.stdout.flush()

@@ -1,0 +1,401 @@
+"""The benchmark harness's pure parts: figures, ratios, targets, the Markdown table, output parsers.
+
+The benchmark itself is not run here (it takes minutes and needs quiet cores);
+these tests keep the code that turns its measurements into a report correct.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from bench import external
+from bench.profile import summarize_collapsed
+from bench.relay import start_relay
+from bench.report import (
+    Figure,
+    RunInfo,
+    Target,
+    WorkloadResult,
+    append_run,
+    format_value,
+    markdown_table,
+    render_run,
+)
+from bench.runner import _rotate, parse_args
+from bench.workloads import Endpoint, WorkloadError, parse_pgbench_tps, parse_sysbench, pgbench_command
+
+PGBENCH_15 = """\
+pgbench (15.18 (Debian 15.18-0+deb12u1))
+transaction type: <builtin: select only>
+scaling factor: 10
+query mode: simple
+number of clients: 8
+number of threads: 2
+maximum number of tries: 1
+duration: 3 s
+number of transactions actually processed: 103354
+number of failed transactions: 0 (0.000%)
+latency average = 0.232 ms
+initial connection time = 8.410 ms
+tps = 34451.280137 (without initial connection time)
+"""
+
+SYSBENCH_1_0 = """\
+sysbench 1.0.20 (using system LuaJIT 2.1.0-beta3)
+
+Running the test with following options:
+Number of threads: 8
+
+SQL statistics:
+    queries performed:
+        read:                            95480
+        write:                           0
+        other:                           0
+        total:                           95480
+    transactions:                        95480  (31826.74 per sec.)
+    queries:                             95480  (31826.74 per sec.)
+    ignored errors:                      0      (0.00 per sec.)
+    reconnects:                          0      (0.00 per sec.)
+
+Latency (ms):
+         min:                                    0.08
+         avg:                                    0.25
+         max:                                   12.09
+         95th percentile:                        0.50
+         sum:                                23900.52
+"""
+
+PG_TARGET = Target(kind="ratio_at_least", value=1.0, against="pgbouncer", first_bar=0.8)
+
+
+def _pg(sqlbastion: tuple[float, ...], pgbouncer: tuple[float, ...] = (1000.0, 1000.0, 1000.0)) -> WorkloadResult:
+    return WorkloadResult(
+        name="pgbench -S",
+        unit="tps",
+        figures=(
+            Figure(path="direct", samples=(2000.0,)),
+            Figure(path="pgbouncer", samples=pgbouncer),
+            Figure(path="sqlbastion", samples=sqlbastion),
+        ),
+        target=PG_TARGET,
+    )
+
+
+# -- figures, ratios, targets ----------------------------------------------
+
+
+def test_figure_is_the_median_of_its_samples_and_reports_its_spread() -> None:
+    f = Figure(path="direct", samples=(100.0, 90.0, 110.0))
+    assert f.value == 100.0
+    assert f.spread == pytest.approx(0.10)
+    assert Figure(path="direct", samples=(5.0,)).spread is None
+    assert Figure(path="direct", reason="down").value is None
+
+
+@pytest.mark.parametrize(
+    ("samples", "status"),
+    [
+        ((1000.0,), "met"),
+        ((1200.0,), "met"),
+        ((900.0,), "first bar met"),
+        ((800.0,), "first bar met"),
+        ((700.0,), "missed"),
+    ],
+)
+def test_throughput_ratio_against_pgbouncer_is_judged_with_the_first_bar(
+    samples: tuple[float, ...], status: str
+) -> None:
+    r = _pg(samples)
+    assert r.ratio() == pytest.approx(samples[0] / 1000.0)
+    assert r.status() == status
+
+
+def test_time_ratio_is_lower_is_better() -> None:
+    target = Target(kind="ratio_at_most", value=2.0, against="direct")
+    fast = WorkloadResult(
+        name="scan",
+        unit="s",
+        figures=(Figure(path="direct", samples=(1.0,)), Figure(path="sqlbastion", samples=(1.9,))),
+        target=target,
+    )
+    slow = WorkloadResult(
+        name="scan",
+        unit="s",
+        figures=(Figure(path="direct", samples=(1.0,)), Figure(path="sqlbastion", samples=(2.5,))),
+        target=target,
+    )
+    assert fast.status() == "met"
+    assert slow.status() == "missed"
+
+
+def test_absolute_targets_judge_the_subject_alone() -> None:
+    rss = WorkloadResult(
+        name="idle",
+        unit="MiB",
+        figures=(Figure(path="sqlbastion", samples=(250.0,)),),
+        target=Target(kind="at_most", value=300),
+    )
+    audit = WorkloadResult(
+        name="audit",
+        unit="events/s",
+        figures=(Figure(path="sqlbastion", samples=(15_000.0,)),),
+        target=Target(kind="at_least", value=20_000),
+    )
+    assert rss.status() == "met"
+    assert audit.status() == "missed"
+    assert rss.ratio() is None
+
+
+def test_a_missing_path_makes_the_ratio_and_status_not_available_never_a_guess() -> None:
+    r = WorkloadResult(
+        name="pgbench -S",
+        unit="tps",
+        figures=(Figure(path="pgbouncer", samples=(1000.0,)), Figure(path="sqlbastion", reason="listener missing")),
+        target=PG_TARGET,
+    )
+    assert r.ratio() is None
+    assert r.status() == "n/a"
+    zero = _pg((10.0,), pgbouncer=(0.0,))
+    assert zero.ratio() is None
+
+
+def test_a_ratio_target_needs_its_baseline_path() -> None:
+    with pytest.raises(ValueError, match="against"):
+        Target(kind="ratio_at_least", value=1.0)
+
+
+def test_a_baseline_without_a_target_still_shows_the_ratio() -> None:
+    r = WorkloadResult(
+        name="read only",
+        unit="tps",
+        figures=(Figure(path="relay", samples=(1000.0,)), Figure(path="sqlbastion", samples=(950.0,))),
+        baseline="relay",
+    )
+    assert r.ratio() == pytest.approx(0.95)
+    assert r.status() == "—"
+    assert "0.95× bare relay" in markdown_table([r])
+
+
+# -- formatting --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "text"),
+    [
+        (34451.28, "tps", "34,451"),
+        (1.2345, "s", "1.23"),
+        (12.345, "µs", "12.3"),
+        (287.61, "MiB", "287.6"),
+        (25_000.4, "events/s", "25,000"),
+    ],
+)
+def test_values_are_formatted_with_the_precision_of_their_unit(value: float, unit: str, text: str) -> None:
+    assert format_value(value, unit) == text
+
+
+def test_table_has_a_column_per_used_path_and_the_ratio_target_and_status() -> None:
+    table = markdown_table([_pg((900.0, 950.0, 850.0))])
+    lines = table.splitlines()
+    assert lines[0] == "| Workload | Unit | direct | PgBouncer | sqlbastion | Ratio | Target | Status |"
+    assert "bare relay" not in lines[0]  # no workload measured the relay
+    assert lines[1].count("|") == lines[0].count("|")
+    row = lines[2]
+    assert "| 2,000 |" in row
+    assert "| 900 ±6% |" in row  # median 900, half range 50 / 900
+    assert "0.90× PgBouncer" in row
+    assert "≥ 1.0× PgBouncer (first bar 0.8×)" in row
+    assert row.endswith("| first bar met |")
+
+
+def test_reasons_cannot_break_the_table() -> None:
+    r = WorkloadResult(
+        name="x | y",
+        unit="tps",
+        figures=(Figure(path="sqlbastion", reason="exited 1: a|b\nsecond line " + "z" * 400),),
+    )
+    header, _, row = markdown_table([r]).splitlines()[:3]
+    assert row.count("|") == header.count("|") == 7  # workload, unit, sqlbastion, ratio, target, status
+    assert "\n" not in row
+    assert "n/a (exited 1: a/b second line" in row
+
+
+def test_notes_follow_the_table() -> None:
+    r = WorkloadResult(
+        name="idle", unit="MiB", figures=(Figure(path="sqlbastion", samples=(100.0,)),), note="20.5 KiB per connection"
+    )
+    assert markdown_table([r]).rstrip().endswith("- idle: 20.5 KiB per connection")
+
+
+def test_runs_are_appended_under_the_results_heading(tmp_path: Path) -> None:
+    doc = tmp_path / "docs" / "performance.md"
+    info = RunInfo(
+        started=datetime(2026, 11, 25, 1, 2, tzinfo=UTC),
+        machine={"CPU": "Test CPU", "cores": "2"},
+        settings={"rounds": "3 × 8 s"},
+        findings=["pgbench: self 12.0%: data_received (sqlbastion/proxy/postgres/relay.py)"],
+    )
+    append_run(doc, render_run(info, [_pg((1000.0,))]))
+    append_run(doc, render_run(info, [_pg((1100.0,))]))
+    text = doc.read_text()
+    assert text.startswith("# Performance")
+    assert text.count("## Results") == 1
+    assert text.count("### Run of 2026-11-25 01:02 UTC") == 2
+    assert "- CPU: Test CPU" in text
+    assert "self 12.0%" in text
+    assert text.index("| 1,000 |") < text.index("| 1,100 |")
+
+
+def test_appending_keeps_what_the_document_already_says(tmp_path: Path) -> None:
+    doc = tmp_path / "performance.md"
+    doc.write_text("# Performance\n\nHow to run.\n\n## Results\n\n### Run of earlier\n\nold table\n")
+    append_run(doc, "### Run of later\n")
+    text = doc.read_text()
+    assert text.index("How to run.") < text.index("old table") < text.index("### Run of later")
+
+
+# -- tool output parsers -----------------------------------------------------
+
+
+def test_pgbench_tps_is_read_from_its_summary() -> None:
+    assert parse_pgbench_tps(PGBENCH_15) == pytest.approx(34451.280137)
+    old = "tps = 1200.5 (including connections establishing)\ntps = 1234.5 (excluding connections establishing)\n"
+    assert parse_pgbench_tps(old) == pytest.approx(1234.5)
+
+
+def test_pgbench_failures_are_errors_not_figures() -> None:
+    with pytest.raises(WorkloadError, match="3 failed"):
+        parse_pgbench_tps(PGBENCH_15.replace("failed transactions: 0", "failed transactions: 3"))
+    with pytest.raises(WorkloadError, match="no tps"):
+        parse_pgbench_tps("pgbench: error: connection to server failed\n")
+
+
+def test_sysbench_figures_are_read_from_its_summary() -> None:
+    f = parse_sysbench(SYSBENCH_1_0)
+    assert f.tps == pytest.approx(31826.74)
+    assert f.qps == pytest.approx(31826.74)
+    assert f.errors == 0
+    assert f.p95_ms == pytest.approx(0.50)
+
+
+def test_sysbench_fatal_lines_are_errors() -> None:
+    out = "FATAL: unable to connect to MySQL server on host '127.0.0.1', port 1: aborting...\n" + SYSBENCH_1_0
+    with pytest.raises(WorkloadError, match="unable to connect"):
+        parse_sysbench(out)
+    with pytest.raises(WorkloadError, match="no summary"):
+        parse_sysbench("sysbench 1.0.20\n")
+
+
+def test_pgbench_command_never_carries_the_password() -> None:
+    ep = Endpoint(path="direct", host="127.0.0.1", port=5432, user="u", password="secret-pw", database="bench")
+    cmd = pgbench_command(ep, mode="prepared", clients=8, seconds=5)
+    assert "secret-pw" not in " ".join(cmd)
+    assert "--protocol=prepared" in cmd
+    assert "-S" in cmd
+    assert cmd[-1] == "bench"
+
+
+def test_collapsed_stacks_give_self_and_inclusive_shares() -> None:
+    raw = (
+        "<module> (uvloop/__init__.py:10);run (asyncio/runners.py:118);"
+        "data_received (/x/src/sqlbastion/proxy/postgres/relay.py:88);"
+        "decide (/x/src/sqlbastion/policies/engine.py:40) 30\n"
+        "<module> (uvloop/__init__.py:10);run (asyncio/runners.py:118);"
+        "data_received (/x/src/sqlbastion/proxy/postgres/relay.py:91) 50\n"
+        "<module> (uvloop/__init__.py:10);run (asyncio/runners.py:118) 20\n"
+        "garbage line without count\n"
+    )
+    s = summarize_collapsed(raw, only_under="sqlbastion")
+    assert s.samples == 100
+    assert s.self_share[0] == ("data_received (sqlbastion/proxy/postgres/relay.py)", 0.5)
+    inclusive = dict(s.inclusive_share)
+    assert inclusive["data_received (sqlbastion/proxy/postgres/relay.py)"] == pytest.approx(0.8)
+    assert inclusive["decide (sqlbastion/policies/engine.py)"] == pytest.approx(0.3)
+    assert all("sqlbastion" in k for k in inclusive)
+    assert s.lines(top=1)[0] == "100 samples"
+    assert summarize_collapsed("").samples == 0
+
+
+def test_component_benchmark_figures_from_json_or_text_lines() -> None:
+    out = "\n".join(
+        [
+            "policy benchmark (3-table join)",
+            json.dumps({"cache": {"hit_us": 11.5, "miss_ms": 1.25}}),
+            "cache hit: 12.5 µs/decision",
+        ]
+    )
+    figures = external.parse_figures(out)
+    assert external.pick(figures, words=("hit",), kind="latency") == pytest.approx(11.5)
+    assert external.pick(figures, words=("miss",), kind="latency") == pytest.approx(1250.0)
+    text_only = external.parse_figures("cache miss, 3-table join: 840 us\naudit sqlite sink: 23,500 events/s\n")
+    assert external.pick(text_only, words=("miss",), kind="latency") == pytest.approx(840.0)
+    assert external.pick(text_only, words=(), kind="rate") == pytest.approx(23_500.0)
+    assert external.pick(text_only, words=("hit",), kind="latency") is None
+
+
+# -- runner options ------------------------------------------------------------
+
+
+def test_paths_take_turns_between_rounds() -> None:
+    paths = ["direct", "pgbouncer", "sqlbastion"]
+    assert [_rotate(paths, r)[0] for r in range(4)] == ["direct", "pgbouncer", "sqlbastion", "direct"]
+    assert _rotate([], 3) == []
+
+
+def test_options_are_validated(capsys: pytest.CaptureFixture[str]) -> None:
+    opts = parse_args(["--only", "postgres,masking", "--rounds", "2", "--no-record"])
+    assert opts.groups == frozenset({"postgres", "masking"})
+    assert opts.record is None
+    assert opts.rounds == 2
+    with pytest.raises(SystemExit):
+        parse_args(["--only", "postgres,nonsense"])
+    with pytest.raises(SystemExit):
+        parse_args(["--duration", "0"])
+    assert "unknown group" in capsys.readouterr().err
+
+
+# -- the bare relay ------------------------------------------------------------
+
+
+async def test_relay_copies_bytes_both_ways_and_half_closes() -> None:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read()  # to EOF: the relay must pass the client's half-close on
+        writer.write(data[::-1])
+        await writer.drain()
+        writer.close()
+
+    upstream = await asyncio.start_server(echo, "127.0.0.1", 0)
+    up_port = upstream.sockets[0].getsockname()[1]
+    relay = await start_relay(("127.0.0.1", 0), ("127.0.0.1", up_port))
+    port = relay.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        payload = bytes(range(256)) * 4096  # 1 MiB: more than one socket buffer each way
+        writer.write(payload)
+        await writer.drain()
+        writer.write_eof()
+        back = await asyncio.wait_for(reader.read(), 10)
+        assert back == payload[::-1]
+        writer.close()
+    finally:
+        relay.close()
+        upstream.close()
+        await relay.wait_closed()
+        await upstream.wait_closed()
+
+
+async def test_relay_closes_the_client_when_the_upstream_is_down() -> None:
+    from sqlbastion.devtools.servers import free_port
+
+    relay = await start_relay(("127.0.0.1", 0), ("127.0.0.1", free_port()))
+    port = relay.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+    finally:
+        relay.close()
+        await relay.wait_closed()
