@@ -91,6 +91,10 @@ class CanaryRow:
     city: str
     card_no: str
 
+    def sensitive_values(self) -> tuple[str, ...]:
+        """The values that must never reach a person whose role masks them (for leak searches)."""
+        return (self.name, self.id_card, self.mobile, self.email, self.address, self.card_no)
+
 
 def _canary() -> CanaryRow:
     # 上官 is a compound surname, so the canary also exercises name masking's
