@@ -14,7 +14,8 @@ that into one ``Treatment`` per (roles, backend, column):
   too): clear, then masks by how much they disclose, then deny.
 
 Object patterns are ``backend:database.table.column`` for MySQL and
-``backend:database.schema.table.column`` for PostgreSQL. Each part may hold
+``backend:database.schema.table.column`` for PostgreSQL (a three-part pattern
+on PostgreSQL reads ``schema.table.column``; see ``column_paths``). Each part may hold
 ``*`` wildcards and ``{a,b}`` alternatives. Matching ignores case: MySQL table
 names may be case-sensitive on the server, but a pattern that matches more
 columns only masks more, which is the safe direction.
@@ -41,6 +42,7 @@ __all__ = [
     "RoleMasks",
     "Treatment",
     "column_path",
+    "column_paths",
     "merge_masking_policies",
     "parse_masking_policy",
 ]
@@ -84,16 +86,28 @@ STRONGEST_MASK = Treatment(kind="mask", function=STRONGEST, lookup_allowed=False
 DENY = Treatment(kind="deny", function=None, lookup_allowed=False)
 
 
-def column_path(column: ColumnRef) -> tuple[str, ...]:
-    """The column's name parts, lower-cased: 3 for MySQL (database.table.column), 4 for PostgreSQL.
+Paths = tuple[tuple[str, ...], tuple[str, ...] | None]
 
-    A MySQL column may carry its database in ``database``, in ``schema`` or in
-    both; all three spell the same path.
+
+def column_paths(column: ColumnRef) -> Paths:
+    """The column's name parts, lower-cased, for three- and four-part patterns.
+
+    Three-part patterns (MySQL ``database.table.column``) match the column's
+    schema (the MySQL database the table lives in; the policy engine keeps the
+    session's current database in ``database``), or its ``database`` when it
+    has no schema. Four-part patterns (PostgreSQL
+    ``database.schema.table.column``) match when both are known.
     """
-    db, schema = column.database, column.schema
-    if db and schema and db.lower() == schema.lower():
-        db = None
-    return tuple(p.lower() for p in (db, schema, column.table, column.column) if p)
+    db = column.database.lower() if column.database else None
+    schema = column.schema.lower() if column.schema else None
+    table, name = column.table.lower(), column.column.lower()
+    short = ((schema or db or ""), table, name)
+    return short, ((db, schema, table, name) if db and schema else None)
+
+
+def column_path(column: ColumnRef) -> tuple[str, ...]:
+    """The three-part path (see ``column_paths``)."""
+    return column_paths(column)[0]
 
 
 def _expand_braces(part: str) -> list[str]:
@@ -149,8 +163,9 @@ class ObjectPattern:
             )
         return out
 
-    def matches(self, backend: str, path: tuple[str, ...]) -> bool:
-        if len(path) != len(self.parts) or not self.backend.fullmatch(backend.lower()):
+    def matches(self, backend: str, paths: Paths) -> bool:
+        path = paths[0] if len(self.parts) == 3 else paths[1]
+        if path is None or not self.backend.fullmatch(backend.lower()):
             return False
         return all(p.fullmatch(x) for p, x in zip(self.parts, path, strict=True))
 
@@ -186,7 +201,7 @@ class RoleMasks:
             t = self.default
         return t
 
-    def lookup_allowed(self, backend: str, path: tuple[str, ...]) -> bool:
+    def lookup_allowed(self, backend: str, path: Paths) -> bool:
         return any(p.matches(backend, path) for p in self.lookups)
 
 
@@ -196,8 +211,8 @@ class MaskingPolicy:
     def __init__(self, *, classifications: Sequence[_ClassRule] = (), roles: Mapping[str, RoleMasks] | None = None):
         self._rules = tuple(classifications)
         self._roles: dict[str, RoleMasks] = dict(roles or {})
-        self._class_cache: dict[tuple[str, tuple[str, ...]], Classification | None] = {}
-        self._treat_cache: dict[tuple[tuple[str, ...], str, tuple[str, ...]], Treatment] = {}
+        self._class_cache: dict[tuple[str, Paths], Classification | None] = {}
+        self._treat_cache: dict[tuple[tuple[str, ...], str, Paths], Treatment] = {}
 
     @property
     def empty(self) -> bool:
@@ -224,9 +239,9 @@ class MaskingPolicy:
         """The column's classification, or None when it is not sensitive."""
         if not self._rules:
             return None
-        return self._classify_path(backend, column_path(column))
+        return self._classify_path(backend, column_paths(column))
 
-    def _classify_path(self, backend: str, path: tuple[str, ...]) -> Classification | None:
+    def _classify_path(self, backend: str, path: Paths) -> Classification | None:
         key = (backend, path)
         try:
             return self._class_cache[key]
@@ -250,7 +265,7 @@ class MaskingPolicy:
         """What a person holding ``roles`` sees of ``column`` on ``backend``."""
         if not self._rules:
             return CLEAR
-        path = column_path(column)
+        path = column_paths(column)
         key = (roles, backend, path)
         cached = self._treat_cache.get(key)
         if cached is not None:
@@ -262,9 +277,7 @@ class MaskingPolicy:
         self._treat_cache[key] = result
         return result
 
-    def _treatment_for(
-        self, roles: tuple[str, ...], backend: str, path: tuple[str, ...], c: Classification
-    ) -> Treatment:
+    def _treatment_for(self, roles: tuple[str, ...], backend: str, path: Paths, c: Classification) -> Treatment:
         best: Treatment | None = None
         lookup = False
         for name in roles:

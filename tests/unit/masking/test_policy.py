@@ -109,6 +109,13 @@ def test_mysql_column_spellings_match_the_same_path(policy: MaskingPolicy) -> No
         assert policy.classify("CORE", ref) is not None
 
 
+def test_mysql_lineage_refs_carry_the_real_database_in_schema(policy: MaskingPolicy) -> None:
+    # connected to database "other", reading bank.customers: the table's database is in ``schema``
+    ref = ColumnRef(database="other", schema="bank", table="customers", column="id_card")
+    assert policy.classify("core", ref) == Classification(type="id_card", level=4)
+    assert policy.treatment(("developer",), "core", ref).function == "id_card"
+
+
 def test_postgres_paths_have_four_parts(policy: MaskingPolicy) -> None:
     pg = ColumnRef(database="bank", schema="public", table="customers", column="id_card")
     assert policy.classify("pg", pg) == Classification(type="id_card", level=4)

@@ -1,0 +1,276 @@
+"""From a result's columns, the statement's lineage and the masking policy to a ``MaskPlan``.
+
+Strategy: for each result column two independent answers are computed and the
+stricter one is used (DESIGN.md decision 5):
+
+* lineage — the ``OutputColumn`` the policy engine traced from the SQL: a value
+  that is a source column unchanged (``direct``) gets that column's treatment;
+  an expression over a masked column gets the full mask (or the role's NULL);
+  a whole-row value over a masked column gets the full mask; an ``opaque``
+  value (sources not provable) gets the full mask;
+* protocol metadata — the source table and column the server reports (MySQL
+  ColumnDefinition41 ``org_table``/``org_name``, PostgreSQL RowDescription
+  table OID and attribute number resolved by the proxy), classified directly.
+
+A ``deny`` on any column refuses the whole result. So does a result whose
+column count no lineage describes, and a result-producing statement without
+lineage when its decision touched sensitive columns: a position that cannot be
+tied to its sources cannot be proven clear.
+
+Everything per row is precomputed here: each masker is a converter built once
+per (function, wire type, format, encoding) and cached; the plan only wraps it
+with a cheap tally for the ``sqlbastion_masked_values_total`` metric.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tomllib
+from collections.abc import Mapping, Sequence
+
+from sqlbastion.config import ConfigError, Settings
+from sqlbastion.masking.functions import MaskFunction, MissingKey, build_function
+from sqlbastion.masking.policy import (
+    CLEAR,
+    DENY,
+    MaskingPolicy,
+    Treatment,
+    merge_masking_policies,
+    parse_masking_policy,
+)
+from sqlbastion.masking.spec import STRONGEST
+from sqlbastion.masking.wire import Converter, build_converter, python_encoding
+from sqlbastion.observability.metrics import METRICS
+from sqlbastion.policies.model import ColumnRef, Decision, OutputColumn, StatementContext
+from sqlbastion.proxy.session import EMPTY_MASK_PLAN, ColumnMasker, MaskPlan, ResultColumn
+from sqlbastion.settings_schema import SecretUnavailable
+
+__all__ = ["MaskingPlanner", "load_masking_policy", "planner_from_settings", "refusal_text"]
+
+FULL = Treatment(kind="mask", function=STRONGEST, lookup_allowed=False)
+MAX_CONVERTERS = 4096
+TALLY_FLUSH = 1024
+
+# Statements whose results describe the server rather than table data. Without
+# lineage their columns are checked against protocol metadata only.
+METADATA_STATEMENTS = frozenset(
+    {"show", "describe", "desc", "explain", "set", "use", "begin", "commit", "rollback", "savepoint", "release"}
+)
+
+
+def refusal_text(why: str) -> str:
+    return f"sqlbastion: result withheld: {why}."
+
+
+def _stricter(a: Treatment, b: Treatment) -> Treatment:
+    """The treatment that reveals less (deny < masks by disclosure < clear); ties keep ``a``."""
+    return b if b.disclosure < a.disclosure else a
+
+
+class _Tally:
+    """Counts masked values for one plan column and adds them to the metric in batches."""
+
+    __slots__ = ("_child", "_convert", "_count")
+
+    def __init__(self, convert: Converter, child: object) -> None:
+        self._convert = convert
+        self._child = child
+        self._count = 0
+
+    def __call__(self, value: bytes | None) -> bytes | None:
+        if value is None:
+            return None
+        self._count += 1
+        if self._count >= TALLY_FLUSH:
+            self.flush()
+        return self._convert(value)
+
+    def flush(self) -> None:
+        if self._count:
+            self._child.inc(self._count)  # type: ignore[attr-defined]  # a prometheus_client Counter child
+            self._count = 0
+
+    def __del__(self) -> None:
+        # never raise from a finaliser; a lost count is only a metric
+        with contextlib.suppress(Exception):
+            self.flush()
+
+
+class MaskingPlanner:
+    """``proxy.session.MaskPlanner`` backed by a ``MaskingPolicy`` and the masking keys."""
+
+    def __init__(self, policy: MaskingPolicy, *, keys: Mapping[str, bytes] | None = None) -> None:
+        self.policy = policy
+        self._keys = dict(keys or {})
+        self._functions: dict[str, MaskFunction] = {}
+        self._converters: dict[tuple[str, str, str, bool, str], Converter] = {}
+        self._restricted: dict[tuple[str, ...], bool] = {}
+        self._check_keys(policy)
+
+    def _check_keys(self, policy: MaskingPolicy) -> None:
+        # A missing key fails at start-up (or reload), never in the middle of a result.
+        for ref in sorted(policy.key_refs()):
+            if ref not in self._keys:
+                raise MissingKey(f"a masking rule uses key {ref!r}, which [masking] keys does not define")
+
+    def replace_policy(self, policy: MaskingPolicy) -> None:
+        """Swap in a reloaded policy atomically (the old one stays if the new one is unusable)."""
+        self._check_keys(policy)
+        self._restricted = {}
+        self.policy = policy
+
+    # -- per column treatments ---------------------------------------------------------
+
+    def _lineage(self, oc: OutputColumn, roles: tuple[str, ...], backend: str) -> Treatment:
+        if oc.opaque:
+            return FULL
+        policy = self.policy
+        result = CLEAR
+        masked = False
+        for src in oc.sources:
+            t = policy.treatment(roles, backend, src)
+            if t.kind == "deny":
+                return DENY
+            if t.kind == "mask":
+                masked = True
+                result = _stricter(result, t)
+        for src in oc.whole_row_of:
+            t = policy.treatment(roles, backend, src)
+            if t.kind == "deny":
+                return DENY
+            if t.kind == "mask":
+                return _stricter(FULL, t)
+        if masked and not oc.direct:
+            return _stricter(FULL, result)
+        return result
+
+    def _metadata(self, rc: ResultColumn, ctx: StatementContext) -> Treatment:
+        if not rc.table or not rc.column:
+            return CLEAR
+        if ctx.dialect == "mysql":
+            ref = ColumnRef(database=rc.schema or ctx.database, schema=None, table=rc.table, column=rc.column)
+        else:
+            schema = rc.schema or (ctx.search_path[0] if ctx.search_path else "public")
+            ref = ColumnRef(database=ctx.database, schema=schema, table=rc.table, column=rc.column)
+        return self.policy.treatment(ctx.roles, ctx.backend, ref)
+
+    def _is_restricted(self, roles: tuple[str, ...]) -> bool:
+        r = self._restricted.get(roles)
+        if r is None:
+            r = self.policy.restricted(roles)
+            if len(self._restricted) > 4096:
+                self._restricted.clear()
+            self._restricted[roles] = r
+        return r
+
+    # -- the plan ------------------------------------------------------------------------
+
+    def plan(self, decision: Decision, ctx: StatementContext, columns: Sequence[ResultColumn]) -> MaskPlan:
+        """The mask plan for one result set of the statement ``decision`` describes."""
+        if not columns or self.policy.empty or not self._is_restricted(ctx.roles):
+            return EMPTY_MASK_PLAN
+        n = len(columns)
+        candidates = [s for s in decision.output_columns if len(s) == n]
+        if decision.output_columns and not candidates:
+            counts = sorted({len(s) for s in decision.output_columns})
+            return MaskPlan(
+                refuse=refusal_text(
+                    f"the result has {n} columns but the statement's lineage describes {counts}; "
+                    "its columns cannot be traced to their sources"
+                )
+            )
+        if not decision.output_columns and decision.sensitive_columns:
+            return MaskPlan(refuse=refusal_text("the result's columns cannot be traced to their sources"))
+        if not decision.output_columns and not set(decision.statement_types) <= METADATA_STATEMENTS:
+            # A result without lineage (a cursor FETCH, EXECUTE of an SQL-level prepared
+            # statement, a procedure's result) is masked by metadata where the server
+            # names the source; positions it does not name are fully masked.
+            return self._build(ctx, columns, [self._unproven(rc, ctx) for rc in columns])
+        treatments: list[Treatment] = []
+        for i, rc in enumerate(columns):
+            t = self._metadata(rc, ctx)
+            for s in candidates:
+                t = _stricter(t, self._lineage(s[i], ctx.roles, ctx.backend))
+            treatments.append(t)
+        return self._build(ctx, columns, treatments)
+
+    def _unproven(self, rc: ResultColumn, ctx: StatementContext) -> Treatment:
+        t = self._metadata(rc, ctx)
+        if rc.table and rc.column:
+            return t
+        return FULL
+
+    def _build(self, ctx: StatementContext, columns: Sequence[ResultColumn], ts: Sequence[Treatment]) -> MaskPlan:
+        maskers: list[ColumnMasker | None] = []
+        names: list[str | None] = []
+        for i, (rc, t) in enumerate(zip(columns, ts, strict=True)):
+            if t.kind == "deny":
+                return MaskPlan(
+                    refuse=refusal_text(f"column {i + 1} ({rc.name}) reads data this person's roles may not see")
+                )
+            if t.kind == "clear":
+                maskers.append(None)
+                names.append(None)
+                continue
+            function = t.function or STRONGEST
+            convert = self._converter(function, rc, ctx)
+            child = METRICS.masked_values.labels(ctx.backend, function.partition("(")[0])
+            maskers.append(_Tally(convert, child))
+            names.append(function)
+        if all(m is None for m in maskers):
+            return EMPTY_MASK_PLAN
+        return MaskPlan(columns=tuple(maskers), functions=tuple(names))
+
+    def _converter(self, function: str, rc: ResultColumn, ctx: StatementContext) -> Converter:
+        key = (function, ctx.dialect, rc.type_name, rc.binary, ctx.client_encoding)
+        conv = self._converters.get(key)
+        if conv is None:
+            fn = self._functions.get(function)
+            if fn is None:
+                fn = build_function(function, self._keys)
+                self._functions[function] = fn
+            conv = build_converter(
+                fn,
+                dialect=ctx.dialect,
+                type_name=rc.type_name,
+                binary=rc.binary,
+                encoding=python_encoding(ctx.client_encoding),
+            )
+            if len(self._converters) >= MAX_CONVERTERS:
+                self._converters.clear()
+            self._converters[key] = conv
+        return conv
+
+
+def load_masking_policy(settings: Settings) -> MaskingPolicy:
+    """The merged masking policy of every file in ``[policy] files``. Raises ConfigError."""
+    policies = []
+    for f in settings.policy.files:
+        path = settings.resolve_path(f)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(str(path), "", f"cannot read the policy file: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(path), "", f"not valid TOML: {exc}") from None
+        policies.append(parse_masking_policy(data, file=str(path)))
+    return merge_masking_policies(policies)
+
+
+def planner_from_settings(settings: Settings, policy: MaskingPolicy | None = None) -> MaskingPlanner:
+    """The planner for ``serve``: the policy files' masking rules and the ``[masking] keys``.
+
+    Raises ConfigError when a policy file is invalid or a key cannot be resolved.
+    """
+    keys: dict[str, bytes] = {}
+    for name, ref in settings.masking.keys.items():
+        try:
+            keys[name] = ref.reveal_bytes()
+        except SecretUnavailable as exc:
+            raise ConfigError(settings.source, f"masking.keys.{name}", str(exc)) from None
+        if len(keys[name]) < 16:
+            raise ConfigError(settings.source, f"masking.keys.{name}", "a masking key must hold at least 16 bytes")
+    try:
+        return MaskingPlanner(policy if policy is not None else load_masking_policy(settings), keys=keys)
+    except MissingKey as exc:
+        raise ConfigError(settings.source, "masking.keys", str(exc)) from None
