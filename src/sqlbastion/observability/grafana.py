@@ -765,10 +765,17 @@ def _audit_pipeline() -> Dashboard:
                         targets=[(f"max by (sink) (sqlbastion_audit_sink_lag_events{{{I}}})", "{{sink}}")],
                     ),
                     Panel(
-                        title="Sink lag (age of the oldest undelivered event)",
+                        title="Sink backlog in seconds of traffic",
                         kind="timeseries",
                         unit="s",
-                        targets=[(f"max by (sink) (sqlbastion_audit_sink_lag_seconds{{{I}}})", "{{sink}}")],
+                        description="Events a sink has not acknowledged, over the current event rate: roughly how far behind it is.",
+                        targets=[
+                            (
+                                f"max by (sink) (sqlbastion_audit_sink_lag_events{{{I}}})"
+                                f" / scalar(sum(rate(sqlbastion_audit_events_total{{{I}}}[{RI}])) > 0)",
+                                "{{sink}}",
+                            )
+                        ],
                     ),
                     Panel(
                         title="Delivered",

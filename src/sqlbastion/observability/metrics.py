@@ -67,7 +67,7 @@ AUTH_FAILURE_REASONS = (
 
 _DECISIONS = ("allow", "alert", "review", "block")
 _AUDIT_KINDS = ("statement", "connection_opened", "connection_closed", "auth_failed")
-_BACKEND_ERROR_KINDS = ("statement", "connect", "protocol")
+_BACKEND_ERROR_KINDS = ("statement", "connect", "connection_lost", "protocol", "catalog")
 
 
 class MaskedResult(Protocol):
@@ -224,12 +224,6 @@ class Metrics:
             ["sink"],
             registry=r,
         )
-        self.audit_sink_lag_seconds = Gauge(
-            "sqlbastion_audit_sink_lag_seconds",
-            "Age of the oldest event a sink has not acknowledged yet (0 when it is caught up)",
-            ["sink"],
-            registry=r,
-        )
         self.audit_sink_errors = Counter(
             "sqlbastion_audit_sink_errors_total", "Failed deliveries to a sink", ["sink"], registry=r
         )
@@ -306,7 +300,6 @@ class Metrics:
                 self.masked_results.labels(backend, outcome)
         for sink in sinks:
             self.audit_sink_lag.labels(sink)
-            self.audit_sink_lag_seconds.labels(sink)
             self.audit_sink_errors.labels(sink)
             self.audit_sink_delivered.labels(sink)
             # audit_sink_up is left to the pipeline: a 0 before the first delivery would read as "down".

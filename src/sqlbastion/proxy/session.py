@@ -251,6 +251,7 @@ class Session:
         event_id = new_event_id()
         self.statements += 1
         if not self.runtime.audit.accepting():
+            METRICS.audit_refusals.inc()
             decision = Decision(
                 action=Action.BLOCK,
                 reason="the audit spool cannot record statements (on_audit_failure = fail_closed)",
