@@ -118,7 +118,9 @@ class Proxy:
     ca_file: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
-    def dsn(self, *, user: str = PERSON, password: str = PASSWORD, dbname: str = "postgres", sslmode: str = "disable") -> str:
+    def dsn(
+        self, *, user: str = PERSON, password: str = PASSWORD, dbname: str = "postgres", sslmode: str = "disable"
+    ) -> str:
         ssl_part = f" sslmode={sslmode}"
         if self.ca_file and sslmode.startswith("verify"):
             ssl_part += f" sslrootcert={self.ca_file}"
@@ -209,7 +211,9 @@ class _Env:
                 os.environ[name] = value
 
 
-def run_proxy(server: ServerInfo, directory: Path, *, require_tls: bool = False, with_tls: bool = True) -> Iterator[Proxy]:
+def run_proxy(
+    server: ServerInfo, directory: Path, *, require_tls: bool = False, with_tls: bool = True
+) -> Iterator[Proxy]:
     """Start a proxy (as a generator, for fixtures); stops it and restores the environment after."""
     env = _Env()
     env.set(SECRET_ENV, server.service_password)
@@ -258,8 +262,15 @@ def pg_tool(name: str) -> str:
     return name
 
 
-def run_tool(args: list[str], *, password: str, timeout: float = 60.0, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PGPASSWORD=password, PGCONNECT_TIMEOUT="10")
+def run_tool(
+    args: list[str],
+    *,
+    password: str,
+    timeout: float = 60.0,
+    stdin: str | None = None,
+    sslmode: str = "disable",
+) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PGPASSWORD=password, PGCONNECT_TIMEOUT="10", PGSSLMODE=sslmode)
     env.pop("PGOPTIONS", None)
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, input=stdin, check=False)
 
