@@ -1,0 +1,455 @@
+"""The audit pipeline: non-blocking emit → writer thread → chained spool → sinks.
+
+Threads and ownership (DESIGN.md decision 8):
+
+* ``emit`` runs on the data path. It appends ``(time, dict)`` to a bounded
+  deque and sets an event: no I/O, no lock held beyond the deque's own.
+* The writer thread owns the ``Spool``. It turns dicts into ``AuditEvent``
+  values (redaction happens here, off the data path), seals and writes them,
+  fsyncs per ``audit.fsync`` and wakes the sinks.
+* The delivery thread runs its own asyncio loop with one task per sink. Each
+  task reads the spool from its own cursor (``<spool>/cursors/<sink>``),
+  delivers, retries with backoff, and saves its cursor. A slow or dead sink
+  only grows its lag: the data path never waits for a sink.
+* Segments are deleted once every *required* sink's cursor is past them.
+
+Failure policy: when the spool cannot take a batch (disk full, I/O error,
+``max_spool_bytes``), ``fail_closed`` keeps the batch and retries it, and
+``accepting()`` turns False so sessions refuse statements; ``fail_open``
+drops it and counts ``sqlbastion_audit_events_lost_total``. Either way an
+``alert`` event is written once the spool works again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlbastion import logs
+from sqlbastion.audit.events import EventBuilder
+from sqlbastion.audit.sinks.base import Backoff, Sink, build_sink
+from sqlbastion.audit.spool import Spool, SpoolError, SpoolReader
+from sqlbastion.observability.metrics import METRICS
+from sqlbastion.settings_schema import SecretUnavailable
+
+if TYPE_CHECKING:
+    from sqlbastion.config import AuditSettings, Settings
+
+__all__ = ["AuditPipeline", "default_sqlite_path"]
+
+log = logs.get_logger("audit.pipeline")
+
+_WRITE_BATCH = 4096
+_RETRY_WRITE_S = 0.1
+_IDLE_WAKE_S = 0.5
+
+
+def _new_event_id() -> str:
+    from sqlbastion.proxy.session import new_event_id
+
+    return new_event_id()
+
+
+def default_sqlite_path(settings: Settings) -> Path:
+    """Where the SQLite sink goes when no sink is configured: beside the spool directory."""
+    return settings.resolve_path(settings.audit.spool_dir).parent / "audit.db"
+
+
+class _SinkState:
+    __slots__ = ("confirmed", "delivered", "sink")
+
+    def __init__(self, sink: Sink, cursor: int) -> None:
+        self.sink = sink
+        self.confirmed = cursor
+        self.delivered = cursor
+
+
+class AuditPipeline:
+    """Implements ``proxy.session.AuditHook``."""
+
+    def __init__(
+        self,
+        *,
+        spool: Spool,
+        sinks: Sequence[Sink],
+        builder: EventBuilder | None = None,
+        on_failure: Literal["fail_closed", "fail_open"] = "fail_closed",
+        fsync: Literal["always", "interval"] = "interval",
+        fsync_interval_ms: int = 50,
+        max_queue: int = 100_000,
+    ) -> None:
+        self.spool = spool
+        self.sinks = list(sinks)
+        self.builder = builder or EventBuilder()
+        self.on_failure = on_failure
+        self.fsync_interval_s = fsync_interval_ms / 1000
+        spool.fsync_always = fsync == "always"
+        self.max_queue = max_queue
+        self._queue: deque[tuple[int, dict[str, object]]] = deque()
+        self._wake = threading.Event()
+        self._written = threading.Condition()
+        self._emitted = 0
+        self._written_count = 0
+        self._failed = False
+        self._failure: str | None = None
+        self._lost_since_alert = 0
+        self._stopping = False
+        self._running = False
+        self._writer: threading.Thread | None = None
+        self._delivery: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sink_wake: asyncio.Event | None = None
+        self._states: list[_SinkState] = []
+        self._writer_done = threading.Event()
+        self._sink_events: dict[str, asyncio.Event] = {}
+        self._drain_deadline: float | None = None
+        self.drain_timeout_s = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, sinks: Sequence[Sink] | None = None) -> AuditPipeline:
+        audit: AuditSettings = settings.audit
+        secret = audit.chain_key.reveal_bytes() if audit.chain_key is not None else None
+        spool = Spool(
+            settings.resolve_path(audit.spool_dir),
+            algorithm=audit.chain_algorithm,
+            secret=secret,
+            segment_bytes=audit.segment_bytes,
+            max_bytes=audit.max_spool_bytes,
+        )
+        if sinks is None:
+            sinks = [build_sink(s, settings.resolve_path) for s in audit.sinks]
+            if not sinks:
+                from sqlbastion.audit.sinks.sqlite import SQLiteSink
+
+                sinks = [SQLiteSink(path=default_sqlite_path(settings))]
+        backend_secrets = []
+        for b in settings.backends:
+            if b.password is not None:
+                with contextlib.suppress(SecretUnavailable):
+                    backend_secrets.append(b.password.reveal())
+        builder = EventBuilder(
+            raw_backends=frozenset(b.name for b in settings.backends if b.raw_statements_in_audit),
+            secrets=tuple(backend_secrets),
+        )
+        METRICS.audit_spool_capacity.set(audit.max_spool_bytes)
+        return cls(
+            spool=spool,
+            sinks=sinks,
+            builder=builder,
+            on_failure=audit.on_audit_failure,
+            fsync=audit.fsync,
+            fsync_interval_ms=audit.fsync_interval_ms,
+        )
+
+    # -- the data path ---------------------------------------------------------------------------
+
+    def emit(self, event: dict[str, object]) -> None:
+        """Queue one event (never blocks, never raises)."""
+        if len(self._queue) >= self.max_queue:
+            # The writer is far behind (or the spool is failing): this event cannot be kept.
+            self._lose(1, "the audit queue is full")
+            return
+        self._queue.append((time.time_ns(), event))
+        self._emitted += 1
+        self._wake.set()
+
+    def accepting(self) -> bool:
+        if self.on_failure == "fail_open":
+            return True
+        return self._running and not self._failed and len(self._queue) < self.max_queue
+
+    def _lose(self, n: int, why: str) -> None:
+        METRICS.audit_lost.inc(n)
+        self._lost_since_alert += n
+        if not self._failed:
+            self._failed = True
+            self._failure = why
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open the spool and start the writer and delivery threads (synchronous form of ``start``)."""
+        self.spool.open()
+        self._running = True
+        self._stopping = False
+        self._writer = threading.Thread(target=self._write_loop, name="sqlbastion-audit-writer", daemon=True)
+        self._writer.start()
+        started = threading.Event()
+        self._delivery = threading.Thread(
+            target=self._delivery_main, args=(started,), name="sqlbastion-audit-delivery", daemon=True
+        )
+        self._delivery.start()
+        started.wait(10)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Write what is queued, close the spool, let sinks catch up (up to ``timeout``), stop."""
+        timeout = self.drain_timeout_s if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        self._stopping = True
+        self._wake.set()
+        if self._writer is not None:
+            self._writer.join(max(0.1, deadline - time.monotonic()))
+        self._writer_done.wait(max(0.1, deadline - time.monotonic()))
+        self._notify_sinks()
+        if self._delivery is not None:
+            self._delivery.join(max(0.1, deadline - time.monotonic()) + 5)
+        self._running = False
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.open)
+
+    async def stop(self, drain_s: float | None = None) -> None:
+        await asyncio.to_thread(self.close, drain_s)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every event emitted so far is written to the spool. True if it was."""
+        target = self._emitted
+        self._wake.set()
+        with self._written:
+            return self._written.wait_for(lambda: self._written_count >= target, timeout)
+
+    async def wait_written(self, within_s: float = 10.0) -> bool:
+        return await asyncio.to_thread(self.flush, within_s)
+
+    # -- the writer thread -----------------------------------------------------------------------
+
+    def _build(self, ts_ns: int, raw: dict[str, object]) -> list[dict[str, Any]]:
+        event_id = raw.get("event_id")
+        eid = event_id if isinstance(event_id, str) and event_id else _new_event_id()
+        built = self.builder.build(raw, ts_ns, eid).to_dict()
+        if built["kind"] == "connection_opened":
+            # The session emits connection_opened once the person authenticated;
+            # the schema records the authentication as its own event first.
+            auth = dict(built, kind="auth_succeeded", event_id=_new_event_id())
+            return [auth, built]
+        return [built]
+
+    def _write_loop(self) -> None:
+        pending: list[dict[str, Any]] = []
+        pending_raw = 0
+        last_sync = time.monotonic()
+        try:
+            while True:
+                self._wake.wait(self.fsync_interval_s if not pending else _RETRY_WRITE_S)
+                self._wake.clear()
+                while self._queue and len(pending) < _WRITE_BATCH:
+                    ts_ns, raw = self._queue.popleft()
+                    try:
+                        pending.extend(self._build(ts_ns, raw))
+                    except Exception:  # a bug in building one event must not stop the writer
+                        log.exception("cannot build an audit event")
+                        pending.append(self.builder.build({"kind": "?"}, ts_ns, _new_event_id()).to_dict())
+                    pending_raw += 1
+                if pending:
+                    if self._write(pending):
+                        self._mark_written(pending_raw)
+                        pending, pending_raw = [], 0
+                    elif self.on_failure == "fail_open":
+                        self._lose(pending_raw, self._failure or "spool failure")
+                        self._mark_written(pending_raw)
+                        pending, pending_raw = [], 0
+                    elif self._stopping and time.monotonic() > last_sync + self.drain_timeout_s:
+                        break
+                if self.fsync_interval_s and time.monotonic() - last_sync >= self.fsync_interval_s:
+                    with contextlib.suppress(OSError):
+                        self.spool.sync()
+                    last_sync = time.monotonic()
+                if self._stopping and not self._queue and not pending:
+                    break
+                if self._queue:
+                    self._wake.set()
+        finally:
+            try:
+                self.spool.close()
+            except (OSError, SpoolError) as exc:
+                log.error("cannot close the audit spool", error=str(exc))
+            self._writer_done.set()
+            self._notify_sinks()
+
+    def _write(self, events: list[dict[str, Any]]) -> bool:
+        try:
+            self.spool.append(events)
+        except SpoolError as exc:
+            if not self._failed:
+                log.error("audit spool failure", error=str(exc), policy=self.on_failure)
+            self._failed = True
+            self._failure = str(exc)
+            METRICS.audit_sink_up.labels("spool").set(0)
+            return False
+        if self._failed:
+            self._recovered()
+        kinds: dict[str, int] = {}
+        for e in events:
+            kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
+        for kind, n in kinds.items():
+            METRICS.audit_events.labels(kind).inc(n)
+        METRICS.audit_spool_bytes.set(self.spool.bytes_used())
+        self._notify_sinks()
+        return True
+
+    def _recovered(self) -> None:
+        """The spool works again: record what happened as an alert event."""
+        alert = self.builder.build(
+            {
+                "kind": "alert",
+                "details": {
+                    "alert": "audit_spool_failure",
+                    "severity": "critical",
+                    "message": self._failure or "",
+                    "lost": self._lost_since_alert,
+                    "policy": self.on_failure,
+                },
+            },
+            time.time_ns(),
+            _new_event_id(),
+        ).to_dict()
+        try:
+            self.spool.append([alert])
+        except SpoolError:
+            return
+        log.warning("audit spool recovered", lost=self._lost_since_alert)
+        self._failed = False
+        self._failure = None
+        self._lost_since_alert = 0
+        METRICS.audit_sink_up.labels("spool").set(1)
+
+    def _mark_written(self, n: int) -> None:
+        with self._written:
+            self._written_count += n
+            self._written.notify_all()
+
+    # -- the delivery thread ---------------------------------------------------------------------
+
+    def _notify_sinks(self) -> None:
+        loop, wake = self._loop, self._sink_wake
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has already stopped
+                loop.call_soon_threadsafe(wake.set)
+
+    def _delivery_main(self, started: threading.Event) -> None:
+        asyncio.run(self._deliver_all(started))
+
+    async def _deliver_all(self, started: threading.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._sink_wake = asyncio.Event()
+        self._states = [_SinkState(s, self._load_cursor(s.name)) for s in self.sinks]
+        self._sink_events = {s.name: asyncio.Event() for s in self.sinks}
+        started.set()
+        tasks = [asyncio.create_task(self._deliver(st), name=f"audit-sink-{st.sink.name}") for st in self._states]
+        waker = asyncio.create_task(self._fan_out_wakes(), name="audit-sink-waker")
+        await asyncio.gather(*tasks, return_exceptions=True)
+        waker.cancel()
+        for st in self._states:
+            with contextlib.suppress(Exception):
+                await st.sink.close()
+
+    async def _fan_out_wakes(self) -> None:
+        # One asyncio.Event set from the writer thread, fanned out to per-sink events.
+        wake = self._sink_wake
+        while wake is not None:
+            await wake.wait()
+            wake.clear()
+            for ev in self._sink_events.values():
+                ev.set()
+
+    def _cursor_path(self, name: str) -> Path:
+        return self.spool.directory / "cursors" / name
+
+    def _load_cursor(self, name: str) -> int:
+        try:
+            return int(self._cursor_path(name).read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            return -1
+
+    def _save_cursor(self, name: str, seq: int) -> None:
+        path = self._cursor_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(f"{seq}\n", encoding="ascii")
+        os.replace(tmp, path)
+
+    async def _deliver(self, st: _SinkState) -> None:
+        sink = st.sink
+        wake = self._sink_events[sink.name]
+        reader = SpoolReader(self.spool.directory, st.confirmed)
+        backoff = Backoff()
+        opened = False
+        METRICS.audit_sink_up.labels(sink.name).set(0)
+        try:
+            while True:
+                limit = self.spool.written_seq
+                if self._writer_done.is_set() and st.confirmed >= limit:
+                    return
+                if self._writer_done.is_set() and self._stopping and self._drain_expired():
+                    log.warning("audit sink did not catch up before shutdown", sink=sink.name)
+                    return
+                try:
+                    if not opened:
+                        await sink.open()
+                        opened = True
+                    records, pos = reader.read(limit, sink.batch_size)
+                    if records:
+                        await sink.deliver(records)
+                        METRICS.audit_sink_delivered.labels(sink.name).inc(len(records))
+                    st.delivered = pos
+                    # The cursor never moves back: a sink may confirm less than it was given.
+                    confirmed = max(st.confirmed, sink.confirmed(st.delivered))
+                except Exception as exc:
+                    await self._failed_delivery(st, reader, backoff, exc)
+                    opened = False
+                    continue
+                backoff.reset()
+                METRICS.audit_sink_up.labels(sink.name).set(1)
+                if confirmed != st.confirmed:
+                    st.confirmed = confirmed
+                    self._save_cursor(sink.name, confirmed)
+                    self._release()
+                METRICS.audit_sink_lag.labels(sink.name).set(max(0, self.spool.written_seq - st.confirmed))
+                if not records and st.delivered >= self.spool.written_seq:
+                    wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), _IDLE_WAKE_S)
+        finally:
+            reader.close()
+
+    async def _failed_delivery(self, st: _SinkState, reader: SpoolReader, backoff: Backoff, exc: Exception) -> None:
+        """Count the failure, drop the sink's connection, rewind to the confirmed cursor, wait."""
+        sink = st.sink
+        METRICS.audit_sink_errors.labels(sink.name).inc()
+        METRICS.audit_sink_up.labels(sink.name).set(0)
+        delay = backoff.next_delay()
+        log.warning("audit sink delivery failed", sink=sink.name, error=str(exc)[:300], retry_in_s=round(delay, 3))
+        with contextlib.suppress(Exception):
+            await sink.reset()
+        reader.rewind(st.confirmed)
+        st.delivered = st.confirmed
+        await asyncio.sleep(delay)
+
+    def _drain_expired(self) -> bool:
+        if self._drain_deadline is None:
+            self._drain_deadline = time.monotonic() + self.drain_timeout_s
+        return time.monotonic() > self._drain_deadline
+
+    def _release(self) -> None:
+        required = [st.confirmed for st in self._states if st.sink.required]
+        if not required:
+            return
+        freed = self.spool.release(min(required))
+        if freed:
+            METRICS.audit_spool_bytes.set(self.spool.bytes_used())
+
+    # -- introspection (tests, /readyz) ----------------------------------------------------------
+
+    def sink_cursors(self) -> dict[str, int]:
+        return {st.sink.name: st.confirmed for st in self._states}
+
+    @property
+    def failed(self) -> bool:
+        return self._failed

@@ -1,0 +1,179 @@
+"""Statement text for the audit trail: literals redacted, fail closed.
+
+Rules (docs/audit.md, "Statement text"):
+
+* By default every literal (strings of every flavour, numbers, hex/bit/byte
+  strings, dollar-quoted bodies) becomes ``?`` and comments are dropped. The
+  text is rebuilt from sqlglot's tokens for the backend's dialect, never by
+  regular expressions over SQL.
+* If the text cannot be tokenized, no text is kept at all (mode ``withheld``):
+  an untokenizable statement could hide a literal anywhere.
+* Raw text only when the backend opts in (``raw_statements_in_audit``), the
+  statement touched no sensitive column, and it holds no password clause
+  (``IDENTIFIED BY``, ``PASSWORD``…) and no configured backend secret.
+  Otherwise the redacted text is used.
+* MySQL executable comments (``/*! … */``, ``/*!50000 … */``, ``/*M!…*/``) run
+  on the server, so their contents are kept (and redacted) rather than dropped
+  with the other comments.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlglot.dialects import Dialect
+from sqlglot.tokenizer_core import Token, TokenType
+
+__all__ = ["RedactedText", "redact_literals", "statement_text"]
+
+TextMode = Literal["redacted", "raw", "withheld", "none"]
+
+# Longest statement text kept in an event; longer ones are cut (and say so).
+MAX_TEXT_CHARS = 16384
+# Statements longer than this are not tokenized at all (bounded work per event).
+MAX_TOKENIZE_CHARS = 1 << 20
+
+_LITERAL_TYPES = frozenset(
+    {
+        TokenType.STRING,
+        TokenType.NUMBER,
+        TokenType.NATIONAL_STRING,
+        TokenType.BIT_STRING,
+        TokenType.HEX_STRING,
+        TokenType.BYTE_STRING,
+        TokenType.RAW_STRING,
+        TokenType.HEREDOC_STRING,
+        TokenType.UNICODE_STRING,
+    }
+)
+# Words that introduce a credential. Statements holding them never go out raw.
+_CREDENTIAL_WORDS = frozenset({"IDENTIFIED", "PASSWORD", "ENCRYPTED", "UNENCRYPTED", "SECRET", "CREDENTIALS"})
+# MySQL / MariaDB executable comment openers: their bodies are SQL the server runs.
+_EXECUTABLE_COMMENT = re.compile(r"/\*(?:!|M!)\d{0,6}")
+_DIALECTS = {"mysql": "mysql", "postgres": "postgres"}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RedactedText:
+    text: str | None
+    mode: TextMode
+
+
+_local = threading.local()
+
+
+def _tokenize(sql: str, dialect: str) -> list[Token]:
+    # Building a tokenizer costs more than tokenizing a short statement, so each
+    # thread keeps one per dialect (tokenizers are not shared across threads).
+    cache: dict[str, Any] = _local.__dict__.setdefault("tokenizers", {})
+    tokenizer = cache.get(dialect)
+    if tokenizer is None:
+        tokenizer = cache[dialect] = Dialect.get_or_raise(_DIALECTS.get(dialect, dialect)).tokenizer()
+    return list(tokenizer.tokenize(sql))
+
+
+def _expand_executable_comments(sql: str) -> str:
+    # Only the opener is dropped; the closing "*/" then stands alone. Each
+    # "/*!" opener's own "*/" is removed by pairing them left to right.
+    out: list[str] = []
+    pos = 0
+    while True:
+        m = _EXECUTABLE_COMMENT.search(sql, pos)
+        if m is None:
+            out.append(sql[pos:])
+            break
+        out.append(sql[pos : m.start()])
+        out.append(" ")
+        end = sql.find("*/", m.end())
+        if end < 0:
+            raise ValueError("unterminated executable comment")
+        out.append(sql[m.end() : end])
+        out.append(" ")
+        pos = end + 2
+    return "".join(out)
+
+
+def _is_literal(token: Token, raw: str) -> bool:
+    if token.token_type in _LITERAL_TYPES:
+        return True
+    if token.token_type in (TokenType.IDENTIFIER, TokenType.PARAMETER):
+        return False
+    # Belt and braces: any other token that carries a quote is treated as a literal.
+    return (
+        "'" in raw
+        or ('"' in raw and token.token_type is not TokenType.VAR)
+        or (raw.startswith("$") and not raw[1:].isdigit())
+    )
+
+
+def redact_literals(sql: str, dialect: str) -> str:
+    """``sql`` with literals as ``?`` and comments removed. Raises ValueError if it cannot be tokenized."""
+    if len(sql) > MAX_TOKENIZE_CHARS:
+        raise ValueError("statement too long to tokenize for the audit trail")
+    if dialect == "mysql" and "/*" in sql:
+        sql = _expand_executable_comments(sql)
+    try:
+        tokens = _tokenize(sql, dialect)
+    except Exception as exc:  # sqlglot raises TokenError and, in its C tokenizer, others
+        raise ValueError(f"cannot tokenize: {type(exc).__name__}") from None
+    parts: list[str] = []
+    last_end = -1
+    previous: Token | None = None
+    for tok in tokens:
+        raw = sql[tok.start : tok.end + 1]
+        if parts and tok.start > last_end + 1:
+            parts.append(" ")
+        # PostgreSQL's "$1" is a PARAMETER token followed by its number: a placeholder, not a value.
+        placeholder = (
+            previous is not None
+            and previous.token_type is TokenType.PARAMETER
+            and previous.end + 1 == tok.start
+            and raw.isdigit()
+        )
+        parts.append(raw if placeholder or not _is_literal(tok, raw) else "?")
+        last_end = tok.end
+        previous = tok
+    return "".join(parts)
+
+
+def _has_credential(sql: str, dialect: str) -> bool:
+    try:
+        tokens = _tokenize(sql, dialect)
+    except Exception:
+        return True
+    return any(t.text.upper() in _CREDENTIAL_WORDS for t in tokens if t.token_type is not TokenType.STRING)
+
+
+def _cut(text: str) -> str:
+    if len(text) <= MAX_TEXT_CHARS:
+        return text
+    return text[:MAX_TEXT_CHARS] + f"… [{len(text) - MAX_TEXT_CHARS} more characters]"
+
+
+def statement_text(
+    sql: str | None,
+    *,
+    dialect: str,
+    raw_allowed: bool,
+    sensitive: bool,
+    secrets: Iterable[str] = (),
+) -> RedactedText:
+    """The statement text an audit event may carry, and how it was produced."""
+    if not sql:
+        return RedactedText(text=None, mode="none")
+    secret_list = [s for s in secrets if s]
+    raw_ok = raw_allowed and not sensitive and len(sql) <= MAX_TOKENIZE_CHARS
+    if raw_ok and not _has_credential(sql, dialect) and not any(s in sql for s in secret_list):
+        return RedactedText(text=_cut(sql), mode="raw")
+    try:
+        text = redact_literals(sql, dialect)
+    except ValueError:
+        return RedactedText(text=None, mode="withheld")
+    if any(s in text for s in secret_list):
+        # A secret used as an identifier or keyword-like word: keep nothing.
+        return RedactedText(text=None, mode="withheld")
+    return RedactedText(text=_cut(text), mode="redacted")

@@ -1,0 +1,468 @@
+"""The local, durable audit spool: chained segment files, a writer and cursor readers.
+
+Strategy:
+
+* One writer (the pipeline's writer thread) appends sealed records to the live
+  segment with ``os.write`` on an ``O_APPEND`` descriptor. A batch is written
+  with one call; if the call fails part-way (disk full, I/O error) the file is
+  cut back to its previous length and the chain state is restored, so the
+  same events can be retried and the chain never has a hole.
+* ``written_seq`` moves only after a write returned. Readers never read past
+  it, so they never see half a record. A process killed with SIGKILL loses no
+  written record: the bytes are in the kernel's page cache; fsync (every
+  batch, or every ``fsync_interval_ms``) is what protects against power loss.
+* Every segment starts with a ``start`` record and, once closed, ends with an
+  ``end`` record (chain.py). Opening a spool always closes the previous live
+  segment (with ``reason = "recovered"`` after a crash, cutting a torn last
+  line) and starts a new one, so a restart is visible in the chain.
+* The writer holds an exclusive ``flock`` on ``spool.lock``: two processes can
+  never write one spool, and ``audit verify`` can tell a live segment from a
+  truncated one.
+* ``chain.state`` (0600) holds a recent chain position (seq, key, MAC) so a
+  restart need not move the key forward from K_0 through every record ever
+  written. It is rewritten at every rotation, at close and about once a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlbastion.audit.chain import (
+    ZERO_MAC,
+    Algorithm,
+    ChainSealer,
+    initial_key,
+    key_at,
+    list_segments,
+    next_key,
+    record_mac,
+    segment_name,
+    split_record,
+)
+from sqlbastion.audit.events import format_ts
+
+__all__ = ["KEY_FILE", "Spool", "SpoolError", "SpoolFull", "SpoolReader", "SpooledRecord", "load_or_create_key"]
+
+KEY_FILE = "chain.key"
+STATE_FILE = "chain.state"
+LOCK_FILE = "spool.lock"
+_CHECKPOINT_EVERY_S = 1.0
+
+
+class SpoolError(Exception):
+    """The spool cannot accept records (I/O error, broken chain, locked by another process)."""
+
+
+class SpoolFull(SpoolError):
+    """Accepting the records would take the spool past ``max_bytes``."""
+
+
+def load_or_create_key(directory: Path, *, create: bool) -> bytes:
+    """The chain secret stored beside the spool when ``audit.chain_key`` is unset (0600)."""
+    path = directory / KEY_FILE
+    try:
+        return bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        if not create:
+            raise SpoolError(f"no chain key: set audit.chain_key or restore {path}") from None
+    except ValueError:
+        raise SpoolError(f"{path} does not hold a hex key") from None
+    key = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, key.hex().encode("ascii") + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return key
+
+
+def is_locked(directory: Path) -> bool:
+    """True when a writer holds the spool (its newest segment is live)."""
+    path = directory / LOCK_FILE
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Segment:
+    first_seq: int
+    path: Path
+    size: int
+
+
+class Spool:
+    """The writer's side of a spool directory. Not thread-safe for writing: one writer thread."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        algorithm: Algorithm = "hmac-sha256",
+        secret: bytes | None = None,
+        segment_bytes: int = 64 << 20,
+        max_bytes: int = 4 << 30,
+        fsync_always: bool = False,
+    ) -> None:
+        self.directory = directory
+        self.algorithm: Algorithm = algorithm
+        self._secret = secret
+        self.segment_bytes = segment_bytes
+        self.max_bytes = max_bytes
+        self.fsync_always = fsync_always
+        self.written_seq = -1
+        self._sealer: ChainSealer | None = None
+        self._fd = -1
+        self._lock_fd = -1
+        self._live: _Segment | None = None
+        self._size = 0
+        self._closed_segments: list[_Segment] = []
+        self._segments_lock = threading.Lock()
+        self._last_checkpoint = 0.0
+        self._dirty = False
+
+    # -- opening and recovery -------------------------------------------------------------------
+
+    def open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock_fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise SpoolError(f"another process is writing the audit spool {self.directory}") from None
+        segments = list_segments(self.directory)
+        # A segment file created but never written (a crash right after creating it) holds nothing.
+        while segments and segments[-1][1].stat().st_size == 0:
+            segments.pop()[1].unlink()
+        secret = self._secret if self._secret is not None else load_or_create_key(self.directory, create=not segments)
+        key0 = initial_key(self.algorithm, secret)
+        if not segments:
+            self._sealer = ChainSealer(algorithm=self.algorithm, key=key0, seq=0, prev_mac=ZERO_MAC)
+        else:
+            self._sealer = self._recover(segments, key0)
+        with self._segments_lock:
+            self._closed_segments = [
+                _Segment(first_seq=s, path=p, size=p.stat().st_size) for s, p in list_segments(self.directory)
+            ]
+        self._start_segment()
+        self._checkpoint()
+
+    def _load_checkpoint(self) -> tuple[int, bytes, bytes] | None:
+        try:
+            data = json.loads((self.directory / STATE_FILE).read_text(encoding="ascii"))
+            if data.get("algorithm") != self.algorithm:
+                return None
+            return int(data["seq"]), bytes.fromhex(data["key"]), bytes.fromhex(data["prev"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _recover(self, segments: list[tuple[int, Path]], key0: bytes) -> ChainSealer:
+        """Find the last good record, cut a torn tail, close the last segment."""
+        checkpoint = self._load_checkpoint()
+        if checkpoint is not None and checkpoint[0] >= segments[0][0]:
+            seq, key, prev = checkpoint
+        else:
+            # No usable checkpoint: start from the oldest segment's start marker.
+            first_line = segments[0][1].open("rb").readline().rstrip(b"\n")
+            payload, _ = split_record(first_line)
+            start = json.loads(payload)
+            seq, key, prev = start["seq"], key_at(self.algorithm, key0, start["seq"]), bytes.fromhex(start["prev"])
+        # The segment holding record `seq` (or the last one when seq is just past the end).
+        index = max(i for i, (first, _) in enumerate(segments) if first <= seq) if seq >= segments[0][0] else 0
+        last_type = None
+        for i in range(index, len(segments)):
+            path = segments[i][1]
+            data = path.read_bytes()
+            pos = 0
+            while pos < len(data):
+                nl = data.find(b"\n", pos)
+                line = data[pos:nl] if nl >= 0 else data[pos:]
+                good = False
+                if nl >= 0:
+                    try:
+                        payload, mac = split_record(line)
+                        obj = json.loads(payload)
+                        rseq = obj["seq"]
+                        if rseq < seq:
+                            pos = nl + 1
+                            continue
+                        good = rseq == seq and record_mac(self.algorithm, key, prev, payload) == mac
+                    except (ValueError, KeyError, TypeError):
+                        good = False
+                if not good:
+                    if i != len(segments) - 1:
+                        raise SpoolError(
+                            f"the audit chain is broken in {path.name} at byte {pos}: run 'sqlbastion audit verify'"
+                        )
+                    self._cut(path, pos, len(data) - pos)
+                    break
+                prev, key, seq = mac, next_key(self.algorithm, key), seq + 1
+                last_type = obj.get("type")
+                pos = nl + 1
+        sealer = ChainSealer(algorithm=self.algorithm, key=key, seq=seq, prev_mac=prev)
+        if last_type != "end":
+            # Close the segment the previous process left open.
+            line = sealer.seal({"type": "end", "ts": format_ts(time.time_ns()), "reason": "recovered"})
+            self._append_to(segments[-1][1], line)
+        return sealer
+
+    def _cut(self, path: Path, pos: int, discarded: int) -> None:
+        """Cut a torn or invalid tail; it never reached ``written_seq`` in any process."""
+        with open(path, "r+b") as f:
+            f.truncate(pos)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _append_to(self, path: Path, data: bytes) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def _start_segment(self) -> None:
+        sealer = self._require_sealer()
+        name = segment_name(sealer.seq)
+        path = self.directory / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o600)
+        line = sealer.seal(
+            {"type": "start", "prev": sealer.prev_mac.hex(), "alg": self.algorithm, "ts": format_ts(time.time_ns())}
+        )
+        os.write(fd, line)
+        os.fsync(fd)
+        self._fsync_dir()
+        self._fd = fd
+        self._size = len(line)
+        self._live = _Segment(first_seq=sealer.seq - 1, path=path, size=0)
+        self.written_seq = sealer.seq - 1
+
+    def _fsync_dir(self) -> None:
+        dfd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def _require_sealer(self) -> ChainSealer:
+        if self._sealer is None:
+            raise SpoolError("the spool is not open")
+        return self._sealer
+
+    def _write(self, data: bytes) -> None:
+        """One append. Split out so tests can inject I/O errors."""
+        written = os.write(self._fd, data)
+        if written != len(data):
+            raise OSError(errno.EIO, "short write to the audit spool")
+
+    def append(self, events: list[dict[str, Any]]) -> int:
+        """Seal and write events; returns the last seq written. Raises SpoolError/SpoolFull."""
+        sealer = self._require_sealer()
+        if self._size >= self.segment_bytes:
+            self.rotate()
+        saved = (sealer.key, sealer.seq, sealer.prev_mac)
+        data = b"".join([sealer.seal({"type": "event", "event": e}) for e in events])
+        if self.bytes_used() + len(data) > self.max_bytes:
+            sealer.key, sealer.seq, sealer.prev_mac = saved
+            raise SpoolFull(f"the audit spool would exceed max_spool_bytes ({self.max_bytes})")
+        try:
+            self._write(data)
+            if self.fsync_always:
+                os.fdatasync(self._fd)
+        except OSError as exc:
+            sealer.key, sealer.seq, sealer.prev_mac = saved
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            raise SpoolError(f"cannot write the audit spool: {exc.strerror or exc}") from exc
+        self._size += len(data)
+        self._dirty = True
+        self.written_seq = sealer.seq - 1
+        return self.written_seq
+
+    def sync(self) -> None:
+        """fsync the live segment (and now and then the checkpoint)."""
+        if self._fd >= 0 and self._dirty:
+            os.fdatasync(self._fd)
+            self._dirty = False
+        if time.monotonic() - self._last_checkpoint >= _CHECKPOINT_EVERY_S:
+            self._checkpoint()
+
+    def rotate(self) -> None:
+        """Close the live segment with an end marker and start the next one."""
+        self._close_live("rotate")
+        self._start_segment()
+        self._checkpoint()
+
+    def _close_live(self, reason: str) -> None:
+        sealer = self._require_sealer()
+        if self._fd < 0 or self._live is None:
+            return
+        line = sealer.seal({"type": "end", "ts": format_ts(time.time_ns()), "reason": reason})
+        self._write(line)
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        self._size += len(line)
+        self.written_seq = sealer.seq - 1
+        with self._segments_lock:
+            live = _Segment(first_seq=self._live.first_seq, path=self._live.path, size=self._size)
+            self._closed_segments.append(live)
+        self._live = None
+
+    def _checkpoint(self) -> None:
+        sealer = self._require_sealer()
+        state = {"algorithm": self.algorithm, "seq": sealer.seq, "key": sealer.key.hex(), "prev": sealer.prev_mac.hex()}
+        tmp = self.directory / (STATE_FILE + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, json.dumps(state).encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.directory / STATE_FILE)
+        self._last_checkpoint = time.monotonic()
+
+    def close(self) -> None:
+        if self._sealer is None:
+            return
+        try:
+            self._close_live("close")
+            self._checkpoint()
+        finally:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
+            self._sealer = None
+
+    # -- space ----------------------------------------------------------------------------------
+
+    def bytes_used(self) -> int:
+        with self._segments_lock:
+            return self._size + sum(s.size for s in self._closed_segments)
+
+    def release(self, through_seq: int) -> int:
+        """Delete closed segments whose every record has seq <= ``through_seq``. Returns bytes freed."""
+        freed = 0
+        with self._segments_lock:
+            keep: list[_Segment] = []
+            closed = self._closed_segments
+            for i, seg in enumerate(closed):
+                next_first = closed[i + 1].first_seq if i + 1 < len(closed) else (
+                    self._live.first_seq if self._live else None
+                )  # fmt: skip
+                if next_first is not None and next_first - 1 <= through_seq and not keep:
+                    with contextlib.suppress(FileNotFoundError):
+                        seg.path.unlink()
+                    freed += seg.size
+                else:
+                    keep.append(seg)
+            self._closed_segments = keep
+        return freed
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SpooledRecord:
+    """One event as a sink receives it: the event dict (with ``chain``) and its JSON."""
+
+    seq: int
+    event: dict[str, Any]
+
+
+class SpoolReader:
+    """Reads records after a cursor, up to the writer's ``written_seq``. One per sink."""
+
+    def __init__(self, directory: Path, after_seq: int) -> None:
+        self.directory = directory
+        self.after_seq = after_seq
+        self._file: Any = None
+        self._first_seq = -1
+        self._ended = False
+
+    def rewind(self, after_seq: int) -> None:
+        self.close()
+        self.after_seq = after_seq
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _open(self, path: Path, first: int) -> bool:
+        self.close()
+        try:
+            self._file = open(path, "rb")  # noqa: SIM115  # kept open across reads
+        except FileNotFoundError:
+            return False
+        self._first_seq = first
+        self._ended = False
+        return True
+
+    def _open_for(self, want: int) -> bool:
+        """Open the segment holding seq ``want`` (or the oldest, when it was released)."""
+        segments = list_segments(self.directory)
+        if not segments:
+            return False
+        holding = [(s, p) for s, p in segments if s <= want] or segments[:1]
+        return self._open(holding[-1][1], holding[-1][0])
+
+    def _advance(self) -> bool:
+        """Move from an ended segment to the next one, if it exists yet."""
+        later = [(s, p) for s, p in list_segments(self.directory) if s > self._first_seq]
+        return bool(later) and self._open(later[0][1], later[0][0])
+
+    def read(self, limit_seq: int, max_records: int) -> tuple[list[SpooledRecord], int]:
+        """Events after the cursor (at most ``max_records``) and the seq the cursor may move to."""
+        out: list[SpooledRecord] = []
+        cursor = self.after_seq
+        while cursor < limit_seq and len(out) < max_records:
+            if self._file is None and not self._open_for(cursor + 1):
+                break
+            pos = self._file.tell()
+            line = self._file.readline()
+            if not line.endswith(b"\n"):
+                self._file.seek(pos)
+                if self._ended and self._advance():
+                    continue
+                break  # the writer is still on this segment
+            payload, mac = split_record(line[:-1])
+            obj = json.loads(payload)
+            seq = obj["seq"]
+            if seq > limit_seq:
+                self._file.seek(pos)
+                break
+            if obj.get("type") == "end":
+                self._ended = True
+            if seq <= cursor:
+                continue
+            cursor = seq
+            if obj.get("type") == "event":
+                event = obj["event"]
+                event["chain"] = {"seq": seq, "mac": mac.hex()}
+                out.append(SpooledRecord(seq=seq, event=event))
+        self.after_seq = cursor
+        return out, cursor
