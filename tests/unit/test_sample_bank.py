@@ -303,7 +303,7 @@ def test_dataset_fingerprint_is_stable() -> None:
     assert digest.hexdigest()[:16] == FINGERPRINT
 
 
-FINGERPRINT = "b3e974f52118ace4"
+FINGERPRINT = "1caf09e70d3ef37b"
 
 
 def test_canary_is_customer_one_and_valid(small: BankData) -> None:
@@ -336,11 +336,20 @@ def test_customers_are_consistent(small: BankData) -> None:
         assert id_card_gender(id_card) == gender
         assert is_valid_chinese_name(name)
         assert is_valid_mobile(mobile)
-        assert is_valid_email(email)
+        assert email is None or is_valid_email(email)
         assert is_valid_address(address)
         assert city in address
         assert isinstance(created, datetime)
         assert created.date() >= birth.replace(year=birth.year + 18, day=min(birth.day, 28))
+
+
+def test_some_customers_have_no_email(small: BankData) -> None:
+    emails = [r[4] for r in small.customers]
+    missing = emails.count(None)
+    assert 0.02 * len(emails) < missing < 0.06 * len(emails)
+    assert small.customers[0][4] == CANARY.email
+    present = [e for e in emails if e is not None]
+    assert len(set(present)) == len(present)
 
 
 def test_accounts_and_transactions_are_consistent(small: BankData) -> None:

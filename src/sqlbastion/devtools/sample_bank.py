@@ -5,7 +5,8 @@ PostgreSQL (database ``bank``, schema ``public``). The same seed and scale give
 the same rows, byte for byte, on every machine, so tests can name values.
 
 Sizes at scale 1: 10,000 customers, 20,000 accounts, 70,000 transactions. Every
-customer has at least one account. Customer 1 and account 1 are the *canary*:
+customer has at least one account; about 4% have no e-mail address (NULL), so
+masking meets NULLs in a sensitive column. Customer 1 and account 1 are the *canary*:
 fixed, distinctive values (``CANARY``) that masking tests search for in
 everything a client could see; no generated row repeats any of them.
 
@@ -70,6 +71,7 @@ DEFAULT_DATABASE = "bank"
 CUSTOMERS_PER_SCALE = 10_000
 ACCOUNTS_PER_CUSTOMER = 2
 TRANSACTIONS_PER_CUSTOMER = 7
+NO_EMAIL_SHARE = 0.04  # customers without an e-mail address (NULL)
 MAX_SCALE = 50.0  # 5 million rows; beyond that use a real data generator
 
 Row = tuple[Any, ...]
@@ -155,7 +157,7 @@ _DDL_COMMON = {
   name VARCHAR(64) NOT NULL,
   id_card CHAR(18) NOT NULL,
   mobile CHAR(11) NOT NULL,
-  email VARCHAR(128) NOT NULL,
+  email VARCHAR(128),
   address VARCHAR(255) NOT NULL,
   birth_date DATE NOT NULL,
   gender CHAR(1) NOT NULL,
@@ -279,9 +281,10 @@ def _customers(rng: random.Random, faker: PersonFaker, count: int) -> list[Row]:
         p = faker.person()
         adult = datetime(p.birth_date.year + 18, p.birth_date.month, min(p.birth_date.day, 28))
         created = _between(rng, max(_CREATED_FROM, adult), _CREATED_TO)
-        rows.append(
-            (cid, p.name, p.id_card, p.mobile, p.email, p.address, p.birth_date, p.gender, p.home.city, created)
-        )
+        # Some customers gave no e-mail address: NULLs in a sensitive column are
+        # what masking must pass through untouched (and MySQL's NULL bitmap carries).
+        email = None if rng.random() < NO_EMAIL_SHARE else p.email
+        rows.append((cid, p.name, p.id_card, p.mobile, email, p.address, p.birth_date, p.gender, p.home.city, created))
     return rows
 
 
