@@ -283,3 +283,82 @@ def ssl_context_for(ca_file: str) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=ca_file)
     ctx.check_hostname = False
     return ctx
+
+
+class RawClient:
+    """A minimal frontend speaking the wire protocol directly, for messages no driver sends."""
+
+    def __init__(self, port: int, *, user: str = PERSON, password: str = PASSWORD, database: str = "postgres") -> None:
+        import socket
+
+        from sqlbastion.proxy.postgres import protocol as p
+        from sqlbastion.proxy.postgres.scram import ScramClient
+        from sqlbastion.proxy.postgres.startup import encode_startup
+
+        self.p = p
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.reader = p.MessageReader()
+        self.sock.sendall(encode_startup({"user": user, "database": database}))
+        scram = ScramClient(password)
+        while True:
+            kind, body = self.recv()
+            if kind == p.AUTHENTICATION:
+                code = int.from_bytes(body[:4], "big")
+                if code == p.AUTH_SASL:
+                    first = scram.first()
+                    self.send(p.PASSWORD, b"SCRAM-SHA-256\x00" + len(first).to_bytes(4, "big") + first)
+                elif code == p.AUTH_SASL_CONTINUE:
+                    self.send(p.PASSWORD, scram.final(body[4:]))
+                elif code == p.AUTH_SASL_FINAL:
+                    scram.verify(body[4:])
+            elif kind == p.ERROR_RESPONSE:
+                raise ConnectionError(dict(p.decode_error_fields(body)).get(b"M"))
+            elif kind == p.READY_FOR_QUERY:
+                return
+
+    def send(self, kind: int, body: bytes = b"") -> None:
+        self.sock.sendall(self.p.encode_message(kind, body))
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def recv(self) -> tuple[int, bytes]:
+        while True:
+            got = self.reader.next()
+            if not isinstance(got, tuple):
+                data = self.sock.recv(65536)
+                if not data:
+                    raise ConnectionError("closed")
+                self.reader.feed(data)
+                continue
+            return got
+
+    def until_ready(self) -> list[tuple[str, bytes]]:
+        """Messages up to and including ReadyForQuery, as (type letter, body)."""
+        out = []
+        while True:
+            kind, body = self.recv()
+            out.append((chr(kind), body))
+            if kind == self.p.READY_FOR_QUERY:
+                return out
+
+    def query(self, sql: str) -> list[tuple[str, bytes]]:
+        self.send(self.p.QUERY, sql.encode() + b"\x00")
+        return self.until_ready()
+
+    def close(self) -> None:
+        import contextlib
+
+        with contextlib.suppress(OSError):
+            self.send(self.p.TERMINATE)
+        self.sock.close()
+
+
+def sqlstates(messages: list[tuple[str, bytes]]) -> list[str]:
+    from sqlbastion.proxy.postgres.protocol import decode_error_fields
+
+    return [dict(decode_error_fields(body)).get(b"C", "") for kind, body in messages if kind == "E"]
+
+
+def kinds(messages: list[tuple[str, bytes]]) -> str:
+    return "".join(k for k, _ in messages)
