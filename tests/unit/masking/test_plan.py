@@ -1,0 +1,273 @@
+"""Mask plans from lineage, protocol metadata and the policy; the stricter one wins."""
+
+from __future__ import annotations
+
+import gc
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from sqlbastion.config import ConfigError, loads
+from sqlbastion.masking.functions import MissingKey
+from sqlbastion.masking.plan import MaskingPlanner, load_masking_policy, planner_from_settings
+from sqlbastion.masking.policy import MaskingPolicy, parse_masking_policy
+from sqlbastion.observability.metrics import METRICS
+from sqlbastion.policies.model import Action, ColumnRef, Decision, OutputColumn, StatementContext
+from sqlbastion.proxy.session import ResultColumn
+
+POLICY = """
+[[roles]]
+name = "developer"
+masks = { mobile = "mobile", id_card = "id_card", level_5 = "deny", amount = "band", email = "pseudonym(key=pii)" }
+
+[[roles]]
+name = "nulls"
+masks = { mobile = "null" }
+
+[[roles]]
+name = "dba"
+masks = { default = "clear" }
+
+[[classifications]]
+objects = ["core:bank.customers.mobile", "pg:bank.public.customers.mobile"]
+type = "mobile"
+level = 3
+
+[[classifications]]
+objects = ["core:bank.customers.id_card"]
+type = "id_card"
+level = 4
+
+[[classifications]]
+objects = ["core:bank.customers.email"]
+type = "email"
+level = 3
+
+[[classifications]]
+objects = ["core:bank.accounts.balance"]
+type = "amount"
+level = 3
+
+[[classifications]]
+objects = ["core:bank.transactions.memo"]
+type = "memo"
+level = 5
+"""
+
+KEYS = {"pii": b"0123456789abcdef0123456789abcdef"}
+
+
+def ref(table: str, column: str) -> ColumnRef:
+    return ColumnRef(database="bank", schema="bank", table=table, column=column)
+
+
+MOBILE, IDC, CITY, MEMO = (
+    ref("customers", "mobile"),
+    ref("customers", "id_card"),
+    ref("customers", "city"),
+    ref("transactions", "memo"),
+)
+
+
+@pytest.fixture(scope="module")
+def policy() -> MaskingPolicy:
+    return parse_masking_policy(tomllib.loads(POLICY), file="p.toml")
+
+
+@pytest.fixture(scope="module")
+def planner(policy: MaskingPolicy) -> MaskingPlanner:
+    return MaskingPlanner(policy, keys=KEYS)
+
+
+def ctx(*roles: str, dialect: str = "mysql", backend: str = "core") -> StatementContext:
+    return StatementContext(person="p", roles=roles, backend=backend, dialect=dialect, database="bank")  # type: ignore[arg-type]  # dialect is a Literal
+
+
+def decision(
+    *sets: tuple[OutputColumn, ...], stypes: tuple[str, ...] = ("select",), sensitive: tuple[ColumnRef, ...] = ()
+) -> Decision:
+    return Decision(action=Action.ALLOW, output_columns=sets, statement_types=stypes, sensitive_columns=sensitive)
+
+
+def oc(
+    name: str, *sources: ColumnRef, direct: bool = True, opaque: bool = False, whole: tuple[ColumnRef, ...] = ()
+) -> OutputColumn:
+    return OutputColumn(name=name, sources=frozenset(sources), direct=direct, opaque=opaque, whole_row_of=whole)
+
+
+def rc(
+    name: str,
+    table: str | None = None,
+    column: str | None = None,
+    type_name: str = "var_string",
+    schema: str | None = "bank",
+) -> ResultColumn:
+    return ResultColumn(name=name, schema=schema if table else None, table=table, column=column, type_name=type_name)
+
+
+def test_plain_columns_get_their_function(planner: MaskingPlanner) -> None:
+    d = decision((oc("mobile", MOBILE), oc("city", CITY), oc("id_card", IDC)))
+    cols = [rc("mobile", "customers", "mobile"), rc("city", "customers", "city"), rc("id_card", "customers", "id_card")]
+    plan = planner.plan(d, ctx("developer"), cols)
+    assert not plan.empty
+    assert plan.refuse is None
+    assert plan.columns[1] is None
+    m0, m2 = plan.columns[0], plan.columns[2]
+    assert m0 is not None
+    assert m2 is not None
+    assert m0(b"13812341234") == b"138****1234"
+    assert m0(None) is None
+    assert m2(b"11010119900307123X") == b"110101********123X"
+    assert plan.functions == ("mobile", None, "id_card")
+
+
+def test_clear_roles_and_empty_policy_take_the_fast_path(planner: MaskingPlanner) -> None:
+    d = decision((oc("mobile", MOBILE),))
+    assert planner.plan(d, ctx("dba"), [rc("mobile", "customers", "mobile")]).empty
+    empty = MaskingPlanner(parse_masking_policy({}, file="e.toml"))
+    assert empty.plan(d, ctx("developer"), [rc("mobile", "customers", "mobile")]).empty
+    assert planner.plan(decision((oc("city", CITY),)), ctx("developer"), [rc("city", "customers", "city")]).empty
+
+
+def test_expressions_over_masked_columns_are_fully_masked(planner: MaskingPlanner) -> None:
+    d = decision((oc("x", MOBILE, direct=False), oc("y", MOBILE, CITY, direct=False), oc("z", CITY, direct=False)))
+    plan = planner.plan(d, ctx("developer"), [rc("x"), rc("y"), rc("z")])
+    assert plan.columns[0] is not None
+    assert plan.columns[0](b"31234123831") == b"****"
+    assert plan.columns[1] is not None
+    assert plan.columns[1](b"138...") == b"****"
+    assert plan.columns[2] is None
+    assert plan.functions[0] == "full"
+    # a role whose function is NULL keeps NULL for expressions (the stricter of the two)
+    plan = planner.plan(decision((oc("x", MOBILE, direct=False),)), ctx("nulls"), [rc("x")])
+    assert plan.columns[0] is not None
+    assert plan.columns[0](b"x") is None
+
+
+def test_opaque_and_whole_row_values_are_fully_masked(planner: MaskingPlanner) -> None:
+    d = decision((oc("o", opaque=True), oc("row", whole=(CITY, MOBILE), direct=False), oc("row2", whole=(CITY,))))
+    plan = planner.plan(
+        d, ctx("developer", dialect="postgres", backend="core"), [rc("o"), rc("row", type_name="text"), rc("row2")]
+    )
+    assert plan.functions == ("full", "full", None)
+
+
+def test_deny_refuses_the_result(planner: MaskingPlanner) -> None:
+    plan = planner.plan(decision((oc("memo", MEMO),)), ctx("developer"), [rc("memo", "transactions", "memo")])
+    assert plan.refuse is not None
+    assert "column 1 (memo)" in plan.refuse
+    # deny through an expression too
+    plan = planner.plan(decision((oc("m", MEMO, direct=False),)), ctx("developer"), [rc("m")])
+    assert plan.refuse is not None
+
+
+def test_metadata_is_stricter_than_a_wrong_lineage(planner: MaskingPlanner) -> None:
+    # lineage claims the column is city; the server says it is customers.mobile
+    plan = planner.plan(decision((oc("city", CITY),)), ctx("developer"), [rc("city", "customers", "mobile")])
+    assert plan.functions == ("mobile",)
+    # PostgreSQL metadata: schema from the RowDescription, database from the session
+    plan = planner.plan(
+        decision((oc("m", CITY),)),
+        ctx("developer", dialect="postgres", backend="pg"),
+        [rc("m", "customers", "mobile", type_name="text", schema="public")],
+    )
+    assert plan.functions == ("mobile",)
+
+
+def test_column_count_mismatch_refuses(planner: MaskingPlanner) -> None:
+    d = decision((oc("mobile", MOBILE),))
+    plan = planner.plan(d, ctx("developer"), [rc("a"), rc("b")])
+    assert plan.refuse is not None
+    assert "2 columns" in plan.refuse
+
+
+def test_several_statements_combine_by_column_count(planner: MaskingPlanner) -> None:
+    d = decision((oc("a", CITY), oc("b", CITY)), (oc("m", MOBILE), oc("c", CITY)), (oc("x", CITY),))
+    plan = planner.plan(d, ctx("developer"), [rc("a"), rc("b")])
+    assert plan.functions == ("mobile", None)
+    assert planner.plan(d, ctx("developer"), [rc("x")]).empty
+
+
+def test_results_without_lineage(planner: MaskingPlanner) -> None:
+    # touched sensitive columns and no lineage: refuse
+    d = decision(sensitive=(MOBILE,))
+    assert planner.plan(d, ctx("developer"), [rc("a")]).refuse is not None
+    # metadata statements: by metadata only
+    d = decision(stypes=("show",))
+    assert planner.plan(d, ctx("developer"), [rc("Tables_in_bank")]).empty
+    # a FETCH from a cursor: named columns by metadata, the rest fully masked
+    d = decision(stypes=("fetch",))
+    plan = planner.plan(
+        d, ctx("developer"), [rc("mobile", "customers", "mobile"), rc("city", "customers", "city"), rc("expr")]
+    )
+    assert plan.functions == ("mobile", None, "full")
+
+
+def test_numbers_and_keyed_functions_in_plans(planner: MaskingPlanner) -> None:
+    bal = ref("accounts", "balance")
+    email = ref("customers", "email")
+    d = decision((oc("balance", bal), oc("email", email)))
+    plan = planner.plan(
+        d,
+        ctx("developer"),
+        [rc("balance", "accounts", "balance", type_name="newdecimal"), rc("email", "customers", "email")],
+    )
+    b, e = plan.columns
+    assert b is not None
+    assert e is not None
+    assert b(b"12345.67") == b"10000.00"
+    token = e(b"zhang.san@example.com")
+    assert token is not None
+    assert token == e(b"zhang.san@example.com")
+    assert b"zhang" not in token
+
+
+def test_missing_key_fails_at_construction(policy: MaskingPolicy) -> None:
+    with pytest.raises(MissingKey):
+        MaskingPlanner(policy, keys={})
+    planner = MaskingPlanner(policy, keys=KEYS)
+    with pytest.raises(MissingKey):
+        planner.replace_policy(
+            parse_masking_policy({"roles": [{"name": "r", "masks": {"x": "fpe(key=nope)"}}]}, file="x")
+        )
+    assert planner.policy is policy
+
+
+def test_masked_values_are_counted(planner: MaskingPlanner) -> None:
+    child = METRICS.masked_values.labels("core", "mobile")
+    before = child._value.get()
+    plan = planner.plan(decision((oc("mobile", MOBILE),)), ctx("developer"), [rc("mobile", "customers", "mobile")])
+    m = plan.columns[0]
+    assert m is not None
+    for _ in range(2500):
+        m(b"13812341234")
+    m(None)  # NULL is not a masked value
+    del m, plan
+    gc.collect()
+    assert child._value.get() - before == 2500
+
+
+def test_planner_from_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "policy.toml").write_text(POLICY, encoding="utf-8")
+    monkeypatch.setenv("SQLBASTION_TEST_PII_KEY", "0123456789abcdef-long-enough")
+    text = '[policy]\nfiles = ["policy.toml"]\n[masking.keys]\npii = "env:SQLBASTION_TEST_PII_KEY"\n'
+    settings = loads(text, source=str(tmp_path / "sqlbastion.toml"))
+    planner = planner_from_settings(settings)
+    assert not load_masking_policy(settings).empty
+    plan = planner.plan(decision((oc("mobile", MOBILE),)), ctx("developer"), [rc("mobile", "customers", "mobile")])
+    assert plan.functions == ("mobile",)
+    monkeypatch.setenv("SQLBASTION_TEST_PII_KEY", "short")
+    with pytest.raises(ConfigError, match="16 bytes"):
+        planner_from_settings(settings)
+    monkeypatch.delenv("SQLBASTION_TEST_PII_KEY")
+    with pytest.raises(ConfigError) as err:
+        planner_from_settings(settings)
+    assert err.value.key == "masking.keys.pii"
+    bad = loads('[policy]\nfiles = ["policy.toml"]\n', source=str(tmp_path / "sqlbastion.toml"))
+    with pytest.raises(ConfigError, match="pii"):
+        planner_from_settings(bad)
+    (tmp_path / "broken.toml").write_text("[[roles]\n", encoding="utf-8")
+    broken = loads('[policy]\nfiles = ["broken.toml"]\n', source=str(tmp_path / "sqlbastion.toml"))
+    with pytest.raises(ConfigError, match="TOML"):
+        load_masking_policy(broken)
