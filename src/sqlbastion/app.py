@@ -11,6 +11,7 @@ import json
 import sys
 
 from sqlbastion.config import ConfigError, Settings, load
+from sqlbastion.masking.plan import planner_from_settings
 from sqlbastion.policies.model import Action, StatementContext
 from sqlbastion.proxy.session import PassThroughEngine, Runtime
 
@@ -26,7 +27,14 @@ def validate_policy(settings: Settings) -> list[str]:
 
 def build_runtime(settings: Settings) -> Runtime:
     """The runtime for ``serve``: policy engine, masking and audit from the settings."""
-    return Runtime(engine=PassThroughEngine())
+    from sqlbastion.audit.pipeline import AuditPipeline
+
+    # The audit pipeline opens nothing until serve() starts it.
+    return Runtime(
+        engine=PassThroughEngine(),
+        masking=planner_from_settings(settings),
+        audit=AuditPipeline.from_settings(settings),
+    )
 
 
 def run_check(args: argparse.Namespace) -> int:

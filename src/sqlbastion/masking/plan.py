@@ -181,7 +181,8 @@ class MaskingPlanner:
             )
         if not decision.output_columns and decision.sensitive_columns:
             return MaskPlan(refuse=refusal_text("the result's columns cannot be traced to their sources"))
-        if not decision.output_columns and not set(decision.statement_types) <= METADATA_STATEMENTS:
+        metadata_only = bool(decision.statement_types) and set(decision.statement_types) <= METADATA_STATEMENTS
+        if not decision.output_columns and not metadata_only:
             # A result without lineage (a cursor FETCH, EXECUTE of an SQL-level prepared
             # statement, a procedure's result) is masked by metadata where the server
             # names the source; positions it does not name are fully masked.
@@ -262,8 +263,12 @@ def planner_from_settings(settings: Settings, policy: MaskingPolicy | None = Non
 
     Raises ConfigError when a policy file is invalid or a key cannot be resolved.
     """
+    policy = policy if policy is not None else load_masking_policy(settings)
     keys: dict[str, bytes] = {}
+    used = policy.key_refs()
     for name, ref in settings.masking.keys.items():
+        if name not in used:
+            continue  # a key no rule uses is never read
         try:
             keys[name] = ref.reveal_bytes()
         except SecretUnavailable as exc:
@@ -271,6 +276,6 @@ def planner_from_settings(settings: Settings, policy: MaskingPolicy | None = Non
         if len(keys[name]) < 16:
             raise ConfigError(settings.source, f"masking.keys.{name}", "a masking key must hold at least 16 bytes")
     try:
-        return MaskingPlanner(policy if policy is not None else load_masking_policy(settings), keys=keys)
+        return MaskingPlanner(policy, keys=keys)
     except MissingKey as exc:
         raise ConfigError(settings.source, "masking.keys", str(exc)) from None

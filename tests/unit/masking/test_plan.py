@@ -251,7 +251,10 @@ def test_masked_values_are_counted(planner: MaskingPlanner) -> None:
 def test_planner_from_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "policy.toml").write_text(POLICY, encoding="utf-8")
     monkeypatch.setenv("SQLBASTION_TEST_PII_KEY", "0123456789abcdef-long-enough")
-    text = '[policy]\nfiles = ["policy.toml"]\n[masking.keys]\npii = "env:SQLBASTION_TEST_PII_KEY"\n'
+    text = (
+        '[policy]\nfiles = ["policy.toml"]\n[masking.keys]\npii = "env:SQLBASTION_TEST_PII_KEY"\n'
+        'unused = "env:SQLBASTION_TEST_UNSET_KEY"\n'
+    )
     settings = loads(text, source=str(tmp_path / "sqlbastion.toml"))
     planner = planner_from_settings(settings)
     assert not load_masking_policy(settings).empty
