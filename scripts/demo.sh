@@ -6,13 +6,14 @@
 #   scripts/demo.sh status   show what is running
 # Everything listens on 127.0.0.1 only. Ports: SQLBASTION_DEMO_MYSQL_PORT (3307),
 # SQLBASTION_DEMO_POSTGRES_PORT (6433), SQLBASTION_DEMO_ADMIN_PORT (9187) when free.
+# SQLBASTION_DEMO_DIR moves everything elsewhere than var/demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 action=${1:-start}
 case "$action" in
   start|stop|status) ;;
-  -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "demo: unknown action '$action' (start, stop or status)" >&2; exit 2 ;;
 esac
 
@@ -24,4 +25,4 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 
-exec .venv/bin/python -m sqlbastion.devtools.demo "$action" --dir var/demo
+exec .venv/bin/python -m sqlbastion.devtools.demo "$action" --dir "${SQLBASTION_DEMO_DIR:-var/demo}"
