@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import tempfile
 import threading
 import time
 from collections import deque
@@ -57,9 +58,24 @@ def _new_event_id() -> str:
     return new_event_id()
 
 
+_MEMORY_SPOOLS: dict[int, Path] = {}
+
+
+def spool_directory(settings: Settings) -> Path:
+    """The spool directory. Settings built in memory (tests, tools) with a relative
+    ``spool_dir`` get a private temporary directory instead of one under the
+    current directory, so concurrent test processes never share a spool."""
+    if settings.source == "<memory>" and not Path(settings.audit.spool_dir).is_absolute():
+        key = id(settings)
+        if key not in _MEMORY_SPOOLS:
+            _MEMORY_SPOOLS[key] = Path(tempfile.mkdtemp(prefix="sqlbastion-audit-")) / "spool"
+        return _MEMORY_SPOOLS[key]
+    return settings.resolve_path(settings.audit.spool_dir)
+
+
 def default_sqlite_path(settings: Settings) -> Path:
     """Where the SQLite sink goes when no sink is configured: beside the spool directory."""
-    return settings.resolve_path(settings.audit.spool_dir).parent / "audit.db"
+    return spool_directory(settings).parent / "audit.db"
 
 
 class _SinkState:
@@ -110,16 +126,20 @@ class AuditPipeline:
         self._writer_done = threading.Event()
         self._sink_events: dict[str, asyncio.Event] = {}
         self._drain_deadline: float | None = None
+        self._stop_wake: asyncio.Event | None = None
+        # How long writing the queue may take at shutdown while the spool fails (fail_closed).
         self.drain_timeout_s = 30.0
+        # How long sinks may go on catching up after the spool closed. What they miss
+        # stays in the spool and is delivered after the next start.
+        self.sink_grace_s = 5.0
 
     @classmethod
     def from_settings(cls, settings: Settings, *, sinks: Sequence[Sink] | None = None) -> AuditPipeline:
         audit: AuditSettings = settings.audit
-        secret = audit.chain_key.reveal_bytes() if audit.chain_key is not None else None
         spool = Spool(
-            settings.resolve_path(audit.spool_dir),
+            spool_directory(settings),
             algorithm=audit.chain_algorithm,
-            secret=secret,
+            secret=audit.chain_key,
             segment_bytes=audit.segment_bytes,
             max_bytes=audit.max_spool_bytes,
         )
@@ -188,25 +208,28 @@ class AuditPipeline:
         self._delivery.start()
         started.wait(10)
 
-    def close(self, timeout: float | None = None) -> None:
-        """Write what is queued, close the spool, let sinks catch up (up to ``timeout``), stop."""
-        timeout = self.drain_timeout_s if timeout is None else timeout
-        deadline = time.monotonic() + timeout
+    def close(self, sink_grace_s: float | None = None) -> None:
+        """Write what is queued, close the spool, give sinks ``sink_grace_s`` to catch up, stop."""
+        grace = self.sink_grace_s if sink_grace_s is None else sink_grace_s
         self._stopping = True
         self._wake.set()
         if self._writer is not None:
-            self._writer.join(max(0.1, deadline - time.monotonic()))
-        self._writer_done.wait(max(0.1, deadline - time.monotonic()))
+            self._writer.join(self.drain_timeout_s + 5)
+        self._drain_deadline = time.monotonic() + grace
+        loop, stop_wake = self._loop, self._stop_wake
+        if loop is not None and stop_wake is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stop_wake.set)
         self._notify_sinks()
         if self._delivery is not None:
-            self._delivery.join(max(0.1, deadline - time.monotonic()) + 5)
+            self._delivery.join(grace + 5)
         self._running = False
 
     async def start(self) -> None:
         await asyncio.to_thread(self.open)
 
-    async def stop(self, drain_s: float | None = None) -> None:
-        await asyncio.to_thread(self.close, drain_s)
+    async def stop(self, sink_grace_s: float | None = None) -> None:
+        await asyncio.to_thread(self.close, sink_grace_s)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every event emitted so far is written to the spool. True if it was."""
@@ -339,6 +362,7 @@ class AuditPipeline:
     async def _deliver_all(self, started: threading.Event) -> None:
         self._loop = asyncio.get_running_loop()
         self._sink_wake = asyncio.Event()
+        self._stop_wake = asyncio.Event()
         self._states = [_SinkState(s, self._load_cursor(s.name)) for s in self.sinks]
         self._sink_events = {s.name: asyncio.Event() for s in self.sinks}
         started.set()
@@ -381,13 +405,12 @@ class AuditPipeline:
         reader = SpoolReader(self.spool.directory, st.confirmed)
         backoff = Backoff()
         opened = False
-        METRICS.audit_sink_up.labels(sink.name).set(0)
         try:
             while True:
                 limit = self.spool.written_seq
                 if self._writer_done.is_set() and st.confirmed >= limit:
                     return
-                if self._writer_done.is_set() and self._stopping and self._drain_expired():
+                if self._writer_done.is_set() and self._drain_expired():
                     log.warning("audit sink did not catch up before shutdown", sink=sink.name)
                     return
                 try:
@@ -430,12 +453,13 @@ class AuditPipeline:
             await sink.reset()
         reader.rewind(st.confirmed)
         st.delivered = st.confirmed
-        await asyncio.sleep(delay)
+        if self._stop_wake is not None:
+            # Shutdown cuts the wait short.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_wake.wait(), delay)
 
     def _drain_expired(self) -> bool:
-        if self._drain_deadline is None:
-            self._drain_deadline = time.monotonic() + self.drain_timeout_s
-        return time.monotonic() > self._drain_deadline
+        return self._drain_deadline is not None and time.monotonic() > self._drain_deadline
 
     def _release(self) -> None:
         required = [st.confirmed for st in self._states if st.sink.required]

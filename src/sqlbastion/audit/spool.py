@@ -50,6 +50,7 @@ from sqlbastion.audit.chain import (
     split_record,
 )
 from sqlbastion.audit.events import format_ts
+from sqlbastion.settings_schema import SecretRef, SecretUnavailable
 
 __all__ = ["KEY_FILE", "Spool", "SpoolError", "SpoolFull", "SpoolReader", "SpooledRecord", "load_or_create_key"]
 
@@ -117,7 +118,7 @@ class Spool:
         directory: Path,
         *,
         algorithm: Algorithm = "hmac-sha256",
-        secret: bytes | None = None,
+        secret: bytes | SecretRef | None = None,
         segment_bytes: int = 64 << 20,
         max_bytes: int = 4 << 30,
         fsync_always: bool = False,
@@ -154,7 +155,15 @@ class Spool:
         # A segment file created but never written (a crash right after creating it) holds nothing.
         while segments and segments[-1][1].stat().st_size == 0:
             segments.pop()[1].unlink()
-        secret = self._secret if self._secret is not None else load_or_create_key(self.directory, create=not segments)
+        if isinstance(self._secret, SecretRef):
+            try:
+                secret = self._secret.reveal_bytes()
+            except SecretUnavailable as exc:
+                raise SpoolError(f"audit.chain_key: {exc}") from None
+        elif self._secret is not None:
+            secret = self._secret
+        else:
+            secret = load_or_create_key(self.directory, create=not segments)
         key0 = initial_key(self.algorithm, secret)
         if not segments:
             self._sealer = ChainSealer(algorithm=self.algorithm, key=key0, seq=0, prev_mac=ZERO_MAC)

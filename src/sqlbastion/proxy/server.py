@@ -65,6 +65,12 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+    from sqlbastion.audit.pipeline import AuditPipeline
+
+    # The audit pipeline starts before any listener and drains after the last one closed.
+    audit = services.runtime.audit if isinstance(services.runtime.audit, AuditPipeline) else None
+    if audit is not None:
+        await audit.start()
     from sqlbastion.observability.service import start_observability
 
     observability = await start_observability(settings, services)
@@ -84,6 +90,8 @@ async def serve(
     for s in servers:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(s.wait_closed(), settings.server.drain_timeout_s)
+    if audit is not None:
+        await audit.stop()
 
 
 def run(settings: Settings) -> int:
