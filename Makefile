@@ -40,4 +40,5 @@ servers-down:
 	-$(PY) -m sqlbastion.devtools.servers stop --dir var/servers
 
 clean: servers-down
+	-bash scripts/demo.sh stop
 	rm -rf var .mypy_cache .ruff_cache .pytest_cache
