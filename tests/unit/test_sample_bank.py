@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 from datetime import date, datetime, timedelta
@@ -262,6 +263,36 @@ def test_reserved_values_are_never_generated() -> None:
     assert "zhangwei88@163.com" not in emails
 
 
+# -- any input --------------------------------------------------------------------------------
+
+_VALIDATORS = (
+    is_valid_id_card,
+    is_valid_bank_card,
+    is_valid_mobile,
+    is_valid_chinese_name,
+    is_valid_email,
+    is_valid_address,
+)
+
+
+@given(st.one_of(st.text(max_size=300), st.binary(max_size=40), st.integers(), st.none()))
+def test_validators_never_raise_on_any_input(value: object) -> None:
+    for check in _VALIDATORS:
+        assert check(value) in (True, False)
+
+
+@given(st.text(alphabet="0123456789Xx²٣０ -", max_size=20))
+def test_digit_lookalikes_never_validate_or_crash(value: str) -> None:
+    if not value.isascii():
+        assert not is_valid_id_card(value)
+        assert not is_valid_bank_card(value, known_bins_only=False)
+        assert not is_valid_mobile(value)
+        assert not luhn_valid(value)
+    for parse in (id_card_birth_date, id_card_gender):
+        with contextlib.suppress(ValueError):
+            parse(value)
+
+
 # -- the dataset --------------------------------------------------------------------------
 
 
@@ -350,6 +381,15 @@ def test_some_customers_have_no_email(small: BankData) -> None:
     assert small.customers[0][4] == CANARY.email
     present = [e for e in emails if e is not None]
     assert len(set(present)) == len(present)
+
+
+def test_loaded_bank_names_a_customer_without_email(small: BankData) -> None:
+    from sqlbastion.devtools.sample_bank import _loaded
+
+    loaded = _loaded(small, "bank")
+    assert loaded.customer_without_email > 1
+    assert small.customers[loaded.customer_without_email - 1][4] is None
+    assert all(r[4] is not None for r in small.customers[: loaded.customer_without_email - 1])
 
 
 def test_accounts_and_transactions_are_consistent(small: BankData) -> None:

@@ -304,7 +304,7 @@ def id_card_birth_date(value: str) -> date:
 
 def id_card_gender(value: str) -> Gender:
     """``"M"`` or ``"F"``: the 17th digit (last of the sequence code) is odd for men."""
-    if len(value) != 18 or not value[16].isdigit():
+    if len(value) != 18 or value[16] not in "0123456789":
         raise ValueError("not an 18-character identity number")
     return "M" if int(value[16]) % 2 else "F"
 

@@ -221,6 +221,7 @@ class LoadedBank:
     seed: int = DEFAULT_SEED
     scale: float = 1.0
     schema: str = "public"  # PostgreSQL schema of the tables
+    customer_without_email: int = 0  # the lowest customer id whose email is NULL (0: none at this scale)
 
     @property
     def rows(self) -> int:
@@ -386,6 +387,7 @@ def _loaded(data: BankData, database: str) -> LoadedBank:
         canary=data.canary,
         seed=data.seed,
         scale=data.scale,
+        customer_without_email=next((r[0] for r in data.customers if r[4] is None), 0),
     )
 
 
