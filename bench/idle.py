@@ -8,17 +8,20 @@ connections opened so far are what is measured, and the caller says so.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import asyncpg
 import pymysql
 
 from bench.workloads import Endpoint
 
-__all__ = ["IdleConnections", "open_idle_mysql"]
+__all__ = ["IdleConnections", "IdleFigures", "hold_idle_postgres", "open_idle_mysql"]
 
 
 @dataclass(kw_only=True)
@@ -70,3 +73,60 @@ def open_idle_mysql(ep: Endpoint, count: int, *, deadline_s: float = 180.0, work
         first_error=errors[0] if errors else None,
         seconds=time.monotonic() - started,
     )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class IdleFigures:
+    opened: int
+    first_error: str | None
+    seconds: float
+    measured: float  # what ``measure`` returned while the connections were open
+
+
+def hold_idle_postgres(
+    ep: Endpoint,
+    count: int,
+    measure: Callable[[], float],
+    *,
+    deadline_s: float = 180.0,
+    parallel: int = 16,
+) -> IdleFigures:
+    """Open up to ``count`` logged-in PostgreSQL connections to ``ep``, call ``measure`` while they are open, close."""
+
+    async def hold() -> IdleFigures:
+        started = time.monotonic()
+        gate = asyncio.Semaphore(parallel)
+        opened: list[asyncpg.Connection] = []
+        errors: list[str] = []
+
+        async def one() -> None:
+            async with gate:
+                if time.monotonic() - started > deadline_s or len(errors) >= 20:
+                    return
+                try:
+                    conn = await asyncpg.connect(
+                        host=ep.host,
+                        port=ep.port,
+                        user=ep.user,
+                        password=ep.password,
+                        database=ep.database,
+                        ssl=False,
+                        timeout=30,
+                    )
+                except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}"[:160])
+                    return
+                opened.append(conn)
+
+        await asyncio.gather(*(one() for _ in range(count)))
+        seconds = time.monotonic() - started
+        await asyncio.sleep(2)  # let the proxy settle: what an idle session keeps is what is measured
+        try:
+            measured = measure()
+        finally:
+            await asyncio.gather(*(c.close(timeout=10) for c in opened), return_exceptions=True)
+        return IdleFigures(
+            opened=len(opened), first_error=errors[0] if errors else None, seconds=seconds, measured=measured
+        )
+
+    return asyncio.run(hold())

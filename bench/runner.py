@@ -32,7 +32,7 @@ import asyncpg
 import pymysql
 
 from bench import external, profile, services
-from bench.idle import open_idle_mysql
+from bench.idle import hold_idle_postgres, open_idle_mysql
 from bench.machine import describe_machine
 from bench.report import Figure, RunInfo, Target, WorkloadResult, append_run, markdown_table, render_run
 from bench.workloads import Endpoint, WorkloadError, run_pgbench, run_scan, run_sysbench
@@ -42,6 +42,8 @@ __all__ = ["GROUPS", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUPS = ("postgres", "mysql", "masking", "connections", "policy", "audit")
+# Each PostgreSQL client session holds a backend session; the test server allows 500.
+PG_IDLE_MAX = 400
 MASK_SQL = f"SELECT id, mobile, id_card, city FROM {services.MASK_TABLE}"
 
 
@@ -389,32 +391,66 @@ def _check_masked(env: Environment, coll: Collector) -> None:
 # -- connections, policy, audit --------------------------------------------
 
 
-def _measure_connections(opts: Options, env: Environment) -> WorkloadResult:
+def _idle_result(
+    name: str, target: Target | None, wanted: int, opened: int, error: str | None, before: float, after: float
+) -> WorkloadResult:
+    if error is not None or opened < wanted:
+        reason = f"only {opened:,} of {wanted:,} opened ({error}); RSS {after:.1f} MiB"
+        return WorkloadResult(name=name, unit="MiB", figures=(Figure(path="sqlbastion", reason=reason),), target=target)
+    per_conn = (after - before) * 1024 / max(1, opened)
+    note = (
+        f"RSS {before:.1f} MiB before, {after:.1f} MiB with {opened:,} open: {per_conn:.1f} KiB per connection"
+        f" (estimate for 5,000: {before + per_conn * 5000 / 1024:.0f} MiB)"
+    )
+    return WorkloadResult(
+        name=name, unit="MiB", figures=(Figure(path="sqlbastion", samples=(after,)),), target=target, note=note
+    )
+
+
+def _measure_connections(opts: Options, env: Environment) -> list[WorkloadResult]:
+    """sqlbastion's RSS with many idle logged-in clients.
+
+    MySQL carries the target (MariaDB's max_connections is raised for it).
+    PostgreSQL is capped by the test server's max_connections (500), since every
+    client session holds a backend session; its per-connection cost is shown.
+    """
+    results: list[WorkloadResult] = []
     name = f"{opts.connections:,} idle MySQL client connections: sqlbastion RSS"
     target = Target(kind="at_most", value=300.0)
     proxy = env.proxies.get("mysql")
     ep = env.endpoint("mysql", "sqlbastion")
     if proxy is None or isinstance(ep, str):
         reason = ep if isinstance(ep, str) else "sqlbastion (mysql) did not start"
-        return WorkloadResult(name=name, unit="MiB", figures=(Figure(path="sqlbastion", reason=reason),), target=target)
-    before = services.rss_mib(proxy.proc.pid)
-    _say(f"opening {opts.connections:,} idle connections through sqlbastion (RSS before: {before:.1f} MiB)")
-    idle = open_idle_mysql(ep, opts.connections)
-    opened = len(idle.connections)
-    try:
-        time.sleep(2)  # let the proxy settle: buffers allocated at login are what an idle session keeps
-        after = services.rss_mib(proxy.proc.pid)
-    finally:
-        idle.close()
-    _say(f"RSS with idle connections: {after:.1f} MiB (opened in {idle.seconds:.1f}s, error: {idle.first_error})")
-    if idle.first_error is not None or opened < opts.connections:
-        reason = f"only {opened:,} opened ({idle.first_error}); RSS {after:.1f} MiB"
-        return WorkloadResult(name=name, unit="MiB", figures=(Figure(path="sqlbastion", reason=reason),), target=target)
-    per_conn = (after - before) * 1024 / max(1, opened)
-    note = f"RSS {before:.1f} MiB before, {after:.1f} MiB with {opened:,} open: {per_conn:.1f} KiB per connection"
-    return WorkloadResult(
-        name=name, unit="MiB", figures=(Figure(path="sqlbastion", samples=(after,)),), target=target, note=note
-    )
+        results.append(
+            WorkloadResult(name=name, unit="MiB", figures=(Figure(path="sqlbastion", reason=reason),), target=target)
+        )
+    else:
+        before = services.rss_mib(proxy.proc.pid)
+        _say(f"opening {opts.connections:,} idle MySQL connections through sqlbastion (RSS {before:.1f} MiB)")
+        idle = open_idle_mysql(ep, opts.connections)
+        opened = len(idle.connections)
+        try:
+            time.sleep(2)  # let the proxy settle: buffers allocated at login are what an idle session keeps
+            after = services.rss_mib(proxy.proc.pid)
+        finally:
+            idle.close()
+        _say(f"RSS {after:.1f} MiB with {opened:,} open (in {idle.seconds:.1f}s; error: {idle.first_error})")
+        results.append(_idle_result(name, target, opts.connections, opened, idle.first_error, before, after))
+    pg_count = min(opts.connections, PG_IDLE_MAX)
+    pg_name = f"{pg_count:,} idle PostgreSQL client connections: sqlbastion RSS"
+    pg_proxy = env.proxies.get("postgres")
+    pg_ep = env.endpoint("postgres", "sqlbastion")
+    if pg_proxy is None or isinstance(pg_ep, str):
+        reason = pg_ep if isinstance(pg_ep, str) else "sqlbastion (postgres) did not start"
+        results.append(WorkloadResult(name=pg_name, unit="MiB", figures=(Figure(path="sqlbastion", reason=reason),)))
+        return results
+    pid = pg_proxy.proc.pid
+    before = services.rss_mib(pid)
+    _say(f"opening {pg_count:,} idle PostgreSQL connections through sqlbastion (RSS {before:.1f} MiB)")
+    figures = hold_idle_postgres(pg_ep, pg_count, lambda: services.rss_mib(pid))
+    _say(f"RSS {figures.measured:.1f} MiB with {figures.opened:,} open (error: {figures.first_error})")
+    results.append(_idle_result(pg_name, None, pg_count, figures.opened, figures.first_error, before, figures.measured))
+    return results
 
 
 def _measure_policy() -> list[WorkloadResult]:
@@ -529,7 +565,7 @@ def run(opts: Options) -> list[WorkloadResult]:
         if opts.profile:
             findings = _profile(opts, env, loads)
         if "connections" in opts.groups:
-            results.append(_measure_connections(opts, env))
+            results += _measure_connections(opts, env)
     finally:
         services.stop_all()
         for server in env.servers.values():

@@ -63,6 +63,9 @@ def parse_pgbench_tps(output: str) -> float:
 
     Raises WorkloadError when the summary is missing or transactions failed.
     """
+    if "empty range given to random" in output:
+        # pgbench reads the scale as count(*) of pgbench_branches; 0 means that query's value was lost.
+        raise WorkloadError("pgbench read scale 0: the path returned an empty or NULL count(*)")
     failed = _PGBENCH_FAILED.search(output)
     if failed and int(failed.group(1)) > 0:
         raise WorkloadError(f"pgbench: {failed.group(1)} failed transactions")
@@ -184,12 +187,25 @@ def _first_error(output: str) -> str:
 
 
 def run_pgbench(ep: Endpoint, *, mode: str, clients: int, seconds: int) -> float:
-    out = _run(
-        pgbench_command(ep, mode=mode, clients=clients, seconds=seconds),
-        timeout=seconds + 60,
-        env={"PGPASSWORD": ep.password, "PGSSLMODE": "disable"},
-    )
-    return parse_pgbench_tps(out)
+    cmd = pgbench_command(ep, mode=mode, clients=clients, seconds=seconds)
+    try:
+        r = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            env={**os.environ, "PGPASSWORD": ep.password, "PGSSLMODE": "disable"},
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise WorkloadError(f"pgbench did not finish within {seconds + 60}s") from None
+    except FileNotFoundError:
+        raise WorkloadError("pgbench is not installed (Debian package postgresql-client)") from None
+    out = r.stdout + "\n" + r.stderr
+    tps = parse_pgbench_tps(out)  # its errors say more than the exit code
+    if r.returncode != 0:
+        raise WorkloadError(f"pgbench exited {r.returncode}: {_first_error(out)}")
+    return tps
 
 
 def run_sysbench(ep: Endpoint, *, test: str, threads: int, seconds: int, ps_mode: str) -> SysbenchFigures:

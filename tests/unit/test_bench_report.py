@@ -271,6 +271,11 @@ def test_pgbench_failures_are_errors_not_figures() -> None:
         parse_pgbench_tps(PGBENCH_15.replace("failed transactions: 0", "failed transactions: 3"))
     with pytest.raises(WorkloadError, match="no tps"):
         parse_pgbench_tps("pgbench: error: connection to server failed\n")
+    lost_scale = PGBENCH_15.replace("scaling factor: 10", "scaling factor: 0") + (
+        "pgbench: error: empty range given to random\n"
+    )
+    with pytest.raises(WorkloadError, match="scale 0"):
+        parse_pgbench_tps(lost_scale)
 
 
 def test_sysbench_figures_are_read_from_its_summary() -> None:
