@@ -35,7 +35,8 @@ log = logs.get_logger("observability")
 
 def sink_names(settings: Settings) -> list[str]:
     """Audit sink names as the audit pipeline labels them: ``name``, or the type when unnamed."""
-    return [s.name or s.type for s in settings.audit.sinks]
+    # With no sink configured the pipeline delivers to its default SQLite sink, named "sqlite".
+    return [s.name or s.type for s in settings.audit.sinks] or ["sqlite"]
 
 
 @dataclass(kw_only=True)
