@@ -467,9 +467,10 @@ class PersonFaker:
     def bank_card(self, bin_: BankBin | None = None) -> str:
         chosen = bin_ or self.rng.choice(BANK_BINS)
 
+        digits = chosen.length - len(chosen.prefix) - 1
+
         def make() -> str:
-            digits = chosen.length - len(chosen.prefix) - 1
-            body = chosen.prefix + "".join(str(self.rng.randrange(10)) for _ in range(digits))
+            body = f"{chosen.prefix}{self.rng.randrange(10**digits):0{digits}d}"
             return body + luhn_check_digit(body)
 
         return self._unique(make)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -46,6 +47,7 @@ from sqlbastion.devtools.fakedata import (
     BANK_BINS,
     REGIONS,
     PersonFaker,
+    Region,
     id_card_check_char,
     luhn_check_digit,
 )
@@ -230,9 +232,21 @@ class LoadedBank:
 
 # -- generation -----------------------------------------------------------------
 
-_ACCOUNT_TYPES = (("debit", 55), ("credit", 20), ("savings", 15), ("fixed", 10))
-_STATUSES = (("active", 90), ("dormant", 5), ("frozen", 3), ("closed", 2))
-_CURRENCIES = (("CNY", 95), ("USD", 3), ("HKD", 1), ("EUR", 1))
+
+class _Weighted:
+    """A weighted choice with its cumulative weights computed once (choices() is hot here)."""
+
+    def __init__(self, table: tuple[tuple[str, int], ...]) -> None:
+        self.values = [v for v, _ in table]
+        self.cumulative = list(itertools.accumulate(w for _, w in table))
+
+    def __call__(self, rng: random.Random) -> str:
+        return rng.choices(self.values, cum_weights=self.cumulative)[0]
+
+
+_ACCOUNT_TYPE = _Weighted((("debit", 55), ("credit", 20), ("savings", 15), ("fixed", 10)))
+_STATUS = _Weighted((("active", 90), ("dormant", 5), ("frozen", 3), ("closed", 2)))
+_CURRENCY = _Weighted((("CNY", 95), ("USD", 3), ("HKD", 1), ("EUR", 1)))
 _MERCHANTS = (
     ("美团外卖", "餐饮", "wechat"),
     ("京东商城", "网购", "online"),
@@ -255,10 +269,6 @@ _TX_FROM = datetime(2024, 1, 1)
 _TX_TO = datetime(2025, 10, 31, 23, 59, 59)
 
 
-def _weighted(rng: random.Random, table: tuple[tuple[str, int], ...]) -> str:
-    return rng.choices([v for v, _ in table], weights=[w for _, w in table])[0]
-
-
 def _between(rng: random.Random, start: datetime, end: datetime) -> datetime:
     seconds = max(0, int((end - start).total_seconds()))
     return start + timedelta(seconds=rng.randrange(seconds + 1))
@@ -272,9 +282,11 @@ def _reserved() -> frozenset[str]:
     return frozenset({CANARY.id_card, CANARY.mobile, CANARY.email, CANARY.card_no})
 
 
-def _customers(rng: random.Random, faker: PersonFaker, count: int) -> list[Row]:
+def _customers(rng: random.Random, faker: PersonFaker, count: int) -> tuple[list[Row], list[Region]]:
+    """Customer rows, and where each customer lives (their accounts are opened at a branch there)."""
     rows: list[Row] = []
     c = CANARY
+    homes = [next(r for r in REGIONS if r.code == c.id_card[:6])]
     rows.append(
         (1, c.name, c.id_card, c.mobile, c.email, c.address, c.birth_date, c.gender, c.city, datetime(2016, 3, 8, 10))
     )
@@ -286,11 +298,14 @@ def _customers(rng: random.Random, faker: PersonFaker, count: int) -> list[Row]:
         # what masking must pass through untouched (and MySQL's NULL bitmap carries).
         email = None if rng.random() < NO_EMAIL_SHARE else p.email
         rows.append((cid, p.name, p.id_card, p.mobile, email, p.address, p.birth_date, p.gender, p.home.city, created))
-    return rows
+        homes.append(p.home)
+    return rows, homes
 
 
-def _accounts(rng: random.Random, faker: PersonFaker, customers: list[Row], count: int) -> list[Row]:
-    canary_region = next(r for r in REGIONS if r.code == CANARY.id_card[:6])
+def _accounts(
+    rng: random.Random, faker: PersonFaker, customers: list[Row], homes: list[Region], count: int
+) -> list[Row]:
+    canary_region = homes[0]
     canary_branch = _branch("中国工商银行", canary_region.city, canary_region.district)
     rows: list[Row] = [(1, 1, CANARY.card_no, "debit", Decimal("88888.88"), date(2016, 3, 8), "active", canary_branch)]
     n_customers = len(customers)
@@ -299,7 +314,7 @@ def _accounts(rng: random.Random, faker: PersonFaker, customers: list[Row], coun
         cid = aid if aid <= n_customers else rng.randrange(1, n_customers + 1)
         customer = customers[cid - 1]
         bin_ = rng.choice(BANK_BINS)
-        kind = _weighted(rng, _ACCOUNT_TYPES)
+        kind = _ACCOUNT_TYPE(rng)
         if kind == "credit":
             balance = -round(rng.uniform(0, 50_000), 2) if rng.random() < 0.6 else 0.0
         elif kind == "fixed":
@@ -307,8 +322,7 @@ def _accounts(rng: random.Random, faker: PersonFaker, customers: list[Row], coun
         else:
             balance = round(min(rng.lognormvariate(9.0, 1.6), 50_000_000.0), 2)
         opened = _between(rng, customer[9], _CREATED_TO).date()
-        address: str = customer[5]
-        region = next((r for r in REGIONS if address.startswith(r.prefix)), REGIONS[0])
+        region = homes[cid - 1]
         rows.append(
             (
                 aid,
@@ -317,7 +331,7 @@ def _accounts(rng: random.Random, faker: PersonFaker, customers: list[Row], coun
                 kind,
                 Decimal(f"{balance:.2f}"),
                 opened,
-                _weighted(rng, _STATUSES),
+                _STATUS(rng),
                 _branch(bin_.bank, region.city, region.district),
             )
         )
@@ -333,7 +347,7 @@ def _transactions(
         account = accounts[rng.randrange(n_accounts)]
         opened = datetime.combine(account[5], datetime.min.time())
         when = _between(rng, max(_TX_FROM, opened), _TX_TO)
-        currency = _weighted(rng, _CURRENCIES)
+        currency = _CURRENCY(rng)
         roll = rng.random()
         cp_card: str | None = None
         if roll < 0.55:
@@ -368,8 +382,10 @@ def generate(*, seed: int = DEFAULT_SEED, scale: float = 1.0) -> BankData:
     # One random stream per table, so a change to how transactions are drawn
     # leaves customers and accounts as they were (string seeds hash stably).
     faker = PersonFaker(random.Random(f"{seed}:people"), reserved=_reserved())
-    customers = _customers(random.Random(f"{seed}:customers"), faker, n_customers)
-    accounts = _accounts(random.Random(f"{seed}:accounts"), faker, customers, n_customers * ACCOUNTS_PER_CUSTOMER)
+    customers, homes = _customers(random.Random(f"{seed}:customers"), faker, n_customers)
+    accounts = _accounts(
+        random.Random(f"{seed}:accounts"), faker, customers, homes, n_customers * ACCOUNTS_PER_CUSTOMER
+    )
     transactions = _transactions(
         random.Random(f"{seed}:transactions"), faker, customers, accounts, n_customers * TRANSACTIONS_PER_CUSTOMER
     )
