@@ -212,7 +212,8 @@ class Spool:
                         payload, mac = split_record(line)
                         obj = json.loads(payload)
                         rseq = obj["seq"]
-                        if rseq < seq:
+                        if rseq < seq:  # before the checkpoint: already known good
+                            last_type = obj.get("type")
                             pos = nl + 1
                             continue
                         good = rseq == seq and record_mac(self.algorithm, key, prev, payload) == mac

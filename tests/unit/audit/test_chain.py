@@ -1,0 +1,192 @@
+"""The chain and its verifier: each kind of tampering is caught and named."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from sqlbastion.audit.chain import list_segments
+from sqlbastion.audit.spool import Spool
+
+from .conftest import SECRET, statement, verify, write_spool
+
+
+def _segment_lines(directory: Path, index: int = 0) -> tuple[Path, list[bytes]]:
+    path = list_segments(directory)[index][1]
+    return path, path.read_bytes().splitlines(keepends=True)
+
+
+def test_an_untouched_spool_verifies(spool_dir: Path) -> None:
+    write_spool(spool_dir, 20)
+    report = verify(spool_dir)
+    assert report.ok, report.describe()
+    assert report.events == 20
+    assert report.records == 22  # start + 20 events + end
+
+
+def test_a_modified_byte_is_reported_as_modified(spool_dir: Path) -> None:
+    write_spool(spool_dir, 10)
+    path, lines = _segment_lines(spool_dir)
+    data = bytearray(path.read_bytes())
+    offset = sum(len(line) for line in lines[:5]) + lines[5].index(b"dev")
+    data[offset] ^= 0x01  # "dev" -> "eev"
+    path.write_bytes(bytes(data))
+    report = verify(spool_dir)
+    assert not report.ok
+    assert report.problem is not None
+    assert report.problem.problem == "modified"
+    assert report.problem.line == 6
+    assert report.problem.seq == 5
+
+
+def test_a_deleted_record_is_reported_as_missing(spool_dir: Path) -> None:
+    write_spool(spool_dir, 10)
+    path, lines = _segment_lines(spool_dir)
+    del lines[4]
+    path.write_bytes(b"".join(lines))
+    report = verify(spool_dir)
+    assert report.problem is not None
+    assert report.problem.problem == "missing"
+    assert report.problem.seq == 4
+    assert report.problem.line == 5
+
+
+def test_two_swapped_records_are_reported_as_reordered(spool_dir: Path) -> None:
+    write_spool(spool_dir, 10)
+    path, lines = _segment_lines(spool_dir)
+    lines[3], lines[4] = lines[4], lines[3]
+    path.write_bytes(b"".join(lines))
+    report = verify(spool_dir)
+    assert report.problem is not None
+    assert report.problem.problem == "reordered"
+    assert report.problem.line == 4
+
+
+def test_a_truncated_tail_is_reported_as_truncated(spool_dir: Path) -> None:
+    write_spool(spool_dir, 10)
+    path, lines = _segment_lines(spool_dir)
+    path.write_bytes(b"".join(lines[:-3]))  # the end marker and two events cut
+    report = verify(spool_dir)
+    assert report.problem is not None
+    assert report.problem.problem == "truncated"
+
+
+def test_a_record_cut_in_the_middle_is_reported_as_truncated(spool_dir: Path) -> None:
+    write_spool(spool_dir, 10)
+    path, _ = _segment_lines(spool_dir)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 20])
+    report = verify(spool_dir)
+    assert report.problem is not None
+    assert report.problem.problem == "truncated"
+
+
+def test_a_deleted_middle_segment_is_reported_as_missing(spool_dir: Path) -> None:
+    write_spool(spool_dir, 60, segment_bytes=2000)
+    segments = list_segments(spool_dir)
+    assert len(segments) >= 3
+    segments[1][1].unlink()
+    report = verify(spool_dir)
+    assert report.problem is not None
+    assert report.problem.problem == "missing"
+
+
+def test_a_rewritten_record_with_a_recomputed_mac_under_a_wrong_key_is_caught(spool_dir: Path) -> None:
+    # An attacker without K_i cannot forge: re-MACing with any other key fails.
+    from sqlbastion.audit.chain import record_mac, split_record
+
+    write_spool(spool_dir, 5)
+    path, lines = _segment_lines(spool_dir)
+    payload, _ = split_record(lines[2].rstrip(b"\n"))
+    prev = split_record(lines[1].rstrip(b"\n"))[1]
+    forged = payload.replace(b'"dev"', b'"eve"')
+    mac = record_mac("hmac-sha256", b"guessed key".ljust(32, b"\0"), prev, forged)
+    lines[2] = forged + b"\t" + mac.hex().encode() + b"\n"
+    path.write_bytes(b"".join(lines))
+    report = verify(spool_dir)
+    assert report.problem is not None
+    assert report.problem.problem == "modified"
+
+
+def test_the_wrong_secret_fails_verification(spool_dir: Path) -> None:
+    from sqlbastion.audit.chain import initial_key, verify_spool
+
+    write_spool(spool_dir, 3)
+    report = verify_spool(spool_dir, algorithm="hmac-sha256", key0=initial_key("hmac-sha256", b"other"))
+    assert report.problem is not None
+    assert report.problem.problem == "modified"
+
+
+def test_sm3_chains_verify_and_catch_changes(spool_dir: Path) -> None:
+    write_spool(spool_dir, 10, algorithm="hmac-sm3")
+    assert verify(spool_dir, algorithm="hmac-sm3").ok
+    assert not verify(spool_dir, algorithm="hmac-sha256").ok
+    path, lines = _segment_lines(spool_dir)
+    lines[3] = lines[3].replace(b"SELECT", b"DELETE")
+    path.write_bytes(b"".join(lines))
+    report = verify(spool_dir, algorithm="hmac-sm3")
+    assert report.problem is not None
+    assert report.problem.problem == "modified"
+
+
+def test_reopening_continues_the_chain_across_segments(spool_dir: Path) -> None:
+    write_spool(spool_dir, 5)
+    spool = Spool(spool_dir, secret=SECRET)
+    spool.open()
+    spool.append([statement(100), statement(101)])
+    spool.close()
+    report = verify(spool_dir)
+    assert report.ok, report.describe()
+    assert report.events == 7
+    assert report.segments == 2
+
+
+def test_a_crash_leaves_a_live_segment_that_recovery_closes(spool_dir: Path) -> None:
+    spool = Spool(spool_dir, secret=SECRET)
+    spool.open()
+    spool.append([statement(i) for i in range(5)])
+    # Simulate a crash in the middle of a write: a torn half record, no end marker.
+    path = list_segments(spool_dir)[-1][1]
+    with open(path, "ab") as f:
+        f.write(b'{"type":"event","event":{"half')
+    report = verify(spool_dir)
+    assert report.problem is not None
+    assert report.problem.problem == "truncated"
+    # The process "dies": its descriptors (and with them the lock) go away, nothing is closed cleanly.
+    os.close(spool._fd)
+    os.close(spool._lock_fd)
+    spool2 = Spool(spool_dir, secret=SECRET)
+    spool2.open()
+    spool2.append([statement(9)])
+    spool2.close()
+    report = verify(spool_dir)
+    assert report.ok, report.describe()
+    assert report.events == 6
+    end = json.loads(path.read_bytes().splitlines()[-1].rsplit(b"\t", 1)[0])
+    assert end["type"] == "end"
+    assert end["reason"] == "recovered"
+
+
+def test_verify_reports_a_live_segment_without_calling_it_truncated(spool_dir: Path) -> None:
+    spool = Spool(spool_dir, secret=SECRET)
+    spool.open()
+    spool.append([statement(1)])
+    try:
+        assert verify(spool_dir, live=True).ok
+        assert verify(spool_dir, live=True).open_segment is not None
+    finally:
+        spool.close()
+
+
+@pytest.mark.parametrize("garbage", [b"\n", b"not json\tzz\n", b'{"seq":"x"}\t' + b"00" * 32 + b"\n"])
+def test_garbage_lines_are_reported_as_modified(spool_dir: Path, garbage: bytes) -> None:
+    write_spool(spool_dir, 4)
+    path, lines = _segment_lines(spool_dir)
+    lines.insert(2, garbage)
+    path.write_bytes(b"".join(lines))
+    report = verify(spool_dir)
+    assert report.problem is not None
+    assert report.problem.problem == "modified"
