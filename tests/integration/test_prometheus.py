@@ -19,9 +19,10 @@ import shutil
 import subprocess
 import tempfile
 import time
+import tomllib
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from sqlbastion.audit.pipeline import AuditPipeline
 from sqlbastion.config import Settings, loads
 from sqlbastion.devtools.harness import ProxyThread
 from sqlbastion.devtools.servers import ServerInfo, free_port
+from sqlbastion.masking.plan import MaskingPlanner
+from sqlbastion.masking.policy import parse_masking_policy
 from sqlbastion.observability.metrics import METRICS
 from sqlbastion.observability.queries import (
     alert_signals,
@@ -43,9 +46,9 @@ from sqlbastion.observability.queries import (
     panel_queries,
     rule_queries,
 )
-from sqlbastion.policies.model import Action, ColumnRef, Decision, RuleHit, StatementContext
+from sqlbastion.policies.model import Action, ColumnRef, Decision, OutputColumn, RuleHit, StatementContext
 from sqlbastion.proxy.services import ProxyServices
-from sqlbastion.proxy.session import EMPTY_MASK_PLAN, MaskPlan, ResultColumn, Runtime
+from sqlbastion.proxy.session import Runtime
 from sqlbastion.users import UsersFile, make_credentials
 
 pytestmark = pytest.mark.integration
@@ -98,26 +101,35 @@ class TrafficEngine:
             return Decision(action=Action.REVIEW, rule_hits=(REVIEW,), statement_types=(stype,), **common)
         hits = (ALERT,) if "alert_me" in lowered else ()
         sensitive: tuple[ColumnRef, ...] = ()
-        if "secret" in lowered:
-            sensitive = (ColumnRef(database=ctx.database, schema="public", table="prom_t", column="secret"),)
+        outputs: tuple[tuple[OutputColumn, ...], ...] = ()
+        if "prom_t" in lowered:
+            # The lineage the real engine computes for SELECT id, secret FROM prom_t.
+            refs = [
+                ColumnRef(database=ctx.database, schema="public", table="prom_t", column=c) for c in ("id", "secret")
+            ]
+            sensitive = (refs[1],)
+            outputs = (tuple(OutputColumn(name=r.column, sources=frozenset({r}), direct=True) for r in refs),)
         action = Action.ALERT if hits else Action.ALLOW
-        return Decision(action=action, rule_hits=hits, statement_types=(stype,), sensitive_columns=sensitive, **common)
-
-
-def _mask(value: bytes | None) -> bytes | None:
-    return None if value is None else b"***"
-
-
-class SecretMasker:
-    """Masks result columns named ``secret`` with the ``full`` function."""
-
-    def plan(self, decision: Decision, ctx: StatementContext, columns: Sequence[ResultColumn]) -> MaskPlan:
-        if not any(c.name == "secret" for c in columns):
-            return EMPTY_MASK_PLAN
-        return MaskPlan(
-            columns=tuple(_mask if c.name == "secret" else None for c in columns),
-            functions=tuple("full" if c.name == "secret" else None for c in columns),
+        return Decision(
+            action=action,
+            rule_hits=hits,
+            statement_types=(stype,),
+            sensitive_columns=sensitive,
+            output_columns=outputs,
+            **common,
         )
+
+
+MASKING_POLICY = """
+[[classifications]]
+objects = ["pg:postgres.public.prom_t.secret"]
+type = "secret_text"
+level = 4
+
+[[roles]]
+name = "analyst"
+masks = { secret_text = "full" }
+"""
 
 
 @dataclass
@@ -255,7 +267,11 @@ def stack(postgres_server: ServerInfo) -> Iterator[Stack]:
         services = ProxyServices(
             settings=settings,
             users=UsersFile.load(settings.users_file),
-            runtime=Runtime(engine=TrafficEngine(), masking=SecretMasker(), audit=pipeline),
+            runtime=Runtime(
+                engine=TrafficEngine(),
+                masking=MaskingPlanner(parse_masking_policy(tomllib.loads(MASKING_POLICY), file="masking.toml")),
+                audit=pipeline,
+            ),
             reload_policy=reload_policy,
         )
         proxy = ProxyThread(settings, services=services).start()
@@ -323,7 +339,7 @@ def _run_traffic(stack: Stack, postgres_server: ServerInfo) -> None:
                 bob.execute("SELECT 'review_me'")
         alice.execute("SELECT 'alert_me'")
         rows = bob.execute("SELECT id, secret FROM prom_t ORDER BY id").fetchall()
-        assert rows[0] == (1, "***")
+        assert rows[0] == (1, "****")
         with pytest.raises(psycopg.errors.UndefinedTable):
             alice.execute("SELECT * FROM no_such_table_for_prom")
         # A bulk read: more than SqlbastionBulkRead's 100,000 rows in 10 min.

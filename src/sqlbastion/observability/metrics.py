@@ -15,8 +15,9 @@ Who records what:
 * ``proxy.session.Session``: connections, statements, latency, rows, backend
   errors reported in the statement outcome, decision cache hits and misses,
   per-person statements, refusals and rows, sensitive columns read, masked
-  values (``Session.mask_plan`` and ``Session.finish``), auth failures
+  and refused results (``Session.mask_plan``), auth failures
   (``proxy.session.auth_failed``).
+* The masking planner's maskers: ``masked_values``, by function.
 * The protocol listeners: ``backend_errors`` of kind ``connect`` and
   ``protocol`` that happen outside a statement.
 * The audit pipeline: ``audit_*``.
@@ -72,12 +73,6 @@ _BACKEND_ERROR_KINDS = ("statement", "connect", "connection_lost", "protocol", "
 
 class MaskedResult(Protocol):
     """What ``observe_masking`` reads of a ``proxy.session.MaskPlan``."""
-
-    @property
-    def columns(self) -> Sequence[object | None]: ...
-
-    @property
-    def functions(self) -> Sequence[str | None]: ...
 
     @property
     def refuse(self) -> str | None: ...
@@ -326,32 +321,15 @@ class Metrics:
                 return person
         return OTHER_PERSONS
 
-    def observe_masking(self, backend: str, plans: Sequence[MaskedResult], *, rows: int, masked_values: int) -> None:
-        """Count the masked results of one statement and the values masked, by function.
+    def observe_masking(self, backend: str, plans: Sequence[MaskedResult]) -> None:
+        """Count one statement's results sent with masked columns, or refused.
 
-        ``masked_values`` is the proxy's exact count when it keeps one (else 0);
-        without it, each masked column counts one value per row sent. Values
-        are attributed to functions in proportion to the columns using each.
+        Masked values themselves are counted by the masking planner's maskers
+        as they run (``masked_values``), exactly and by function.
         """
-        columns_by_function: dict[str, int] = {}
         for plan in plans:
-            if plan.refuse is not None:
-                self.masked_results.labels(backend, "refused").inc()
-                continue
-            self.masked_results.labels(backend, "masked").inc()
-            for i, masker in enumerate(plan.columns):
-                if masker is None:
-                    continue
-                function = plan.functions[i] if i < len(plan.functions) else None
-                name = function or "unknown"
-                columns_by_function[name] = columns_by_function.get(name, 0) + 1
-        masked_columns = sum(columns_by_function.values())
-        if not masked_columns:
-            return
-        total = masked_values if masked_values > 0 else rows * masked_columns
-        for function, count in columns_by_function.items():
-            share = total * count // masked_columns
-            self.masked_values.labels(backend, function).inc(share)
+            outcome = "refused" if plan.refuse is not None else "masked"
+            self.masked_results.labels(backend, outcome).inc()
 
     def set_policy_version(self, version: str) -> None:
         # One series only: the old version's series disappears, so

@@ -224,8 +224,6 @@ class Session:
         self.roles = runtime.engine.roles_of(person)
         self.state = SessionState(database=backend.database)
         self.statements = 0
-        # Non-empty mask plans per statement (event id), for the masking metrics; bounded.
-        self._mask_plans: dict[str, list[MaskPlan]] = {}
 
     def context(self) -> StatementContext:
         s = self.state
@@ -265,11 +263,7 @@ class Session:
     def mask_plan(self, verdict: Verdict, columns: Sequence[ResultColumn]) -> MaskPlan:
         plan = self.runtime.masking.plan(verdict.decision, self.context(), columns)
         if not plan.empty:
-            if verdict.event_id not in self._mask_plans and len(self._mask_plans) >= 64:
-                del self._mask_plans[next(iter(self._mask_plans))]
-            plans = self._mask_plans.setdefault(verdict.event_id, [])
-            if len(plans) < 64:
-                plans.append(plan)
+            METRICS.observe_masking(self.backend.name, (plan,))
         return plan
 
     def finish(self, verdict: Verdict, outcome: StatementOutcome) -> None:
@@ -278,9 +272,6 @@ class Session:
         elapsed_us = (time.perf_counter_ns() - verdict.started_ns) // 1000
         proxy_us = max(0, elapsed_us - outcome.backend_us)
         self._observe(d, outcome, proxy_us)
-        plans = self._mask_plans.pop(verdict.event_id, None)
-        if plans:
-            METRICS.observe_masking(self.backend.name, plans, rows=outcome.rows, masked_values=outcome.masked_values)
         self.runtime.audit.emit(
             {
                 "kind": "statement",
