@@ -106,6 +106,15 @@ class Decision:
     policy_version: str = ""
     cached: bool = False
     notes: tuple[str, ...] = field(default=())
+    # Rows a result may carry before the proxy must refuse it (None: no cap,
+    # or the person holds ``export``).
+    max_rows: int | None = None
+    # Session-state changes the statement makes once the backend accepts it, as
+    # (key, value): ``database``, ``search_path`` (comma separated),
+    # ``ansi_quotes`` / ``no_backslash_escapes`` / ``standard_conforming_strings``
+    # ("on"/"off"), ``client_encoding``, ``reset`` ("all"). The proxies apply
+    # them to ``SessionState`` after the backend's OK.
+    session_effects: tuple[tuple[str, str], ...] = ()
 
     @property
     def allowed(self) -> bool:
@@ -121,3 +130,128 @@ class Decision:
         if not self.rule_hits:
             return None
         return max(self.rule_hits, key=lambda h: STRICTNESS[h.action])
+
+
+# -- the policy itself (loaded from TOML by policies.loader) -----------------
+
+Duty = Literal["admin", "use", "audit"]
+GrantAction = Literal["select", "insert", "update", "delete", "ddl", "admin", "export"]
+UnprovableMode = Literal["block", "review", "audit_only"]
+Severity = Literal["low", "medium", "high", "critical"]
+
+GRANT_ACTIONS: tuple[str, ...] = ("select", "insert", "update", "delete", "ddl", "admin", "export")
+# A role's ``unprovable`` mode as the action taken on unprovable statements.
+UNPROVABLE_MODE_ACTIONS: dict[str, Action] = {
+    "block": Action.BLOCK,
+    "review": Action.REVIEW,
+    "audit_only": Action.ALERT,
+}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ObjectPattern:
+    """``backend:part.part…`` with ``*``/``?`` wildcards per part and ``{a,b}`` alternatives.
+
+    A pattern covers every object whose path starts with parts it matches, so
+    ``core:bank.*`` covers all tables and columns of database ``bank``, and
+    trailing ``*`` parts also cover the shorter path (``core:bank.*`` covers the
+    database itself). Paths are ``(database, table, column)`` on MySQL and
+    ``(database, schema, table, column)`` on PostgreSQL.
+    """
+
+    text: str
+    backend: str
+    parts: tuple[tuple[str, ...], ...]  # per part, its alternatives (each may hold wildcards)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Grant:
+    actions: frozenset[str]
+    objects: tuple[ObjectPattern, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TimeWindow:
+    """Days of the week (0 = Monday) and minutes since midnight in ``tz``; ``end`` may be 1440."""
+
+    days: frozenset[int]
+    start_minute: int
+    end_minute: int
+    tz: str
+    text: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PersonPolicy:
+    name: str
+    roles: tuple[str, ...]
+    networks: tuple[str, ...] = ()  # CIDR texts; empty = anywhere
+    time_windows: tuple[TimeWindow, ...] = ()  # empty = any time
+    expires: datetime | None = None
+    max_sessions: int | None = None
+    max_rows: int | None = None
+    disabled: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RolePolicy:
+    name: str
+    duties: frozenset[str]
+    grants: tuple[Grant, ...] = ()
+    unprovable: UnprovableMode = "block"
+    rule_overrides: tuple[tuple[str, Action], ...] = ()
+
+    def override(self, rule_id: str) -> Action | None:
+        for rid, action in self.rule_overrides:
+            if rid == rule_id:
+                return action
+        return None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RuleMatch:
+    """Facts a custom rule matches; every given key must match (AND), each list is an OR."""
+
+    statement_types: frozenset[str] = frozenset()
+    tables: tuple[ObjectPattern, ...] = ()
+    columns: tuple[ObjectPattern, ...] = ()
+    functions: frozenset[str] = frozenset()
+    has_where: bool | None = None
+    where_tautology: bool | None = None
+    has_limit: bool | None = None
+    roles: frozenset[str] = frozenset()
+    persons: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CustomRule:
+    id: str
+    title: str
+    severity: Severity
+    action: Action
+    match: RuleMatch
+    file: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PolicySet:
+    """Every person, role and custom rule of the loaded policy files."""
+
+    persons: tuple[PersonPolicy, ...] = ()
+    roles: tuple[RolePolicy, ...] = ()
+    rules: tuple[CustomRule, ...] = ()
+    version: str = "empty"
+    files: tuple[str, ...] = ()
+    all_duty_roles: frozenset[str] = frozenset()  # roles explicitly allowed admin + use + audit
+
+    def person(self, name: str) -> PersonPolicy | None:
+        for p in self.persons:
+            if p.name == name:
+                return p
+        return None
+
+    def role(self, name: str) -> RolePolicy | None:
+        for r in self.roles:
+            if r.name == name:
+                return r
+        return None

@@ -1,0 +1,862 @@
+"""SQL text → StatementFacts, fail closed.
+
+Strategy: ``lexer.lex`` first reads the message the way the server will
+(executable comments expanded, literals decoded under the session's
+``sql_mode`` / ``standard_conforming_strings``) and splits it into statements.
+Each statement is then classified by its leading keywords; statements sqlglot
+does not model (or models as a lenient ``exp.Command``) are handled from their
+keywords alone, and everything else goes through sqlglot and ``lineage``.
+
+Every gap ends in ``unprovable``: a parse error, an ``exp.Command`` fallback,
+an unknown statement shape, a size, depth or count limit, a lexer-state change
+that cannot be followed. The engine turns that into a block (or, per role,
+review / audit-only), never into an allow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+from sqlglot.tokens import Token, TokenType  # type: ignore[attr-defined]  # re-exported at run time, not in the stubs
+
+from sqlbastion.policies.catalog import Catalog
+from sqlbastion.policies.facts import ObjectPath, StatementFacts
+from sqlbastion.policies.lexer import LexedStatement, LexError, LexerState, lex
+from sqlbastion.policies.lineage import Acc, Col, Resolver, Scope, Source, Unprovable, merge_cols
+from sqlbastion.policies.model import ColumnRef, OutputColumn, StatementContext
+from sqlbastion.policies.settings import session_setting
+from sqlbastion.policies.truth import is_tautology
+
+__all__ = ["Analysis", "AnalysisLimits", "analyze", "analyze_lexed", "lex_message"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AnalysisLimits:
+    max_statement_bytes: int = 1 << 20
+    max_statements: int = 64
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Analysis:
+    statements: tuple[StatementFacts, ...]
+    unprovable: tuple[str, str] | None = None  # message-level: lexer, size, count
+
+
+def _unprovable(kind: str, code: str, why: str) -> StatementFacts:
+    return StatementFacts(kind=kind, unprovable=(code, why))
+
+
+_TX_HEADS = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "END", "ABORT", "SAVEPOINT", "RELEASE", "XA"})
+_MAINTENANCE = frozenset(
+    {"VACUUM", "ANALYZE", "ANALYSE", "CLUSTER", "REINDEX", "OPTIMIZE", "REPAIR", "CHECK", "CHECKSUM"}
+)
+_SERVER_ADMIN = frozenset(
+    {"CHECKPOINT", "FLUSH", "PURGE", "INSTALL", "UNINSTALL", "SHUTDOWN", "CHANGE", "BINLOG", "CACHE"}
+)
+_CODE_OBJECTS = frozenset(
+    {
+        "FUNCTION",
+        "PROCEDURE",
+        "TRIGGER",
+        "EVENT",
+        "RULE",
+        "AGGREGATE",
+        "OPERATOR",
+        "LANGUAGE",
+        "EXTENSION",
+        "CAST",
+        "TRANSFORM",
+        "CONVERSION",
+        "PACKAGE",
+    }
+)
+_USER_OBJECTS = frozenset({"USER", "ROLE", "GROUP"})
+_SHOW_SAFE = frozenset(
+    {
+        "TABLES",
+        "FULL",
+        "DATABASES",
+        "SCHEMAS",
+        "COLUMNS",
+        "FIELDS",
+        "INDEX",
+        "INDEXES",
+        "KEYS",
+        "CREATE",
+        "TABLE",
+        "VARIABLES",
+        "SESSION",
+        "STATUS",
+        "COLLATION",
+        "CHARACTER",
+        "CHARSET",
+        "ENGINES",
+        "GRANTS",
+        "PRIVILEGES",
+        "PLUGINS",
+        "TRIGGERS",
+        "FUNCTION",
+        "PROCEDURE",
+        "EVENTS",
+        "OPEN",
+        "PROFILE",
+        "PROFILES",
+        "WARNINGS",
+        "ERRORS",
+        "COUNT",
+        "LOCAL",
+        "STORAGE",
+        "TRANSACTION",
+        "TIME",
+        "SEARCH_PATH",
+        "SERVER_VERSION",
+        "ALL",
+        "TIMEZONE",
+        "CLIENT_ENCODING",
+        "SERVER_ENCODING",
+        "STANDARD_CONFORMING_STRINGS",
+        "IS_SUPERUSER",
+        "DATESTYLE",
+        "INTERVALSTYLE",
+        "APPLICATION_NAME",
+        "DEFAULT_TRANSACTION_ISOLATION",
+        "MAX_IDENTIFIER_LENGTH",
+        "INTEGER_DATETIMES",
+        "LC_COLLATE",
+        "LC_CTYPE",
+        "SQL_MODE",
+    }
+)
+_SHOW_OTHER_SESSIONS = frozenset({"PROCESSLIST", "ENGINE", "ENGINES_STATUS", "EXPLAIN", "INNODB"})
+_SHOW_ADMIN = frozenset({"BINLOG", "BINARY", "RELAYLOG", "MASTER", "SLAVE", "REPLICA", "REPLICAS", "HOSTS"})
+_EXPLAIN_OPTIONS = frozenset(
+    {
+        "EXPLAIN",
+        "DESCRIBE",
+        "DESC",
+        "ANALYZE",
+        "ANALYSE",
+        "VERBOSE",
+        "EXTENDED",
+        "PARTITIONS",
+        "FORMAT",
+        "JSON",
+        "TREE",
+        "TRADITIONAL",
+        "TEXT",
+        "XML",
+        "YAML",
+    }
+)
+_QUERY_HEADS = frozenset({"SELECT", "WITH", "VALUES", "TABLE"})
+_WRITE_KINDS = frozenset({"insert", "update", "delete", "merge", "replace", "create_table", "truncate"})
+
+
+class _Analyzer:
+    def __init__(self, ctx: StatementContext, catalog: Catalog | None, message_statements: int) -> None:
+        self.ctx = ctx
+        self.dialect = ctx.dialect
+        self.mysql = ctx.dialect == "mysql"
+        self.catalog = catalog
+        self.message_statements = message_statements
+
+    def resolver(self, acc: Acc) -> Resolver:
+        return Resolver(
+            dialect=self.dialect,
+            database=self.ctx.database,
+            search_path=self.ctx.search_path,
+            catalog=self.catalog,
+            acc=acc,
+        )
+
+    # -- dispatch ---------------------------------------------------------------
+
+    def statement(self, st: LexedStatement) -> StatementFacts:
+        head = st.head
+        h0 = head[0] if head else ""
+        h1 = head[1] if len(head) > 1 else ""
+        words = st.words
+        if not h0:
+            return _unprovable("unknown", "type", "the statement starts with no keyword")
+        if h0 in _TX_HEADS or (h0 == "START" and h1 == "TRANSACTION"):
+            return StatementFacts(kind="transaction")
+        if h0 in ("PREPARE", "EXECUTE", "CALL", "DO"):
+            return self._feature("dynamic_sql", f"{h0} runs SQL the proxy cannot see at this point", kind=h0.lower())
+        if h0 == "DEALLOCATE" or (h0 in ("FETCH", "MOVE", "CLOSE") and not self.mysql):
+            return StatementFacts(kind="cursor" if h0 != "DEALLOCATE" else "deallocate")
+        if h0 == "DECLARE" and not self.mysql:
+            return self._declare(st)
+        if h0 in ("GRANT", "REVOKE"):
+            return self._feature("grant", f"{h0} changes privileges", kind=h0.lower(), admin=True)
+        if h0 == "LOCK":
+            return self._feature("lock_statement", "LOCK holds locks other sessions wait on", kind="lock")
+        if h0 == "UNLOCK":
+            return StatementFacts(kind="unlock")
+        if h0 in _MAINTENANCE:
+            return StatementFacts(kind="maintenance", needs=frozenset({("ddl", ())}))
+        if h0 in _SERVER_ADMIN or (h0 in ("START", "STOP") and h1 in ("SLAVE", "REPLICA", "GROUP_REPLICATION")):
+            return self._feature(
+                "server_settings",
+                f"{h0} {h1}".strip() + " is a server administration command",
+                kind="admin",
+                admin=True,
+            )
+        if h0 in ("LISTEN", "NOTIFY"):
+            return self._feature(
+                "other_sessions", f"{h0} crosses sessions on the shared backend account", kind="notify"
+            )
+        if h0 == "UNLISTEN":
+            return StatementFacts(kind="notify")
+        if h0 == "KILL":
+            return self._feature("other_sessions", "KILL ends another session", kind="kill")
+        if h0 == "HANDLER":
+            return self._feature("handler", "HANDLER reads rows bypassing SQL analysis", kind="handler")
+        if h0 == "LOAD":
+            if h1 in ("DATA", "XML"):
+                return self._feature("file_access", f"LOAD {h1} reads a file", kind="load_data")
+            return self._feature(
+                "server_settings", "LOAD INDEX is a server administration command", kind="admin", admin=True
+            )
+        if h0 == "DISCARD":
+            return StatementFacts(kind="discard", effects=(("reset", "all"),), lexer_change=True)
+        if h0 == "RESET" and not self.mysql:
+            return self._pg_reset(head)
+        if h0 == "RESET":
+            return self._feature(
+                "server_settings", "RESET is a server administration command", kind="admin", admin=True
+            )
+        if h0 == "HELP":
+            return StatementFacts(kind="help")
+        if h0 == "RENAME":
+            if h1 == "USER":
+                return self._feature("user_admin", "RENAME USER changes accounts", kind="rename_user", admin=True)
+            return self._ddl_keywords(st, "rename")
+        if h0 in ("COMMENT", "SECURITY", "IMPORT", "REFRESH"):
+            return self._ddl_keywords(st, h0.lower())
+        if h0 in ("CREATE", "ALTER", "DROP"):
+            special = self._ddl_head(st, h0)
+            if special is not None:
+                return special
+        if h0 == "SHOW":
+            return self._show(head)
+        if h0 in ("EXPLAIN", "DESCRIBE", "DESC"):
+            return self._explain(st)
+        if self.mysql and "INTO" in words and ("OUTFILE" in words or "DUMPFILE" in words):
+            return self._feature(
+                "file_access", "SELECT ... INTO OUTFILE/DUMPFILE writes a server file", kind="select_into_file"
+            )
+        if h0 == "SET":
+            return self._set(st)
+        text = st.text
+        kind_override = None
+        if h0 == "REPLACE" and self.mysql:
+            text = "INSERT" + text[len("REPLACE") :] if text[:7].upper() == "REPLACE" else text
+            kind_override = "replace"
+        return self._parsed(text, kind_override)
+
+    def _feature(self, feature: str, why: str, *, kind: str, admin: bool = False) -> StatementFacts:
+        needs: frozenset[tuple[str, ObjectPath]] = frozenset({("admin", ())}) if admin else frozenset()
+        return StatementFacts(kind=kind, features=((feature, why),), needs=needs)
+
+    def _ddl_keywords(self, st: LexedStatement, kind: str) -> StatementFacts:
+        return StatementFacts(kind=kind, needs=frozenset({("ddl", ())}))
+
+    def _ddl_head(self, st: LexedStatement, verb: str) -> StatementFacts | None:
+        words = st.head[1:6]
+        lower = verb.lower()
+        if any(w in _USER_OBJECTS for w in words[:2]):
+            return self._feature("user_admin", f"{verb} {words[0]} changes accounts", kind=f"{lower}_user", admin=True)
+        if verb == "ALTER" and words[:1] == ("SYSTEM",):
+            return self._feature(
+                "server_settings", "ALTER SYSTEM changes server settings", kind="alter_system", admin=True
+            )
+        if verb == "ALTER" and words[:2] == ("DEFAULT", "PRIVILEGES"):
+            return self._feature("grant", "ALTER DEFAULT PRIVILEGES changes privileges", kind="grant", admin=True)
+        if verb in ("CREATE", "ALTER") and any(w in _CODE_OBJECTS for w in words):
+            what = next(w for w in words if w in _CODE_OBJECTS)
+            return self._feature(
+                "code_create", f"{verb} {what} creates code that runs later", kind=f"{lower}_{what.lower()}"
+            )
+        if verb == "DROP" and any(w in _CODE_OBJECTS for w in words[:2]):
+            return StatementFacts(kind="drop_code", needs=frozenset({("ddl", ())}))
+        if verb == "ALTER" and words[:1] in (("DATABASE",), ("SCHEMA",), ("SEQUENCE",), ("INDEX",)):
+            return StatementFacts(kind=f"alter_{words[0].lower()}", needs=frozenset({("ddl", ())}))
+        return None
+
+    # -- parsed statements --------------------------------------------------------
+
+    def _parse(self, text: str) -> exp.Expr:
+        try:
+            trees = sqlglot.parse(text, read=self.dialect)
+        except (SqlglotError, RecursionError, ValueError) as exc:
+            raise Unprovable("parse", f"the statement cannot be parsed ({type(exc).__name__})") from None
+        trees = [t for t in trees if t is not None]
+        if len(trees) != 1:
+            raise Unprovable("parse", "the statement does not parse as exactly one statement")
+        tree = trees[0]
+        if tree is None:
+            raise Unprovable("parse", "the statement is empty")
+        if isinstance(tree, exp.Command):
+            raise Unprovable("command", f"the parser only recognised {str(tree.this).upper()!r} as a raw command")
+        return tree
+
+    def _parsed(self, text: str, kind_override: str | None = None) -> StatementFacts:
+        tree = self._parse(text)
+        acc = Acc()
+        r = self.resolver(acc)
+        if isinstance(tree, (exp.Select, exp.SetOperation, exp.Values)) or (
+            isinstance(tree, exp.Subquery) and isinstance(tree.this, (exp.Select, exp.SetOperation))
+        ):
+            return self._query(tree, r, acc)
+        if isinstance(tree, exp.Insert):
+            return self._insert(tree, r, acc, kind_override or "insert")
+        if isinstance(tree, exp.Update):
+            return self._update(tree, r, acc)
+        if isinstance(tree, exp.Delete):
+            return self._delete(tree, r, acc)
+        if isinstance(tree, exp.Merge):
+            return self._merge(tree, r, acc)
+        if isinstance(tree, exp.Create):
+            return self._create(tree, r, acc)
+        if isinstance(tree, exp.Drop):
+            return self._drop(tree, r)
+        if isinstance(tree, exp.Alter):
+            return self._alter(tree, r)
+        if isinstance(tree, exp.TruncateTable):
+            paths = [self._target(t, r) for t in tree.expressions if isinstance(t, exp.Table)]
+            return StatementFacts(
+                kind="truncate",
+                writes=frozenset(paths),
+                needs=frozenset(("delete", p) for p in paths),
+                features=(("truncate", "TRUNCATE removes every row"),),
+            )
+        if isinstance(tree, exp.Use):
+            name = r.norm(tree.this.this if isinstance(tree.this, exp.Table) else tree.this)
+            return StatementFacts(kind="use", effects=(("database", name),), lexer_change=True)
+        if isinstance(tree, (exp.Transaction, exp.Commit, exp.Rollback)):
+            return StatementFacts(kind="transaction")
+        if isinstance(tree, exp.Copy) and not self.mysql:
+            return self._copy(tree, r, acc)
+        raise Unprovable("type", f"statements of type {type(tree).__name__} are not analysed")
+
+    def _finish(
+        self,
+        kind: str,
+        acc: Acc,
+        *,
+        outputs: list[tuple[str, Col]] | None = None,
+        writes: set[ObjectPath] | None = None,
+        needs: set[tuple[str, ObjectPath]] | None = None,
+        where: exp.Expr | None = None,
+        limit: int | None = None,
+        produces_rows: bool = False,
+    ) -> StatementFacts:
+        out_cols: list[OutputColumn] = []
+        transformed: set[ColumnRef] = set()
+        for name, c in outputs or ():
+            out_cols.append(
+                OutputColumn(
+                    name=name, sources=c.sources, direct=c.direct, opaque=c.opaque, whole_row_of=c.whole_row_of
+                )
+            )
+            if not c.direct:
+                transformed |= c.sources
+        need_set = set(needs or ())
+        for path in acc.reads:
+            need_set.add(("select", path))
+        return StatementFacts(
+            kind=kind,
+            needs=frozenset(need_set),
+            reads=frozenset(acc.reads),
+            writes=frozenset(writes or ()),
+            columns_read=frozenset(acc.columns_read),
+            predicates=tuple(dict.fromkeys(acc.predicates)),
+            outputs=tuple(out_cols),
+            produces_rows=produces_rows,
+            transformed=frozenset(transformed),
+            counted=frozenset(acc.counted),
+            copies=frozenset(acc.copies),
+            functions=frozenset(acc.functions),
+            unknown_functions=frozenset(acc.unknown_functions),
+            unknown_function_columns=frozenset(acc.unknown_function_columns),
+            unknown_objects=frozenset(acc.unknown_objects),
+            has_where=where is not None,
+            where_tautology=where is not None and is_tautology(where, mysql=self.mysql),
+            limit=limit,
+            features=tuple(acc.features),
+            literal_sensitive=acc.literal_sensitive,
+        )
+
+    def _limit(self, tree: exp.Expr) -> int | None:
+        lim = tree.args.get("limit")
+        value = lim.args.get("expression") if isinstance(lim, exp.Limit) else None
+        if isinstance(value, exp.Literal) and not value.is_string:
+            try:
+                return int(str(value.this))
+            except ValueError:
+                return None
+        return None
+
+    def _query(self, tree: exp.Expr, r: Resolver, acc: Acc) -> StatementFacts:
+        into = tree.args.get("into")
+        if into is not None:
+            tree = tree.copy()
+            tree.set("into", None)
+        outputs = r.query(tree, None)
+        where_node = tree.args.get("where")
+        where = where_node.this if isinstance(where_node, exp.Where) else None
+        if into is None:
+            return self._finish(
+                "select", acc, outputs=outputs, where=where, limit=self._limit(tree), produces_rows=True
+            )
+        for _, c in outputs:
+            acc.copies |= c.sources
+        target = into.this
+        if isinstance(target, exp.Table) and isinstance(target.this, exp.Identifier) and not self.mysql:
+            path = self._target(target, r)
+            acc.feature("data_copy", "SELECT ... INTO creates a table from a query")
+            return self._finish(
+                "create_table", acc, writes={path}, needs={("ddl", path), ("insert", path)}, where=where
+            )
+        acc.feature("user_variable", "SELECT ... INTO stores values in variables")
+        return self._finish("select_into", acc, where=where)
+
+    def _target(self, t: exp.Expr, r: Resolver) -> ObjectPath:
+        while isinstance(t, exp.Schema):
+            t = t.this
+        if not isinstance(t, exp.Table) or not isinstance(t.this, exp.Identifier):
+            raise Unprovable("unsupported", "a statement target that is not a plain table")
+        database, schema, name, _ = r.table_identity(t)
+        return r.path_of(database, schema, name)
+
+    def _target_scope(self, t: exp.Expr, r: Resolver, scope: Scope) -> ObjectPath:
+        """Add a write target to ``scope`` (its columns are visible to SET / WHERE / RETURNING)."""
+        while isinstance(t, exp.Schema):
+            t = t.this
+        if not isinstance(t, exp.Table):
+            raise Unprovable("unsupported", "a statement target that is not a plain table")
+        alias_node = t.args.get("alias")
+        alias = r.norm(alias_node.this) if alias_node is not None and alias_node.this else ""
+        before = set(r.acc.reads)
+        source = r._table_source(t, alias, None)
+        # Being written is not being read: only WHERE/SET/RETURNING references count as reads.
+        if source.path not in before:
+            r.acc.reads.discard(source.path or ())
+        scope.sources.append(source)
+        return source.path or ()
+
+    def _returning(self, tree: exp.Expr, r: Resolver, scope: Scope) -> list[tuple[str, Col]] | None:
+        ret = tree.args.get("returning")
+        if ret is None:
+            return None
+        out: list[tuple[str, Col]] = []
+        for e in ret.expressions:
+            out.extend(r._projection(e, scope))
+        return out
+
+    def _insert(self, tree: exp.Insert, r: Resolver, acc: Acc, kind: str) -> StatementFacts:
+        scope = Scope(None, {})
+        path = self._target_scope(tree.this, r, scope)
+        needs: set[tuple[str, ObjectPath]] = {("insert", path)}
+        if kind == "replace":
+            needs.add(("delete", path))
+        src = tree.args.get("expression")
+        if isinstance(src, (exp.Select, exp.SetOperation, exp.Subquery)):
+            outs = r.query(src, None)
+            for _, c in outs:
+                acc.copies |= c.sources
+            acc.feature("data_copy", "INSERT ... SELECT copies rows")
+        elif src is not None:
+            r.expr(src, Scope(None, {}))
+        conflict = tree.args.get("conflict")
+        if conflict is not None:
+            needs.add(("update", path))
+            excluded = Scope(scope, {})
+            excluded.sources.append(Source(alias="excluded", columns=dict(scope.sources[0].columns or {}) or None))
+            for e in conflict.expressions:
+                value = r.expr(e.expression if isinstance(e, exp.EQ) else e, excluded)
+                acc.copies |= value.sources
+        returning = self._returning(tree, r, scope)
+        return self._finish(
+            kind, acc, outputs=returning, writes={path}, needs=needs, produces_rows=returning is not None
+        )
+
+    def _update(self, tree: exp.Update, r: Resolver, acc: Acc) -> StatementFacts:
+        scope = Scope(None, {})
+        path = self._target_scope(tree.this, r, scope)
+        writes = {path}
+        for join in tree.this.args.get("joins") or ():
+            r._add_source(join.this, scope)
+            if join.args.get("on") is not None:
+                r.expr(join.args["on"], scope, clause="join")
+        from_ = tree.args.get("from_")
+        if from_ is not None:
+            r._add_source(from_.this, scope)
+        for assignment in tree.expressions:
+            if not isinstance(assignment, exp.EQ):
+                raise Unprovable("unsupported", "an UPDATE assignment that is not column = value")
+            left = assignment.this
+            if isinstance(left, exp.Column) and left.args.get("table") is not None:
+                qual = r.norm(left.args["table"])
+                for src in scope.sources:
+                    if src.alias == qual and src.path is not None:
+                        writes.add(src.path)
+            value = r.expr(assignment.expression, scope)
+            acc.copies |= value.sources
+        where_node = tree.args.get("where")
+        where = where_node.this if isinstance(where_node, exp.Where) else None
+        if where is not None:
+            r.expr(where, scope, clause="where")
+        returning = self._returning(tree, r, scope)
+        return self._finish(
+            "update",
+            acc,
+            outputs=returning,
+            writes=writes,
+            needs={("update", w) for w in writes},
+            where=where,
+            limit=self._limit(tree),
+            produces_rows=returning is not None,
+        )
+
+    def _delete(self, tree: exp.Delete, r: Resolver, acc: Acc) -> StatementFacts:
+        scope = Scope(None, {})
+        path = self._target_scope(tree.this, r, scope)
+        writes = {path}
+        for join in tree.this.args.get("joins") or ():
+            r._add_source(join.this, scope)
+            if join.args.get("on") is not None:
+                r.expr(join.args["on"], scope, clause="join")
+        for u in tree.args.get("using") or ():
+            r._add_source(u, scope)
+        for t in tree.args.get("tables") or ():
+            # MySQL multi-table DELETE: the listed names (aliases or tables) are the targets.
+            name = r.norm(t.this) if isinstance(t, exp.Table) else ""
+            for src in scope.sources:
+                if src.alias == name and src.path is not None:
+                    writes.add(src.path)
+        where_node = tree.args.get("where")
+        where = where_node.this if isinstance(where_node, exp.Where) else None
+        if where is not None:
+            r.expr(where, scope, clause="where")
+        returning = self._returning(tree, r, scope)
+        return self._finish(
+            "delete",
+            acc,
+            outputs=returning,
+            writes=writes,
+            needs={("delete", w) for w in writes},
+            where=where,
+            limit=self._limit(tree),
+            produces_rows=returning is not None,
+        )
+
+    def _merge(self, tree: exp.Merge, r: Resolver, acc: Acc) -> StatementFacts:
+        scope = Scope(None, {})
+        path = self._target_scope(tree.this, r, scope)
+        using = tree.args.get("using")
+        if using is not None:
+            r._add_source(using, scope)
+            for c in (scope.sources[-1].columns or {}).values():
+                acc.copies |= c.sources
+        if tree.args.get("on") is not None:
+            r.expr(tree.args["on"], scope, clause="join")
+        whens = tree.args.get("whens")
+        if whens is not None:
+            r.expr(whens, scope)
+        acc.feature("data_copy", "MERGE copies rows from its source")
+        return self._finish(
+            "merge",
+            acc,
+            writes={path},
+            needs={("insert", path), ("update", path), ("delete", path)},
+            where=tree.args.get("on"),
+        )
+
+    def _create(self, tree: exp.Create, r: Resolver, acc: Acc) -> StatementFacts:
+        kind = str(tree.args.get("kind") or "").upper()
+        if kind in _CODE_OBJECTS:
+            return self._feature(
+                "code_create", f"CREATE {kind} creates code that runs later", kind=f"create_{kind.lower()}"
+            )
+        if kind in ("DATABASE", "SCHEMA"):
+            name = r.norm(tree.this.this if isinstance(tree.this, exp.Table) else tree.this)
+            path: ObjectPath = (name,) if self.mysql else ((self.ctx.database or ""), name)
+            return StatementFacts(kind=f"create_{kind.lower()}", needs=frozenset({("ddl", path)}))
+        target = tree.this
+        if kind == "INDEX":
+            table = target.args.get("table") if isinstance(target, exp.Index) else None
+            path = self._target(table, r) if table is not None else ()
+            return StatementFacts(kind="create_index", needs=frozenset({("ddl", path)}), writes=frozenset({path}))
+        if kind not in ("TABLE", "VIEW", "SEQUENCE"):
+            raise Unprovable("type", f"CREATE {kind or '?'} is not analysed")
+        path = self._target(target, r)
+        body = tree.args.get("expression")
+        props = tree.args.get("properties")
+        temporary = props is not None and any(isinstance(p, exp.TemporaryProperty) for p in props.expressions)
+        if temporary:
+            acc.feature("temporary_table", "creates a temporary table")
+        needs = {("ddl", path)}
+        if isinstance(body, (exp.Select, exp.SetOperation, exp.Subquery)):
+            outs = r.query(body, None)
+            for _, c in outs:
+                acc.copies |= c.sources
+            acc.feature("data_copy", f"CREATE {kind} ... AS copies query results")
+            if kind == "TABLE":
+                needs.add(("insert", path))
+        return self._finish(f"create_{kind.lower()}", acc, writes={path}, needs=needs)
+
+    def _drop(self, tree: exp.Drop, r: Resolver) -> StatementFacts:
+        kind = str(tree.args.get("kind") or "").upper()
+        paths: list[ObjectPath] = []
+        if kind in ("DATABASE", "SCHEMA"):
+            target = tree.this if tree.args.get("this") is not None else None
+            names = [target] if target is not None else list(tree.args.get("tables") or [])
+            for t in names:
+                name = r.norm(t.this if isinstance(t, exp.Table) else t)
+                paths.append((name,) if self.mysql else ((self.ctx.database or ""), name))
+        else:
+            for t in tree.args.get("tables") or ([tree.this] if tree.args.get("this") is not None else []):
+                if isinstance(t, exp.Table):
+                    paths.append(self._target(t, r))
+        features: tuple[tuple[str, str], ...] = ()
+        if kind in ("DATABASE", "SCHEMA", "TABLE", "VIEW"):
+            features = (("drop_object", f"DROP {kind} destroys {', '.join('.'.join(p) for p in paths)}"),)
+        elif kind in _USER_OBJECTS:
+            return self._feature("user_admin", f"DROP {kind} changes accounts", kind="drop_user", admin=True)
+        return StatementFacts(
+            kind=f"drop_{kind.lower() or 'object'}",
+            writes=frozenset(paths),
+            needs=frozenset(("ddl", p) for p in paths) or frozenset({("ddl", ())}),
+            features=features,
+        )
+
+    def _alter(self, tree: exp.Alter, r: Resolver) -> StatementFacts:
+        kind = str(tree.args.get("kind") or "").upper()
+        path = self._target(tree.this, r) if isinstance(tree.this, exp.Table) else ()
+        why: list[str] = []
+        for action in tree.args.get("actions") or ():
+            if isinstance(action, exp.Drop):
+                why.append(f"drops {str(action.args.get('kind') or 'an object').lower()}")
+            elif isinstance(action, exp.DropPrimaryKey):
+                why.append("drops the primary key")
+            elif isinstance(action, exp.AlterColumn) and action.args.get("dtype") is not None:
+                why.append("changes a column's type")
+            elif type(action).__name__ in ("ModifyColumn", "ChangeColumn"):
+                why.append("redefines a column")
+        features = (("alter_destructive", "; ".join(why)),) if why else ()
+        return StatementFacts(
+            kind=f"alter_{kind.lower() or 'object'}",
+            writes=frozenset({path}),
+            needs=frozenset({("ddl", path)}),
+            features=features,
+        )
+
+    def _copy(self, tree: exp.Copy, r: Resolver, acc: Acc) -> StatementFacts:
+        source = tree.this
+        files = tree.args.get("files") or []
+        to_client = all(
+            isinstance(f, (exp.Identifier, exp.Var, exp.Column)) and f.name.upper() in ("STDIN", "STDOUT")
+            for f in files
+        )
+        if not to_client or any(isinstance(f, exp.Literal) for f in files):
+            acc.feature("file_access", "COPY reads or writes a server file or program")
+        copy_from = bool(tree.args.get("kind"))
+        if isinstance(source, (exp.Subquery, exp.Select)):
+            outputs = r.query(source, None)
+            path = None
+        else:
+            scope = Scope(None, {})
+            path = self._target_scope(source, r, scope)
+            src = scope.sources[0]
+            cols = [r.norm(c) for c in source.expressions] if isinstance(source, exp.Schema) else None
+            if src.columns is None:
+                outputs = [("*", Col(opaque=True))]
+            else:
+                outputs = [(n, c) for n, c in src.columns.items() if cols is None or n in cols]
+            if not copy_from:
+                acc.reads.add(path)
+                for _, c in outputs:
+                    acc.columns_read |= c.sources
+        if copy_from:
+            return self._finish(
+                "copy_from", acc, writes={path} if path else set(), needs={("insert", path)} if path else set()
+            )
+        return self._finish("copy_to", acc, outputs=outputs, needs={("export", path or ())}, produces_rows=True)
+
+    # -- keyword-driven statements ----------------------------------------------
+
+    def _tokens(self, text: str) -> list[Token]:
+        try:
+            return sqlglot.Dialect.get_or_raise(self.dialect).tokenize(text)
+        except SqlglotError:
+            raise Unprovable("parse", "the statement cannot be tokenised") from None
+
+    def _declare(self, st: LexedStatement) -> StatementFacts:
+        tokens = self._tokens(st.text)
+        for i, tok in enumerate(tokens):
+            if tok.token_type == TokenType.FOR or tok.text.upper() == "FOR":
+                inner = st.text[tok.end + 1 :]
+                facts = self._parsed(inner)
+                if facts.kind != "select":
+                    raise Unprovable("type", "DECLARE ... CURSOR FOR something other than a query")
+                binary = any(t.text.upper() == "BINARY" for t in tokens[:i])
+                feats = (*facts.features, ("cursor", "declares a cursor" + (" (binary)" if binary else "")))
+                return replace(facts, kind="declare_cursor", produces_rows=False, features=feats)
+        raise Unprovable("parse", "DECLARE without FOR <query>")
+
+    def _explain(self, st: LexedStatement) -> StatementFacts:
+        tokens = self._tokens(st.text)
+        analyze_run = False
+        i = 0
+        while i < len(tokens):
+            t = tokens[i]
+            up = t.text.upper()
+            if t.token_type == TokenType.L_PAREN and i == 1 and not self.mysql:
+                depth = 0
+                while i < len(tokens):
+                    if tokens[i].token_type == TokenType.L_PAREN:
+                        depth += 1
+                    elif tokens[i].token_type == TokenType.R_PAREN:
+                        depth -= 1
+                    if tokens[i].text.upper() in ("ANALYZE", "ANALYSE"):
+                        analyze_run = True
+                    i += 1
+                    if depth == 0:
+                        break
+                continue
+            if up in _EXPLAIN_OPTIONS or t.token_type == TokenType.EQ:
+                analyze_run = analyze_run or up in ("ANALYZE", "ANALYSE")
+                i += 1
+                continue
+            break
+        if i >= len(tokens):
+            raise Unprovable("parse", "EXPLAIN without a statement")
+        first = tokens[i].text.upper()
+        if first == "FOR":
+            return self._feature("other_sessions", "EXPLAIN FOR CONNECTION inspects another session", kind="explain")
+        inner_text = st.text[tokens[i].start :]
+        if first not in (*_QUERY_HEADS, "INSERT", "UPDATE", "DELETE", "REPLACE", "MERGE", "(", "CREATE", "EXECUTE"):
+            # MySQL DESCRIBE t [column]: table metadata.
+            j = i
+            while j < len(tokens) and tokens[j].token_type in (TokenType.VAR, TokenType.IDENTIFIER, TokenType.DOT):
+                j += 1
+            if j == i:
+                raise Unprovable("parse", "EXPLAIN/DESCRIBE of something that is neither a table nor a statement")
+            acc = Acc()
+            r = self.resolver(acc)
+            r.query(self._parse("SELECT * FROM " + st.text[tokens[i].start : tokens[j - 1].end + 1]), None)
+            return StatementFacts(
+                kind="describe", reads=frozenset(acc.reads), needs=frozenset(("select", p) for p in acc.reads)
+            )
+        lexed = LexedStatement(
+            text=inner_text,
+            head=tuple(w.text.upper() for w in tokens[i : i + 6] if w.token_type != TokenType.L_PAREN),
+            words=st.words,
+        )
+        inner = self.statement(lexed)
+        feats = list(inner.features)
+        if analyze_run and inner.kind in _WRITE_KINDS | {"replace", "create_table"}:
+            feats.append(("explain_analyze_write", f"EXPLAIN ANALYZE runs the {inner.kind.upper()}"))
+        return replace(
+            inner,
+            kind="explain",
+            outputs=(),
+            produces_rows=True,
+            features=tuple(feats),
+            copies=inner.copies if analyze_run else frozenset(),
+            writes=inner.writes if analyze_run else frozenset(),
+            needs=inner.needs if analyze_run else frozenset(n for n in inner.needs if n[0] == "select"),
+            transformed=frozenset(),
+        )
+
+    def _show(self, head: tuple[str, ...]) -> StatementFacts:
+        words = head[1:3]
+        if any(w in _SHOW_OTHER_SESSIONS for w in words):
+            return self._feature("other_sessions", f"SHOW {' '.join(words)} shows other sessions", kind="show")
+        if any(w in _SHOW_ADMIN for w in words):
+            return self._feature(
+                "server_settings", f"SHOW {' '.join(words)} is server administration", kind="show", admin=True
+            )
+        if words and words[0] in ("WARNINGS", "ERRORS"):
+            return self._feature("diagnostics", "SHOW WARNINGS/ERRORS can echo values", kind="show")
+        if not self.mysql or (words and words[0] in _SHOW_SAFE) or (words and words[0] == "GLOBAL"):
+            return StatementFacts(kind="show")
+        return _unprovable("show", "type", f"SHOW {' '.join(words)} is not analysed")
+
+    def _pg_reset(self, head: tuple[str, ...]) -> StatementFacts:
+        what = head[1] if len(head) > 1 else ""
+        if what in ("ROLE", "SESSION"):
+            return self._feature(
+                "set_role", "RESET ROLE/SESSION AUTHORIZATION changes the acting role", kind="set_role"
+            )
+        return StatementFacts(kind="set", effects=(("reset", what.lower() or "all"),), lexer_change=True)
+
+    def _set(self, st: LexedStatement) -> StatementFacts:
+        return session_setting(self, st)
+
+
+def lex_message(sql: str, ctx: StatementContext, limits: AnalysisLimits) -> list[LexedStatement] | Analysis:
+    """Lex a client message under the session's lexer state; an ``Analysis`` when it is refused already."""
+    if len(sql) > limits.max_statement_bytes or len(sql.encode("utf-8", "surrogatepass")) > limits.max_statement_bytes:
+        return Analysis(
+            statements=(), unprovable=("size", f"the message is larger than {limits.max_statement_bytes} bytes")
+        )
+    state = LexerState(
+        dialect=ctx.dialect,
+        ansi_quotes=ctx.ansi_quotes,
+        no_backslash_escapes=ctx.no_backslash_escapes,
+        standard_conforming_strings=ctx.standard_conforming_strings,
+    )
+    try:
+        lexed = lex(sql, state)
+    except LexError as exc:
+        return Analysis(statements=(), unprovable=(exc.code, exc.why))
+    except RecursionError:
+        return Analysis(statements=(), unprovable=("depth", "the message is nested too deeply"))
+    if len(lexed) > limits.max_statements:
+        return Analysis(
+            statements=(), unprovable=("count", f"more than {limits.max_statements} statements in one message")
+        )
+    return lexed
+
+
+def analyze_lexed(
+    lexed: list[LexedStatement], ctx: StatementContext, catalog: Catalog | None, limits: AnalysisLimits
+) -> Analysis:
+    """Facts for each lexed statement. Never raises for bad SQL."""
+    if not lexed:
+        return Analysis(statements=(StatementFacts(kind="empty"),))
+    analyzer = _Analyzer(ctx, catalog, len(lexed))
+    facts: list[StatementFacts] = []
+    for st in lexed:
+        kind = st.head[0].lower() if st.head else "unknown"
+        try:
+            f = analyzer.statement(st)
+        except Unprovable as exc:
+            f = _unprovable(kind, exc.code, exc.why)
+        except RecursionError:
+            f = _unprovable(kind, "depth", "the statement is nested too deeply")
+        facts.append(f)
+    if len(facts) > 1 and any(f.lexer_change for f in facts):
+        return Analysis(
+            statements=tuple(facts),
+            unprovable=("lexer", "a statement that changes how later SQL is read or resolved must be sent on its own"),
+        )
+    return Analysis(statements=tuple(facts))
+
+
+def analyze(sql: str, ctx: StatementContext, catalog: Catalog | None, limits: AnalysisLimits | None = None) -> Analysis:
+    """Analyse one client message (one or more statements). Never raises for bad SQL."""
+    limits = limits or AnalysisLimits()
+    prepared = lex_message(sql, ctx, limits)
+    if isinstance(prepared, Analysis):
+        return prepared
+    return analyze_lexed(prepared, ctx, catalog, limits)
+
+
+def merge_outputs(cols: list[Col]) -> Col:
+    return merge_cols(cols)
