@@ -198,7 +198,7 @@ def test_names_and_compound_surnames() -> None:
     assert split_name("诸葛亮") == ("诸葛", "亮")
     assert split_name("王伟") == ("王", "伟")
     assert split_name("欧阳") == ("欧", "阳")  # two characters: a single surname and a given name
-    for good in ("王伟", "欧阳娜娜", "司马光明", "上官婉清", "张子涵"):
+    for good in ("王伟", "欧阳娜娜", "司马光明", "上官婉清", "张子涵", "王𠮷", "刘䶮", "诸葛𪚥"):
         assert is_valid_chinese_name(good), good
     for bad in ("张", "阿三", "王小明明", "Zhang Wei", "王 伟", "诸葛", None):
         assert not is_valid_chinese_name(bad), bad
@@ -334,7 +334,7 @@ def test_dataset_fingerprint_is_stable() -> None:
     assert digest.hexdigest()[:16] == FINGERPRINT
 
 
-FINGERPRINT = "e59716144bf78787"
+FINGERPRINT = "1c0c6d1b085c329c"
 
 
 def test_canary_is_customer_one_and_valid(small: BankData) -> None:
@@ -390,6 +390,20 @@ def test_loaded_bank_names_a_customer_without_email(small: BankData) -> None:
     assert loaded.customer_without_email > 1
     assert small.customers[loaded.customer_without_email - 1][4] is None
     assert all(r[4] is not None for r in small.customers[: loaded.customer_without_email - 1])
+    rare = small.customers[loaded.customer_with_rare_name - 1][1]
+    assert is_valid_chinese_name(rare)
+    assert len(rare.encode("utf-8")) > 3 * len(rare)  # a 4-byte character
+    assert len(rare.encode("utf-16-le")) > 2 * len(rare)  # a surrogate pair
+
+
+def test_awkward_values_are_present(small: BankData) -> None:
+    memos = [r[8] for r in small.transactions]
+    assert any("🎂" in m for m in memos)
+    assert any("\\" in m for m in memos)
+    assert any("'" in m for m in memos)
+    assert any("\n" in m for m in memos)
+    rare = [r[1] for r in small.customers if set(r[1]) & set("𠮷𪚥䶮")]
+    assert 0 < len(rare) < 0.03 * len(small.customers)
 
 
 def test_accounts_and_transactions_are_consistent(small: BankData) -> None:

@@ -234,6 +234,11 @@ _GIVEN_FEMALE = _pinyin_table(
     " 涵 han 1, 悦 yue 1, 诗 shi 1, 梦 meng 1, 思 si 1, 雨 yu 1, 彤 tong 1, 薇 wei 1, 丹 dan 1, 蕾 lei 1,"
     " 月 yue 1, 晓 xiao 1, 嘉 jia 1, 心 xin 1, 可 ke 1, 欢 huan 1, 沁 qin 1, 婉 wan 1, 清 qing 1, 宁 ning 1"
 )
+# Rare characters people really carry in their names (生僻字): outside the basic CJK
+# block, two of them outside the BMP (4 bytes in UTF-8, a surrogate pair in UTF-16).
+# Banks must store and mask them whole; about 1% of generated names have one.
+_GIVEN_RARE = _pinyin_table("𠮷 ji 1, 𪚥 zhe 1, 䶮 yan 1")
+RARE_NAME_SHARE = 0.01
 
 _EMAIL_DOMAINS = ("163.com", "126.com", "qq.com", "sina.com", "foxmail.com", "139.com", "outlook.com", "gmail.com")
 _EMAIL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._]{0,62}[a-z0-9])?@(?:[a-z0-9-]+\.)+[a-z]{2,}$")
@@ -381,7 +386,10 @@ def split_name(value: str) -> tuple[str, str]:
 
 
 def _is_cjk(text: str) -> bool:
-    return all("\u4e00" <= ch <= "\u9fff" for ch in text)
+    # Unified ideographs, extension A, and extensions B-H (U+20000-U+3134F).
+    return all(
+        "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf" or "\U00020000" <= ch <= "\U0003134f" for ch in text
+    )
 
 
 def is_valid_chinese_name(value: object) -> bool:
@@ -479,6 +487,8 @@ class PersonFaker:
         surname, s_py, _ = self.rng.choices(_SURNAMES, weights=_SURNAME_WEIGHTS)[0]
         table = _GIVEN_MALE if gender == "M" else _GIVEN_FEMALE
         parts = [self.rng.choice(table) for _ in range(1 if self.rng.random() < 0.3 else 2)]
+        if self.rng.random() < RARE_NAME_SHARE:
+            parts[-1] = self.rng.choice(_GIVEN_RARE)
         given = "".join(h for h, _, _ in parts)
         return surname + given, (s_py, "".join(p for _, p, _ in parts))
 

@@ -224,6 +224,7 @@ class LoadedBank:
     scale: float = 1.0
     schema: str = "public"  # PostgreSQL schema of the tables
     customer_without_email: int = 0  # the lowest customer id whose email is NULL (0: none at this scale)
+    customer_with_rare_name: int = 0  # the lowest customer id whose name has a character outside the BMP
 
     @property
     def rows(self) -> int:
@@ -261,6 +262,20 @@ _MERCHANTS = (
     ("沃尔玛超市", "超市购物", "pos"),
     ("自来水公司", "水费", "online"),
 )
+# Memos a person typed: about 1% carry what text handling gets wrong (4-byte
+# UTF-8, quotes, backslashes, SQL comment markers, % and _, tabs, line breaks).
+_AWKWARD_MEMOS = (
+    "生日快乐🎂🎉",
+    "AA制 'dinner' 分摊",
+    'say "hi" 转账',
+    "报销 C:\\票据\\2025",
+    "定金 50% 余款_尾款",
+    "房租 -- 三月 /* 押一付三 */",
+    "第一行\n第二行",
+    "tab\t分隔",
+    "𠮷野家 午餐",
+)
+AWKWARD_MEMO_SHARE = 0.01
 _TRANSFER_MEMOS = ("转账", "房租", "生活费", "还款", "红包", "借款", "货款", "学费")
 _EMPLOYERS = ("腾云科技有限公司", "华信证券股份有限公司", "长江制造集团", "东方物流有限公司", "市第一人民医院")
 _CREATED_FROM = datetime(2012, 1, 1)
@@ -370,6 +385,8 @@ def _transactions(
             memo = "工资"
             channel = "online"
             amount = round(rng.uniform(4_000, 60_000), 2)
+        if rng.random() < AWKWARD_MEMO_SHARE:
+            memo = rng.choice(_AWKWARD_MEMOS)
         rows.append((tid, account[0], Decimal(f"{amount:.2f}"), currency, when, channel, cp_name, cp_card, memo))
     return rows
 
@@ -404,6 +421,7 @@ def _loaded(data: BankData, database: str) -> LoadedBank:
         seed=data.seed,
         scale=data.scale,
         customer_without_email=next((r[0] for r in data.customers if r[4] is None), 0),
+        customer_with_rare_name=next((r[0] for r in data.customers if max(r[1]) > "\uffff"), 0),
     )
 
 
