@@ -1,0 +1,301 @@
+"""End to end through the PostgreSQL proxy: masked roles never receive a canary value, by any path.
+
+Every statement below reads customer 1's canary values through another shape
+(aliases, views, CTEs, set operations, functions, casts, whole-row references,
+cursors, RETURNING, COPY, SQL-level PREPARE, errors and notices). Each runs
+through psycopg (extended protocol, text and binary results), asyncpg (binary,
+prepared) and psql (simple query protocol) via a relay that records every byte
+the proxy sends. The masked person's bytes must hold no form of any canary
+value; the clear person's bytes must hold them (the statements do reach data).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import psycopg
+import pytest
+from tests.integration.masking_support import (
+    PASSWORDS,
+    MaskingProxy,
+    RecordingRelay,
+    find_leaks,
+    run_masking_proxy,
+)
+
+from sqlbastion.devtools.sample_bank import LoadedBank
+from sqlbastion.devtools.servers import ServerInfo
+from sqlbastion.masking.functions import chinese_name, keep, mobile
+
+pytestmark = pytest.mark.integration
+
+C = "customers"
+ONE = "WHERE id = 1"
+
+STATEMENTS: tuple[str, ...] = (
+    f"SELECT name, id_card, mobile, email, address FROM {C} {ONE}",
+    f"SELECT * FROM {C} {ONE}",
+    f"SELECT c.* FROM {C} c WHERE c.id = 1",
+    f"WITH c AS (SELECT * FROM {C} {ONE}) TABLE c",
+    f"SELECT x FROM (SELECT mobile AS x FROM {C} {ONE}) d",
+    f"WITH c AS (SELECT mobile m, name n FROM {C} {ONE}) SELECT m, n FROM c",
+    f"WITH RECURSIVE r(m, k) AS (SELECT mobile, 1 FROM {C} {ONE} UNION ALL SELECT m, k + 1 FROM r WHERE k < 2) "
+    "SELECT m FROM r",
+    f"SELECT (SELECT mobile FROM {C} {ONE}) AS s",
+    f"SELECT mobile FROM {C} {ONE} UNION SELECT 'x'",
+    f"SELECT id_card FROM {C} {ONE} INTERSECT SELECT id_card FROM {C} {ONE}",
+    f"SELECT email FROM {C} {ONE} EXCEPT SELECT 'nobody'",
+    "SELECT mobile, name FROM bank_v WHERE id = 1",
+    f"SELECT mobile || '' FROM {C} {ONE}",
+    f"SELECT concat(mobile, ''), concat_ws('-', name, id_card) FROM {C} {ONE}",
+    f"SELECT substring(mobile from 1 for 11), substr(id_card, 1) FROM {C} {ONE}",
+    f"SELECT encode(convert_to(mobile, 'UTF8'), 'hex'), encode(convert_to(name, 'UTF8'), 'base64') FROM {C} {ONE}",
+    f"SELECT md5(mobile), md5(id_card), reverse(mobile), reverse(name) FROM {C} {ONE}",
+    f"SELECT upper(email), lower(address), initcap(email) FROM {C} {ONE}",
+    f"SELECT mobile::bytea, convert_to(name, 'UTF8') FROM {C} {ONE}",
+    f'SELECT CAST(mobile AS varchar(20)) COLLATE "C", mobile::text FROM {C} {ONE}',
+    f"SELECT json_build_object('m', mobile), jsonb_build_array(name, id_card) FROM {C} {ONE}",
+    f"SELECT string_agg(mobile, ','), array_agg(id_card), min(name), max(email) FROM {C} {ONE}",
+    f"SELECT row_to_json(c), to_jsonb(c) FROM {C} c WHERE c.id = 1",
+    f"SELECT c::text FROM {C} c WHERE c.id = 1",
+    f"SELECT (c).mobile, (c).name FROM {C} c WHERE c.id = 1",
+    f"SELECT c FROM {C} c WHERE c.id = 1",
+    f"SELECT CASE WHEN id = 1 THEN mobile ELSE 'x' END, coalesce(email, '') FROM {C} {ONE}",
+    f"SELECT format('%s', mobile), left(id_card, 18), right(mobile, 11) FROM {C} {ONE}",
+    f"SELECT x.m FROM {C} c, LATERAL (SELECT c.mobile AS m) x WHERE c.id = 1",
+    f"SELECT unnest(ARRAY[mobile, id_card]) FROM {C} {ONE}",
+    f"SELECT first_value(mobile) OVER (), lag(name) OVER () FROM {C} {ONE}",
+    f'SELECT "mobile", U&"\\006dobile" FROM "customers" {ONE}',
+    "SELECT a.card_no, t.counterparty_card FROM accounts a, transactions t WHERE a.id = 1 AND t.account_id = 1",
+    f"SELECT CAST(mobile AS int) FROM {C} {ONE}",  # the error text would echo the value
+    f"SELECT CAST(name AS date) FROM {C} {ONE}",
+    f"SELECT xmlparse(content name) FROM {C} {ONE}",
+    f"DO $$ BEGIN RAISE NOTICE '%', (SELECT mobile FROM {C} {ONE}); END $$",
+    f"DO $$ BEGIN RAISE EXCEPTION '%', (SELECT id_card FROM {C} {ONE}); END $$",
+    f"SELECT 1; SELECT mobile FROM {C} {ONE}",
+)
+
+TRANSACTION_SCRIPTS: tuple[tuple[str, ...], ...] = (
+    ("BEGIN", f"UPDATE {C} SET city = city {ONE} RETURNING mobile, name, id_card", "ROLLBACK"),
+    ("BEGIN", f"DECLARE cur CURSOR FOR SELECT mobile, name FROM {C} {ONE}", "FETCH ALL FROM cur", "ROLLBACK"),
+    (
+        "BEGIN",
+        f"DECLARE cur2 CURSOR FOR SELECT mobile || '', md5(id_card) FROM {C} {ONE}",
+        "FETCH 5 FROM cur2",
+        "ROLLBACK",
+    ),
+    ("BEGIN", f"DECLARE cur3 BINARY CURSOR FOR SELECT mobile FROM {C} {ONE}", "FETCH ALL FROM cur3", "ROLLBACK"),
+    (f"PREPARE p1 AS SELECT mobile, id_card FROM {C} {ONE}", "EXECUTE p1", "DEALLOCATE p1"),
+    (f"PREPARE p2 AS SELECT reverse(mobile) FROM {C} {ONE}", "EXECUTE p2", "DEALLOCATE p2"),
+)
+
+COPY_STATEMENTS: tuple[str, ...] = (
+    f"COPY (SELECT mobile, name FROM {C} {ONE}) TO STDOUT",
+    f"COPY (SELECT * FROM {C} {ONE}) TO STDOUT WITH (FORMAT csv)",
+    f"COPY (SELECT id_card FROM {C} {ONE}) TO STDOUT WITH (FORMAT binary)",
+)
+
+
+@pytest.fixture(scope="module")
+def pg_bank(sample_bank: LoadedBank, postgres_server: ServerInfo) -> LoadedBank:
+    s = postgres_server
+    with psycopg.connect(
+        host=s.host, port=s.port, user=s.admin_user, password=s.admin_password, dbname="bank", autocommit=True
+    ) as conn:
+        conn.execute("CREATE OR REPLACE VIEW bank_v AS SELECT id, name, mobile, id_card FROM customers")
+    return sample_bank
+
+
+@pytest.fixture(scope="module")
+def proxy(
+    pg_bank: LoadedBank, postgres_server: ServerInfo, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MaskingProxy]:
+    yield from run_masking_proxy(tmp_path_factory.mktemp("masking-pg"), postgres=postgres_server)
+
+
+def _dsn(port: int, person: str) -> str:
+    return f"host=127.0.0.1 port={port} user={person} password={PASSWORDS[person]} dbname=bank sslmode=disable"
+
+
+def _run_psycopg(port: int, person: str, *, binary: bool) -> list[str]:
+    """Every statement and script through psycopg; returns the error texts the client saw."""
+    errors: list[str] = []
+    with psycopg.connect(_dsn(port, person), autocommit=True, connect_timeout=10) as conn:
+        for sql in STATEMENTS:
+            if ";" in sql and binary:
+                continue  # several statements need the simple query protocol (psql covers them)
+            try:
+                with conn.cursor(binary=binary) as cur:
+                    cur.execute(sql.encode())
+                    while True:
+                        if cur.description is not None:
+                            cur.fetchall()
+                        if not cur.nextset():
+                            break
+            except psycopg.Error as exc:
+                errors.append(str(exc))
+        for script in TRANSACTION_SCRIPTS:
+            for sql in script:
+                try:
+                    with conn.cursor(binary=binary) as cur:
+                        cur.execute(sql.encode())
+                        if cur.description is not None:
+                            cur.fetchall()
+                except psycopg.Error as exc:
+                    errors.append(str(exc))
+            conn.execute("ROLLBACK") if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE else None
+        for sql in COPY_STATEMENTS:
+            try:
+                with conn.cursor() as cur, cur.copy(sql.encode()) as copy:
+                    for _ in copy:
+                        pass
+            except psycopg.Error as exc:
+                errors.append(str(exc))
+    return errors
+
+
+async def _run_asyncpg(port: int, person: str) -> None:
+    conn = await asyncpg.connect(
+        host="127.0.0.1", port=port, user=person, password=PASSWORDS[person], database="bank", ssl=False, timeout=10
+    )
+    try:
+        for sql in STATEMENTS:
+            if ";" in sql or sql.startswith("DO "):
+                continue
+            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError):
+                await conn.fetch(sql)
+            try:
+                stmt = await conn.prepare(sql)
+                await stmt.fetch()
+                await stmt.fetch()  # executed twice: the plan is reused
+            except (asyncpg.PostgresError, asyncpg.InterfaceError):
+                pass
+        try:
+            async with conn.transaction():
+                cur = await conn.cursor(f"SELECT mobile, name, id_card FROM {C} {ONE}")
+                await cur.fetch(5)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError):
+            pass
+    finally:
+        await conn.close()
+
+
+def _psql() -> str | None:
+    for base in ("/usr/lib/postgresql/15/bin", "/usr/bin"):
+        if (Path(base) / "psql").exists():
+            return str(Path(base) / "psql")
+    return None
+
+
+def _run_psql(port: int, person: str, directory: Path) -> str:
+    psql = _psql()
+    assert psql is not None, "psql is installed with PostgreSQL 15"
+    script = directory / f"statements-{person}.sql"
+    lines = [s + ";" for s in STATEMENTS]
+    for sc in TRANSACTION_SCRIPTS:
+        lines += [s + ";" for s in sc] + ["ROLLBACK;"]
+    lines += [s + ";" for s in COPY_STATEMENTS]
+    script.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    env = dict(os.environ, PGPASSWORD=PASSWORDS[person], PGCONNECT_TIMEOUT="10", PGSSLMODE="disable")
+    out = subprocess.run(
+        [
+            psql,
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            person,
+            "-d",
+            "bank",
+            "-v",
+            "ON_ERROR_STOP=0",
+            "-f",
+            str(script),
+        ],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    return out.stdout.decode("utf-8", "replace") + out.stderr.decode("utf-8", "replace")
+
+
+def _all_paths(proxy: MaskingProxy, person: str, directory: Path) -> tuple[bytes, str]:
+    relay = RecordingRelay(proxy.ports["pg"])
+    try:
+        errors = _run_psycopg(relay.port, person, binary=False)
+        errors += _run_psycopg(relay.port, person, binary=True)
+        import asyncio
+
+        asyncio.run(_run_asyncpg(relay.port, person))
+        printed = _run_psql(relay.port, person, directory)
+        return relay.received(), printed + "\n".join(errors)
+    finally:
+        relay.close()
+
+
+def test_masked_person_receives_no_canary_by_any_path(proxy: MaskingProxy, pg_bank: LoadedBank, tmp_path: Path) -> None:
+    wire, printed = _all_paths(proxy, "dev", tmp_path)
+    assert len(wire) > 10_000, "the statements produced traffic"
+    values = pg_bank.canary.sensitive_values()
+    assert find_leaks(wire, values) == []
+    assert find_leaks(printed.encode(), values) == []
+
+
+def test_clear_person_sees_the_true_values(proxy: MaskingProxy, pg_bank: LoadedBank, tmp_path: Path) -> None:
+    wire, _ = _all_paths(proxy, "dba", tmp_path)
+    canary = pg_bank.canary
+    leaks = find_leaks(wire, canary.sensitive_values())
+    for form in ("as utf-8", "as hex", "as md5", "as reversed"):
+        assert any(form in leak for leak in leaks), form
+    with psycopg.connect(_dsn(proxy.ports["pg"], "dba"), autocommit=True) as conn:
+        row = conn.execute(f"SELECT name, id_card, mobile, email, address FROM {C} {ONE}").fetchone()
+    assert row == (canary.name, canary.id_card, canary.mobile, canary.email, canary.address)
+
+
+def test_plain_columns_show_their_mask_or_are_withheld(proxy: MaskingProxy, pg_bank: LoadedBank) -> None:
+    canary = pg_bank.canary
+    expected = (chinese_name(canary.name), keep(canary.id_card, 6, 4), mobile(canary.mobile))
+    for binary in (False, True):
+        refused: str | None = None
+        with psycopg.connect(_dsn(proxy.ports["pg"], "dev"), autocommit=True) as conn:
+            try:
+                row = (
+                    conn.cursor(binary=binary).execute(f"SELECT name, id_card, mobile, city FROM {C} {ONE}").fetchone()
+                )
+            except psycopg.errors.InsufficientPrivilege as exc:
+                refused = str(exc)
+        if refused is not None:
+            # only without lineage (no policy engine in the composition) may the result be withheld
+            assert not proxy.real_engine, f"a plain masked column should be masked, not refused: {refused}"
+            assert "withheld" in refused
+            continue
+        assert row is not None
+        assert row[:3] == expected
+        assert row[3] == canary.city  # an unclassified column stays clear
+
+
+def test_keyed_functions_are_consistent_across_sessions(proxy: MaskingProxy, pg_bank: LoadedBank) -> None:
+    canary = pg_bank.canary
+    seen = []
+    for _ in range(2):
+        with psycopg.connect(_dsn(proxy.ports["pg"], "analyst"), autocommit=True) as conn:
+            try:
+                seen.append(conn.execute(f"SELECT mobile, id_card FROM {C} {ONE}").fetchone())
+            except psycopg.errors.InsufficientPrivilege:
+                assert not proxy.real_engine
+                return
+    assert seen[0] == seen[1]
+    assert seen[0] is not None
+    token, id_card = seen[0]
+    assert isinstance(token, str)
+    assert len(token) == 16
+    assert token != canary.mobile
+    assert id_card is None  # level 4 is NULL for analysts
