@@ -20,11 +20,10 @@ from dataclasses import dataclass, replace
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
-from sqlglot.tokens import Token, TokenType  # type: ignore[attr-defined]  # re-exported at run time, not in the stubs
 
 from sqlbastion.policies.catalog import Catalog
 from sqlbastion.policies.facts import ObjectPath, StatementFacts
-from sqlbastion.policies.lexer import LexedStatement, LexError, LexerState, lex
+from sqlbastion.policies.lexer import LexedStatement, LexError, LexerState, Token, lex, tokens
 from sqlbastion.policies.lineage import Acc, Col, Resolver, Scope, Source, Unprovable, merge_cols
 from sqlbastion.policies.model import ColumnRef, OutputColumn, StatementContext
 from sqlbastion.policies.settings import session_setting
@@ -690,76 +689,71 @@ class _Analyzer:
     # -- keyword-driven statements ----------------------------------------------
 
     def _tokens(self, text: str) -> list[Token]:
-        try:
-            return sqlglot.Dialect.get_or_raise(self.dialect).tokenize(text)
-        except SqlglotError:
-            raise Unprovable("parse", "the statement cannot be tokenised") from None
+        return tokens(text, mysql=self.mysql)
 
     def _declare(self, st: LexedStatement) -> StatementFacts:
-        tokens = self._tokens(st.text)
-        for i, tok in enumerate(tokens):
-            if tok.token_type == TokenType.FOR or tok.text.upper() == "FOR":
-                inner = st.text[tok.end + 1 :]
-                facts = self._parsed(inner)
+        toks = self._tokens(st.text)
+        for i, tok in enumerate(toks):
+            if tok.upper == "FOR":
+                facts = self._parsed(st.text[tok.end :])
                 if facts.kind != "select":
                     raise Unprovable("type", "DECLARE ... CURSOR FOR something other than a query")
-                binary = any(t.text.upper() == "BINARY" for t in tokens[:i])
+                binary = any(t.upper == "BINARY" for t in toks[:i])
                 feats = (*facts.features, ("cursor", "declares a cursor" + (" (binary)" if binary else "")))
                 return replace(facts, kind="declare_cursor", produces_rows=False, features=feats)
         raise Unprovable("parse", "DECLARE without FOR <query>")
 
     def _explain(self, st: LexedStatement) -> StatementFacts:
-        tokens = self._tokens(st.text)
+        toks = self._tokens(st.text)
         analyze_run = False
         i = 0
-        while i < len(tokens):
-            t = tokens[i]
-            up = t.text.upper()
-            if t.token_type == TokenType.L_PAREN and i == 1 and not self.mysql:
+        while i < len(toks):
+            t = toks[i]
+            if t.text == "(" and i == 1 and not self.mysql:
+                # PostgreSQL: EXPLAIN (ANALYZE, VERBOSE, FORMAT JSON) statement
                 depth = 0
-                while i < len(tokens):
-                    if tokens[i].token_type == TokenType.L_PAREN:
+                while i < len(toks):
+                    if toks[i].text == "(":
                         depth += 1
-                    elif tokens[i].token_type == TokenType.R_PAREN:
+                    elif toks[i].text == ")":
                         depth -= 1
-                    if tokens[i].text.upper() in ("ANALYZE", "ANALYSE"):
+                    if toks[i].upper in ("ANALYZE", "ANALYSE"):
                         analyze_run = True
                     i += 1
                     if depth == 0:
                         break
                 continue
-            if up in _EXPLAIN_OPTIONS or t.token_type == TokenType.EQ:
-                analyze_run = analyze_run or up in ("ANALYZE", "ANALYSE")
+            if (t.kind == "word" and t.upper in _EXPLAIN_OPTIONS) or t.text == "=":
+                analyze_run = analyze_run or t.upper in ("ANALYZE", "ANALYSE")
                 i += 1
                 continue
             break
-        if i >= len(tokens):
+        if i >= len(toks):
             raise Unprovable("parse", "EXPLAIN without a statement")
-        first = tokens[i].text.upper()
+        first = toks[i].upper
         if first == "FOR":
             return self._feature("other_sessions", "EXPLAIN FOR CONNECTION inspects another session", kind="explain")
-        inner_text = st.text[tokens[i].start :]
+        inner_text = st.text[toks[i].start :]
         if first not in (*_QUERY_HEADS, "INSERT", "UPDATE", "DELETE", "REPLACE", "MERGE", "(", "CREATE", "EXECUTE"):
             # MySQL DESCRIBE t [column]: table metadata.
             j = i
-            while j < len(tokens) and tokens[j].token_type in (TokenType.VAR, TokenType.IDENTIFIER, TokenType.DOT):
+            while j < len(toks) and (toks[j].kind in ("word", "ident") or toks[j].text == "."):
+                if j > i and toks[j].text != "." and toks[j - 1].text != ".":
+                    break
                 j += 1
             if j == i:
                 raise Unprovable("parse", "EXPLAIN/DESCRIBE of something that is neither a table nor a statement")
             acc = Acc()
             r = self.resolver(acc)
-            r.query(self._parse("SELECT * FROM " + st.text[tokens[i].start : tokens[j - 1].end + 1]), None)
+            r.query(self._parse("SELECT * FROM " + st.text[toks[i].start : toks[j - 1].end]), None)
             return StatementFacts(
                 kind="describe", reads=frozenset(acc.reads), needs=frozenset(("select", p) for p in acc.reads)
             )
-        lexed = LexedStatement(
-            text=inner_text,
-            head=tuple(w.text.upper() for w in tokens[i : i + 6] if w.token_type != TokenType.L_PAREN),
-            words=st.words,
-        )
+        inner_words = [w.upper for w in toks[i:] if w.kind == "word"]
+        lexed = LexedStatement(text=inner_text, head=tuple(inner_words[:6]), words=frozenset(inner_words))
         inner = self.statement(lexed)
         feats = list(inner.features)
-        if analyze_run and inner.kind in _WRITE_KINDS | {"replace", "create_table"}:
+        if analyze_run and inner.kind in _WRITE_KINDS:
             feats.append(("explain_analyze_write", f"EXPLAIN ANALYZE runs the {inner.kind.upper()}"))
         return replace(
             inner,

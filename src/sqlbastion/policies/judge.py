@@ -56,8 +56,9 @@ class _Hits:
         self.items: list[RuleHit] = []
 
     def add(self, rule_id: str, why: str) -> None:
+        # One hit per rule: the first reason found is the one people read.
         for h in self.items:
-            if h.rule_id == rule_id and h.why == why:
+            if h.rule_id == rule_id:
                 return
         custom = self.judge.custom.get(rule_id)
         if custom is not None:

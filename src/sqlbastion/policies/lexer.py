@@ -462,3 +462,71 @@ def _decode_unicode_escapes(raw: str, esc: str) -> str:
 def lex(sql: str, state: LexerState) -> list[LexedStatement]:
     """Split ``sql`` into canonical statements as the server would read them. Raises LexError."""
     return _Lexer(sql, state).run()
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A token of canonical text (as ``lex`` emits it): kind word, string, ident, number, punct."""
+
+    kind: str
+    text: str
+    start: int
+    end: int  # exclusive
+
+    @property
+    def upper(self) -> str:
+        return self.text.upper() if self.kind == "word" else self.text
+
+
+def tokens(text: str, *, mysql: bool) -> list[Token]:
+    """Split canonical text into tokens, for keyword-level handling of statements sqlglot does not model.
+
+    Canonical text has no comments, plain '...' strings (with '' doubling, and
+    doubled backslashes on MySQL) and quoted identifiers, so this is exact.
+    """
+    out: list[Token] = []
+    i, n = 0, len(text)
+    ident_quote = "`" if mysql else '"'
+    while i < n:
+        ch = text[i]
+        if ch in _WS:
+            i += 1
+            continue
+        start = i
+        if ch == "'":
+            i += 1
+            while i < n:
+                if mysql and text[i] == "\\":
+                    i += 2
+                    continue
+                if text[i] == "'":
+                    if i + 1 < n and text[i + 1] == "'":
+                        i += 2
+                        continue
+                    break
+                i += 1
+            i += 1
+            out.append(Token("string", text[start + 1 : i - 1].replace("''", "'"), start, i))
+        elif ch == ident_quote:
+            i += 1
+            while i < n:
+                if text[i] == ident_quote:
+                    if i + 1 < n and text[i + 1] == ident_quote:
+                        i += 2
+                        continue
+                    break
+                i += 1
+            i += 1
+            out.append(Token("ident", text[start + 1 : i - 1].replace(ident_quote * 2, ident_quote), start, i))
+        elif ch in _IDENT_START or ord(ch) > 127:
+            while i < n and _is_ident_char(text[i]):
+                i += 1
+            out.append(Token("word", text[start:i], start, i))
+        elif ch.isdigit():
+            while i < n and (_is_ident_char(text[i]) or text[i] == "."):
+                i += 1
+            out.append(Token("number", text[start:i], start, i))
+        else:
+            i += 1
+            out.append(Token("punct", ch, start, i))
+    return out

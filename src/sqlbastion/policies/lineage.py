@@ -193,9 +193,9 @@ class Resolver:
             info = self.catalog.table(schema, name) if self.catalog else None
             if info is not None:
                 return database, schema, name, info
-        if self.catalog is None or not self.catalog.loaded:
-            if name.startswith("pg_"):
-                return database, "pg_catalog", name, None
+        if name.startswith("pg_"):
+            # Every pg_* relation PostgreSQL ships lives in pg_catalog, searched first.
+            return database, "pg_catalog", name, None
         first = next((s for s in self.search_path if s != "$user"), "public")
         return database, first, name, None
 

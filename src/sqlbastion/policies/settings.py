@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
-from sqlglot.tokens import TokenType  # type: ignore[attr-defined]  # re-exported at run time, not in the stubs
 
 from sqlbastion.policies.facts import StatementFacts
 from sqlbastion.policies.lexer import LexedStatement
@@ -172,46 +171,49 @@ def _with(facts: StatementFacts, effects: list[tuple[str, str]], lexer_change: b
 
 
 def _pg_set(an: _Analyzer, st: LexedStatement) -> StatementFacts:
-    tokens = an._tokens(st.text)
-    words = [t.text for t in tokens]
-    upper = [w.upper() for w in words]
+    toks = an._tokens(st.text)
+    upper = [tok.upper for tok in toks]
     i = 1
     local = False
-    if (
-        i < len(upper)
-        and upper[i] in ("SESSION", "LOCAL")
-        and not (upper[i] == "SESSION" and i + 1 < len(upper) and upper[i + 1] in ("AUTHORIZATION", "CHARACTERISTICS"))
+    if i < len(upper) and upper[i] in ("SESSION", "LOCAL") and upper[i + 1 : i + 2] not in (
+        ["AUTHORIZATION"],
+        ["CHARACTERISTICS"],
     ):
         local = upper[i] == "LOCAL"
         i += 1
     if i >= len(upper):
         raise Unprovable("parse", "SET without a setting")
     name = upper[i]
-    if name in ("ROLE",) or (name == "SESSION" and i + 1 < len(upper) and upper[i + 1] == "AUTHORIZATION"):
+    if name == "ROLE" or (name == "SESSION" and upper[i + 1 : i + 2] == ["AUTHORIZATION"]):
         return an._feature("set_role", "SET ROLE / SESSION AUTHORIZATION changes the acting role", kind="set_role")
     if name in ("TRANSACTION", "CONSTRAINTS") or (name == "SESSION" and upper[i + 1 : i + 2] == ["CHARACTERISTICS"]):
         return StatementFacts(kind="set")
     if name == "TIME" and upper[i + 1 : i + 2] == ["ZONE"]:
         return StatementFacts(kind="set")
-    setting = name.lower() if tokens[i].token_type != TokenType.IDENTIFIER else words[i]
+    setting = toks[i].text if toks[i].kind == "ident" else toks[i].text.lower()
+    # Dotted custom settings (myapp.tenant) are plain values.
+    while i + 2 < len(toks) and toks[i + 1].text == ".":
+        setting += "." + toks[i + 2].text.lower()
+        i += 2
     if setting == "schema":
         setting = "search_path"
     if setting == "names":
         setting = "client_encoding"
     j = i + 1
-    if j < len(tokens) and (upper[j] == "TO" or tokens[j].token_type == TokenType.EQ):
+    if j < len(toks) and (upper[j] == "TO" or toks[j].text == "="):
         j += 1
     elif setting not in ("search_path", "client_encoding"):
         raise Unprovable("parse", f"SET {setting} without TO or =")
     values: list[str] = []
-    for t in tokens[j:]:
-        if t.token_type == TokenType.COMMA:
+    for tok in toks[j:]:
+        if tok.text == ",":
             continue
-        if (
-            t.token_type in (TokenType.STRING, TokenType.IDENTIFIER, TokenType.VAR, TokenType.NUMBER)
-            or t.text.isalnum()
-        ):
-            values.append(t.text if t.token_type in (TokenType.STRING, TokenType.IDENTIFIER) else t.text.lower())
+        if tok.kind in ("string", "ident"):
+            values.append(tok.text)
+        elif tok.kind in ("word", "number"):
+            values.append(tok.text.lower())
+        elif tok.text in "-+." and tok.kind == "punct":
+            values.append(tok.text)
         else:
             raise Unprovable("lexer", f"SET {setting} to a value that is not a constant")
     if not values:
