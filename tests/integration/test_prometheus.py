@@ -13,6 +13,7 @@ exceeds them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -46,7 +47,9 @@ from sqlbastion.observability.queries import (
     panel_queries,
     rule_queries,
 )
-from sqlbastion.policies.model import Action, ColumnRef, Decision, OutputColumn, RuleHit, StatementContext
+from sqlbastion.policies.catalog import CatalogStore
+from sqlbastion.policies.engine import PolicyEngine
+from sqlbastion.policies.loader import loads_policy
 from sqlbastion.proxy.services import ProxyServices
 from sqlbastion.proxy.session import Runtime
 from sqlbastion.users import UsersFile, make_credentials
@@ -63,72 +66,52 @@ PG_SECRET_ENV = "SQLBASTION_TEST_PROM_PG_PW"
 TOKEN = "prometheus-scrape-token"
 PERSONS = {"alice": "alice-pw-1", "bob": "bob-pw-2", "outsider": "outsider-pw"}
 
-FORBID = RuleHit(rule_id="TEST-FORBID", title="Forbidden word", severity="high", action=Action.BLOCK, why="forbidden")
-REVIEW = RuleHit(rule_id="TEST-REVIEW", title="Needs review", severity="medium", action=Action.REVIEW, why="review")
-ALERT = RuleHit(rule_id="TEST-ALERT", title="Alert only", severity="low", action=Action.ALERT, why="alert")
+# The policy the proxy enforces: block, review and alert rules on marker tables, a
+# classified column, and a person refused at admission by network.
+POLICY = """
+[[persons]]
+name = "alice"
+roles = ["analyst"]
 
+[[persons]]
+name = "bob"
+roles = ["analyst"]
 
-class TrafficEngine:
-    """A stand-in policy engine with every decision the dashboards chart.
+[[persons]]
+name = "outsider"
+roles = ["analyst"]
+networks = ["10.0.0.0/8"]
 
-    Blocks statements holding ``forbidden``, holds ``review_me`` for review,
-    allows ``alert_me`` with an alert, marks ``secret`` columns sensitive and
-    refuses the person ``outsider`` at admission. Decisions carry a
-    fingerprint and report a cache hit on every repeat, as the real engine's
-    cache does.
-    """
+[[roles]]
+name = "analyst"
+grants = [{ actions = ["select"], objects = ["pg:postgres.public.*"] }]
+masks = { secret_text = "full" }
 
-    version = "prom-test-v1"
+[[rules]]
+id = "PROM-FORBID"
+title = "Reading the forbidden table"
+severity = "high"
+action = "block"
+match = { tables = ["pg:postgres.public.prom_forbidden"] }
 
-    def __init__(self) -> None:
-        self.seen: set[str] = set()
+[[rules]]
+id = "PROM-REVIEW"
+title = "Reading the reviewed table"
+severity = "medium"
+action = "review"
+match = { tables = ["pg:postgres.public.prom_review"] }
 
-    def roles_of(self, person: str) -> tuple[str, ...]:
-        return ("analyst",)
+[[rules]]
+id = "PROM-ALERT"
+title = "Reading the watched table"
+severity = "low"
+action = "alert"
+match = { tables = ["pg:postgres.public.prom_alert"] }
 
-    def admit(self, person: str, client_address: str, backend: str) -> str | None:
-        return "network" if person == "outsider" else None
-
-    def decide(self, sql: str, ctx: StatementContext) -> Decision:
-        lowered = sql.lower()
-        cached = lowered in self.seen
-        self.seen.add(lowered)
-        common: dict[str, Any] = {"policy_version": self.version, "fingerprint": str(hash(lowered)), "cached": cached}
-        stype = lowered.split(None, 1)[0] if lowered.split() else "unknown"
-        if "forbidden" in lowered:
-            return Decision(action=Action.BLOCK, rule_hits=(FORBID,), statement_types=(stype,), **common)
-        if "review_me" in lowered:
-            return Decision(action=Action.REVIEW, rule_hits=(REVIEW,), statement_types=(stype,), **common)
-        hits = (ALERT,) if "alert_me" in lowered else ()
-        sensitive: tuple[ColumnRef, ...] = ()
-        outputs: tuple[tuple[OutputColumn, ...], ...] = ()
-        if "prom_t" in lowered:
-            # The lineage the real engine computes for SELECT id, secret FROM prom_t.
-            refs = [
-                ColumnRef(database=ctx.database, schema="public", table="prom_t", column=c) for c in ("id", "secret")
-            ]
-            sensitive = (refs[1],)
-            outputs = (tuple(OutputColumn(name=r.column, sources=frozenset({r}), direct=True) for r in refs),)
-        action = Action.ALERT if hits else Action.ALLOW
-        return Decision(
-            action=action,
-            rule_hits=hits,
-            statement_types=(stype,),
-            sensitive_columns=sensitive,
-            output_columns=outputs,
-            **common,
-        )
-
-
-MASKING_POLICY = """
 [[classifications]]
 objects = ["pg:postgres.public.prom_t.secret"]
 type = "secret_text"
 level = 4
-
-[[roles]]
-name = "analyst"
-masks = { secret_text = "full" }
 """
 
 
@@ -242,6 +225,7 @@ class Stack:
     pg_port: int
     admin_port: int
     reloads: list[str]
+    policy_version: str
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +241,11 @@ def stack(postgres_server: ServerInfo) -> Iterator[Stack]:
         users.save()
         admin_port, pg_port = free_port(), free_port()
         settings = _settings(directory, postgres_server, admin_port=admin_port, pg_port=pg_port)
+        _create_tables(postgres_server)
+        catalogs = CatalogStore(settings.backends)
+        assert asyncio.run(catalogs.refresh("pg"))
+        masking = parse_masking_policy(tomllib.loads(POLICY), file="policy.toml")
+        engine = PolicyEngine(loads_policy(POLICY, file="policy.toml").policy, masking=masking, catalogs=catalogs.get)
         pipeline = AuditPipeline.from_settings(settings)  # serve() starts and drains it
         reloads: list[str] = []
 
@@ -267,17 +256,20 @@ def stack(postgres_server: ServerInfo) -> Iterator[Stack]:
         services = ProxyServices(
             settings=settings,
             users=UsersFile.load(settings.users_file),
-            runtime=Runtime(
-                engine=TrafficEngine(),
-                masking=MaskingPlanner(parse_masking_policy(tomllib.loads(MASKING_POLICY), file="masking.toml")),
-                audit=pipeline,
-            ),
+            runtime=Runtime(engine=engine, masking=MaskingPlanner(masking), audit=pipeline),
             reload_policy=reload_policy,
         )
         proxy = ProxyThread(settings, services=services).start()
         prometheus = _start_prometheus(directory, admin_port=admin_port)
         try:
-            yield Stack(prometheus=prometheus, proxy=proxy, pg_port=pg_port, admin_port=admin_port, reloads=reloads)
+            yield Stack(
+                prometheus=prometheus,
+                proxy=proxy,
+                pg_port=pg_port,
+                admin_port=admin_port,
+                reloads=reloads,
+                policy_version=engine.version,
+            )
         finally:
             prometheus.process.terminate()
             try:
@@ -306,7 +298,26 @@ def _connect(stack: Stack, person: str, password: str) -> psycopg.Connection[tup
     )
 
 
-def _run_traffic(stack: Stack, postgres_server: ServerInfo) -> None:
+def _create_tables(server: ServerInfo) -> None:
+    with psycopg.connect(
+        host=server.host,
+        port=server.port,
+        user=server.admin_user,
+        password=server.admin_password,
+        dbname="postgres",
+        autocommit=True,
+    ) as admin:
+        for table, rows in (("prom_t", 50), ("prom_big", 120000), ("prom_forbidden", 1), ("prom_review", 1)):
+            admin.execute(f"DROP TABLE IF EXISTS {table}")
+            admin.execute(f"CREATE TABLE {table} (id int, secret text)")
+            admin.execute(f"INSERT INTO {table} SELECT g, 'secret-' || g FROM generate_series(1, {rows}) g")
+            admin.execute(f"GRANT SELECT ON {table} TO {server.service_user}")
+        admin.execute("DROP TABLE IF EXISTS prom_alert")
+        admin.execute("CREATE TABLE prom_alert (id int)")
+        admin.execute(f"GRANT SELECT ON prom_alert TO {server.service_user}")
+
+
+def _run_traffic(stack: Stack) -> None:
     # Brute force: more failed logins than SqlbastionAuthFailureBurst's threshold (10 in 5 min).
     for _ in range(12):
         with pytest.raises(psycopg.OperationalError):
@@ -314,37 +325,23 @@ def _run_traffic(stack: Stack, postgres_server: ServerInfo) -> None:
     with pytest.raises(psycopg.OperationalError):
         _connect(stack, "outsider", PERSONS["outsider"])
 
-    with psycopg.connect(
-        host=postgres_server.host,
-        port=postgres_server.port,
-        user=postgres_server.admin_user,
-        password=postgres_server.admin_password,
-        dbname="postgres",
-        autocommit=True,
-    ) as admin:
-        admin.execute("DROP TABLE IF EXISTS prom_t")
-        admin.execute("CREATE TABLE prom_t (id int, secret text)")
-        admin.execute("INSERT INTO prom_t SELECT g, 'secret-' || g FROM generate_series(1, 50) g")
-        admin.execute(f"GRANT SELECT ON prom_t TO {postgres_server.service_user}")
-
     with _connect(stack, "alice", PERSONS["alice"]) as alice, _connect(stack, "bob", PERSONS["bob"]) as bob:
         for i in range(30):
-            alice.execute("SELECT %s::int AS n", (i,))
+            assert alice.execute("SELECT id FROM prom_t WHERE id = %s", (i + 1,)).fetchone() == (i + 1,)
         # A blocked-statement spike: more than SqlbastionBlockedStatementSpike's 20 in 5 min.
-        for i in range(25):
+        for _ in range(25):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                alice.execute(f"SELECT 'forbidden' || {i}")
+                alice.execute("SELECT id FROM prom_forbidden")
         for _ in range(3):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                bob.execute("SELECT 'review_me'")
-        alice.execute("SELECT 'alert_me'")
+                bob.execute("SELECT id FROM prom_review")
+        alice.execute("SELECT id FROM prom_alert")
         rows = bob.execute("SELECT id, secret FROM prom_t ORDER BY id").fetchall()
         assert rows[0] == (1, "****")
-        with pytest.raises(psycopg.errors.UndefinedTable):
-            alice.execute("SELECT * FROM no_such_table_for_prom")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            alice.execute("SELECT id / 0 FROM prom_t")
         # A bulk read: more than SqlbastionBulkRead's 100,000 rows in 10 min.
-        cur = bob.execute("SELECT g FROM generate_series(1, 120000) g")
-        assert len(cur.fetchall()) == 120000
+        assert len(bob.execute("SELECT id FROM prom_big").fetchall()) == 120000
 
     # A policy reload that is refused: SqlbastionPolicyReloadFailed.
     req = urllib.request.Request(
@@ -381,9 +378,7 @@ def _queries() -> list[tuple[str, str]]:
     return out
 
 
-def test_every_panel_and_alert_sees_data_and_the_provoked_alerts_fire(
-    stack: Stack, postgres_server: ServerInfo
-) -> None:
+def test_every_panel_and_alert_sees_data_and_the_provoked_alerts_fire(stack: Stack) -> None:
     prom = stack.prometheus
     # Scrapes are working before the traffic, so counters start from their pre-created zeros.
     deadline = time.monotonic() + 20
@@ -392,7 +387,7 @@ def test_every_panel_and_alert_sees_data_and_the_provoked_alerts_fire(
         time.sleep(0.5)
     time.sleep(2)
 
-    _run_traffic(stack, postgres_server)
+    _run_traffic(stack)
 
     queries = _queries()
     assert len(queries) > 60
@@ -424,7 +419,7 @@ def test_every_panel_and_alert_sees_data_and_the_provoked_alerts_fire(
     # The alerts carry the labels the traffic implies.
     alerts = prom.api("/api/v1/alerts")["alerts"]
     spike = [a for a in alerts if a["labels"]["alertname"] == "SqlbastionBlockedStatementSpike"]
-    assert {a["labels"]["rule_id"] for a in spike} == {"TEST-FORBID"}
+    assert {a["labels"]["rule_id"] for a in spike} == {"PROM-FORBID"}
     bulk = [a for a in alerts if a["labels"]["alertname"] == "SqlbastionBulkRead"]
     assert {a["labels"]["person"] for a in bulk} == {"bob"}
     burst = [a for a in alerts if a["labels"]["alertname"] == "SqlbastionAuthFailureBurst"]
@@ -441,17 +436,19 @@ def test_counts_in_prometheus_match_the_traffic(stack: Stack) -> None:
 
     # Read after the first test's traffic; scrapes every second, so allow a few.
     deadline = time.monotonic() + 10
-    while value('sum(sqlbastion_person_refusals_total{person="alice",rule_id="TEST-FORBID"})') < 25:
+    while value('sum(sqlbastion_person_refusals_total{person="alice",rule_id="PROM-FORBID"})') < 25:
         assert time.monotonic() < deadline
         time.sleep(0.5)
     assert value('sum(sqlbastion_auth_failures_total{backend="pg",reason="bad_credentials"})') >= 12
     assert value('sum(sqlbastion_auth_failures_total{backend="pg",reason="network"})') >= 1
-    assert value('sum(sqlbastion_statements_total{backend="pg",decision="review",rule_id="TEST-REVIEW"})') >= 3
+    assert value('sum(sqlbastion_statements_total{backend="pg",decision="review",rule_id="PROM-REVIEW"})') >= 3
     assert value('sum(sqlbastion_person_rows_returned_total{person="bob"})') >= 120050
     assert value('sum(sqlbastion_masked_values_total{backend="pg",function="full"})') >= 50
     assert value('sum(sqlbastion_backend_errors_total{backend="pg",kind="statement"})') >= 1
     assert value('sqlbastion_policy_last_reload_ok{job="sqlbastion"}') == 0
-    assert value('sqlbastion_policy_info{version="prom-test-v1"}') == 1
+    assert value(f'sqlbastion_policy_info{{version="{stack.policy_version}"}}') == 1
+    assert value('sum(sqlbastion_decision_cache_total{result="hit"})') >= 20
+    assert value('sum(sqlbastion_statements_total{backend="pg",decision="alert",rule_id="PROM-ALERT"})') >= 1
     # Person labels never include a name that failed to log in.
     persons = {r["metric"]["person"] for r in prom.query("sqlbastion_person_statements_total")}
     assert persons <= {"alice", "bob", "_other"}

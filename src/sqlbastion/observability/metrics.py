@@ -13,11 +13,12 @@ cap bounds a closed set further; unauthenticated names never become labels.
 Who records what:
 
 * ``proxy.session.Session``: connections, statements, latency, rows, backend
-  errors reported in the statement outcome, decision cache hits and misses,
-  per-person statements, refusals and rows, sensitive columns read, masked
-  and refused results (``Session.mask_plan``), auth failures
+  errors reported in the statement outcome, per-person statements, refusals
+  and rows, sensitive columns read, masked and refused results
+  (``Session.mask_plan``), audit refusals, auth failures
   (``proxy.session.auth_failed``).
 * The masking planner's maskers: ``masked_values``, by function.
+* The policy engine: ``decision_cache`` hits and misses.
 * The protocol listeners: ``backend_errors`` of kind ``connect`` and
   ``protocol`` that happen outside a statement.
 * The audit pipeline: ``audit_*``.

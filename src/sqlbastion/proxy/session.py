@@ -311,8 +311,6 @@ class Session:
         hit = d.primary_hit
         rule = hit.rule_id if hit is not None else "none"
         METRICS.statements.labels(protocol, backend, stype, d.action.value, rule).inc()
-        if d.policy_version and d.policy_version != "none" and d.fingerprint:
-            METRICS.decision_cache.labels("hit" if d.cached else "miss").inc()
         if d.sensitive_columns:
             METRICS.sensitive_statements.labels(protocol, backend, d.action.value).inc()
             if d.allowed:
