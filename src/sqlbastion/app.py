@@ -7,22 +7,66 @@ This is the one place that knows which implementation backs each hook of
 from __future__ import annotations
 
 import argparse
-import json
-import sys
+import asyncio
+from collections.abc import Callable
+from typing import Any
 
-from sqlbastion.config import ConfigError, Settings, load
+from sqlbastion.config import ConfigError, Settings
 from sqlbastion.masking.plan import planner_from_settings
-from sqlbastion.policies.model import Action, StatementContext
-from sqlbastion.proxy.session import PassThroughEngine, Runtime
+from sqlbastion.proxy.session import DecisionEngine, PassThroughEngine, Runtime
 
 
 def validate_policy(settings: Settings) -> list[str]:
-    """Validate the policy files a configuration names; returns warnings. Raises ConfigError."""
+    """Validate the policy files a configuration names; returns warnings (duty separation …).
+
+    Raises ConfigError naming the file, the key and what is expected.
+    """
+    from sqlbastion.policies.store import load_engine
+
     for f in settings.policy.files:
         path = settings.resolve_path(f)
         if not path.exists():
             raise ConfigError(settings.source, "policy.files", f"policy file {path} does not exist")
-    return []
+    if not settings.policy.files:
+        return ["no policy files: every statement is allowed unchecked (set [policy] files)"]
+    return list(load_engine(settings).warnings)
+
+
+def build_engine(settings: Settings, *, masking: Any = None, audit: Any = None) -> DecisionEngine:
+    """The policy engine for ``serve`` and ``check``: a reloadable PolicyStore over the policy files.
+
+    With no policy files configured the engine allows everything (and says so in
+    every decision's reason); ``config validate`` warns about it.
+    """
+    if not settings.policy.files:
+        return PassThroughEngine()
+    from sqlbastion.policies.catalog import CatalogStore
+    from sqlbastion.policies.store import PolicyStore
+
+    planner = masking if hasattr(masking, "replace_policy") else None
+    return PolicyStore(settings, catalogs=CatalogStore(settings.backends), planner=planner, audit=audit)
+
+
+def policy_reloader(runtime: Runtime) -> Callable[[], tuple[bool, str]] | None:
+    """The runtime's policy reload function (for ``ProxyServices.reload_policy``), if reloadable."""
+    reload = getattr(runtime.engine, "reload", None)
+    if reload is None:
+        return None
+
+    def _reload() -> tuple[bool, str]:
+        ok, message = reload()
+        return bool(ok), str(message)
+
+    return _reload
+
+
+async def start_policy_tasks(runtime: Runtime) -> list[asyncio.Task[None]]:
+    """Load the backends' catalogs once and start their refreshers; call inside the running loop."""
+    start = getattr(runtime.engine, "start_background", None)
+    if start is None:
+        return []
+    tasks: list[asyncio.Task[None]] = await start()
+    return tasks
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -30,56 +74,21 @@ def build_runtime(settings: Settings) -> Runtime:
     from sqlbastion.audit.pipeline import AuditPipeline
 
     # The audit pipeline opens nothing until serve() starts it.
+    masking = planner_from_settings(settings)
+    audit = AuditPipeline.from_settings(settings)
     return Runtime(
-        engine=PassThroughEngine(),
-        masking=planner_from_settings(settings),
-        audit=AuditPipeline.from_settings(settings),
+        engine=build_engine(settings, masking=masking, audit=audit),
+        masking=masking,
+        audit=audit,
     )
 
 
 def run_check(args: argparse.Namespace) -> int:
-    """``sqlbastion check``: dry-run statements for a person (exit 0 allow, 1 block, 2 review, 3 error)."""
-    try:
-        settings = load(args.config)
-        backend = settings.backend(args.backend)
-    except ConfigError as exc:
-        sys.stderr.write(f"sqlbastion: {exc}\n")
-        return 3
-    except KeyError:
-        sys.stderr.write(f"sqlbastion: no backend {args.backend!r} in {args.config}\n")
-        return 3
-    runtime = build_runtime(settings)
-    if args.file:
-        with open(args.file, encoding="utf-8") as f:
-            sql = f.read()
-    elif args.sql:
-        sql = args.sql
-    else:
-        sys.stderr.write("sqlbastion: give a statement or --file\n")
-        return 3
-    ctx = StatementContext(
-        person=args.person,
-        roles=runtime.engine.roles_of(args.person),
-        backend=backend.name,
-        dialect=backend.protocol,
-        database=args.database or backend.database,
-        search_path=tuple((args.search_path or "").split(",")) if args.search_path else (),
-        client_address=args.client_address,
-    )
-    decision = runtime.engine.decide(sql, ctx)
-    result = {
-        "decision": decision.action.value,
-        "rules": [{"id": h.rule_id, "title": h.title, "why": h.why} for h in decision.rule_hits],
-        "reason": decision.reason,
-        "objects_read": list(decision.objects_read),
-        "objects_written": list(decision.objects_written),
-    }
-    if args.json:
-        sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
-    else:
-        sys.stdout.write(f"decision: {result['decision']}\n")
-        for r in decision.rule_hits:
-            sys.stdout.write(f"  rule {r.rule_id} ({r.title}): {r.why}\n")
-        if decision.reason:
-            sys.stdout.write(f"  reason: {decision.reason}\n")
-    return {Action.ALLOW: 0, Action.ALERT: 0, Action.BLOCK: 1, Action.REVIEW: 2}[decision.action]
+    """``sqlbastion check``: dry-run statements for a person (exit 0 allow, 1 block, 2 review, 3 error).
+
+    The catalog is loaded from the backend when it can be reached (so ``SELECT *``
+    and views resolve as in the proxy); otherwise the check runs without it and says so.
+    """
+    from sqlbastion.policies.check import run_check as _run
+
+    return _run(args)

@@ -250,15 +250,21 @@ class CatalogStore:
         return True
 
     async def run(self, backend: str) -> None:
-        """Keep one backend's catalog fresh until cancelled."""
+        """Keep one backend's catalog fresh until cancelled (the first load is ``load_all``'s)."""
         settings = self._backends[backend]
         event = self._dirty.setdefault(backend, asyncio.Event())
         while True:
-            await self.refresh(backend)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), settings.catalog_refresh_s)
                 await asyncio.sleep(self.DDL_REFRESH_DELAY_S)
             event.clear()
+            await self.refresh(backend)
+
+    async def load_all(self) -> None:
+        """Load every backend's catalog once (failures are logged; the empty snapshot stays)."""
+        await asyncio.gather(*(self.refresh(name) for name in self._backends))
 
     def start(self) -> list[asyncio.Task[None]]:
-        return [asyncio.create_task(self.run(name), name=f"catalog-{name}") for name in self._backends]
+        for name in self._backends:
+            self._dirty.setdefault(name, asyncio.Event())
+        return [asyncio.create_task(self.run(name), name=f"sqlbastion-catalog-{name}") for name in self._backends]

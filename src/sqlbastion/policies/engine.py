@@ -240,9 +240,14 @@ class PolicyEngine:
         return stored
 
     def _after(self, decision: Decision, ctx: StatementContext) -> None:
-        if self.on_ddl is not None and decision.allowed and decision.objects_written:
-            if any(t.startswith(("create", "drop", "alter", "rename", "truncate")) for t in decision.statement_types):
-                self.on_ddl(ctx.backend)
+        ddl = ("create", "drop", "alter", "rename", "truncate")
+        if (
+            self.on_ddl is not None
+            and decision.allowed
+            and decision.objects_written
+            and any(t.startswith(ddl) for t in decision.statement_types)
+        ):
+            self.on_ddl(ctx.backend)
 
     def _refused(self, refusal: str) -> Decision:
         rule = RULES["SB-ADMISSION"]

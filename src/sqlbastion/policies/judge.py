@@ -118,7 +118,9 @@ class Judge:
                     "SB-UNKNOWN-FUNCTION", f"calls {', '.join(sorted(f.unknown_functions))}(), unknown to the analyser"
                 )
             self._custom(f, person, ctx, hits)
-        return self._decision(analysis, person, roles, ctx, hits.items, sensitive)
+        return self._decision(
+            analysis=analysis, person=person, roles=roles, ctx=ctx, hits=hits.items, sensitive=sensitive
+        )
 
     def _features(self, f: StatementFacts, hits: _Hits, restricted: bool) -> None:
         for name, why in f.features:
@@ -181,7 +183,8 @@ class Judge:
         by_table: dict[ObjectPath, list[ColumnRef]] = {}
         for c in f.columns_read:
             by_table.setdefault(_table_path(c, ctx), []).append(c)
-        for action, path in sorted(f.needs):
+        for needed, object_path in sorted(f.needs):
+            action, path = needed, object_path
             schema = path[-2].lower() if len(path) >= 2 else ""
             if action == "select" and schema in METADATA_SCHEMAS:
                 continue
@@ -228,7 +231,11 @@ class Judge:
                 cache[c] = k
             return k
 
-        unknown = [p for p in f.unknown_objects if (p[-2].lower() if len(p) >= 2 else "") not in SYSTEM_SCHEMAS]
+        unknown = [
+            p
+            for p in f.unknown_objects
+            if p in f.reads and (p[-2].lower() if len(p) >= 2 else "") not in SYSTEM_SCHEMAS
+        ]
         if unknown:
             hits.add("MASK-UNPROVABLE", f"the catalog does not know {', '.join('.'.join(p) for p in sorted(unknown))}")
         read_restricted = [c for c in f.columns_read if kind(c) != "clear"]
@@ -295,6 +302,7 @@ class Judge:
 
     def _decision(
         self,
+        *,
         analysis: Analysis,
         person: PersonPolicy,
         roles: list[RolePolicy],

@@ -333,7 +333,7 @@ def parse_documents(docs: list[tuple[str, bytes, dict[str, Any]]]) -> LoadedPoli
             if role not in roles:
                 raise ConfigError(rule.file, f"rules.{rule.id}.match.roles", f"no role {role!r} is defined")
     h = hashlib.sha256()
-    for file, raw, _ in docs:
+    for _file, raw, _ in docs:
         h.update(len(raw).to_bytes(8, "big"))
         h.update(raw)
     policy = PolicySet(

@@ -175,9 +175,14 @@ def _pg_set(an: _Analyzer, st: LexedStatement) -> StatementFacts:
     upper = [tok.upper for tok in toks]
     i = 1
     local = False
-    if i < len(upper) and upper[i] in ("SESSION", "LOCAL") and upper[i + 1 : i + 2] not in (
-        ["AUTHORIZATION"],
-        ["CHARACTERISTICS"],
+    if (
+        i < len(upper)
+        and upper[i] in ("SESSION", "LOCAL")
+        and upper[i + 1 : i + 2]
+        not in (
+            ["AUTHORIZATION"],
+            ["CHARACTERISTICS"],
+        )
     ):
         local = upper[i] == "LOCAL"
         i += 1

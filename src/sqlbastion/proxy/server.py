@@ -36,14 +36,16 @@ async def start_backend_listener(backend: BackendSettings, services: ProxyServic
 
 
 def build_services(settings: Settings) -> ProxyServices:
-    from sqlbastion.app import build_runtime
+    from sqlbastion.app import build_runtime, policy_reloader
 
     users = UsersFile.load(settings.resolve_path(settings.users_file), missing_ok=True)
+    runtime = build_runtime(settings)
     return ProxyServices(
         settings=settings,
         users=users,
-        runtime=build_runtime(settings),
+        runtime=runtime,
         server_tls=server_ssl_context(settings),
+        reload_policy=policy_reloader(runtime),
     )
 
 
@@ -73,6 +75,10 @@ async def serve(
         await audit.start()
     from sqlbastion.observability.service import start_observability
 
+    from sqlbastion.app import start_policy_tasks
+
+    # Catalogs load before the first listener so SELECT * and views resolve from the start.
+    policy_tasks = await start_policy_tasks(services.runtime)
     observability = await start_observability(settings, services)
     servers = []
     try:
@@ -90,6 +96,8 @@ async def serve(
     for s in servers:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(s.wait_closed(), settings.server.drain_timeout_s)
+    for task in policy_tasks:
+        task.cancel()
     if audit is not None:
         await audit.stop()
 
