@@ -36,7 +36,7 @@ from pathlib import Path
 from sqlbastion.config import ConfigError, load
 from sqlbastion.devtools.servers import free_port
 
-__all__ = ["PERSONS", "DemoPerson", "DemoPorts", "available_protocols", "connection_lines", "render_config"]
+__all__ = ["PERSONS", "DemoPerson", "DemoPorts", "DemoTry", "available_protocols", "connection_lines", "render_config"]
 
 ROOT = Path(__file__).resolve().parents[3]  # the repository checkout (src/sqlbastion/devtools/demo.py)
 TEMPLATE = ROOT / "examples" / "sqlbastion.demo.toml"
@@ -44,38 +44,59 @@ POLICY = ROOT / "examples" / "policy.toml"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class DemoTry:
+    """A statement worth trying, and what examples/policy.toml makes of it."""
+
+    sql: str
+    outcome: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class DemoPerson:
     name: str
     role: str
     password: str  # a demo password, printed on purpose; the users file keeps verifiers only
-    tries: str  # a statement worth trying as this person
+    tries: tuple[DemoTry, ...]
 
 
+_CUSTOMERS_SAMPLE = "SELECT id, name, id_card, mobile FROM customers LIMIT 3;"
+
+# Nothing here is destructive even without a policy: the DELETE names a row id
+# that does not exist, so the demo bank stays whole whatever happens.
 PERSONS: tuple[DemoPerson, ...] = (
     DemoPerson(
         name="dba",
         role="dba",
         password="dba-demo-pass",
-        tries="SELECT id, name, id_card, mobile FROM customers LIMIT 3;",
+        tries=(DemoTry(sql=_CUSTOMERS_SAMPLE, outcome="personal data in clear"),),
     ),
     DemoPerson(
         name="dev",
         role="developer",
         password="dev-demo-pass",
-        tries="SELECT id, name, id_card, mobile FROM customers LIMIT 3;",
+        tries=(
+            DemoTry(sql=_CUSTOMERS_SAMPLE, outcome="name, ID number and mobile masked"),
+            DemoTry(sql="DELETE FROM transactions WHERE id = -1;", outcome="blocked by rule CUST-TX-DELETE"),
+        ),
     ),
     DemoPerson(
         name="analyst",
         role="analyst",
         password="analyst-demo-pass",
-        tries="SELECT city, COUNT(*), AVG(balance) FROM customers c JOIN accounts a ON a.customer_id = c.id "
-        "GROUP BY city;",
+        tries=(
+            DemoTry(
+                sql="SELECT city, COUNT(*), SUM(balance) FROM customers c JOIN accounts a ON a.customer_id = c.id "
+                "GROUP BY city;",
+                outcome="aggregates are fine",
+            ),
+            DemoTry(sql="SELECT id_card FROM customers LIMIT 1;", outcome="blocked: column not granted"),
+        ),
     ),
     DemoPerson(
         name="auditor",
         role="auditor",
         password="auditor-demo-pass",
-        tries="DELETE FROM transactions;",
+        tries=(DemoTry(sql="SELECT COUNT(*) FROM customers;", outcome="blocked: auditors read the audit trail"),),
     ),
 )
 
@@ -362,8 +383,10 @@ def _print_guide(
     postgres_port: int | None,
     policy: Path | None,
 ) -> None:
+    cli = _shown(Path(sys.executable).parent / "sqlbastion")
+    config = _shown(directory / "sqlbastion.toml")
     _say()
-    _say(f"sqlbastion is running (pid {pid}); log: {directory / 'sqlbastion.log'}")
+    _say(f"sqlbastion is running (pid {pid}); log: {_shown(directory / 'sqlbastion.log')}")
     if mysql_port:
         _say(f"  MySQL protocol      127.0.0.1:{mysql_port} -> MariaDB 127.0.0.1:{ports.mariadb} (backend 'core')")
     if postgres_port:
@@ -375,15 +398,26 @@ def _print_guide(
         _say(f"  {person.name} (role {person.role}):")
         for line in connection_lines(person, mysql_port=mysql_port, postgres_port=postgres_port):
             _say(f"    {line}")
-        _say(f"    try: {person.tries}")
+        for t in person.tries:
+            # The outcomes are what examples/policy.toml decides; without it they would mislead.
+            _say(f"    try: {t.sql}" + (f"   -- {t.outcome}" if policy is not None else ""))
     _say()
     if policy is not None:
-        check = f"sqlbastion check -c {directory / 'sqlbastion.toml'} --person dev --backend core"
-        _say(f"Policy:  {policy}")
-        _say(f"Dry-run: {check} 'DELETE FROM transactions'")  # noqa: S608  printed advice, not a query
-    _say(f"Metrics: curl -s http://127.0.0.1:{ports.admin}/metrics | grep sqlbastion_")
-    _say(f"Audit:   tail -f {directory / 'audit' / 'audit.jsonl'}")
+        _say(f"Policy:  {_shown(policy)}")
+        dry_run = "--person dev --backend core 'DELETE FROM transactions'"
+        _say(f"Dry-run: {cli} check -c {config} {dry_run}")
+    _say(f"Metrics: curl -s http://127.0.0.1:{ports.admin}/metrics | grep ^sqlbastion_")
+    _say(f"Audit:   {cli} audit tail -c {config} -f")
+    _say(f"         {cli} audit verify -c {config}")
     _say("Stop:    scripts/demo.sh stop")
+
+
+def _shown(path: Path) -> str:
+    """``path`` as short as a copy-paste from the current directory allows."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def stop_all(directory: Path) -> int:
