@@ -39,6 +39,7 @@ PATHS: dict[str, str] = {
     "direct": "direct",
     "pgbouncer": "PgBouncer",
     "relay": "bare relay",
+    "sqlbastion_bare": "sqlbastion, no policy/audit",
     "sqlbastion": "sqlbastion",
 }
 

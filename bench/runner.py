@@ -34,7 +34,7 @@ import pymysql
 from bench import external, profile, services
 from bench.idle import hold_idle_postgres, open_idle_mysql
 from bench.machine import describe_machine
-from bench.report import Figure, RunInfo, Target, WorkloadResult, append_run, markdown_table, render_run
+from bench.report import PATHS, Figure, RunInfo, Target, WorkloadResult, append_run, markdown_table, render_run
 from bench.workloads import Endpoint, WorkloadError, run_pgbench, run_scan, run_sysbench
 from sqlbastion.devtools.servers import ServerError, ServerInfo, start_mariadb, start_postgres, stop
 
@@ -65,6 +65,7 @@ class Options:
     profile: bool
     record: Path | None
     keep: bool
+    bare: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,8 +116,15 @@ class Environment:
     proxies: dict[str, services.Started] = field(default_factory=dict)
     server_versions: dict[str, str] = field(default_factory=dict)
 
+    pids: dict[tuple[str, str], int] = field(default_factory=dict)
+
     def endpoint(self, protocol: str, path: str) -> Endpoint | str:
         return self.endpoints.get(protocol, {}).get(path, f"no {protocol} server")
+
+    def add(self, protocol: str, started: services.Started) -> None:
+        """A middlebox path is up: its endpoint for the clients, its process for CPU accounting."""
+        self.endpoints.setdefault(protocol, {})[started.endpoint.path] = started.endpoint
+        self.pids[protocol, started.endpoint.path] = started.proc.pid
 
 
 # -- setting up ------------------------------------------------------------
@@ -160,14 +168,14 @@ def _setup_postgres(opts: Options, env: Environment) -> None:
     direct = services.direct_endpoint(server)
     eps["direct"] = direct
     try:
-        eps["pgbouncer"] = services.start_pgbouncer(server, env.run_dir, clients=opts.clients)
+        env.add("postgres", services.start_pgbouncer(server, env.run_dir, clients=opts.clients))
     except (services.Unavailable, OSError) as exc:
         eps["pgbouncer"] = f"PgBouncer: {exc}"
     try:
-        eps["relay"] = services.start_relay(direct, env.run_dir)
+        env.add("postgres", services.start_relay(direct, env.run_dir))
     except (services.Unavailable, OSError) as exc:
         eps["relay"] = f"relay: {exc}"
-    _start_proxy("postgres", server, env)
+    _start_proxy("postgres", server, env, bare=opts.bare)
 
 
 def _setup_mysql(opts: Options, env: Environment) -> None:
@@ -187,21 +195,22 @@ def _setup_mysql(opts: Options, env: Environment) -> None:
     direct = services.direct_endpoint(server)
     eps["direct"] = direct
     try:
-        eps["relay"] = services.start_relay(direct, env.run_dir)
+        env.add("mysql", services.start_relay(direct, env.run_dir))
     except (services.Unavailable, OSError) as exc:
-        eps["relay"] = str(exc)
-    _start_proxy("mysql", server, env)
+        eps["relay"] = f"relay: {exc}"
+    _start_proxy("mysql", server, env, bare=opts.bare)
 
 
-def _start_proxy(protocol: str, server: ServerInfo, env: Environment) -> None:
-    try:
-        started = services.start_sqlbastion(protocol, server, env.run_dir)
-    except (services.Unavailable, OSError) as exc:
-        env.endpoints[protocol]["sqlbastion"] = str(exc)
-        _say(f"sqlbastion ({protocol}): n/a: {exc}")
-        return
-    env.proxies[protocol] = started
-    env.endpoints[protocol]["sqlbastion"] = started.endpoint
+def _start_proxy(protocol: str, server: ServerInfo, env: Environment, *, bare: bool) -> None:
+    for path in ("sqlbastion_bare", "sqlbastion") if bare else ("sqlbastion",):
+        try:
+            started = services.start_sqlbastion(protocol, server, env.run_dir, bare=path == "sqlbastion_bare")
+        except (services.Unavailable, OSError) as exc:
+            env.endpoints[protocol][path] = str(exc)
+            _say(f"{path} ({protocol}): n/a: {exc}")
+            continue
+        env.proxies[protocol if path == "sqlbastion" else f"{protocol}:bare"] = started
+        env.add(protocol, started)
 
 
 def _pg_version(server: ServerInfo) -> str:
@@ -240,6 +249,7 @@ def _workloads(opts: Options) -> list[Workload]:
     pg_bar = Target(kind="ratio_at_least", value=1.0, against="pgbouncer", first_bar=0.8)
     relay_bar = Target(kind="ratio_at_least", value=0.9, against="relay")
     mask_bar = Target(kind="ratio_at_most", value=2.0, against="direct")
+    bare = ("sqlbastion_bare",) if opts.bare else ()
     out: list[Workload] = []
     if "postgres" in opts.groups:
         for mode in ("simple", "prepared"):
@@ -256,7 +266,7 @@ def _workloads(opts: Options) -> list[Workload]:
                     name=f"pgbench -S -M {mode}, {c} clients",
                     unit="tps",
                     protocol="postgres",
-                    paths=("direct", "pgbouncer", "relay", "sqlbastion"),
+                    paths=("direct", "pgbouncer", "relay", *bare, "sqlbastion"),
                     measure=bench,
                     warm=warm_pg,
                     target=pg_bar,
@@ -281,7 +291,7 @@ def _workloads(opts: Options) -> list[Workload]:
                     name=f"sysbench {test}, {label}, {c} threads",
                     unit="tps",
                     protocol="mysql",
-                    paths=("direct", "relay", "sqlbastion"),
+                    paths=("direct", "relay", *bare, "sqlbastion"),
                     measure=measure,
                     warm=warm_my,
                     target=target,
@@ -344,6 +354,8 @@ def _measure_rounds(opts: Options, env: Environment, loads: list[Workload], coll
             for path in order:
                 if coll.failed(w.key, path):
                     continue
+                pid = env.pids.get((w.protocol, path))
+                cpu_before = _cpu(pid)
                 try:
                     value = w.measure(eps[path])
                 except WorkloadError as exc:
@@ -351,7 +363,46 @@ def _measure_rounds(opts: Options, env: Environment, loads: list[Workload], coll
                     _say(f"round {rnd + 1} {w.name} / {path}: failed: {exc}")
                     continue
                 coll.add(w.key, path, value)
-                _say(f"round {rnd + 1}/{opts.rounds} {w.name} / {path}: {value:,.2f} {w.unit}")
+                cpu_after = _cpu(pid)
+                extra = ""
+                if cpu_before is not None and cpu_after is not None and value > 0:
+                    used = cpu_after - cpu_before
+                    # Throughput: CPU µs the middlebox spent per transaction; time: CPU seconds per run.
+                    per = used / (value * opts.duration) * 1e6 if w.unit == "tps" else used
+                    coll.add(f"{w.key}:cpu", path, per)
+                    extra = f" ({per:,.1f} {'CPU µs/tx' if w.unit == 'tps' else 'CPU s'})"
+                _say(f"round {rnd + 1}/{opts.rounds} {w.name} / {path}: {value:,.2f} {w.unit}{extra}")
+
+
+def _cpu(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        return services.cpu_seconds(pid)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cpu_result(w: Workload, coll: Collector) -> WorkloadResult | None:
+    """The middleboxes' own CPU per transaction (or per scan): robust when other work shares the cores."""
+    paths = [p for p in w.paths if p != "direct"]
+    key = f"{w.key}:cpu"
+    if not any((key, p) in coll.samples for p in paths):
+        return None
+    figures = tuple(
+        Figure(path=p, samples=tuple(coll.samples[key, p]))
+        if (key, p) in coll.samples
+        else Figure(path=p, reason=coll.reasons.get((w.key, p), "not measured"))
+        for p in paths
+    )
+    if w.unit == "tps":
+        return WorkloadResult(
+            name=f"{w.name}: CPU per transaction",
+            unit="µs",
+            figures=figures,
+            baseline="relay" if "relay" in paths else None,
+        )
+    return WorkloadResult(name=f"{w.name}: CPU per run", unit="s", figures=figures)
 
 
 def _first_row(ep: Endpoint, protocol: str) -> str:
@@ -499,7 +550,7 @@ def _measure_audit() -> WorkloadResult:
 
 
 def _profile(opts: Options, env: Environment, loads: list[Workload]) -> list[str]:
-    """Run each protocol's first workload and its masked scan once more through sqlbastion under py-spy."""
+    """Run each protocol's first workload and its masked scan once more under py-spy, per sqlbastion path."""
     findings: list[str] = []
     if profile.py_spy() is None:
         return ["py-spy is not installed (pip install -e '.[dev]')"]
@@ -507,31 +558,35 @@ def _profile(opts: Options, env: Environment, loads: list[Workload]) -> list[str
     profiles.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
     for w in loads:
-        proxy = env.proxies.get(w.protocol)
-        ep = env.endpoint(w.protocol, "sqlbastion")
-        kind = f"{w.protocol}-{'scan' if w.key.startswith('mask') else 'load'}"
-        if proxy is None or isinstance(ep, str) or kind in seen:
-            continue
-        seen.add(kind)
-        out = profiles / f"{w.key}.txt"
-        spy = profile.record(proxy.proc.pid, opts.duration + 2, out)
-        if spy is None:
-            continue
-        time.sleep(0.5)  # py-spy attaches before the load starts
-        with contextlib.suppress(WorkloadError):
-            w.measure(ep)
-        try:
-            _, err = spy.communicate(timeout=opts.duration + 60)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-            continue
-        if not out.exists():
-            findings.append(f"{w.name}: py-spy failed: {' '.join(err.decode(errors='replace').split())[:160]}")
-            continue
-        summary = profile.summarize_collapsed(out.read_text(errors="replace"), only_under="sqlbastion")
-        _say(f"profile of {w.name}: {out}")
-        findings += [f"{w.name}: {line}" for line in summary.lines(top=6)]
+        for path, proxy_key in (("sqlbastion", w.protocol), ("sqlbastion_bare", f"{w.protocol}:bare")):
+            proxy = env.proxies.get(proxy_key)
+            ep = env.endpoint(w.protocol, path)
+            kind = f"{proxy_key}-{'scan' if w.key.startswith('mask') else 'load'}"
+            if proxy is None or isinstance(ep, str) or kind in seen or path not in w.paths:
+                continue
+            seen.add(kind)
+            findings += _profile_one(opts, w, path, proxy.proc.pid, ep, profiles / f"{w.key}-{path}.txt")
     return findings
+
+
+def _profile_one(opts: Options, w: Workload, path: str, pid: int, ep: Endpoint, out: Path) -> list[str]:
+    spy = profile.record(pid, opts.duration + 2, out)
+    if spy is None:
+        return []
+    time.sleep(0.5)  # py-spy attaches before the load starts
+    with contextlib.suppress(WorkloadError):
+        w.measure(ep)
+    try:
+        _, err = spy.communicate(timeout=opts.duration + 60)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait()
+        return [f"{w.name} ({path}): py-spy did not finish"]
+    if not out.exists():
+        return [f"{w.name} ({path}): py-spy failed: {' '.join(err.decode(errors='replace').split())[:160]}"]
+    summary = profile.summarize_collapsed(out.read_text(errors="replace"), only_under="sqlbastion")
+    _say(f"profile of {w.name} through {path}: {out}")
+    return [f"{w.name} ({PATHS[path]}): {line}" for line in summary.lines(top=6)]
 
 
 # -- the run ---------------------------------------------------------------
@@ -551,17 +606,18 @@ def run(opts: Options) -> list[WorkloadResult]:
         _setup(opts, env)
         loads = _workloads(opts)
         _measure_rounds(opts, env, loads, coll)
-        results += [
-            WorkloadResult(
-                name=w.name,
-                unit=w.unit,
-                figures=tuple(coll.figure(w.key, p) for p in w.paths),
-                target=w.target,
-                baseline=w.baseline,
-                note=coll.notes.get(w.key),
+        for w in loads:
+            results.append(
+                WorkloadResult(
+                    name=w.name,
+                    unit=w.unit,
+                    figures=tuple(coll.figure(w.key, p) for p in w.paths),
+                    target=w.target,
+                    baseline=w.baseline,
+                    note=coll.notes.get(w.key),
+                )
             )
-            for w in loads
-        ]
+        results += [r for r in (_cpu_result(w, coll) for w in loads) if r is not None]
         if opts.profile:
             findings = _profile(opts, env, loads)
         if "connections" in opts.groups:
@@ -615,6 +671,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to docs/performance.md")
     parser.add_argument("--output", default=str(ROOT / "docs" / "performance.md"), help="where results are appended")
     parser.add_argument("--keep", action="store_true", help="keep the run directory (logs, configs) for inspection")
+    parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="also measure sqlbastion's listener with an allow-all runtime (no policy, masking, audit)",
+    )
     args = parser.parse_args(argv)
     groups = frozenset(g.strip() for g in args.only.split(",") if g.strip())
     unknown = groups - set(GROUPS)
@@ -634,6 +695,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         profile=not args.no_profile,
         record=None if args.no_record else Path(args.output),
         keep=args.keep,
+        bare=args.bare,
     )
 
 

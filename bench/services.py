@@ -39,6 +39,7 @@ __all__ = [
     "MASK_TABLE",
     "Started",
     "Unavailable",
+    "cpu_seconds",
     "direct_endpoint",
     "load_mysql_data",
     "load_postgres_data",
@@ -229,7 +230,7 @@ def load_postgres_data(server: ServerInfo, *, scale: int, mask_rows: int) -> Non
 # -- PgBouncer -------------------------------------------------------------
 
 
-def start_pgbouncer(server: ServerInfo, run_dir: Path, *, clients: int) -> Endpoint:
+def start_pgbouncer(server: ServerInfo, run_dir: Path, *, clients: int) -> Started:
     """PgBouncer in session pooling mode in front of ``server``, run as ``postgres`` when we are root."""
     exe = _which("pgbouncer", "/usr/sbin/pgbouncer")
     if exe is None:
@@ -281,9 +282,10 @@ def start_pgbouncer(server: ServerInfo, run_dir: Path, *, clients: int) -> Endpo
             **demote,  # type: ignore[call-overload]  # user/group keyword arguments
         )
     ep = Endpoint(path="pgbouncer", host="127.0.0.1", port=port, user=user, password=password, database=BENCH_DATABASE)
-    _started.append(Started(name="pgbouncer", proc=proc, log=log, endpoint=ep))
+    started = Started(name="pgbouncer", proc=proc, log=log, endpoint=ep)
+    _started.append(started)
     _wait_listening(port, proc, stderr_log if not log.exists() else log, 20)
-    return ep
+    return started
 
 
 def _which(*candidates: str) -> str | None:
@@ -299,7 +301,7 @@ def _which(*candidates: str) -> str | None:
 # -- bare relay ------------------------------------------------------------
 
 
-def start_relay(upstream: Endpoint, run_dir: Path) -> Endpoint:
+def start_relay(upstream: Endpoint, run_dir: Path) -> Started:
     """bench/relay.py in front of ``upstream``: the byte-copying ceiling for a Python proxy."""
     port = free_port()
     log = run_dir / f"relay-{upstream.port}.log"
@@ -326,9 +328,10 @@ def start_relay(upstream: Endpoint, run_dir: Path) -> Endpoint:
         password=upstream.password,
         database=upstream.database,
     )
-    _started.append(Started(name="relay", proc=proc, log=log, endpoint=ep))
+    started = Started(name="relay", proc=proc, log=log, endpoint=ep)
+    _started.append(started)
     _wait_listening(port, proc, log, 20)
-    return ep
+    return started
 
 
 # -- sqlbastion ------------------------------------------------------------
@@ -374,10 +377,12 @@ def _policy_toml() -> str:
     )
 
 
-def start_sqlbastion(protocol: str, backend: ServerInfo, run_dir: Path, *, policy: bool = True) -> Started:
+def start_sqlbastion(protocol: str, backend: ServerInfo, run_dir: Path, *, bare: bool = False) -> Started:
     """``sqlbastion serve`` for one backend, with policy and audit on, as a subprocess.
 
     One process per protocol: its RSS and its profile then belong to one protocol's workload.
+    ``bare``: bench/serve_bare.py instead, the same listener with an allow-all
+    runtime (path ``sqlbastion_bare``), to separate protocol cost from policy cost.
     """
     module = _LISTENERS[protocol]
     try:
@@ -386,7 +391,8 @@ def start_sqlbastion(protocol: str, backend: ServerInfo, run_dir: Path, *, polic
         found = False
     if not found:
         raise Unavailable(f"{module} is not built yet")
-    directory = run_dir / f"sqlbastion-{protocol}"
+    path = "sqlbastion_bare" if bare else "sqlbastion"
+    directory = run_dir / f"{path}-{protocol}"
     directory.mkdir(parents=True, exist_ok=True)
     users = UsersFile(path=directory / "users.toml")
     users.persons[BENCH_PERSON] = make_credentials(BENCH_PERSON, BENCH_PASSWORD)
@@ -396,13 +402,12 @@ def start_sqlbastion(protocol: str, backend: ServerInfo, run_dir: Path, *, polic
     name = MYSQL_BACKEND if protocol == "mysql" else POSTGRES_BACKEND
     secret_env = f"SQLBASTION_BENCH_{protocol.upper()}_PASSWORD"
     config = directory / "sqlbastion.toml"
-    policy_files = '"policy.toml"' if policy else ""
     config.write_text(
         'users_file = "users.toml"\n'
         "\n[server]\nhandshake_timeout_s = 60.0\nmax_connections = 20000\n"
         '\n[logging]\nlevel = "warning"\nformat = "json"\n'
         f'\n[admin]\nenabled = true\nlisten = "127.0.0.1:{admin_port}"\n'
-        f"\n[policy]\nfiles = [{policy_files}]\n"
+        '\n[policy]\nfiles = ["policy.toml"]\n'
         '\n[audit]\nspool_dir = "audit/spool"\non_audit_failure = "fail_closed"\n'
         '\n[[audit.sinks]]\ntype = "sqlite"\npath = "audit/audit.db"\n'
         "\n[[backends]]\n"
@@ -417,7 +422,9 @@ def start_sqlbastion(protocol: str, backend: ServerInfo, run_dir: Path, *, polic
     env = {**os.environ, secret_env: backend.service_password}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sqlbastion.cli", "serve", "--config", str(config)],
+            [sys.executable, str(Path(__file__).with_name("serve_bare.py")), "--config", str(config)]
+            if bare
+            else [sys.executable, "-m", "sqlbastion.cli", "serve", "--config", str(config)],
             stdout=out,
             stderr=out,
             env=env,
@@ -425,19 +432,24 @@ def start_sqlbastion(protocol: str, backend: ServerInfo, run_dir: Path, *, polic
             start_new_session=True,
         )
     ep = Endpoint(
-        path="sqlbastion",
+        path=path,
         host="127.0.0.1",
         port=port,
         user=BENCH_PERSON,
         password=BENCH_PASSWORD,
         database=BENCH_DATABASE,
     )
-    started = Started(
-        name=f"sqlbastion-{protocol}", proc=proc, log=log, endpoint=ep, extra={"admin_port": str(admin_port)}
-    )
+    started = Started(name=f"{path}-{protocol}", proc=proc, log=log, endpoint=ep, extra={"admin_port": str(admin_port)})
     _started.append(started)
     _wait_listening(port, proc, log, 60)
     return started
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process and all its threads so far, from /proc (Linux)."""
+    # /proc/PID/stat: fields 14 and 15 (utime, stime) in clock ticks; the command name may hold spaces.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float:
