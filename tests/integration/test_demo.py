@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from sqlbastion.devtools.demo import PERSONS, available_protocols
+from sqlbastion.devtools.sample_bank import CANARY
 from sqlbastion.devtools.servers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -113,3 +115,37 @@ def test_printed_lines_connect(demo: tuple[dict[str, str], str], protocol: str) 
     )
     assert r.returncode != 0
     assert denied in r.stderr
+
+
+@pytest.mark.parametrize("protocol", sorted(CLIENTS))
+def test_suggested_statements_do_what_the_demo_says(demo: tuple[dict[str, str], str], protocol: str) -> None:
+    """Every "try:" line, run as its person, has the printed outcome under examples/policy.toml."""
+    env, out = demo
+    if protocol not in available_protocols():
+        assert f"src/sqlbastion/proxy/{protocol}/listener.py" in out
+        return
+    prefix, _client, flag, _denied = CLIENTS[protocol]
+    lines = {
+        line.split("-u " if protocol == "mysql" else "-U ")[1].split()[0]: line for line in _printed_lines(out, prefix)
+    }
+    for person in PERSONS:
+        for t in person.tries:
+            assert f"try: {t.sql}   -- {t.outcome}" in out
+            r = subprocess.run(
+                ["bash", "-c", f"{lines[person.name]} {flag} {shlex.quote(t.sql)}"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            if t.blocked_by:
+                assert r.returncode != 0, (person.name, t.sql, r.stdout)
+                assert f"statement blocked by rule {t.blocked_by} " in r.stderr, (person.name, t.sql, r.stderr)
+                continue
+            assert r.returncode == 0, (person.name, t.sql, r.stderr)
+            if "id_card" in t.sql:
+                clear = person.role == "dba"
+                assert (CANARY.id_card in r.stdout) == clear, (person.name, r.stdout)
+                assert (CANARY.mobile in r.stdout) == clear, (person.name, r.stdout)
+                assert (CANARY.name in r.stdout) == clear, (person.name, r.stdout)

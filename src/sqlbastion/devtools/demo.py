@@ -49,6 +49,7 @@ class DemoTry:
 
     sql: str
     outcome: str
+    blocked_by: str | None = None  # the rule id that blocks it under examples/policy.toml
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -76,7 +77,11 @@ PERSONS: tuple[DemoPerson, ...] = (
         password="dev-demo-pass",
         tries=(
             DemoTry(sql=_CUSTOMERS_SAMPLE, outcome="name, ID number and mobile masked"),
-            DemoTry(sql="DELETE FROM transactions WHERE id = -1;", outcome="blocked by rule CUST-TX-DELETE"),
+            DemoTry(
+                sql="DELETE FROM transactions WHERE id = -1;",
+                outcome="blocked by rule CUST-TX-DELETE",
+                blocked_by="CUST-TX-DELETE",
+            ),
         ),
     ),
     DemoPerson(
@@ -89,14 +94,24 @@ PERSONS: tuple[DemoPerson, ...] = (
                 "GROUP BY city;",
                 outcome="aggregates are fine",
             ),
-            DemoTry(sql="SELECT id_card FROM customers LIMIT 1;", outcome="blocked: column not granted"),
+            DemoTry(
+                sql="SELECT id_card FROM customers LIMIT 1;",
+                outcome="blocked: column not granted",
+                blocked_by="SB-GRANT-DENIED",
+            ),
         ),
     ),
     DemoPerson(
         name="auditor",
         role="auditor",
         password="auditor-demo-pass",
-        tries=(DemoTry(sql="SELECT COUNT(*) FROM customers;", outcome="blocked: auditors read the audit trail"),),
+        tries=(
+            DemoTry(
+                sql="SELECT COUNT(*) FROM customers;",
+                outcome="blocked: auditors read the audit trail",
+                blocked_by="SB-DUTY",
+            ),
+        ),
     ),
 )
 
