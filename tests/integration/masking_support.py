@@ -5,13 +5,9 @@ every byte the proxy sends to the client, so a test can assert that no form of
 a canary value (itself, hex, base64, MD5, reversed) crossed the wire by any
 path, whatever the client library decoded or raised.
 
-The runtime is the product's (``app.build_runtime``): the policy engine and the
-masking planner from the policy file below. Where the composition does not yet
-provide a policy engine, ``RolesOnlyEngine`` stands in: it knows each person's
-roles and nothing about the SQL, so it reports every statement of a restricted
-person that names a bank table as touching sensitive columns, with no lineage.
-The planner then withholds such results, which keeps the leak assertions
-meaningful (and strict) without lineage.
+The runtime is the product's: the policy engine (lineage, inference guard,
+sensitive columns) and the masking planner sharing one masking policy from the
+policy file below, with each backend's catalog loaded from the real server.
 """
 
 from __future__ import annotations
@@ -20,10 +16,8 @@ import base64
 import contextlib
 import hashlib
 import os
-import re
 import socket
 import threading
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +27,6 @@ from sqlbastion.config import Settings, loads
 from sqlbastion.devtools.harness import ProxyThread
 from sqlbastion.devtools.sample_bank import CanaryRow
 from sqlbastion.devtools.servers import ServerInfo, free_port
-from sqlbastion.masking.plan import MaskingPlanner
-from sqlbastion.masking.policy import MaskingPolicy
-from sqlbastion.policies.model import Action, ColumnRef, Decision, StatementContext
 from sqlbastion.proxy.services import ProxyServices
 from sqlbastion.proxy.session import PassThroughEngine, Runtime
 from sqlbastion.users import UsersFile, make_credentials
@@ -121,8 +112,6 @@ objects = [
 type = "bank_card"
 level = 4
 """
-
-BANK_TABLES = ("customers", "accounts", "transactions", "bank_v", "customers_v")
 
 
 # -- leak search ----------------------------------------------------------------------------
@@ -229,37 +218,10 @@ class RecordingRelay:
 # -- runtime and proxy ----------------------------------------------------------------------
 
 
-class RolesOnlyEngine:
-    """Allows statements; knows persons' roles; reports bank-table statements as sensitive (no lineage)."""
-
-    version = "roles-only"
-
-    def __init__(self, policy_text: str, masking: MaskingPolicy) -> None:
-        doc = tomllib.loads(policy_text)
-        self._roles = {p["name"]: tuple(p["roles"]) for p in doc.get("persons", [])}
-        self._masking = masking
-        self._tables = re.compile(r"\b(" + "|".join(BANK_TABLES) + r")\b", re.IGNORECASE)
-
-    def roles_of(self, person: str) -> tuple[str, ...]:
-        return self._roles.get(person, ())
-
-    def admit(self, person: str, client_address: str, backend: str) -> str | None:
-        return None if person in self._roles else "unknown_person"
-
-    def decide(self, sql: str, ctx: StatementContext) -> Decision:
-        sensitive: tuple[ColumnRef, ...] = ()
-        if self._masking.restricted(ctx.roles) and self._tables.search(sql):
-            sensitive = (ColumnRef(database="bank", schema=None, table="customers", column="mobile"),)
-        return Decision(
-            action=Action.ALLOW, statement_types=("select",), sensitive_columns=sensitive, policy_version=self.version
-        )
-
-
-def masking_runtime(settings: Settings, policy_text: str) -> Runtime:
+def masking_runtime(settings: Settings) -> Runtime:
+    """The product's runtime (the composition ``serve`` uses), checked to hold a policy engine."""
     runtime = build_runtime(settings)
-    if isinstance(runtime.engine, PassThroughEngine):
-        assert isinstance(runtime.masking, MaskingPlanner)
-        runtime.engine = RolesOnlyEngine(policy_text, runtime.masking.policy)
+    assert not isinstance(runtime.engine, PassThroughEngine), "the policy files configure a policy engine"
     return runtime
 
 
@@ -270,10 +232,6 @@ class MaskingProxy:
     runtime: Runtime
     ports: dict[str, int]
     saved_env: dict[str, str | None] = field(default_factory=dict)
-
-    @property
-    def real_engine(self) -> bool:
-        return not isinstance(self.runtime.engine, RolesOnlyEngine)
 
 
 def _set_env(saved: dict[str, str | None], name: str, value: str) -> None:
@@ -317,7 +275,7 @@ def run_masking_proxy(
         + "\n".join(backends)
     )
     settings = loads(text, source=str(directory / "sqlbastion.toml"))
-    runtime = masking_runtime(settings, POLICY)
+    runtime = masking_runtime(settings)
     services = ProxyServices(
         settings=settings, users=UsersFile.load(settings.resolve_path(settings.users_file)), runtime=runtime
     )
