@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlbastion import logs
 from sqlbastion.audit.events import EventBuilder
 from sqlbastion.audit.sinks.base import Backoff, Sink, build_sink
-from sqlbastion.audit.spool import Spool, SpoolError, SpoolReader
+from sqlbastion.audit.spool import Spool, SpoolError, SpoolFull, SpoolReader
 from sqlbastion.observability.metrics import METRICS
 from sqlbastion.settings_schema import SecretUnavailable
 
@@ -50,6 +50,8 @@ log = logs.get_logger("audit.pipeline")
 _WRITE_BATCH = 4096
 _RETRY_WRITE_S = 0.1
 _IDLE_WAKE_S = 0.5
+# After the spool filled up, writing resumes once it is below this share of max_spool_bytes.
+_RESUME_BELOW = 0.75
 
 
 def _new_event_id() -> str:
@@ -114,6 +116,7 @@ class AuditPipeline:
         self._emitted = 0
         self._written_count = 0
         self._failed = False
+        self._full = False
         self._failure: str | None = None
         self._lost_since_alert = 0
         self._stopping = False
@@ -255,9 +258,12 @@ class AuditPipeline:
         return [built]
 
     def _write_loop(self) -> None:
+        # pending: built events not yet in the spool; ends[i] marks the last event built
+        # from one emitted dict, so flush() can count emitted dicts that are written.
         pending: list[dict[str, Any]] = []
-        pending_raw = 0
+        ends: list[bool] = []
         last_sync = time.monotonic()
+        failing_since: float | None = None
         try:
             while True:
                 self._wake.wait(self.fsync_interval_s if not pending else _RETRY_WRITE_S)
@@ -265,20 +271,25 @@ class AuditPipeline:
                 while self._queue and len(pending) < _WRITE_BATCH:
                     ts_ns, raw = self._queue.popleft()
                     try:
-                        pending.extend(self._build(ts_ns, raw))
+                        built = self._build(ts_ns, raw)
                     except Exception:  # a bug in building one event must not stop the writer
                         log.exception("cannot build an audit event")
-                        pending.append(self.builder.build({"kind": "?"}, ts_ns, _new_event_id()).to_dict())
-                    pending_raw += 1
+                        built = [self.builder.build({"kind": "?"}, ts_ns, _new_event_id()).to_dict()]
+                    pending.extend(built)
+                    ends.extend([False] * (len(built) - 1) + [True])
                 if pending:
-                    if self._write(pending):
-                        self._mark_written(pending_raw)
-                        pending, pending_raw = [], 0
-                    elif self.on_failure == "fail_open":
-                        self._lose(pending_raw, self._failure or "spool failure")
-                        self._mark_written(pending_raw)
-                        pending, pending_raw = [], 0
-                    elif self._stopping and time.monotonic() > last_sync + self.drain_timeout_s:
+                    written = self._write(pending)
+                    if written:
+                        self._mark_written(sum(ends[:written]))
+                        del pending[:written], ends[:written]
+                    if pending and self.on_failure == "fail_open":
+                        lost = sum(ends)
+                        self._lose(lost, self._failure or "spool failure")
+                        self._mark_written(lost)
+                        pending, ends = [], []
+                    failing_since = (failing_since or time.monotonic()) if pending else None
+                    if pending and self._stopping and time.monotonic() - (failing_since or 0) > self.drain_timeout_s:
+                        log.error("audit events not written at shutdown", events=len(pending))
                         break
                 if self.fsync_interval_s and time.monotonic() - last_sync >= self.fsync_interval_s:
                     with contextlib.suppress(OSError):
@@ -296,29 +307,36 @@ class AuditPipeline:
             self._writer_done.set()
             self._notify_sinks()
 
-    def _write(self, events: list[dict[str, Any]]) -> bool:
+    def _write(self, events: list[dict[str, Any]]) -> int:
+        """Write as many of ``events`` as the spool takes; returns how many."""
+        if self._full and self.spool.bytes_used() > self.spool.max_bytes * _RESUME_BELOW:
+            # Hysteresis: after the spool filled up, wait until sinks freed real room
+            # instead of flapping between refusing and accepting a few events at a time.
+            return 0
         try:
-            self.spool.append(events)
+            if self._failed:
+                self._write_recovery_alert()
+            written = self.spool.append(events)
         except SpoolError as exc:
+            self._full = isinstance(exc, SpoolFull)
             if not self._failed:
                 log.error("audit spool failure", error=str(exc), policy=self.on_failure)
             self._failed = True
             self._failure = str(exc)
             METRICS.audit_sink_up.labels("spool").set(0)
-            return False
-        if self._failed:
-            self._recovered()
+            return 0
         kinds: dict[str, int] = {}
-        for e in events:
+        for e in events[:written]:
             kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
         for kind, n in kinds.items():
             METRICS.audit_events.labels(kind).inc(n)
         METRICS.audit_spool_bytes.set(self.spool.bytes_used())
         self._notify_sinks()
-        return True
+        return written
 
-    def _recovered(self) -> None:
-        """The spool works again: record what happened as an alert event."""
+    def _write_recovery_alert(self) -> None:
+        """Before anything else once the spool works again: an alert saying what happened.
+        Raises SpoolError while the spool still fails."""
         alert = self.builder.build(
             {
                 "kind": "alert",
@@ -333,12 +351,11 @@ class AuditPipeline:
             time.time_ns(),
             _new_event_id(),
         ).to_dict()
-        try:
-            self.spool.append([alert])
-        except SpoolError:
-            return
+        self.spool.append([alert])
         log.warning("audit spool recovered", lost=self._lost_since_alert)
+        METRICS.audit_events.labels("alert").inc()
         self._failed = False
+        self._full = False
         self._failure = None
         self._lost_since_alert = 0
         METRICS.audit_sink_up.labels("spool").set(1)
@@ -368,7 +385,16 @@ class AuditPipeline:
         started.set()
         tasks = [asyncio.create_task(self._deliver(st), name=f"audit-sink-{st.sink.name}") for st in self._states]
         waker = asyncio.create_task(self._fan_out_wakes(), name="audit-sink-waker")
-        await asyncio.gather(*tasks, return_exceptions=True)
+        pending = set(tasks)
+        while pending:
+            _, pending = await asyncio.wait(pending, timeout=0.2)
+            if pending and self._drain_expired():
+                # Shutdown and the grace period is over: a sink stuck in a delivery is cancelled.
+                # Its events stay in the spool for the next start.
+                for t in pending:
+                    t.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                break
         waker.cancel()
         for st in self._states:
             with contextlib.suppress(Exception):

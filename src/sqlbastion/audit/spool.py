@@ -58,6 +58,7 @@ KEY_FILE = "chain.key"
 STATE_FILE = "chain.state"
 LOCK_FILE = "spool.lock"
 _CHECKPOINT_EVERY_S = 1.0
+_MARKER_RESERVE = 1024
 
 
 class SpoolError(Exception):
@@ -288,17 +289,30 @@ class Spool:
             raise OSError(errno.EIO, "short write to the audit spool")
 
     def append(self, events: list[dict[str, Any]]) -> int:
-        """Seal and write events; returns the last seq written. Raises SpoolError/SpoolFull."""
+        """Seal and write the longest prefix of ``events`` that fits under ``max_bytes``;
+        returns how many were written. Raises SpoolFull when not even one fits,
+        SpoolError when the write fails (then nothing was written)."""
         sealer = self._require_sealer()
         if self._size >= self.segment_bytes:
             self.rotate()
         saved = (sealer.key, sealer.seq, sealer.prev_mac)
-        data = b"".join([sealer.seal({"type": "event", "event": e}) for e in events])
-        if self.bytes_used() + len(data) > self.max_bytes:
-            sealer.key, sealer.seq, sealer.prev_mac = saved
+        # Room is kept for the end and start markers of the next rotation, so the
+        # markers never take the spool past max_bytes either.
+        room = self.max_bytes - self.bytes_used() - _MARKER_RESERVE
+        lines: list[bytes] = []
+        size = 0
+        for e in events:
+            state = (sealer.key, sealer.seq, sealer.prev_mac)
+            line = sealer.seal({"type": "event", "event": e})
+            if size + len(line) > room:
+                sealer.key, sealer.seq, sealer.prev_mac = state
+                break
+            lines.append(line)
+            size += len(line)
+        if not lines:
             raise SpoolFull(f"the audit spool would exceed max_spool_bytes ({self.max_bytes})")
         try:
-            self._write(data)
+            self._write(b"".join(lines))
             if self.fsync_always:
                 os.fdatasync(self._fd)
         except OSError as exc:
@@ -306,10 +320,10 @@ class Spool:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._size)
             raise SpoolError(f"cannot write the audit spool: {exc.strerror or exc}") from exc
-        self._size += len(data)
+        self._size += size
         self._dirty = True
         self.written_seq = sealer.seq - 1
-        return self.written_seq
+        return len(lines)
 
     def sync(self) -> None:
         """fsync the live segment (and now and then the checkpoint)."""
