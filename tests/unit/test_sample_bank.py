@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import random
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 
+import pymysql
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -32,7 +34,18 @@ from sqlbastion.devtools.fakedata import (
     mobile_carrier,
     split_name,
 )
-from sqlbastion.devtools.sample_bank import CANARY, COLUMNS, DEFAULT_SEED, BankData, _main, generate
+from sqlbastion.devtools.sample_bank import (
+    CANARY,
+    COLUMNS,
+    DEFAULT_SEED,
+    BankData,
+    _main,
+    generate,
+    load_mariadb,
+    load_postgres,
+    load_servers,
+)
+from sqlbastion.devtools.servers import ServerInfo, free_port
 
 # -- identity numbers ---------------------------------------------------------------
 
@@ -308,7 +321,7 @@ def test_sizes_follow_the_scale(small: BankData) -> None:
     with pytest.raises(ValueError):
         generate(scale=0)
     with pytest.raises(ValueError):
-        generate(scale=1000)
+        generate(scale=21)
 
 
 def test_same_seed_same_rows_other_seed_other_rows(small: BankData) -> None:
@@ -469,3 +482,36 @@ def test_cli_needs_servers(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         _main(["--mariadb", "127.0.0.1:1", "--user", "u", "--password-env", "SQLBASTION_SURELY_UNSET_VAR"])
     assert "not set" in capsys.readouterr().err
+
+
+def test_database_names_are_plain_identifiers(small: BankData) -> None:
+    for bad in ("bank; DROP DATABASE mysql", "bank`", 'bank"', "银行", "", "b" * 64):
+        with pytest.raises(ValueError):
+            load_mariadb(small, host="127.0.0.1", port=1, user="u", password="p", database=bad)
+        with pytest.raises(ValueError):
+            load_postgres(small, host="127.0.0.1", port=1, user="u", password="p", database=bad)
+
+
+def test_unreachable_server_is_reported(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    closed = free_port()  # nothing listens there
+    info = ServerInfo(
+        kind="mariadb",
+        host="127.0.0.1",
+        port=closed,
+        directory="",
+        pid=0,
+        admin_user="u",
+        admin_password="p",
+        service_user="",
+        service_password="",
+        socket="",
+    )
+    tiny = generate(scale=0.001)
+    with pytest.raises(pymysql.err.OperationalError):
+        load_servers(mariadb=info, postgres=None, data=tiny)
+    with pytest.raises(OSError):
+        load_servers(mariadb=None, postgres=replace(info, kind="postgres"), data=tiny)
+    monkeypatch.setenv("SQLBASTION_TEST_LOADER_PW", "p")
+    argv = ["--mariadb", f"127.0.0.1:{closed}", "--user", "u", "--password-env", "SQLBASTION_TEST_LOADER_PW"]
+    assert _main([*argv, "--scale", "0.001"]) == 1
+    assert "sample_bank:" in capsys.readouterr().err
