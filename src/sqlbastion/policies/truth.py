@@ -135,7 +135,7 @@ def truth(e: exp.Expr, mysql: bool) -> object:
     if isinstance(e, exp.Is):
         v = _const(e.this, mysql)
         if isinstance(e.expression, exp.Null) and v is not _UNKNOWN:
-            return v is None
+            return (v is None) != bool(e.args.get("negate"))
         return _UNKNOWN
     if isinstance(e, exp.Like):
         pattern = _const(e.expression, mysql)
@@ -177,7 +177,7 @@ def _null_complement(a: exp.Expr, b: exp.Expr) -> bool:
             while isinstance(e, exp.Paren):
                 e = e.this
         if isinstance(e, exp.Is) and isinstance(e.expression, exp.Null):
-            return negated, e.this
+            return negated != bool(e.args.get("negate")), e.this
         return None
 
     pa, pb = parts(a), parts(b)
