@@ -45,7 +45,8 @@ class JSONLSink(Sink):
         self._fd = -1
 
     async def open(self) -> None:
-        await asyncio.to_thread(self._open)
+        if self._fd < 0:
+            await asyncio.to_thread(self._open)
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,21 +54,30 @@ class JSONLSink(Sink):
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
 
     def _tail_seq(self) -> int:
+        """The chain seq of the last event written: in the live file, or in the newest
+        rotated one when the live file is still empty."""
+        for candidate in [self.path, *reversed(self.rotated_files())]:
+            seq = self._last_seq_in(candidate)
+            if seq is not None:
+                return seq
+        return -1
+
+    def _last_seq_in(self, path: Path) -> int | None:
         try:
-            with open(self.path, "rb") as f:
+            with open(path, "rb") as f:
                 f.seek(0, os.SEEK_END)
                 size = f.tell()
                 f.seek(max(0, size - 65536))
                 lines = f.read().split(b"\n")
         except FileNotFoundError:
-            return -1
+            return None
         for line in reversed(lines):
             if line.strip():
                 try:
                     return int(json.loads(line)["chain"]["seq"])
                 except (ValueError, KeyError, TypeError):
                     return -1
-        return -1
+        return None
 
     async def deliver(self, records: Sequence[SpooledRecord]) -> None:
         if self._fd < 0:

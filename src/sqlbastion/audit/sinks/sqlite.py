@@ -119,7 +119,10 @@ class SQLiteSink(Sink):
         self._last_retention = 0.0
 
     async def open(self) -> None:
-        self._conn = await asyncio.to_thread(connect, self.path)
+        if self._conn is None:
+            self._conn = await asyncio.to_thread(connect, self.path)
+            # Retention first runs a minute after opening, off the start-up path.
+            self._last_retention = time.monotonic()
 
     async def deliver(self, records: Sequence[SpooledRecord]) -> None:
         if self._conn is None:

@@ -1,0 +1,123 @@
+"""``sqlbastion audit search | tail | export | verify`` against a real SQLite store and spool."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from sqlbastion.audit.pipeline import AuditPipeline
+from sqlbastion.audit.sinks.sqlite import SQLiteSink
+from sqlbastion.audit.spool import Spool
+from sqlbastion.cli import main
+
+
+def _config(tmp_path: Path) -> Path:
+    config = tmp_path / "sqlbastion.toml"
+    config.write_text(
+        '[audit]\nspool_dir = "spool"\n\n[[audit.sinks]]\ntype = "sqlite"\npath = "audit.db"\n', encoding="utf-8"
+    )
+    return config
+
+
+def _fill(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    p = AuditPipeline(spool=spool, sinks=[SQLiteSink(path=tmp_path / "audit.db")])
+    p.open()
+    for i in range(12):
+        p.emit(
+            {
+                "kind": "statement",
+                "event_id": f"0191e7c0-0000-7000-8000-{i:012d}",
+                "session_id": "s-a" if i < 6 else "s-b",
+                "person": "dev" if i % 2 else "analyst",
+                "protocol": "mysql",
+                "backend": "core",
+                "sql_text": f"DROP TABLE t{i}" if i % 3 == 0 else f"SELECT * FROM bank.customers WHERE id = {i}",
+                "decision": "block" if i % 3 == 0 else "allow",
+                "rule_ids": ["HR-DDL-DROP"] if i % 3 == 0 else [],
+                "objects_read": [] if i % 3 == 0 else ["bank.customers"],
+                "columns_read": [] if i % 3 == 0 else ["bank.customers.mobile"],
+            }
+        )
+    p.emit({"kind": "auth_failed", "person": "=cmd|' /C calc'!A0", "reason": "bad_credentials"})
+    p.flush()
+    deadline = time.monotonic() + 10
+    p.close()
+    assert time.monotonic() < deadline
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    config = _config(tmp_path)
+    _fill(tmp_path)
+    return config
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().out
+
+
+def test_search_filters(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _run(capsys, "audit", "search", "-c", str(store), "--decision", "block", "--json")
+    assert code == 0
+    events = [json.loads(line) for line in out.splitlines()]
+    assert len(events) == 4
+    assert all(e["rule_ids"] == ["HR-DDL-DROP"] for e in events)
+    _, out = _run(capsys, "audit", "search", "-c", str(store), "--rule", "HR-DDL-DROP", "--person", "dev", "--json")
+    assert len(out.splitlines()) == 2
+    _, out = _run(capsys, "audit", "search", "-c", str(store), "--object", "bank.customers", "--json")
+    assert len(out.splitlines()) == 8
+    _, out = _run(capsys, "audit", "search", "-c", str(store), "--object", "bank.customers.mobile", "--json")
+    assert len(out.splitlines()) == 8
+    _, out = _run(capsys, "audit", "search", "-c", str(store), "--session", "s-b", "--json")
+    assert len(out.splitlines()) == 6
+    _, out = _run(capsys, "audit", "search", "-c", str(store), "--since", "1h", "--kind", "auth_failed")
+    assert len(out.splitlines()) == 1
+    _, out = _run(capsys, "audit", "search", "-c", str(store), "--until", "2000-01-01")
+    assert out == ""
+    code, _ = _run(capsys, "audit", "search", "-c", str(store), "--since", "yesterday-ish")
+    assert code == 1
+
+
+def test_tail_shows_the_latest(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _run(capsys, "audit", "tail", "-c", str(store), "-n", "3", "--json")
+    assert code == 0
+    assert [json.loads(line)["kind"] for line in out.splitlines()] == ["statement", "statement", "auth_failed"]
+
+
+def test_export_csv_and_jsonl(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _run(capsys, "audit", "export", "-c", str(store), "--format", "csv", "--since", "1d")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 13
+    assert rows[0]["statement_text"] in ("DROP TABLE t0", "DROP TABLE ?")
+    assert "customers WHERE id = ?" in rows[1]["statement_text"]
+    injected = next(r for r in rows if r["kind"] == "auth_failed")
+    assert injected["person"].startswith("'=")  # neutralised for spreadsheets
+    target = tmp_path / "out.jsonl"
+    code, _ = _run(capsys, "audit", "export", "-c", str(store), "-o", str(target))
+    assert code == 0
+    assert len(target.read_text().splitlines()) == 13
+
+
+def test_verify_exit_codes(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _run(capsys, "audit", "verify", "-c", str(store))
+    assert code == 0, out
+    assert out.startswith("chain ok")
+    segment = sorted((tmp_path / "spool").glob("seg-*.log"))[-1]
+    lines = segment.read_bytes().splitlines(keepends=True)
+    lines[3] = lines[3].replace(b"analyst", b"analysT")
+    segment.write_bytes(b"".join(lines))
+    code, out = _run(capsys, "audit", "verify", "-c", str(store), "--json")
+    assert code == 4
+    report = json.loads(out)
+    assert report["problem"]["kind"] == "modified"
+    assert report["problem"]["line"] == 4
+    code, _ = _run(capsys, "audit", "verify", "--spool", str(tmp_path / "nowhere"), "-c", str(store))
+    assert code == 1
