@@ -224,3 +224,42 @@ async def test_reload_into_another_database_replaces_it(
     with m.cursor() as cur:
         cur.execute("DROP DATABASE bank_small")
     m.close()
+
+
+def test_mariadb_load_is_exact_whatever_the_server_sql_mode(mariadb_server: ServerInfo) -> None:
+    """Backslashes and quotes in memos survive a server whose default sql_mode changes lexing."""
+    data = generate(seed=11, scale=0.05)
+    awkward = [r for r in data.transactions if "\\" in r[8] or "'" in r[8] or '"' in r[8]]
+    assert awkward
+    admin = pymysql.connect(
+        host=mariadb_server.host,
+        port=mariadb_server.port,
+        user=mariadb_server.admin_user,
+        password=mariadb_server.admin_password,
+        autocommit=True,
+    )
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT @@GLOBAL.sql_mode")
+            (saved,) = cur.fetchone() or ("",)
+            cur.execute("SET GLOBAL sql_mode = 'NO_BACKSLASH_ESCAPES,ANSI_QUOTES,PIPES_AS_CONCAT'")
+        try:
+            load_mariadb(
+                data,
+                host=mariadb_server.host,
+                port=mariadb_server.port,
+                user=mariadb_server.admin_user,
+                password=mariadb_server.admin_password,
+                database="bank_modes",
+            )
+        finally:
+            with admin.cursor() as cur:
+                cur.execute("SET GLOBAL sql_mode = %s", (saved,))
+        with admin.cursor() as cur:
+            cur.execute("SELECT id, memo FROM bank_modes.transactions ORDER BY id")
+            stored = dict(cur.fetchall())
+            cur.execute("DROP DATABASE bank_modes")
+    finally:
+        admin.close()
+    for row in awkward:
+        assert stored[row[0]] == row[8]

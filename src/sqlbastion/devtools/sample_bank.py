@@ -450,6 +450,10 @@ def load_mariadb(
     )
     try:
         with conn.cursor() as cur:
+            # A known mode whatever the server's default: strict, so a value too long for its
+            # column is an error rather than a silent cut, and none of the modes that change
+            # lexing (ANSI_QUOTES, NO_BACKSLASH_ESCAPES, PIPES_AS_CONCAT).
+            cur.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'")
             cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
             cur.execute(f"CREATE DATABASE `{db}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
             cur.execute(f"USE `{db}`")
