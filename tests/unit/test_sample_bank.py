@@ -449,6 +449,16 @@ def test_accounts_and_transactions_are_consistent(small: BankData) -> None:
         assert cp_card is None or is_valid_bank_card(cp_card)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 42, 2**31 - 1, 20240602])
+def test_invariants_hold_for_other_seeds(seed: int) -> None:
+    data = generate(seed=seed, scale=0.03)
+    test_customers_are_consistent(data)
+    test_accounts_and_transactions_are_consistent(data)
+    test_values_fit_the_declared_column_widths(data)
+    test_dates_stay_in_range(data)
+    assert data.customers[0][:6] == (1, CANARY.name, CANARY.id_card, CANARY.mobile, CANARY.email, CANARY.address)
+
+
 def test_values_fit_the_declared_column_widths(small: BankData) -> None:
     widths = {
         "customers": {1: 64, 2: 18, 3: 11, 4: 128, 5: 255, 7: 1, 8: 32},

@@ -370,7 +370,7 @@ def _transactions(
         if roll < 0.55:
             merchant, memo, channel = rng.choice(_MERCHANTS)
             cp_name: str = merchant
-            amount = -round(rng.lognormvariate(4.5, 1.1), 2)
+            amount = -max(0.01, round(rng.lognormvariate(4.5, 1.1), 2))  # never a zero amount
         elif roll < 0.9:
             if rng.random() < 0.5:
                 other = accounts[rng.randrange(n_accounts)]
@@ -381,7 +381,7 @@ def _transactions(
                 cp_card = faker.bank_card()
             memo = rng.choice(_TRANSFER_MEMOS)
             channel = rng.choice(("mobile", "online", "counter", "atm"))
-            amount = round(rng.lognormvariate(6.5, 1.3), 2) * (1 if rng.random() < 0.45 else -1)
+            amount = max(0.01, round(rng.lognormvariate(6.5, 1.3), 2)) * (1 if rng.random() < 0.45 else -1)
         else:
             cp_name = rng.choice(_EMPLOYERS)
             memo = "工资"
