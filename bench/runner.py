@@ -356,6 +356,7 @@ def _measure_rounds(opts: Options, env: Environment, loads: list[Workload], coll
                     continue
                 pid = env.pids.get((w.protocol, path))
                 cpu_before = _cpu(pid)
+                threads_before = _threads(pid) if path.startswith("sqlbastion") else None
                 try:
                     value = w.measure(eps[path])
                 except WorkloadError as exc:
@@ -371,6 +372,13 @@ def _measure_rounds(opts: Options, env: Environment, loads: list[Workload], coll
                     per = used / (value * opts.duration) * 1e6 if w.unit == "tps" else used
                     coll.add(f"{w.key}:cpu", path, per)
                     extra = f" ({per:,.1f} {'CPU µs/tx' if w.unit == 'tps' else 'CPU s'})"
+                    threads_after = _threads(pid)
+                    if pid is not None and threads_before is not None and threads_after is not None:
+                        # The event loop is the main thread; the others are the audit writer and sinks.
+                        loop = threads_after.get(pid, 0.0) - threads_before.get(pid, 0.0)
+                        scale = 1e6 / (value * opts.duration) if w.unit == "tps" else 1.0
+                        coll.add(f"{w.key}:cpu-loop", path, loop * scale)
+                        coll.add(f"{w.key}:cpu-threads", path, (used - loop) * scale)
                 _say(f"round {rnd + 1}/{opts.rounds} {w.name} / {path}: {value:,.2f} {w.unit}{extra}")
 
 
@@ -381,6 +389,27 @@ def _cpu(pid: int | None) -> float | None:
         return services.cpu_seconds(pid)
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _threads(pid: int | None) -> dict[int, float] | None:
+    if pid is None:
+        return None
+    try:
+        return services.thread_cpu_seconds(pid)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _split_note(w: Workload, coll: Collector) -> str | None:
+    """Where sqlbastion's CPU went: the event loop against its other threads (audit writer, sinks)."""
+    parts = []
+    unit = "µs/tx" if w.unit == "tps" else "s"
+    for path in ("sqlbastion_bare", "sqlbastion"):
+        loop, other = coll.samples.get((f"{w.key}:cpu-loop", path)), coll.samples.get((f"{w.key}:cpu-threads", path))
+        if loop and other:
+            med_loop, med_other = sorted(loop)[len(loop) // 2], sorted(other)[len(other) // 2]
+            parts.append(f"{PATHS[path]}: event loop {med_loop:,.1f} {unit}, other threads {med_other:,.1f} {unit}")
+    return "; ".join(parts) or None
 
 
 def _cpu_result(w: Workload, coll: Collector) -> WorkloadResult | None:
@@ -401,8 +430,9 @@ def _cpu_result(w: Workload, coll: Collector) -> WorkloadResult | None:
             unit="µs",
             figures=figures,
             baseline="relay" if "relay" in paths else None,
+            note=_split_note(w, coll),
         )
-    return WorkloadResult(name=f"{w.name}: CPU per run", unit="s", figures=figures)
+    return WorkloadResult(name=f"{w.name}: CPU per run", unit="s", figures=figures, note=_split_note(w, coll))
 
 
 def _first_row(ep: Endpoint, protocol: str) -> str:
@@ -586,7 +616,10 @@ def _profile_one(opts: Options, w: Workload, path: str, pid: int, ep: Endpoint, 
         return [f"{w.name} ({path}): py-spy failed: {' '.join(err.decode(errors='replace').split())[:160]}"]
     summary = profile.summarize_collapsed(out.read_text(errors="replace"), only_under="sqlbastion")
     _say(f"profile of {w.name} through {path}: {out}")
-    return [f"{w.name} ({PATHS[path]}): {line}" for line in summary.lines(top=6)]
+    lines = [f"{w.name} ({PATHS[path]}): {line}" for line in summary.lines(top=8)]
+    for line in lines:
+        _say(line)
+    return lines
 
 
 # -- the run ---------------------------------------------------------------
@@ -604,6 +637,9 @@ def run(opts: Options) -> list[WorkloadResult]:
     findings: list[str] = []
     try:
         _setup(opts, env)
+        # Idle connections first, on fresh proxies: memory freed after a workload stays in the
+        # process (Python's allocator keeps its arenas), which would hide the per-connection cost.
+        idle = _measure_connections(opts, env) if "connections" in opts.groups else []
         loads = _workloads(opts)
         _measure_rounds(opts, env, loads, coll)
         for w in loads:
@@ -620,8 +656,7 @@ def run(opts: Options) -> list[WorkloadResult]:
         results += [r for r in (_cpu_result(w, coll) for w in loads) if r is not None]
         if opts.profile:
             findings = _profile(opts, env, loads)
-        if "connections" in opts.groups:
-            results += _measure_connections(opts, env)
+        results += idle
     finally:
         services.stop_all()
         for server in env.servers.values():

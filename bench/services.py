@@ -48,6 +48,7 @@ __all__ = [
     "start_relay",
     "start_sqlbastion",
     "stop_all",
+    "thread_cpu_seconds",
 ]
 
 BENCH_DATABASE = "bench"
@@ -450,6 +451,19 @@ def cpu_seconds(pid: int) -> float:
     # /proc/PID/stat: fields 14 and 15 (utime, stime) in clock ticks; the command name may hold spaces.
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU time of each thread of a process, by thread id (the main thread's id is the pid)."""
+    out: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended between listing and reading
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def rss_mib(pid: int) -> float:
