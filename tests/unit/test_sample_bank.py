@@ -347,7 +347,7 @@ def test_dataset_fingerprint_is_stable() -> None:
     assert digest.hexdigest()[:16] == FINGERPRINT
 
 
-FINGERPRINT = "1c0c6d1b085c329c"
+FINGERPRINT = "9fb11d002e7637f2"
 
 
 def test_canary_is_customer_one_and_valid(small: BankData) -> None:

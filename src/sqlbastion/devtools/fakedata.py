@@ -461,7 +461,7 @@ class PersonFaker:
 
     def id_card(self, region: Region, birth: date, gender: Gender) -> str:
         def make() -> str:
-            seq = self.rng.randrange(0, 1000)
+            seq = self.rng.randrange(1, 1000)  # 001-999: offices never issue 000
             if (seq % 2 == 1) != (gender == "M"):
                 seq = seq + 1 if seq < 999 else seq - 1  # flip parity: odd = male
             body = f"{region.code}{birth:%Y%m%d}{seq:03d}"
@@ -474,7 +474,6 @@ class PersonFaker:
 
     def bank_card(self, bin_: BankBin | None = None) -> str:
         chosen = bin_ or self.rng.choice(BANK_BINS)
-
         digits = chosen.length - len(chosen.prefix) - 1
 
         def make() -> str:
