@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Callable
+from typing import cast
 
 from sqlbastion.config import BackendSettings
 from sqlbastion.proxy.mysql.constants import Capability
@@ -50,8 +51,8 @@ class PacketProtocol(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)  # asyncio contract for stream protocols
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         relay = self.relay_to
@@ -134,7 +135,7 @@ class PacketProtocol(asyncio.Protocol):
         )
         if new is None:
             raise ConnectionClosed("TLS handshake failed")
-        self.transport = new
+        self.transport = cast(asyncio.Transport, new)
 
 
 class BackendConnection:

@@ -1,0 +1,639 @@
+"""The command phase of one person's connection: decide, forward, relay, audit.
+
+Strategy: one coroutine reads the client's commands in order
+(page_protocol_command_phase). Each command is authorised through the
+``Session`` before any byte reaches the backend; a refused one is answered with
+ERR 1227 / 42000 and the connection stays usable (DESIGN.md decision 6). An
+allowed command is forwarded and its response relayed by a ``ResponseRelay``
+called straight from the backend protocol's ``data_received``, so rows stream
+without a coroutine switch per packet. The client's write buffer pauses the
+backend's reading (backpressure), so memory stays flat for a slow reader.
+
+Commands sqlbastion cannot police (replication, COM_DEBUG, COM_SHUTDOWN,
+COM_PROCESS_INFO …) are refused; COM_CHANGE_USER is refused, never relayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from dataclasses import dataclass
+
+from sqlbastion import logs
+from sqlbastion.observability.metrics import METRICS
+from sqlbastion.policies.model import Action, Decision, RuleHit
+from sqlbastion.proxy.mysql import guards
+from sqlbastion.proxy.mysql.channel import BackendConnection, PacketProtocol
+from sqlbastion.proxy.mysql.constants import (
+    SQLSTATE,
+    Command,
+    ErrorCode,
+    ServerStatus,
+    SessionTrack,
+    python_codec,
+    type_name,
+)
+from sqlbastion.proxy.mysql.errors import MalformedPacket, MySQLProtocolError
+from sqlbastion.proxy.mysql.framing import frame
+from sqlbastion.proxy.mysql.packets import ColumnDefinition, ErrPacket, OkPacket
+from sqlbastion.proxy.mysql.registry import SessionRegistry
+from sqlbastion.proxy.mysql.results import ResponseKind, ResponseRelay, ResultSummary
+from sqlbastion.proxy.mysql.wire import PayloadReader
+from sqlbastion.proxy.session import (
+    MaskPlan,
+    ResultColumn,
+    Session,
+    StatementOutcome,
+    Verdict,
+    blocked_message,
+    new_event_id,
+)
+
+__all__ = ["BackendLost", "CommandLoop", "PreparedStatement", "apply_state_changes"]
+
+log = logs.get_logger("proxy.mysql")
+
+MAX_PREPARED_STATEMENTS = 1024  # per connection; MySQL's max_prepared_stmt_count is per server
+WITHHELD = "sqlbastion: backend message withheld (the statement touched sensitive columns). Audit ref {}."
+
+SETUP_SQL = (
+    "SET SESSION session_track_schema = ON, session_track_state_change = ON, "
+    "session_track_system_variables = 'autocommit,character_set_client,character_set_connection,"
+    "character_set_results,time_zone,sql_mode'"
+)
+STATE_SQL = "SELECT DATABASE(), @@SESSION.sql_mode, @@SESSION.character_set_client"
+
+_NO_RESPONSE = frozenset({Command.STMT_CLOSE, Command.STMT_SEND_LONG_DATA})
+
+
+class BackendLost(Exception):
+    """The backend connection ended while sqlbastion needed it."""
+
+
+@dataclass(kw_only=True, slots=True)
+class PreparedStatement:
+    statement_id: int
+    sql: str
+    verdict: Verdict
+    state_key: tuple[object, ...]
+    num_params: int
+    plan: MaskPlan | None = None  # of the open cursor, for COM_STMT_FETCH
+    types: list[int] = dataclasses.field(default_factory=list)
+
+
+def apply_state_changes(session: Session, summary: ResultSummary) -> None:
+    """Keep ``session.state`` true to the backend from OK session-tracking data and status flags."""
+    state = session.state
+    for ok in summary.oks:
+        for change in ok.state_changes():
+            if change.kind == SessionTrack.SCHEMA:
+                schema = change.schema()
+                state.database = schema.decode("utf-8", "replace") if schema else None
+            elif change.kind == SessionTrack.SYSTEM_VARIABLES:
+                pair = change.system_variable()
+                if pair is None:
+                    continue
+                name, value = pair[0].decode("ascii", "replace").lower(), pair[1].decode("utf-8", "replace")
+                if name == "sql_mode":
+                    set_sql_mode(session, value)
+                elif name == "character_set_client":
+                    state.client_encoding = value.lower()
+    if summary.status is not None:
+        state.in_transaction = bool(summary.status & ServerStatus.IN_TRANS)
+        state.no_backslash_escapes = bool(summary.status & ServerStatus.NO_BACKSLASH_ESCAPES) or (
+            state.no_backslash_escapes and not summary.oks
+        )
+
+
+def set_sql_mode(session: Session, value: str) -> None:
+    modes = {m.strip().upper() for m in value.split(",")}
+    session.state.ansi_quotes = bool(modes & {"ANSI_QUOTES", "ANSI"})
+    session.state.no_backslash_escapes = "NO_BACKSLASH_ESCAPES" in modes
+
+
+def _quote_ident(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+class CommandLoop:
+    """Serves one authenticated person's commands until the client or the backend goes away."""
+
+    def __init__(
+        self,
+        *,
+        client: PacketProtocol,
+        backend: BackendConnection,
+        session: Session,
+        client_capabilities: int,
+        registry: SessionRegistry,
+        max_statement_bytes: int,
+        idle_timeout_s: float,
+    ) -> None:
+        self.client = client
+        self.backend = backend
+        self.session = session
+        self.client_caps = client_capabilities
+        self.registry = registry
+        self.max_statement_bytes = max_statement_bytes
+        self.idle_timeout_s = idle_timeout_s
+        self.statements: dict[int, PreparedStatement] = {}
+        self.last_prepared: int | None = None
+        self._last_activity = time.monotonic()
+        self._response: asyncio.Future[ResultSummary] | None = None
+        self._backend_gone = False
+        backend.protocol.on_lost = self._on_backend_lost
+        client.on_pause_writing = self._pause_backend
+        client.on_resume_writing = self._resume_backend
+
+    # -- flow control and failures -----------------------------------------
+
+    def _pause_backend(self) -> None:
+        t = self.backend.protocol.transport
+        if t is not None and not t.is_closing():
+            t.pause_reading()
+
+    def _resume_backend(self) -> None:
+        t = self.backend.protocol.transport
+        if t is not None and not t.is_closing():
+            t.resume_reading()
+
+    def _on_backend_lost(self, exc: BaseException | None) -> None:
+        self._backend_gone = True
+        fut = self._response
+        if fut is not None and not fut.done():
+            fut.set_exception(BackendLost(str(exc) if exc else "backend closed the connection"))
+        elif fut is None:
+            # Idle: nothing to answer; the client learns at its next command.
+            pass
+
+    # -- small helpers -------------------------------------------------------
+
+    def _send_err(self, errno: int, message: str, seq: int = 1, sqlstate: str | None = None) -> None:
+        err = ErrPacket(errno=errno, message=message, sqlstate=sqlstate or SQLSTATE.get(errno, "HY000"))
+        self.client.write(frame(seq, err.encode(self.client_caps))[0])
+
+    def _refuse(self, verdict: Verdict) -> None:
+        self._send_err(ErrorCode.ER_SPECIFIC_ACCESS_DENIED_ERROR, verdict.message, sqlstate="42000")
+        self.session.finish(verdict, StatementOutcome())
+
+    def _proxy_block(self, sql: str, refusal: guards.GuardRefusal) -> Verdict:
+        hit = RuleHit(
+            rule_id=refusal.rule_id, title=refusal.title, severity="high", action=Action.BLOCK, why=refusal.why
+        )
+        decision = Decision(
+            action=Action.BLOCK,
+            rule_hits=(hit,),
+            reason=refusal.why,
+            policy_version=self.session.runtime.engine.version,
+        )
+        event_id = new_event_id()
+        return Verdict(
+            decision=decision,
+            event_id=event_id,
+            started_ns=time.perf_counter_ns(),
+            sql_text=sql,
+            message=blocked_message(decision, event_id),
+        )
+
+    def _decode(self, raw: bytes) -> str | guards.GuardRefusal:
+        encoding = self.session.state.client_encoding
+        codec = python_codec(encoding)
+        if codec is None:
+            return guards.GuardRefusal(
+                rule_id="MYSQL-ENCODING",
+                title="Statement text in an unsupported character set",
+                why=f"sqlbastion cannot read statements in character set {encoding[:32]!r}",
+            )
+        try:
+            return raw.decode(codec)
+        except UnicodeDecodeError:
+            return guards.GuardRefusal(
+                rule_id="MYSQL-ENCODING",
+                title="Statement text that does not decode",
+                why=f"the statement is not valid {encoding[:32]}",
+            )
+
+    def _state_key(self) -> tuple[object, ...]:
+        s = self.session.state
+        return (s.database, s.ansi_quotes, s.no_backslash_escapes, s.client_encoding)
+
+    def _columns(self, cols: list[ColumnDefinition], binary: bool) -> list[ResultColumn]:
+        return [
+            ResultColumn(
+                name=c.name.decode("utf-8", "replace"),
+                schema=c.schema.decode("utf-8", "replace") or None,
+                table=c.org_table.decode("utf-8", "replace") or None,
+                column=c.org_name.decode("utf-8", "replace") or None,
+                type_name=type_name(c.type),
+                binary=binary,
+            )
+            for c in cols
+        ]
+
+    # -- the loop -------------------------------------------------------------
+
+    async def run(self) -> str:
+        """Serve until the end; returns the reason the connection closed."""
+        loop = asyncio.get_running_loop()
+        idle = loop.call_later(min(self.idle_timeout_s, 60.0), self._check_idle)
+        try:
+            while True:
+                packet = await self.client.read_packet()
+                self._last_activity = time.monotonic()
+                if packet.seq != 0:
+                    raise MalformedPacket(f"command packet with sequence id {packet.seq}")
+                payload = packet.payload
+                if not payload:
+                    raise MalformedPacket("empty command packet")
+                if self._backend_gone:
+                    self._send_err(ErrorCode.CR_SERVER_LOST, "sqlbastion: the backend connection was lost")
+                    return "backend_lost"
+                if payload[0] == Command.QUIT:
+                    return "quit"
+                await self._dispatch(payload)
+        finally:
+            idle.cancel()
+
+    def _check_idle(self) -> None:
+        if self.client.closed:
+            return
+        if time.monotonic() - self._last_activity > self.idle_timeout_s and self._response is None:
+            log.info("idle timeout", person=self.session.person, session_id=self.session.session_id)
+            self.client.close()
+            return
+        asyncio.get_running_loop().call_later(min(self.idle_timeout_s, 60.0), self._check_idle)
+
+    async def _dispatch(self, payload: bytes) -> None:
+        cmd = payload[0]
+        if cmd == Command.QUERY:
+            await self._query(payload)
+        elif cmd == Command.STMT_PREPARE:
+            await self._prepare(payload)
+        elif cmd == Command.STMT_EXECUTE:
+            await self._execute(payload)
+        elif cmd == Command.STMT_FETCH:
+            await self._fetch(payload)
+        elif cmd in (Command.STMT_CLOSE, Command.STMT_SEND_LONG_DATA, Command.STMT_RESET):
+            await self._statement_command(payload)
+        elif cmd == Command.INIT_DB:
+            await self._init_db(payload)
+        elif cmd == Command.FIELD_LIST:
+            await self._field_list(payload)
+        elif cmd in (Command.PING, Command.STATISTICS, Command.SET_OPTION):
+            await self._relay(payload, "single")
+        elif cmd == Command.RESET_CONNECTION:
+            await self._reset_connection(payload)
+        elif cmd == Command.PROCESS_KILL:
+            await self._process_kill(payload)
+        elif cmd == Command.CHANGE_USER:
+            self._send_err(
+                ErrorCode.ER_NOT_SUPPORTED_YET,
+                "sqlbastion: COM_CHANGE_USER is not supported; open a new connection as the other person",
+            )
+        else:
+            self._send_err(ErrorCode.ER_UNKNOWN_COM_ERROR, f"sqlbastion: command 0x{cmd:02X} is not allowed")
+
+    # -- relaying ---------------------------------------------------------------
+
+    async def _relay(
+        self,
+        payload: bytes,
+        kind: ResponseKind,
+        *,
+        verdict: Verdict | None = None,
+        binary: bool = False,
+        plan: MaskPlan | None = None,
+        types: list[int] | None = None,
+    ) -> tuple[ResultSummary, ResponseRelay]:
+        session = self.session
+
+        def planner(cols: list[ColumnDefinition], is_binary: bool) -> MaskPlan:
+            assert verdict is not None  # planner is only passed with a verdict
+            return session.mask_plan(verdict, self._columns(cols, is_binary))
+
+        withhold = None
+        if verdict is not None and verdict.decision.sensitive_columns:
+            withhold = WITHHELD.format(verdict.event_id)
+        relay = ResponseRelay(
+            kind=kind,
+            backend_capabilities=self.backend.capabilities,
+            client_capabilities=self.client_caps,
+            binary=binary,
+            planner=planner if verdict is not None else None,
+            withhold_errors=withhold,
+            plan=plan,
+            types=types,
+        )
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[ResultSummary] = loop.create_future()
+        client = self.client
+
+        def on_data(data: bytes) -> None:
+            if fut.done():
+                return
+            try:
+                out = relay.feed(data)
+            except MySQLProtocolError as exc:
+                fut.set_exception(exc)
+                return
+            if out:
+                client.write(out)
+            if relay.done:
+                fut.set_result(relay.summary)
+
+        bp = self.backend.protocol
+        leftover = bp.framer.take_buffered()
+        bp.relay_to = on_data
+        self._response = fut
+        try:
+            bp.write(frame(0, payload)[0])
+            if leftover:
+                on_data(leftover)
+            return await fut, relay
+        finally:
+            bp.relay_to = None
+            self._response = None
+
+    async def _run_statement(
+        self, payload: bytes, verdict: Verdict, kind: ResponseKind, *, binary: bool = False
+    ) -> tuple[ResultSummary, ResponseRelay] | None:
+        """Forward an allowed statement, relay its response, record the outcome."""
+        started = time.perf_counter_ns()
+        try:
+            summary, relay = await self._relay(payload, kind, verdict=verdict, binary=binary)
+        except BackendLost:
+            self.session.finish(verdict, StatementOutcome(backend_error="backend connection lost"))
+            raise
+        apply_state_changes(self.session, summary)
+        err = summary.error
+        backend_error = None
+        if err is not None:
+            backend_error = f"{err.errno} ({err.sqlstate})"
+            if not verdict.decision.sensitive_columns:
+                backend_error += f": {err.message[:512]}"
+        if summary.refused:
+            backend_error = summary.refused
+        self.session.finish(
+            verdict,
+            StatementOutcome(
+                rows=summary.rows,
+                affected=summary.affected,
+                bytes_sent=summary.bytes_out,
+                backend_error=backend_error,
+                backend_us=(time.perf_counter_ns() - started) // 1000,
+                masked_values=summary.masked_values,
+            ),
+        )
+        if verdict.decision.sensitive_columns and summary.warnings:
+            # SHOW WARNINGS would echo values of sensitive columns: clear the diagnostics area.
+            await self._internal("DO 0")
+        return summary, relay
+
+    async def _internal(self, sql: str) -> None:
+        """An internal statement whose response the client never sees."""
+        self._response = asyncio.get_running_loop().create_future()
+        try:
+            ok, _ = await self.backend.simple_query(sql)
+        finally:
+            self._response = None
+        if ok is not None:
+            apply_state_changes(self.session, ResultSummary(oks=[ok] if ok.session_state else [], status=ok.status))
+
+    # -- statement text checks ---------------------------------------------
+
+    def _checked_text(self, raw: bytes) -> tuple[str, Verdict | None, guards.KillRequest | None]:
+        """The decoded statement, and a refusal verdict or a KILL to resolve, from the proxy's own checks."""
+        if len(raw) > self.max_statement_bytes:
+            text = f"<{len(raw)} bytes>"
+            return (
+                text,
+                self._proxy_block(
+                    text,
+                    guards.GuardRefusal(
+                        rule_id="MYSQL-OVERSIZE",
+                        title="Statement larger than server.max_statement_bytes",
+                        why=f"the statement has {len(raw)} bytes; the limit is {self.max_statement_bytes}",
+                    ),
+                ),
+                None,
+            )
+        decoded = self._decode(raw)
+        if isinstance(decoded, guards.GuardRefusal):
+            text = raw[:256].decode("utf-8", "replace")
+            return text, self._proxy_block(text, decoded), None
+        check = guards.check_statement(decoded)
+        if isinstance(check, guards.GuardRefusal):
+            return decoded, self._proxy_block(decoded, check), None
+        return decoded, None, check
+
+    # -- commands ----------------------------------------------------------------
+
+    async def _query(self, payload: bytes) -> None:
+        text, refusal, kill = self._checked_text(payload[1:])
+        if refusal is not None:
+            self._refuse(refusal)
+            return
+        if kill is not None:
+            backend_id = self.registry.resolve_kill(self.session.person, self.session.backend.name, kill.target)
+            if backend_id is None:
+                self._send_err(ErrorCode.ER_KILL_DENIED_ERROR, f"You are not owner of thread {kill.target}")
+                return
+            verdict = self.session.authorize(text)
+            if not verdict.allowed:
+                self._refuse(verdict)
+                return
+            rewritten = b"\x03" + kill.statement(backend_id).encode("ascii")
+            await self._run_statement(rewritten, verdict, "query")
+            return
+        verdict = self.session.authorize(text)
+        if not verdict.allowed:
+            self._refuse(verdict)
+            return
+        await self._run_statement(payload, verdict, "query")
+
+    async def _prepare(self, payload: bytes) -> None:
+        text, refusal, kill = self._checked_text(payload[1:])
+        if refusal is None and kill is not None:
+            refusal = self._proxy_block(text, guards.KILL_OTHERS)
+        if refusal is not None:
+            self._refuse(refusal)
+            return
+        if len(self.statements) >= MAX_PREPARED_STATEMENTS:
+            self._send_err(
+                ErrorCode.ER_MAX_PREPARED_STMT_COUNT_REACHED,
+                f"sqlbastion: more than {MAX_PREPARED_STATEMENTS} prepared statements on one connection",
+            )
+            return
+        verdict = self.session.authorize(text)
+        if not verdict.allowed:
+            self._refuse(verdict)
+            return
+        done = await self._run_statement(payload, verdict, "prepare")
+        if done is None:
+            return
+        summary, _ = done
+        prep = summary.prepare_ok
+        if prep is not None:
+            self.statements[prep.statement_id] = PreparedStatement(
+                statement_id=prep.statement_id,
+                sql=text,
+                verdict=verdict,
+                state_key=self._state_key(),
+                num_params=prep.num_params,
+            )
+            self.last_prepared = prep.statement_id
+
+    def _statement(self, payload: bytes, command: str) -> PreparedStatement | None:
+        try:
+            sid = PayloadReader(payload, 1).int4("statement_id")
+        except MalformedPacket:
+            sid = -1
+        if sid == 0xFFFFFFFF and self.last_prepared is not None:
+            sid = self.last_prepared  # MariaDB: "the statement prepared last"
+        stmt = self.statements.get(sid)
+        if stmt is None:
+            self._send_err(
+                ErrorCode.ER_UNKNOWN_STMT_HANDLER, f"Unknown prepared statement handler ({sid}) given to {command}"
+            )
+        return stmt
+
+    def _reuse(self, stmt: PreparedStatement) -> Verdict:
+        """The prepare-time decision, unless the session state it depends on changed since."""
+        if stmt.state_key != self._state_key():
+            stmt.verdict = self.session.authorize(stmt.sql)
+            stmt.state_key = self._state_key()
+            return stmt.verdict
+        self.session.statements += 1
+        return dataclasses.replace(stmt.verdict, event_id=new_event_id(), started_ns=time.perf_counter_ns())
+
+    async def _execute(self, payload: bytes) -> None:
+        stmt = self._statement(payload, "mysqld_stmt_execute")
+        if stmt is None:
+            return
+        verdict = self._reuse(stmt)
+        if not verdict.allowed:
+            self._refuse(verdict)
+            return
+        done = await self._run_statement(payload, verdict, "query", binary=True)
+        if done is not None:
+            summary, relay = done
+            if summary.status is not None and summary.status & ServerStatus.CURSOR_EXISTS:
+                stmt.plan = relay.plan
+                stmt.types = relay.types
+
+    async def _fetch(self, payload: bytes) -> None:
+        stmt = self._statement(payload, "mysqld_stmt_fetch")
+        if stmt is None:
+            return
+        verdict = self._reuse(stmt)
+        if not verdict.allowed:
+            self._refuse(verdict)
+            return
+        started = time.perf_counter_ns()
+        summary, _ = await self._relay(payload, "fetch", plan=stmt.plan, types=stmt.types, binary=True)
+        apply_state_changes(self.session, summary)
+        self.session.finish(
+            verdict,
+            StatementOutcome(
+                rows=summary.rows,
+                bytes_sent=summary.bytes_out,
+                backend_us=(time.perf_counter_ns() - started) // 1000,
+                masked_values=summary.masked_values,
+            ),
+        )
+
+    async def _statement_command(self, payload: bytes) -> None:
+        cmd = payload[0]
+        names = {Command.STMT_CLOSE: "mysqld_stmt_close", Command.STMT_RESET: "mysqld_stmt_reset"}
+        if cmd in _NO_RESPONSE:
+            # No response at all (page_protocol_com_stmt_close / _send_long_data): unknown ids are dropped.
+            try:
+                sid = PayloadReader(payload, 1).int4("statement_id")
+            except MalformedPacket:
+                return
+            if sid not in self.statements:
+                return
+            if cmd == Command.STMT_CLOSE:
+                del self.statements[sid]
+            self.backend.protocol.write(frame(0, payload)[0])
+            return
+        if self._statement(payload, names.get(Command(cmd), "mysqld_stmt_reset")) is None:
+            return
+        await self._relay(payload, "single")
+
+    async def _init_db(self, payload: bytes) -> None:
+        name, refusal, _ = self._checked_text(payload[1:])
+        if refusal is not None:
+            self._refuse(refusal)
+            return
+        verdict = self.session.authorize(f"USE {_quote_ident(name)}")
+        if not verdict.allowed:
+            self._refuse(verdict)
+            return
+        await self._run_statement(payload, verdict, "single")
+
+    async def _field_list(self, payload: bytes) -> None:
+        r = PayloadReader(payload, 1)
+        try:
+            table_raw = r.nul_bytes("table")
+        except MalformedPacket:
+            table_raw = r.rest()
+        table, refusal, _ = self._checked_text(table_raw)
+        if refusal is not None:
+            self._refuse(refusal)
+            return
+        verdict = self.session.authorize(f"SHOW COLUMNS FROM {_quote_ident(table)}")
+        if not verdict.allowed:
+            self._refuse(verdict)
+            return
+        await self._run_statement(payload, verdict, "field_list")
+
+    async def _reset_connection(self, payload: bytes) -> None:
+        summary, _ = await self._relay(payload, "single")
+        if summary.error is not None:
+            return
+        self.statements.clear()
+        self.last_prepared = None
+        # The reset restored the server's defaults, including session tracking: set it up again.
+        await self._internal(SETUP_SQL)
+        await self.refresh_state()
+
+    async def refresh_state(self) -> None:
+        """Read the database, sql_mode and character set from the backend into the session state."""
+        self._response = asyncio.get_running_loop().create_future()
+        try:
+            _, rows = await self.backend.simple_query(STATE_SQL)
+        finally:
+            self._response = None
+        if rows:
+            db, mode, charset = (rows[0] + [None, None, None])[:3]
+            self.session.state.database = db.decode("utf-8", "replace") if db else None
+            set_sql_mode(self.session, mode.decode("ascii", "replace") if mode else "")
+            if charset:
+                self.session.state.client_encoding = charset.decode("ascii", "replace").lower()
+
+    async def _process_kill(self, payload: bytes) -> None:
+        try:
+            target = PayloadReader(payload, 1).int4("connection id")
+        except MalformedPacket:
+            self._send_err(ErrorCode.ER_MALFORMED_PACKET, "malformed COM_PROCESS_KILL")
+            return
+        backend_id = self.registry.resolve_kill(self.session.person, self.session.backend.name, target)
+        if backend_id is None:
+            self._send_err(ErrorCode.ER_KILL_DENIED_ERROR, f"You are not owner of thread {target}")
+            return
+        verdict = self.session.authorize(f"KILL {target}")
+        if not verdict.allowed:
+            self._refuse(verdict)
+            return
+        rewritten = bytes((Command.PROCESS_KILL,)) + backend_id.to_bytes(4, "little")
+        await self._run_statement(rewritten, verdict, "single")
+
+
+def backend_error_metric(backend: str, kind: str) -> None:
+    METRICS.backend_errors.labels("mysql", backend, kind).inc()
+
+
+def ok_status(ok: OkPacket | None) -> int:
+    return ok.status if ok is not None else int(ServerStatus.AUTOCOMMIT)

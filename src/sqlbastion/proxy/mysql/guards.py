@@ -1,0 +1,124 @@
+"""Protocol-level guards that the shared backend account makes necessary.
+
+Every person's connection logs in to the backend as the same service account,
+so the server itself cannot keep persons apart. These checks run before the
+policy engine sees a statement, and each refuses (fail closed) rather than
+guess:
+
+* ``KILL`` reaches only the person's own sessions (``registry``). Only one
+  plain ``KILL [HARD|SOFT] [CONNECTION|QUERY] <id>`` per message is accepted,
+  and it is rewritten to the backend's connection id. Any other text that
+  mentions KILL where the lexer cannot be sure what the server will see
+  (comments, backslashes, several statements) is refused.
+* Process and session lists (``SHOW PROCESSLIST``, information_schema and
+  performance_schema views, ``SHOW ENGINE … STATUS``) show every person's
+  statements; they are refused.
+* ``session_track_*`` variables are how sqlbastion keeps the database,
+  sql_mode and character set in step with the backend; persons may not change them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlglot.dialects.mysql import MySQL
+from sqlglot.errors import SqlglotError
+from sqlglot.tokenizer_core import Token, TokenType
+
+__all__ = ["GuardRefusal", "KillRequest", "check_statement"]
+
+_MYSQL = MySQL()
+
+# Substrings that name views of other sessions' activity. Matched on the
+# lowercased text, so quoting or comments cannot hide them.
+_PROCESS_VIEWS = ("processlist", "performance_schema", "innodb_trx", "innodb_lock", "metadata_lock_info")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GuardRefusal:
+    rule_id: str
+    title: str
+    why: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class KillRequest:
+    """A plain KILL of one connection id: ``modifier`` is e.g. ``"QUERY "`` or ``"HARD CONNECTION "``."""
+
+    modifier: str
+    target: int
+
+    def statement(self, backend_id: int) -> str:
+        return f"KILL {self.modifier}{backend_id}"
+
+
+KILL_OTHERS = GuardRefusal(
+    rule_id="MYSQL-KILL",
+    title="KILL outside the person's own sessions",
+    why="KILL may name only one connection id of your own sessions, as a plain KILL [QUERY|CONNECTION] <id>",
+)
+PROCESS_LIST = GuardRefusal(
+    rule_id="MYSQL-PROCESS-LIST",
+    title="Process list of the shared backend account",
+    why="process and session lists would show other persons' statements",
+)
+SESSION_TRACK = GuardRefusal(
+    rule_id="MYSQL-SESSION-TRACK",
+    title="Changing sqlbastion's session tracking",
+    why="session_track_* variables are managed by sqlbastion",
+)
+
+
+def _tokens(text: str) -> list[Token] | None:
+    try:
+        return list(_MYSQL.tokenize(text))
+    except (SqlglotError, ValueError, RecursionError):
+        return None
+
+
+def _plain_kill(text: str, tokens: list[Token]) -> KillRequest | None:
+    if any(marker in text for marker in ("/*", "--", "#", "\\")):
+        return None
+    toks = [t for t in tokens if t.token_type != TokenType.SEMICOLON or t is not tokens[-1]]
+    if not toks or toks[0].token_type != TokenType.KILL:
+        return None
+    i = 1
+    modifier = ""
+    if i < len(toks) and toks[i].text.upper() in ("HARD", "SOFT"):
+        modifier += toks[i].text.upper() + " "
+        i += 1
+    if i < len(toks) and toks[i].text.upper() in ("CONNECTION", "QUERY"):
+        modifier += toks[i].text.upper() + " "
+        i += 1
+    if i != len(toks) - 1 or toks[i].token_type != TokenType.NUMBER or not toks[i].text.isdigit():
+        return None
+    target = int(toks[i].text)
+    if target >= 1 << 64:
+        return None
+    return KillRequest(modifier=modifier, target=target)
+
+
+def check_statement(text: str) -> GuardRefusal | KillRequest | None:
+    """None when the guards have nothing to say; a KillRequest to resolve; or a refusal."""
+    lower = text.lower()
+    if "session_track" in lower:
+        return SESSION_TRACK
+    if any(v in lower for v in _PROCESS_VIEWS):
+        return PROCESS_LIST
+    needs_tokens = "kill" in lower or "engine" in lower
+    if not needs_tokens:
+        return None
+    tokens = _tokens(text)
+    if tokens is None:
+        return KILL_OTHERS if "kill" in lower else PROCESS_LIST
+    for prev, tok in zip([None, *tokens], tokens, strict=False):
+        if tok.text.upper() == "ENGINE" and prev is not None and prev.token_type == TokenType.SHOW:
+            return PROCESS_LIST
+    if "kill" not in lower:
+        return None
+    kill = _plain_kill(text, tokens)
+    if kill is not None:
+        return kill
+    if any(t.token_type == TokenType.KILL for t in tokens) or any(m in lower for m in ("/*!", "/*m!", "\\")):
+        return KILL_OTHERS
+    return None
