@@ -355,7 +355,12 @@ class Resolver:
             return self._expand(found)
         if isinstance(e, exp.Alias):
             return [(self.norm(e.args.get("alias")), self.expr(e.this, scope))]
-        name = e.alias_or_name if not isinstance(e, exp.Column) else self.norm(e.this)
+        inner = e
+        while isinstance(inner, exp.Paren):
+            inner = inner.this
+        if isinstance(inner, exp.Column):
+            return [(self.norm(inner.this), self.expr(e, scope))]
+        name = e.alias_or_name
         return [(self.norm(name) if name else "?column?", self.expr(e, scope))]
 
     def _expand(self, src: Source) -> list[tuple[str, Col]]:
