@@ -1,3 +1,4 @@
+# ruff: noqa: E501  # one statement per line reads better than wrapped SQL
 """The statement corpus: person | dialect (m, p, b = both) | decision | rule id (- for none) | SQL.
 
 Grouped by rule; each group holds the variants of one class of statement or bypass

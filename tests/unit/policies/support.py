@@ -60,7 +60,9 @@ def postgres_catalog() -> Catalog:
             schema="public",
             name="v_contacts",
             columns=("id", "phone", "town"),
-            view_sql=" SELECT customers.id,\n    customers.mobile AS phone,\n    customers.city AS town\n   FROM customers;",
+            view_sql=(
+                " SELECT customers.id,\n    customers.mobile AS phone,\n    customers.city AS town\n   FROM customers;"
+            ),
         )
     )
     tables.append(TableInfo(schema="public", name="branches", columns=("id", "city", "manager")))
@@ -111,5 +113,7 @@ def context(person: str, dialect: Dialect = "mysql", **changes: object) -> State
     return StatementContext(**values)  # type: ignore[arg-type]  # test helper: keys are StatementContext fields
 
 
-def decide(person: str, sql: str, dialect: Dialect = "mysql", engine: PolicyEngine | None = None, **changes: object) -> Decision:
+def decide(
+    person: str, sql: str, dialect: Dialect = "mysql", engine: PolicyEngine | None = None, **changes: object
+) -> Decision:
     return (engine or ENGINE).decide(sql, context(person, dialect, **changes))

@@ -10,14 +10,14 @@ from sqlbastion.observability.metrics import METRICS
 from sqlbastion.policies.catalog import Catalog, TableInfo
 from sqlbastion.policies.engine import DecisionCache, PolicyEngine
 from tests.unit.policies.support import (
+    context as ctx_for,
+)
+from tests.unit.policies.support import (
     example_masking,
     example_policy,
     mysql_catalog,
     new_engine,
     postgres_catalog,
-)
-from tests.unit.policies.support import (
-    context as ctx_for,
 )
 
 
@@ -32,7 +32,8 @@ def test_same_statement_hits() -> None:
     before = hits()
     second = engine.decide("SELECT id FROM customers WHERE id = 1", ctx)
     assert hits() == before + 1
-    assert second.cached and not first.cached
+    assert second.cached
+    assert not first.cached
     assert replace(second, cached=False) == first
 
 
@@ -43,7 +44,8 @@ def test_other_literals_share_the_fingerprint() -> None:
     before = hits()
     d = engine.decide("SELECT id FROM customers WHERE id = 2", ctx)
     assert hits() == before + 1
-    assert d.cached and d.allowed
+    assert d.cached
+    assert d.allowed
 
 
 # Pairs that differ only in literals but mean different things: the second must be
@@ -53,10 +55,18 @@ PAIRS = [
     ("mysql", "DELETE FROM accounts WHERE 0", "DELETE FROM accounts WHERE 1"),
     ("mysql", "DELETE FROM accounts WHERE id = 5 OR 0", "DELETE FROM accounts WHERE id = 5 OR 1"),
     ("mysql", "DELETE FROM accounts WHERE 'a' = 'b'", "DELETE FROM accounts WHERE 'a' = 'a'"),
-    ("mysql", "UPDATE accounts SET status = 'x' WHERE status LIKE 'a%'", "UPDATE accounts SET status = 'x' WHERE status LIKE '%'"),
+    (
+        "mysql",
+        "UPDATE accounts SET status = 'x' WHERE status LIKE 'a%'",
+        "UPDATE accounts SET status = 'x' WHERE status LIKE '%'",
+    ),
     ("postgres", "DELETE FROM accounts WHERE false", "DELETE FROM accounts WHERE true"),
     ("mysql", "SELECT id, mobile FROM customers ORDER BY 1", "SELECT id, mobile FROM customers ORDER BY 2"),
-    ("postgres", "SELECT id, mobile FROM customers GROUP BY 1, 2 ORDER BY 1", "SELECT id, mobile FROM customers GROUP BY 1, 2 ORDER BY 2"),
+    (
+        "postgres",
+        "SELECT id, mobile FROM customers GROUP BY 1, 2 ORDER BY 1",
+        "SELECT id, mobile FROM customers GROUP BY 1, 2 ORDER BY 2",
+    ),
     ("postgres", "SELECT set_config('application_name', 'x', false)", "SELECT set_config('search_path', 'x', false)"),
     ("mysql", "SET sql_mode = 'TRADITIONAL'", "SET sql_mode = 'ANSI_QUOTES'; SELECT 1"),
     ("mysql", "SET NAMES 'utf8mb4'", "SET NAMES 'gbk'"),
@@ -120,7 +130,10 @@ def test_catalog_version_is_part_of_the_key() -> None:
     engine = PolicyEngine(example_policy().policy, masking=example_masking(), catalogs=catalogs.get)
     sql = "SELECT * FROM fresh"
     ctx = ctx_for("dev")
-    assert engine.decide(sql, ctx).rule_ids == ("SB-GRANT-DENIED", "MASK-UNPROVABLE") or not engine.decide(sql, ctx).allowed
+    assert (
+        engine.decide(sql, ctx).rule_ids == ("SB-GRANT-DENIED", "MASK-UNPROVABLE")
+        or not engine.decide(sql, ctx).allowed
+    )
     tables = [*mysql_catalog().tables.values(), TableInfo(schema="bank", name="fresh", columns=("id",))]
     catalogs["core"] = Catalog.build(backend="core", dialect="mysql", database=None, tables=tables)
     assert engine.decide(sql, ctx).allowed

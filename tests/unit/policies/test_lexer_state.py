@@ -55,7 +55,7 @@ def test_mysql_lexing(sql: str, expected: list[str]) -> None:
         ('SELECT U&"\\0070hone"', ['SELECT "phone"']),
         ("SELECT U&'\\0041'", ["SELECT 'A'"]),
         ("SELECT U&'!0041' UESCAPE '!'", ["SELECT 'A'"]),
-        ('SELECT U&"d!0061t!+000061" UESCAPE \'!\'', ['SELECT "data"']),
+        ("SELECT U&\"d!0061t!+000061\" UESCAPE '!'", ['SELECT "data"']),
         ("SELECT 1 /* a /* nested */ still */ , 2", ["SELECT 1   , 2"]),
         ("SELECT 'a'\n'b'", ["SELECT 'ab'"]),
         ("SELECT 'a' 'b'", ["SELECT 'a' 'b'"]),

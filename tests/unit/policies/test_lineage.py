@@ -34,24 +34,34 @@ def srcs(o: OutputColumn) -> set[str]:
         ("SELECT c.mobile FROM customers c", [("mobile", {"customers.mobile"}, True)]),
         ("SELECT (mobile) FROM customers", [("mobile", {"customers.mobile"}, True)]),
         ("SELECT upper(name) AS n FROM customers", [("n", {"customers.name"}, False)]),
-        ("SELECT CASE WHEN id > 1 THEN mobile ELSE email END AS x FROM customers",
-         [("x", {"customers.mobile", "customers.email", "customers.id"}, False)]),
+        (
+            "SELECT CASE WHEN id > 1 THEN mobile ELSE email END AS x FROM customers",
+            [("x", {"customers.mobile", "customers.email", "customers.id"}, False)],
+        ),
         ("SELECT max(balance) AS b FROM accounts", [("b", {"accounts.balance"}, False)]),
         ("SELECT count(mobile) AS n FROM customers", [("n", set(), False)]),
         ("SELECT x.m FROM (SELECT mobile AS m FROM customers) x", [("m", {"customers.mobile"}, True)]),
         ("SELECT m FROM (SELECT mobile AS m FROM customers) AS x", [("m", {"customers.mobile"}, True)]),
         ("WITH c AS (SELECT mobile AS m FROM customers) SELECT m FROM c", [("m", {"customers.mobile"}, True)]),
-        ("WITH c AS (SELECT id, mobile FROM customers), d AS (SELECT mobile AS z FROM c) SELECT z FROM d",
-         [("z", {"customers.mobile"}, True)]),
-        ("SELECT mobile FROM customers UNION ALL SELECT card_no FROM accounts",
-         [("mobile", {"customers.mobile", "accounts.card_no"}, True)]),
+        (
+            "WITH c AS (SELECT id, mobile FROM customers), d AS (SELECT mobile AS z FROM c) SELECT z FROM d",
+            [("z", {"customers.mobile"}, True)],
+        ),
+        (
+            "SELECT mobile FROM customers UNION ALL SELECT card_no FROM accounts",
+            [("mobile", {"customers.mobile", "accounts.card_no"}, True)],
+        ),
         ("SELECT (SELECT max(card_no) FROM accounts) AS c", [("c", {"accounts.card_no"}, False)]),
         ("SELECT phone FROM v_contacts", [("phone", {"customers.mobile", "v_contacts.phone"}, True)]),
         ("SELECT town AS t FROM v_contacts", [("t", {"customers.city", "v_contacts.town"}, True)]),
-        ("SELECT a.card_no, c.name FROM accounts a JOIN customers c ON c.id = a.customer_id",
-         [("card_no", {"accounts.card_no"}, True), ("name", {"customers.name"}, True)]),
-        ("SELECT card_no, name FROM accounts a, customers c WHERE c.id = a.customer_id",
-         [("card_no", {"accounts.card_no"}, True), ("name", {"customers.name"}, True)]),
+        (
+            "SELECT a.card_no, c.name FROM accounts a JOIN customers c ON c.id = a.customer_id",
+            [("card_no", {"accounts.card_no"}, True), ("name", {"customers.name"}, True)],
+        ),
+        (
+            "SELECT card_no, name FROM accounts a, customers c WHERE c.id = a.customer_id",
+            [("card_no", {"accounts.card_no"}, True), ("name", {"customers.name"}, True)],
+        ),
     ],
 )
 def test_lineage(dialect: str, sql: str, expected: list[tuple[str, set[str], bool]]) -> None:
@@ -61,9 +71,22 @@ def test_lineage(dialect: str, sql: str, expected: list[tuple[str, set[str], boo
 
 def test_star_expands_through_the_catalog() -> None:
     names = [o.name for o in outputs("SELECT * FROM customers")]
-    assert names == ["id", "name", "id_card", "mobile", "email", "address", "birth_date", "gender", "city", "created_at"]
+    assert names == [
+        "id",
+        "name",
+        "id_card",
+        "mobile",
+        "email",
+        "address",
+        "birth_date",
+        "gender",
+        "city",
+        "created_at",
+    ]
     names = [o.name for o in outputs("SELECT c.*, a.id FROM customers c JOIN accounts a ON a.customer_id = c.id")]
-    assert names[:2] == ["id", "name"] and names[-1] == "id" and len(names) == 11
+    assert names[:2] == ["id", "name"]
+    assert names[-1] == "id"
+    assert len(names) == 11
     assert [o.name for o in outputs("TABLE branches", "postgres")] == ["id", "city", "manager"]
 
 
@@ -71,7 +94,8 @@ def test_unknown_tables_are_opaque() -> None:
     [o] = outputs("SELECT * FROM nowhere")
     assert o.opaque
     [o] = outputs("SELECT m FROM nowhere")
-    assert not o.opaque and srcs(o) == {"nowhere.m"}
+    assert not o.opaque
+    assert srcs(o) == {"nowhere.m"}
 
 
 def test_ambiguous_column_takes_every_candidate() -> None:
