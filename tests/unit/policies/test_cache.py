@@ -22,7 +22,7 @@ from tests.unit.policies.support import (
 
 
 def hits() -> float:
-    return METRICS.decision_cache.labels("hit")._value.get()
+    return float(METRICS.decision_cache.labels("hit")._value.get())
 
 
 def test_same_statement_hits() -> None:
@@ -111,8 +111,8 @@ def test_context_is_part_of_the_key(change: dict[str, object]) -> None:
     engine = new_engine()
     sql = "SELECT 'a\\' , mobile FROM customers WHERE mobile LIKE '1%' -- '"
     base = engine.decide(sql, ctx_for("dev"))
-    other = engine.decide(sql, ctx_for("dev", **change))
-    cold = new_engine().decide(sql, ctx_for("dev", **change))
+    other = engine.decide(sql, ctx_for("dev", "mysql", **change))
+    cold = new_engine().decide(sql, ctx_for("dev", "mysql", **change))
     assert (other.action, other.rule_ids) == (cold.action, cold.rule_ids)
     assert base.fingerprint
 
