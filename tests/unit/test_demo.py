@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import socket
 import subprocess
 from pathlib import Path
 
@@ -111,3 +112,18 @@ def test_demo_script_help_and_bad_action() -> None:
     )
     assert r.returncode == 2
     assert "unknown action" in r.stderr
+
+
+def test_a_taken_port_is_replaced_by_a_free_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlbastion.devtools.demo import _pick
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("SQLBASTION_DEMO_TEST_PORT", str(port))
+        chosen = _pick("SQLBASTION_DEMO_TEST_PORT", 1)
+        assert chosen != port
+        assert 0 < chosen < 65536
+    monkeypatch.setenv("SQLBASTION_DEMO_TEST_PORT", str(port))
+    assert _pick("SQLBASTION_DEMO_TEST_PORT", 1) == port  # free again: the preferred port wins
