@@ -50,8 +50,15 @@ KINDS: tuple[str, ...] = (
 )
 MAX_STRING = 1024
 MAX_ITEMS = 512
-# A backend error "code": MySQL errno, PostgreSQL SQLSTATE, or a short symbolic name.
-_ERROR_CODE = re.compile(r"^\s*([0-9A-Z]{5}|\d{1,5}|[a-z_]{1,40})\b")
+# A backend error's code, the only part kept: "SQLSTATE 42P01" (PostgreSQL),
+# "1146 (42S02)" (MySQL errno and SQLSTATE), a bare SQLSTATE, or a short lowercase
+# description the proxy wrote itself ("backend connection lost").
+_ERROR_CODES = (
+    re.compile(r"^\s*(SQLSTATE [0-9A-Z]{5})\b"),
+    re.compile(r"^\s*(\d{1,5}(?: \([0-9A-Z]{5}\))?)(?![\w(])"),
+    re.compile(r"^\s*([0-9A-Z]{5})\b"),
+    re.compile(r"^\s*([a-z][a-z _]{0,39})$"),
+)
 
 
 def format_ts(ts_ns: int) -> str:
@@ -171,8 +178,12 @@ def _i(value: object) -> int | None:
 def _error_code(value: object) -> str | None:
     if value is None or value == "":
         return None
-    m = _ERROR_CODE.match(str(value))
-    return m.group(1) if m else "error"
+    text = str(value)
+    for pattern in _ERROR_CODES:
+        m = pattern.match(text)
+        if m:
+            return m.group(1)
+    return "error"
 
 
 def _masks(value: object) -> tuple[MaskApplied, ...]:

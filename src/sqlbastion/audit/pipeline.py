@@ -80,6 +80,11 @@ def default_sqlite_path(settings: Settings) -> Path:
     return spool_directory(settings).parent / "audit.db"
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class _SinkState:
     __slots__ = ("confirmed", "delivered", "sink")
 
@@ -113,6 +118,7 @@ class AuditPipeline:
         self._queue: deque[tuple[int, dict[str, object]]] = deque()
         self._wake = threading.Event()
         self._written = threading.Condition()
+        self._barriers: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._emitted = 0
         self._written_count = 0
         self._failed = False
@@ -244,6 +250,24 @@ class AuditPipeline:
     async def wait_written(self, within_s: float = 10.0) -> bool:
         return await asyncio.to_thread(self.flush, within_s)
 
+    def barrier(self) -> asyncio.Future[None] | None:
+        """For a proxy that must not answer a client before the statement's event is in
+        the spool (so a SIGKILL right after the reply cannot lose it): None when every
+        event emitted so far is already written, else a future on the running loop
+        that resolves once it is. Awaiting it costs one writer cycle (group commit:
+        one write serves every connection waiting at that moment)."""
+        target = self._emitted
+        if self._written_count >= target or not self._running:
+            return None
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._written:
+            if self._written_count >= target:
+                return None
+            self._barriers.append((target, loop, future))
+        self._wake.set()
+        return future
+
     # -- the writer thread -----------------------------------------------------------------------
 
     def _build(self, ts_ns: int, raw: dict[str, object]) -> list[dict[str, Any]]:
@@ -306,6 +330,12 @@ class AuditPipeline:
                 log.error("cannot close the audit spool", error=str(exc))
             self._writer_done.set()
             self._notify_sinks()
+            self._mark_written(0)
+            with self._written:
+                left, self._barriers = self._barriers, []
+            for _, loop, future in left:  # nothing more will be written: do not hang anyone
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_resolve, future)
 
     def _write(self, events: list[dict[str, Any]]) -> int:
         """Write as many of ``events`` as the spool takes; returns how many."""
@@ -364,6 +394,13 @@ class AuditPipeline:
         with self._written:
             self._written_count += n
             self._written.notify_all()
+            if not self._barriers:
+                return
+            done = [b for b in self._barriers if b[0] <= self._written_count]
+            self._barriers = [b for b in self._barriers if b[0] > self._written_count]
+        for _, loop, future in done:
+            with contextlib.suppress(RuntimeError):  # that loop has closed
+                loop.call_soon_threadsafe(_resolve, future)
 
     # -- the delivery thread ---------------------------------------------------------------------
 

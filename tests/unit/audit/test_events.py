@@ -66,7 +66,12 @@ def test_backend_error_text_is_reduced_to_its_code() -> None:
         ("23505", "23505"),
         ("23505: duplicate key value (mobile)=(13800138000)", "23505"),
         ("1062 Duplicate entry '13800138000' for key 'mobile'", "1062"),
+        ("1062 (23000): Duplicate entry '13800138000' for key 'mobile'", "1062 (23000)"),
+        ('SQLSTATE 22P02: invalid input syntax for type integer: "13800138000"', "SQLSTATE 22P02"),
+        ("SQLSTATE 22P02", "SQLSTATE 22P02"),
+        ("backend connection lost", "backend connection lost"),
         ("Duplicate entry '13800138000'", "error"),
+        ("sqlbastion: result refused 13800138000", "error"),
     ]:
         d = b.build(_statement(backend_error=given), 0, "x").to_dict()
         assert d["backend_error"] == code

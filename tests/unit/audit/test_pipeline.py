@@ -259,3 +259,20 @@ def test_both_chain_algorithms_work_end_to_end(spool_dir: Path, algorithm: str) 
     _wait(lambda: len(sink.events) == 20)
     p.close()
     assert verify(spool_dir, algorithm=algorithm).ok  # type: ignore[arg-type]  # literal
+
+
+async def test_barrier_resolves_once_emitted_events_are_in_the_spool(spool_dir: Path) -> None:
+    sink = MemorySink()
+    p = AuditPipeline(spool=Spool(spool_dir, secret=SECRET), sinks=[sink])
+    await p.start()
+    try:
+        assert p.barrier() is None  # nothing emitted yet
+        for i in range(200):
+            p.emit(_statement(i))
+        waiter = p.barrier()
+        if waiter is not None:
+            await asyncio.wait_for(waiter, 10)
+        assert p._written_count >= 200
+        assert p.spool.written_seq >= 200  # start marker + 200 events
+    finally:
+        await p.stop()
