@@ -13,14 +13,12 @@ exceeds them.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
 import subprocess
 import tempfile
 import time
-import tomllib
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -29,15 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pymysql
 import pytest
 import yaml
 
-from sqlbastion.audit.pipeline import AuditPipeline
 from sqlbastion.config import Settings, loads
 from sqlbastion.devtools.harness import ProxyThread
 from sqlbastion.devtools.servers import ServerInfo, free_port
-from sqlbastion.masking.plan import MaskingPlanner
-from sqlbastion.masking.policy import parse_masking_policy
 from sqlbastion.observability.metrics import METRICS
 from sqlbastion.observability.queries import (
     alert_signals,
@@ -47,11 +43,7 @@ from sqlbastion.observability.queries import (
     panel_queries,
     rule_queries,
 )
-from sqlbastion.policies.catalog import CatalogStore
-from sqlbastion.policies.engine import PolicyEngine
 from sqlbastion.policies.loader import loads_policy
-from sqlbastion.proxy.services import ProxyServices
-from sqlbastion.proxy.session import Runtime
 from sqlbastion.users import UsersFile, make_credentials
 
 pytestmark = pytest.mark.integration
@@ -63,6 +55,7 @@ PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
 TOKEN_ENV = "SQLBASTION_TEST_ADMIN_TOKEN"
 PG_SECRET_ENV = "SQLBASTION_TEST_PROM_PG_PW"
+MY_SECRET_ENV = "SQLBASTION_TEST_PROM_MY_PW"
 TOKEN = "prometheus-scrape-token"
 PERSONS = {"alice": "alice-pw-1", "bob": "bob-pw-2", "outsider": "outsider-pw"}
 
@@ -84,7 +77,7 @@ networks = ["10.0.0.0/8"]
 
 [[roles]]
 name = "analyst"
-grants = [{ actions = ["select"], objects = ["pg:postgres.public.*"] }]
+grants = [{ actions = ["select"], objects = ["pg:postgres.public.*", "core:promdb.*"] }]
 masks = { secret_text = "full" }
 
 [[rules]]
@@ -92,27 +85,28 @@ id = "PROM-FORBID"
 title = "Reading the forbidden table"
 severity = "high"
 action = "block"
-match = { tables = ["pg:postgres.public.prom_forbidden"] }
+match = { tables = ["pg:postgres.public.prom_forbidden", "core:promdb.prom_forbidden"] }
 
 [[rules]]
 id = "PROM-REVIEW"
 title = "Reading the reviewed table"
 severity = "medium"
 action = "review"
-match = { tables = ["pg:postgres.public.prom_review"] }
+match = { tables = ["pg:postgres.public.prom_review", "core:promdb.prom_review"] }
 
 [[rules]]
 id = "PROM-ALERT"
 title = "Reading the watched table"
 severity = "low"
 action = "alert"
-match = { tables = ["pg:postgres.public.prom_alert"] }
+match = { tables = ["pg:postgres.public.prom_alert", "core:promdb.prom_alert"] }
 
 [[classifications]]
-objects = ["pg:postgres.public.prom_t.secret"]
+objects = ["pg:postgres.public.prom_t.secret", "core:promdb.prom_t.secret"]
 type = "secret_text"
 level = 4
 """
+TABLES = (("prom_t", 50), ("prom_big", 120000), ("prom_forbidden", 1), ("prom_review", 1), ("prom_alert", 1))
 
 
 @dataclass
@@ -136,10 +130,10 @@ class Prometheus:
         return {a["labels"]["alertname"] for a in self.api("/api/v1/alerts")["alerts"] if a["state"] == "firing"}
 
 
-def _settings(directory: Path, pg: ServerInfo, *, admin_port: int, pg_port: int) -> Settings:
+def _settings(directory: Path, pg: ServerInfo, my: ServerInfo, *, admin_port: int) -> Settings:
     return loads(
         f"""
-users_file = "{directory / "users.toml"}"
+users_file = "users.toml"
 
 [admin]
 listen = "127.0.0.1:{admin_port}"
@@ -147,23 +141,36 @@ token = "env:{TOKEN_ENV}"
 metrics_person_labels = true
 metrics_person_label_cap = 10
 
+[policy]
+files = ["policy.toml"]
+
 [audit]
-spool_dir = "{directory / "spool"}"
+spool_dir = "spool"
 on_audit_failure = "fail_open"
 
 [[audit.sinks]]
 type = "sqlite"
-path = "{directory / "audit.db"}"
+path = "audit.db"
 
 [[backends]]
 name = "pg"
 protocol = "postgres"
-listen = "127.0.0.1:{pg_port}"
+listen = "127.0.0.1:{free_port()}"
 host = "{pg.host}"
 port = {pg.port}
 user = "{pg.service_user}"
 password = "env:{PG_SECRET_ENV}"
 database = "postgres"
+
+[[backends]]
+name = "core"
+protocol = "mysql"
+listen = "127.0.0.1:{free_port()}"
+host = "{my.host}"
+port = {my.port}
+user = "{my.service_user}"
+password = "env:{MY_SECRET_ENV}"
+database = "promdb"
 """,
         source=str(directory / "sqlbastion.toml"),
     )
@@ -222,53 +229,44 @@ def _start_prometheus(directory: Path, *, admin_port: int) -> Prometheus:
 class Stack:
     prometheus: Prometheus
     proxy: ProxyThread
-    pg_port: int
+    settings: Settings
+    directory: Path
     admin_port: int
-    reloads: list[str]
     policy_version: str
+
+    def port(self, backend: str) -> int:
+        return self.proxy.port(backend)
 
 
 @pytest.fixture(scope="module")
-def stack(postgres_server: ServerInfo) -> Iterator[Stack]:
-    saved = {k: os.environ.get(k) for k in (TOKEN_ENV, PG_SECRET_ENV)}
+def stack(postgres_server: ServerInfo, mariadb_server: ServerInfo) -> Iterator[Stack]:
+    """sqlbastion as ``serve`` composes it (policy files, masking, audit) and a Prometheus scraping it."""
+    names = (TOKEN_ENV, PG_SECRET_ENV, MY_SECRET_ENV)
+    saved = {k: os.environ.get(k) for k in names}
     os.environ[TOKEN_ENV] = TOKEN
     os.environ[PG_SECRET_ENV] = postgres_server.service_password
+    os.environ[MY_SECRET_ENV] = mariadb_server.service_password
     with tempfile.TemporaryDirectory(prefix="sqlbastion-prom-") as tmp:
         directory = Path(tmp)
         users = UsersFile(path=directory / "users.toml")
         for name, pw in PERSONS.items():
-            users.persons[name] = make_credentials(name, pw, ("scram_sha_256",))
+            users.persons[name] = make_credentials(name, pw)
         users.save()
-        admin_port, pg_port = free_port(), free_port()
-        settings = _settings(directory, postgres_server, admin_port=admin_port, pg_port=pg_port)
-        _create_tables(postgres_server)
-        catalogs = CatalogStore(settings.backends)
-        assert asyncio.run(catalogs.refresh("pg"))
-        masking = parse_masking_policy(tomllib.loads(POLICY), file="policy.toml")
-        engine = PolicyEngine(loads_policy(POLICY, file="policy.toml").policy, masking=masking, catalogs=catalogs.get)
-        pipeline = AuditPipeline.from_settings(settings)  # serve() starts and drains it
-        reloads: list[str] = []
-
-        def reload_policy() -> tuple[bool, str]:
-            reloads.append("tried")
-            return False, "policy.toml: roles[0].grants[0].actions: unknown action 'selec'"
-
-        services = ProxyServices(
-            settings=settings,
-            users=UsersFile.load(settings.users_file),
-            runtime=Runtime(engine=engine, masking=MaskingPlanner(masking), audit=pipeline),
-            reload_policy=reload_policy,
-        )
-        proxy = ProxyThread(settings, services=services).start()
+        (directory / "policy.toml").write_text(POLICY)
+        _create_pg_tables(postgres_server)
+        _create_mysql_tables(mariadb_server)
+        admin_port = free_port()
+        settings = _settings(directory, postgres_server, mariadb_server, admin_port=admin_port)
+        proxy = ProxyThread(settings).start()
         prometheus = _start_prometheus(directory, admin_port=admin_port)
         try:
             yield Stack(
                 prometheus=prometheus,
                 proxy=proxy,
-                pg_port=pg_port,
+                settings=settings,
+                directory=directory,
                 admin_port=admin_port,
-                reloads=reloads,
-                policy_version=engine.version,
+                policy_version=loads_policy(POLICY, file="policy.toml").policy.version,
             )
         finally:
             prometheus.process.terminate()
@@ -285,10 +283,10 @@ def stack(postgres_server: ServerInfo) -> Iterator[Stack]:
                     os.environ[k] = v
 
 
-def _connect(stack: Stack, person: str, password: str) -> psycopg.Connection[tuple[Any, ...]]:
+def _pg(stack: Stack, person: str, password: str) -> psycopg.Connection[tuple[Any, ...]]:
     return psycopg.connect(
         host="127.0.0.1",
-        port=stack.pg_port,
+        port=stack.port("pg"),
         user=person,
         password=password,
         dbname="postgres",
@@ -298,7 +296,19 @@ def _connect(stack: Stack, person: str, password: str) -> psycopg.Connection[tup
     )
 
 
-def _create_tables(server: ServerInfo) -> None:
+def _my(stack: Stack, person: str, password: str) -> pymysql.connections.Connection[Any]:
+    return pymysql.connect(
+        host="127.0.0.1",
+        port=stack.port("core"),
+        user=person,
+        password=password,
+        database="promdb",
+        autocommit=True,
+        connect_timeout=10,
+    )
+
+
+def _create_pg_tables(server: ServerInfo) -> None:
     with psycopg.connect(
         host=server.host,
         port=server.port,
@@ -307,25 +317,38 @@ def _create_tables(server: ServerInfo) -> None:
         dbname="postgres",
         autocommit=True,
     ) as admin:
-        for table, rows in (("prom_t", 50), ("prom_big", 120000), ("prom_forbidden", 1), ("prom_review", 1)):
+        for table, rows in TABLES:
             admin.execute(f"DROP TABLE IF EXISTS {table}")
             admin.execute(f"CREATE TABLE {table} (id int, secret text)")
             admin.execute(f"INSERT INTO {table} SELECT g, 'secret-' || g FROM generate_series(1, {rows}) g")
             admin.execute(f"GRANT SELECT ON {table} TO {server.service_user}")
-        admin.execute("DROP TABLE IF EXISTS prom_alert")
-        admin.execute("CREATE TABLE prom_alert (id int)")
-        admin.execute(f"GRANT SELECT ON prom_alert TO {server.service_user}")
+
+
+def _create_mysql_tables(server: ServerInfo) -> None:
+    admin = pymysql.connect(
+        host=server.host, port=server.port, user=server.admin_user, password=server.admin_password, autocommit=True
+    )
+    with admin, admin.cursor() as cur:
+        cur.execute("CREATE DATABASE IF NOT EXISTS promdb")
+        cur.execute("USE promdb")  # the seq_1_to_N sequence tables need a current database
+        for table, rows in TABLES:
+            cur.execute(f"DROP TABLE IF EXISTS promdb.{table}")
+            cur.execute(f"CREATE TABLE promdb.{table} (id INT, secret VARCHAR(32))")
+            cur.execute(f"INSERT INTO promdb.{table} SELECT seq, CONCAT('secret-', seq) FROM seq_1_to_{rows}")
 
 
 def _run_traffic(stack: Stack) -> None:
     # Brute force: more failed logins than SqlbastionAuthFailureBurst's threshold (10 in 5 min).
     for _ in range(12):
         with pytest.raises(psycopg.OperationalError):
-            _connect(stack, "alice", "wrong-password")
+            _pg(stack, "alice", "wrong-password")
+    for _ in range(3):
+        with pytest.raises(pymysql.err.OperationalError):
+            _my(stack, "alice", "wrong-password")
     with pytest.raises(psycopg.OperationalError):
-        _connect(stack, "outsider", PERSONS["outsider"])
+        _pg(stack, "outsider", PERSONS["outsider"])
 
-    with _connect(stack, "alice", PERSONS["alice"]) as alice, _connect(stack, "bob", PERSONS["bob"]) as bob:
+    with _pg(stack, "alice", PERSONS["alice"]) as alice, _pg(stack, "bob", PERSONS["bob"]) as bob:
         for i in range(30):
             assert alice.execute("SELECT id FROM prom_t WHERE id = %s", (i + 1,)).fetchone() == (i + 1,)
         # A blocked-statement spike: more than SqlbastionBlockedStatementSpike's 20 in 5 min.
@@ -343,7 +366,22 @@ def _run_traffic(stack: Stack) -> None:
         # A bulk read: more than SqlbastionBulkRead's 100,000 rows in 10 min.
         assert len(bob.execute("SELECT id FROM prom_big").fetchall()) == 120000
 
-    # A policy reload that is refused: SqlbastionPolicyReloadFailed.
+    with _my(stack, "alice", PERSONS["alice"]) as my_alice, my_alice.cursor() as cur:
+        for i in range(10):
+            cur.execute("SELECT id FROM prom_t WHERE id = %s", (i + 1,))
+            assert cur.fetchone() == (i + 1,)
+        for _ in range(5):
+            with pytest.raises(pymysql.err.OperationalError) as refused:
+                cur.execute("SELECT id FROM prom_forbidden")
+            assert refused.value.args[0] == 1227
+        cur.execute("SELECT id, secret FROM prom_t ORDER BY id")
+        assert cur.fetchall()[0] == (1, "****")
+        cur.execute("SELECT id FROM prom_big")
+        assert len(cur.fetchall()) == 120000
+
+    # An edit that breaks the policy, then a reload: refused, the old policy stays
+    # (SqlbastionPolicyReloadFailed), and statements are still decided by it.
+    (stack.directory / "policy.toml").write_text(POLICY.replace('actions = ["select"]', 'actions = ["selec"]'))
     req = urllib.request.Request(
         f"http://127.0.0.1:{stack.admin_port}/-/reload",
         method="POST",
@@ -352,7 +390,9 @@ def _run_traffic(stack: Stack) -> None:
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(req, timeout=10)
     assert info.value.code == 422
-    assert stack.reloads == ["tried"]
+    assert "selec" in json.loads(info.value.read())["message"]
+    with _pg(stack, "alice", PERSONS["alice"]) as alice, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        alice.execute("SELECT id FROM prom_forbidden")
 
 
 def _queries() -> list[tuple[str, str]]:
@@ -420,10 +460,11 @@ def test_every_panel_and_alert_sees_data_and_the_provoked_alerts_fire(stack: Sta
     alerts = prom.api("/api/v1/alerts")["alerts"]
     spike = [a for a in alerts if a["labels"]["alertname"] == "SqlbastionBlockedStatementSpike"]
     assert {a["labels"]["rule_id"] for a in spike} == {"PROM-FORBID"}
+    assert {a["labels"]["backend"] for a in spike} == {"pg"}
     bulk = [a for a in alerts if a["labels"]["alertname"] == "SqlbastionBulkRead"]
-    assert {a["labels"]["person"] for a in bulk} == {"bob"}
+    assert {a["labels"]["person"] for a in bulk} == {"alice", "bob"}
     burst = [a for a in alerts if a["labels"]["alertname"] == "SqlbastionAuthFailureBurst"]
-    assert {a["labels"]["backend"] for a in burst} == {"pg"}
+    assert {a["labels"]["backend"] for a in burst} == {"pg"}  # 3 failures on core stay below the threshold
 
 
 def test_counts_in_prometheus_match_the_traffic(stack: Stack) -> None:
@@ -436,7 +477,7 @@ def test_counts_in_prometheus_match_the_traffic(stack: Stack) -> None:
 
     # Read after the first test's traffic; scrapes every second, so allow a few.
     deadline = time.monotonic() + 10
-    while value('sum(sqlbastion_person_refusals_total{person="alice",rule_id="PROM-FORBID"})') < 25:
+    while value('sum(sqlbastion_person_refusals_total{person="alice",rule_id="PROM-FORBID"})') < 31:
         assert time.monotonic() < deadline
         time.sleep(0.5)
     assert value('sum(sqlbastion_auth_failures_total{backend="pg",reason="bad_credentials"})') >= 12
@@ -444,6 +485,10 @@ def test_counts_in_prometheus_match_the_traffic(stack: Stack) -> None:
     assert value('sum(sqlbastion_statements_total{backend="pg",decision="review",rule_id="PROM-REVIEW"})') >= 3
     assert value('sum(sqlbastion_person_rows_returned_total{person="bob"})') >= 120050
     assert value('sum(sqlbastion_masked_values_total{backend="pg",function="full"})') >= 50
+    assert value('sum(sqlbastion_masked_values_total{backend="core",function="full"})') >= 50
+    assert value('sum(sqlbastion_statements_total{backend="core",decision="block",rule_id="PROM-FORBID"})') >= 5
+    assert value('sum(sqlbastion_auth_failures_total{backend="core",reason="bad_credentials"})') >= 3
+    assert value('sum(sqlbastion_rows_returned_total{backend="core"})') >= 120000
     assert value('sum(sqlbastion_backend_errors_total{backend="pg",kind="statement"})') >= 1
     assert value('sqlbastion_policy_last_reload_ok{job="sqlbastion"}') == 0
     assert value(f'sqlbastion_policy_info{{version="{stack.policy_version}"}}') == 1
