@@ -62,7 +62,9 @@ masks = { id_card = "id_card", mobile = "mobile" }
 
 [[roles]]
 name = "analyst"
-grants = [{ actions = ["select"], objects = ["my:bank.customers.{id,name,city}", "pg:bank.public.customers.{id,name,city}"] }]
+grants = [
+  { actions = ["select"], objects = ["my:bank.customers.{id,name,city}", "pg:bank.public.customers.{id,name,city}"] },
+]
 masks = { id_card = "id_card", mobile = "mobile" }
 
 [[classifications]]
