@@ -47,6 +47,17 @@ class PacketProtocol(asyncio.Protocol):
         self.on_lost: Callable[[BaseException | None], None] | None = None
         self.on_pause_writing: Callable[[], None] | None = None
         self.on_resume_writing: Callable[[], None] | None = None
+        # TLS is done here over memory BIOs rather than with loop.start_tls: a MySQL
+        # client sends its TLS ClientHello right behind the SSLRequest, without waiting
+        # for an answer, so those bytes may already be in our buffer when we see it.
+        self._tls: ssl.SSLObject | None = None
+        self._tls_in: ssl.MemoryBIO | None = None
+        self._tls_out: ssl.MemoryBIO | None = None
+        self._handshaking = False
+
+    @property
+    def tls(self) -> bool:
+        return self._tls is not None
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -55,6 +66,12 @@ class PacketProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if self._tls is not None:
+            self._tls_received(data)
+            return
+        self._plain_received(data)
+
+    def _plain_received(self, data: bytes) -> None:
         relay = self.relay_to
         if relay is not None:
             relay(data)
@@ -111,8 +128,53 @@ class PacketProtocol(asyncio.Protocol):
                 self._waiter = None
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.write(data)
+        if self.transport is None or self.closed:
+            return
+        if self._tls is not None:
+            try:
+                self._tls.write(data)
+            except ssl.SSLError:
+                self.transport.abort()
+                return
+            self._flush_tls()
+            return
+        self.transport.write(data)
+
+    def _flush_tls(self) -> None:
+        out = self._tls_out
+        if out is not None and out.pending and self.transport is not None and not self.closed:
+            self.transport.write(out.read())
+
+    def _tls_received(self, data: bytes) -> None:
+        assert self._tls_in is not None  # only called with TLS set up
+        self._tls_in.write(data)
+        if self._handshaking:
+            self._wake()
+            return
+        self._drain_tls()
+
+    def _drain_tls(self) -> None:
+        """Decrypt whatever the BIO holds and hand the plain bytes on."""
+        tls = self._tls
+        assert tls is not None  # only called with TLS set up
+        chunks: list[bytes] = []
+        try:
+            while True:
+                chunk = tls.read(1 << 17)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except ssl.SSLWantReadError:
+            pass
+        except (ssl.SSLZeroReturnError, ssl.SSLError):
+            if chunks:
+                self._plain_received(b"".join(chunks))
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self._flush_tls()  # renegotiation or key updates may need to answer
+        if chunks:
+            self._plain_received(b"".join(chunks) if len(chunks) > 1 else chunks[0])
 
     def close(self) -> None:
         if self.transport is not None:
@@ -125,17 +187,37 @@ class PacketProtocol(asyncio.Protocol):
     async def start_tls(
         self, context: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None
     ) -> None:
-        """Upgrade the transport in place. Bytes already received in clear text are refused."""
-        if self.framer.buffered:
-            raise MalformedPacket("data sent before the TLS handshake")
-        loop = asyncio.get_running_loop()
-        assert self.transport is not None  # set in connection_made before any call
-        new = await loop.start_tls(
-            self.transport, self, context, server_side=server_side, server_hostname=server_hostname
+        """Switch to TLS. Bytes already received (the peer's ClientHello) go into the handshake.
+
+        Raises ConnectionClosed when the peer goes away, ssl.SSLError when the handshake fails.
+        """
+        early = self.framer.take_buffered()
+        self._tls_in = ssl.MemoryBIO()
+        self._tls_out = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(
+            self._tls_in, self._tls_out, server_side=server_side, server_hostname=server_hostname
         )
-        if new is None:
-            raise ConnectionClosed("TLS handshake failed")
-        self.transport = cast(asyncio.Transport, new)
+        self._handshaking = True
+        if early:
+            self._tls_in.write(early)
+        try:
+            while True:
+                try:
+                    self._tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    self._flush_tls()
+                    if self.closed:
+                        raise ConnectionClosed("connection closed during the TLS handshake") from None
+                    self._waiter = asyncio.get_running_loop().create_future()
+                    try:
+                        await self._waiter
+                    finally:
+                        self._waiter = None
+        finally:
+            self._handshaking = False
+        self._flush_tls()
+        self._drain_tls()
 
 
 class BackendConnection:

@@ -142,9 +142,15 @@ class CommandLoop:
         self._last_activity = time.monotonic()
         self._response: asyncio.Future[ResultSummary] | None = None
         self._backend_gone = False
+        self._reply_seq = 1
         backend.protocol.on_lost = self._on_backend_lost
         client.on_pause_writing = self._pause_backend
         client.on_resume_writing = self._resume_backend
+
+    @property
+    def idle(self) -> bool:
+        """True between commands (nothing is in flight to the backend)."""
+        return self._response is None
 
     # -- flow control and failures -----------------------------------------
 
@@ -169,9 +175,9 @@ class CommandLoop:
 
     # -- small helpers -------------------------------------------------------
 
-    def _send_err(self, errno: int, message: str, seq: int = 1, sqlstate: str | None = None) -> None:
+    def _send_err(self, errno: int, message: str, sqlstate: str | None = None) -> None:
         err = ErrPacket(errno=errno, message=message, sqlstate=sqlstate or SQLSTATE.get(errno, "HY000"))
-        self.client.write(frame(seq, err.encode(self.client_caps))[0])
+        self.client.write(frame(self._reply_seq, err.encode(self.client_caps))[0])
 
     def _refuse(self, verdict: Verdict) -> None:
         self._send_err(ErrorCode.ER_SPECIFIC_ACCESS_DENIED_ERROR, verdict.message, sqlstate="42000")
@@ -251,6 +257,8 @@ class CommandLoop:
                     return "backend_lost"
                 if payload[0] == Command.QUIT:
                     return "quit"
+                # A command of 16 MiB or more arrived in several packets: replies continue its numbering.
+                self._reply_seq = packet.next_seq
                 await self._dispatch(payload)
         finally:
             idle.cancel()
@@ -324,6 +332,7 @@ class CommandLoop:
             withhold_errors=withhold,
             plan=plan,
             types=types,
+            first_seq=self._reply_seq,
         )
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[ResultSummary] = loop.create_future()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from typing import Any
 
 from sqlbastion import logs
@@ -63,6 +64,44 @@ class ListenerContext:
         self.server_version = server_version
         self.keys = auth.server_key_pair()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.loops: set[CommandLoop] = set()
+        self.draining = False
+
+
+class MySQLServer(asyncio.AbstractServer):
+    """The listening server plus graceful drain: closing stops accepting and closes idle
+    connections; ``wait_closed`` waits for connections busy with a statement to finish."""
+
+    def __init__(self, server: asyncio.AbstractServer, ctx: ListenerContext) -> None:
+        self._server = server
+        self._ctx = ctx
+
+    def close(self) -> None:
+        self._ctx.draining = True
+        self._server.close()
+        for loop in list(self._ctx.loops):
+            if loop.idle:
+                loop.client.close()
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._server.get_loop()
+
+    def is_serving(self) -> bool:
+        return self._server.is_serving()
+
+    async def start_serving(self) -> None:
+        await self._server.start_serving()
+
+    async def serve_forever(self) -> None:
+        await self._server.serve_forever()
+
+    async def wait_closed(self) -> None:
+        await self._server.wait_closed()
+        while self._ctx.tasks:
+            for loop in list(self._ctx.loops):
+                if loop.idle:
+                    loop.client.close()
+            await asyncio.wait(list(self._ctx.tasks), timeout=0.5)
 
 
 class ClientProtocol(PacketProtocol):
@@ -89,7 +128,7 @@ async def start_listener(backend: BackendSettings, services: ProxyServices) -> a
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: ClientProtocol(ctx), host, port, reuse_address=True, backlog=1024)
     log.info("mysql listener ready", backend=backend.name, listen=backend.listen, server_version=version)
-    return server
+    return MySQLServer(server, ctx)
 
 
 def _peer(proto: PacketProtocol) -> tuple[str, int]:
@@ -163,6 +202,10 @@ async def serve_connection(ctx: ListenerContext, client: PacketProtocol) -> None
             log.warning("malformed handshake", client_address=address, error=exc.message)
             client.write(hs.error(exc.errno, exc.message, exc.sqlstate))
             return
+        except ssl.SSLError as exc:
+            fail_auth("protocol")
+            log.warning("TLS handshake failed", client_address=address, error=str(exc))
+            return
         resp = hs.response
         assert resp is not None  # authenticated implies a parsed response
         session = Session(
@@ -195,6 +238,11 @@ async def serve_connection(ctx: ListenerContext, client: PacketProtocol) -> None
             )
             client.on_lost = None
             ok, _ = await backend_conn.simple_query(SETUP_SQL)
+        except ssl.SSLError as exc:
+            backend_error_metric(backend.name, "tls")
+            log.error("backend TLS failed", backend=backend.name, error=str(exc))
+            client.write(hs.error(ErrorCode.CR_CONN_HOST_ERROR, f"sqlbastion: backend '{backend.name}' TLS failed"))
+            return
         except (OSError, TimeoutError, ConnectionClosed) as exc:
             backend_error_metric(backend.name, "connect")
             log.warning("backend unreachable", backend=backend.name, error=str(exc) or type(exc).__name__)
@@ -229,9 +277,13 @@ async def serve_connection(ctx: ListenerContext, client: PacketProtocol) -> None
         session.opened()
         status = backend_conn.login_ok.status if backend_conn.login_ok else int(ServerStatus.AUTOCOMMIT)
         client.write(hs.ok(status=status))
+        ctx.loops.add(loop)
         try:
+            if ctx.draining:
+                return
             close_reason = await loop.run()
         finally:
+            ctx.loops.discard(loop)
             SESSIONS.unregister(proxy_id)
             session.closed(close_reason)
     except ConnectionClosed:
@@ -266,4 +318,3 @@ def _application_name(attrs: tuple[tuple[bytes, bytes], ...]) -> str | None:
     values = dict(attrs)
     name = values.get(b"program_name") or values.get(b"_client_name")
     return name.decode("utf-8", "replace")[:64] if name else None
-

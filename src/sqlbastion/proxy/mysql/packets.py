@@ -494,7 +494,7 @@ class ColumnDefinition:
         decimals = r.int1("decimals")
         r.pos = start
         r.skip(fixed, "fixed-length fields")
-        default = r.lenenc_bytes("default values") if not r.at_end() else None
+        default = r.lenenc_value_or_null("default values") if not r.at_end() else None
         return cls(
             catalog=catalog,
             schema=schema,
