@@ -57,6 +57,8 @@ def test_demo_starts_and_reports_what_runs(demo: tuple[dict[str, str], str]) -> 
     ).stdout
     assert "mariadb:" in status
     assert "postgres:" in status
+    for protocol in available_protocols():
+        assert f"  {protocol} listener 127.0.0.1:" in status
     users = Path(env["SQLBASTION_DEMO_DIR"]) / "users.toml"
     text = users.read_text()
     for person in PERSONS:

@@ -446,6 +446,11 @@ def stop_all(directory: Path) -> int:
 def status(directory: Path) -> int:
     pid = _our_proxy(directory / "sqlbastion.pid")
     _say(f"sqlbastion: {'running, pid ' + str(pid) if pid else 'not running'}")
+    config = directory / "sqlbastion.toml"
+    if pid and config.exists():
+        with contextlib.suppress(ConfigError):
+            for b in load(config).backends:
+                _say(f"  {b.protocol} listener {b.listen} -> backend {b.name!r} at {b.host}:{b.port}")
     state = directory / "servers" / "servers.json"
     if state.exists():
         for kind, info in json.loads(state.read_text()).items():
