@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -39,6 +40,7 @@ from sqlbastion.observability.queries import (
     alert_signals,
     dashboard_files,
     expand_promql,
+    expand_sql,
     load_dashboard,
     panel_queries,
     rule_queries,
@@ -56,6 +58,8 @@ PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 TOKEN_ENV = "SQLBASTION_TEST_ADMIN_TOKEN"
 PG_SECRET_ENV = "SQLBASTION_TEST_PROM_PG_PW"
 MY_SECRET_ENV = "SQLBASTION_TEST_PROM_MY_PW"
+AUDIT_DSN_ENV = "SQLBASTION_TEST_PROM_AUDIT_DSN"
+AUDIT_DATABASE = "prom_audit"
 TOKEN = "prometheus-scrape-token"
 PERSONS = {"alice": "alice-pw-1", "bob": "bob-pw-2", "outsider": "outsider-pw"}
 
@@ -152,6 +156,10 @@ on_audit_failure = "fail_open"
 type = "sqlite"
 path = "audit.db"
 
+[[audit.sinks]]
+type = "postgres"
+dsn = "env:{AUDIT_DSN_ENV}"
+
 [[backends]]
 name = "pg"
 protocol = "postgres"
@@ -233,6 +241,8 @@ class Stack:
     directory: Path
     admin_port: int
     policy_version: str
+    postgres: ServerInfo
+    audit_refs: list[str]
 
     def port(self, backend: str) -> int:
         return self.proxy.port(backend)
@@ -241,11 +251,12 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(postgres_server: ServerInfo, mariadb_server: ServerInfo) -> Iterator[Stack]:
     """sqlbastion as ``serve`` composes it (policy files, masking, audit) and a Prometheus scraping it."""
-    names = (TOKEN_ENV, PG_SECRET_ENV, MY_SECRET_ENV)
+    names = (TOKEN_ENV, PG_SECRET_ENV, MY_SECRET_ENV, AUDIT_DSN_ENV)
     saved = {k: os.environ.get(k) for k in names}
     os.environ[TOKEN_ENV] = TOKEN
     os.environ[PG_SECRET_ENV] = postgres_server.service_password
     os.environ[MY_SECRET_ENV] = mariadb_server.service_password
+    os.environ[AUDIT_DSN_ENV] = _audit_dsn(postgres_server)
     with tempfile.TemporaryDirectory(prefix="sqlbastion-prom-") as tmp:
         directory = Path(tmp)
         users = UsersFile(path=directory / "users.toml")
@@ -267,6 +278,8 @@ def stack(postgres_server: ServerInfo, mariadb_server: ServerInfo) -> Iterator[S
                 directory=directory,
                 admin_port=admin_port,
                 policy_version=loads_policy(POLICY, file="policy.toml").policy.version,
+                postgres=postgres_server,
+                audit_refs=[],
             )
         finally:
             prometheus.process.terminate()
@@ -308,6 +321,11 @@ def _my(stack: Stack, person: str, password: str) -> pymysql.connections.Connect
     )
 
 
+def _audit_dsn(server: ServerInfo) -> str:
+    user, password = urllib.parse.quote(server.admin_user), urllib.parse.quote(server.admin_password)
+    return f"postgresql://{user}:{password}@{server.host}:{server.port}/{AUDIT_DATABASE}"
+
+
 def _create_pg_tables(server: ServerInfo) -> None:
     with psycopg.connect(
         host=server.host,
@@ -317,6 +335,9 @@ def _create_pg_tables(server: ServerInfo) -> None:
         dbname="postgres",
         autocommit=True,
     ) as admin:
+        # The PostgreSQL audit sink's own database, which the audit explorer reads.
+        admin.execute(f"DROP DATABASE IF EXISTS {AUDIT_DATABASE}")
+        admin.execute(f"CREATE DATABASE {AUDIT_DATABASE}")
         for table, rows in TABLES:
             admin.execute(f"DROP TABLE IF EXISTS {table}")
             admin.execute(f"CREATE TABLE {table} (id int, secret text)")
@@ -353,8 +374,11 @@ def _run_traffic(stack: Stack) -> None:
             assert alice.execute("SELECT id FROM prom_t WHERE id = %s", (i + 1,)).fetchone() == (i + 1,)
         # A blocked-statement spike: more than SqlbastionBlockedStatementSpike's 20 in 5 min.
         for _ in range(25):
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as blocked:
                 alice.execute("SELECT id FROM prom_forbidden")
+        ref = re.search(r"Audit ref ([0-9a-f-]{36})\.", str(blocked.value))
+        assert ref, str(blocked.value)
+        stack.audit_refs.append(ref.group(1))
         for _ in range(3):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 bob.execute("SELECT id FROM prom_review")
@@ -497,3 +521,63 @@ def test_counts_in_prometheus_match_the_traffic(stack: Stack) -> None:
     # Person labels never include a name that failed to log in.
     persons = {r["metric"]["person"] for r in prom.query("sqlbastion_person_statements_total")}
     assert persons <= {"alice", "bob", "_other"}
+
+
+def test_audit_explorer_queries_read_the_postgres_sink(stack: Stack) -> None:
+    """Every SQL panel and variable of the audit explorer runs against the real sink table and finds the traffic."""
+    assert stack.audit_refs, "run after the traffic test"
+    prom = stack.prometheus
+    deadline = time.monotonic() + 30
+    while not prom.query('sqlbastion_audit_sink_up{sink="postgres"} == 1 and sqlbastion_audit_sink_lag_events == 0'):
+        assert time.monotonic() < deadline, "the PostgreSQL sink did not catch up"
+        time.sleep(0.5)
+    board = load_dashboard(DASHBOARDS / "sqlbastion-audit-explorer.json")
+    queries = [q for q in panel_queries(board) if q.datasource_type == "grafana-postgresql-datasource"]
+    queries_by_title = {q.title: q.query for q in queries}
+    [person_variable] = [v for v in board["templating"]["list"] if v["name"] == "person"]
+    server = stack.postgres
+    with psycopg.connect(
+        host=server.host,
+        port=server.port,
+        user=server.admin_user,
+        password=server.admin_password,
+        dbname=AUDIT_DATABASE,
+        autocommit=True,
+    ) as conn:
+        persons = [r[0] for r in conn.execute(person_variable["query"]).fetchall()]
+        assert {"alice", "bob"} <= set(persons)
+
+        def run(sql: str, *, person: str, event_id: str = "") -> list[tuple[Any, ...]]:
+            expanded = expand_sql(
+                sql,
+                time_from="now() - interval '1 hour'",
+                time_to="now()",
+                variables={"person": person, "event_id": "'" + event_id.replace("'", "''") + "'"},
+            )
+            return conn.execute(expanded).fetchall()
+
+        everyone = person_variable["allValue"]
+        for q in queries:
+            assert run(q.query, person=everyone, event_id=stack.audit_refs[0]), f"{q.title}: no rows"
+        # The person filter narrows; a multi-value selection is a quoted list, as Grafana formats it.
+        refused = run(queries_by_title["Refused statements"], person="'bob'")
+        assert refused
+        assert {r[2] for r in refused} == {"bob"}
+        assert {r[5] for r in refused} == {"PROM-REVIEW"}
+        both = run(queries_by_title["Refused statements"], person="'alice','bob'")
+        assert {r[2] for r in both} == {"alice", "bob"}
+        # The audit ref a client saw finds exactly that event.
+        [event] = run(queries_by_title["Event by audit ref"], person=everyone, event_id=stack.audit_refs[0])
+        assert event[1] == stack.audit_refs[0]
+        assert event[3] == "alice"
+        assert event[5] == "block"
+        assert event[6] == "PROM-FORBID"
+        assert not run(queries_by_title["Event by audit ref"], person=everyone, event_id="x' OR '1'='1")
+        # Sensitive reads name the classified column, and the rows read include the bulk read.
+        sensitive = run(queries_by_title["Sensitive columns read, by person"], person=everyone)
+        assert any(r[1].endswith("prom_t.secret") for r in sensitive)
+        rows = {(r[0], r[1]): r[3] for r in run(queries_by_title["Rows read, by person and backend"], person=everyone)}
+        assert rows[("bob", "pg")] >= 120000
+        assert rows[("alice", "core")] >= 120000
+        failures = run(queries_by_title["Authentication failures"], person=everyone)
+        assert {r[5] for r in failures} >= {"bad_credentials", "network"}

@@ -844,12 +844,18 @@ def _audit_pipeline() -> Dashboard:
     )
 
 
+# The audit explorer reads the PostgreSQL sink's table (audit/sinks/postgres.py): indexed columns
+# event_id, ts, kind, person, backend, protocol, client_address, statement_type, decision,
+# rule_ids text[], objects text[], rows; the whole event as jsonb in ``event``.
+PERSON_FILTER = "('__all__' IN ($person) OR person IN ($person))"
+
+
 def _audit_explorer() -> Dashboard:
     t = AUDIT_TABLE
     return Dashboard(
         uid="sqlbastion-audit-explorer",
         title="sqlbastion / Audit explorer",
-        description=f"Reads the PostgreSQL audit sink (table {t}, docs/audit.md) with Grafana's PostgreSQL data source.",
+        description=f"Reads the PostgreSQL audit sink (table {t}) with Grafana's PostgreSQL data source.",
         time_from="now-24h",
         variables=[
             {
@@ -861,6 +867,9 @@ def _audit_explorer() -> Dashboard:
                 "query": f"SELECT DISTINCT person FROM {t} WHERE person IS NOT NULL ORDER BY 1 LIMIT 1000",
                 "refresh": 2,
                 "includeAll": True,
+                # Inserted as is: the filters read "'__all__' IN ($person) OR person IN ($person)",
+                # which also works while the table has no person yet.
+                "allValue": "'__all__'",
                 "multi": True,
                 "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
                 "options": [],
@@ -891,7 +900,7 @@ def _audit_explorer() -> Dashboard:
                             (
                                 "SELECT $__timeGroupAlias(ts, '1m'), decision AS metric, count(*) AS value\n"
                                 f"FROM {t}\n"
-                                "WHERE $__timeFilter(ts) AND kind = 'statement' AND person IN ($person)\n"
+                                f"WHERE $__timeFilter(ts) AND kind = 'statement' AND {PERSON_FILTER}\n"
                                 "GROUP BY 1, 2\nORDER BY 1",
                                 "",
                             )
@@ -908,12 +917,15 @@ def _audit_explorer() -> Dashboard:
                         sql=True,
                         width=24,
                         height=10,
+                        description="Blocked and held for review. The statement text is as the audit recorded it (redacted unless the backend keeps raw statements).",
                         targets=[
                             (
-                                "SELECT ts AS time, event_id, person, backend, decision, rule_ids, reason, statement_text\n"
+                                "SELECT ts AS time, event_id, person, backend, decision,\n"
+                                "       array_to_string(rule_ids, ', ') AS rules, event ->> 'reason' AS reason,\n"
+                                "       event ->> 'statement_text' AS statement\n"
                                 f"FROM {t}\n"
                                 "WHERE $__timeFilter(ts) AND kind = 'statement' AND decision IN ('block', 'review')\n"
-                                "  AND person IN ($person)\n"
+                                f"  AND {PERSON_FILTER}\n"
                                 "ORDER BY ts DESC\nLIMIT 500",
                                 "",
                             )
@@ -926,10 +938,26 @@ def _audit_explorer() -> Dashboard:
                         targets=[
                             (
                                 "SELECT person, col AS sensitive_column, count(*) AS statements, sum(rows) AS rows\n"
-                                f"FROM {t}, jsonb_array_elements_text(sensitive_columns) AS col\n"
+                                f"FROM {t}, jsonb_array_elements_text(event -> 'sensitive_columns') AS col\n"
                                 "WHERE $__timeFilter(ts) AND kind = 'statement' AND decision IN ('allow', 'alert')\n"
-                                "  AND person IN ($person)\n"
+                                f"  AND {PERSON_FILTER}\n"
                                 "GROUP BY 1, 2\nORDER BY 4 DESC NULLS LAST\nLIMIT 200",
+                                "",
+                            )
+                        ],
+                    ),
+                    Panel(
+                        title="Rows read, by person and backend",
+                        kind="table",
+                        sql=True,
+                        description="Who read the most: bulk reads (see the SqlbastionBulkRead alert).",
+                        targets=[
+                            (
+                                "SELECT person, backend, count(*) AS statements, sum(rows) AS rows\n"
+                                f"FROM {t}\n"
+                                "WHERE $__timeFilter(ts) AND kind = 'statement' AND decision IN ('allow', 'alert')\n"
+                                f"  AND {PERSON_FILTER}\n"
+                                "GROUP BY 1, 2\nORDER BY 4 DESC NULLS LAST\nLIMIT 100",
                                 "",
                             )
                         ],
@@ -940,7 +968,7 @@ def _audit_explorer() -> Dashboard:
                         sql=True,
                         targets=[
                             (
-                                "SELECT ts AS time, person, client_address, protocol, backend, details ->> 'reason' AS reason\n"
+                                "SELECT ts AS time, person, client_address, protocol, backend, event ->> 'reason' AS reason\n"
                                 f"FROM {t}\n"
                                 "WHERE $__timeFilter(ts) AND kind = 'auth_failed'\n"
                                 "ORDER BY ts DESC\nLIMIT 500",
@@ -956,7 +984,10 @@ def _audit_explorer() -> Dashboard:
                         description="Paste the 'Audit ref' from a client's error message into the variable above.",
                         targets=[
                             (
-                                f"SELECT * FROM {t}\nWHERE event_id = '${{event_id}}'",
+                                "SELECT ts AS time, event_id, kind, person, backend, decision,\n"
+                                "       array_to_string(rule_ids, ', ') AS rules, event\n"
+                                f"FROM {t}\n"
+                                "WHERE event_id = ${event_id:sqlstring}",
                                 "",
                             )
                         ],
