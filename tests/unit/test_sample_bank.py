@@ -525,3 +525,32 @@ def test_unreachable_server_is_reported(capsys: pytest.CaptureFixture[str], monk
     argv = ["--mariadb", f"127.0.0.1:{closed}", "--user", "u", "--password-env", "SQLBASTION_TEST_LOADER_PW"]
     assert _main([*argv, "--scale", "0.001"]) == 1
     assert "sample_bank:" in capsys.readouterr().err
+
+
+# -- independent oracles ------------------------------------------------------------------
+
+
+def _oracle_id_check(body: str) -> str:
+    """GB 11643's formula as the standard states it: W_i = 2^(i-1) mod 11, a_1 = (12 - S mod 11) mod 11."""
+    weights = [pow(2, 17 - i, 11) for i in range(17)]
+    a1 = (12 - sum(int(d) * w for d, w in zip(body, weights, strict=True)) % 11) % 11
+    return "X" if a1 == 10 else str(a1)
+
+
+def _oracle_luhn(number: str) -> bool:
+    """ISO/IEC 7812-1 Annex B: from the right, double every second digit and add the digits of the products."""
+    total = 0
+    for i, ch in enumerate(reversed(number)):
+        d = int(ch)
+        total += sum(divmod(d * 2, 10)) if i % 2 else d
+    return total % 10 == 0
+
+
+@given(st.text(alphabet="0123456789", min_size=17, max_size=17))
+def test_id_check_char_matches_the_standards_formula(body: str) -> None:
+    assert id_card_check_char(body) == _oracle_id_check(body)
+
+
+@given(st.text(alphabet="0123456789", min_size=2, max_size=19))
+def test_luhn_matches_the_standards_formula(number: str) -> None:
+    assert luhn_valid(number) == _oracle_luhn(number)
