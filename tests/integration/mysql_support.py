@@ -195,6 +195,7 @@ def settings_text(
     backend_port: int | None = None,
     max_statement_bytes: int = 32 << 20,
     database: str | None = None,
+    handshake_timeout_s: float = 5.0,
 ) -> str:
     tls = ""
     if with_tls:
@@ -204,7 +205,7 @@ def settings_text(
 users_file = "{directory / "users.toml"}"
 {tls}
 [server]
-handshake_timeout_s = 5.0
+handshake_timeout_s = {handshake_timeout_s}
 max_statement_bytes = {max_statement_bytes}
 
 [admin]
@@ -261,6 +262,7 @@ def run_proxy(
     backend_port: int | None = None,
     max_statement_bytes: int = 32 << 20,
     database: str | None = None,
+    handshake_timeout_s: float = 5.0,
 ) -> Iterator[Proxy]:
     """Start a proxy (as a generator, for fixtures); stops it and restores the environment after."""
     env = _Env()
@@ -285,6 +287,7 @@ def run_proxy(
             backend_port=backend_port,
             max_statement_bytes=max_statement_bytes,
             database=database,
+            handshake_timeout_s=handshake_timeout_s,
         )
     )
     engine, masker, audit = BlockingEngine(), SecretMasker(), RecordingAudit()
