@@ -151,3 +151,32 @@ def test_suggested_statements_do_what_the_demo_says(demo: tuple[dict[str, str], 
                 assert (CANARY.id_card in r.stdout) == clear, (person.name, r.stdout)
                 assert (CANARY.mobile in r.stdout) == clear, (person.name, r.stdout)
                 assert (CANARY.name in r.stdout) == clear, (person.name, r.stdout)
+
+
+@pytest.mark.parametrize("protocol", sorted(CLIENTS))
+def test_developer_never_sees_the_canary_in_clear(demo: tuple[dict[str, str], str], protocol: str) -> None:
+    """What the demo shows off, through the real command-line clients: dev's view of customer 1 is masked."""
+    env, out = demo
+    if protocol not in available_protocols():
+        assert f"src/sqlbastion/proxy/{protocol}/listener.py" in out
+        return
+    prefix, _client, flag, _denied = CLIENTS[protocol]
+    [line] = [x for x in _printed_lines(out, prefix) if " dev " in f"{x} " and "dev-demo-pass" in x]
+    for sql in (
+        "SELECT * FROM customers WHERE id = 1",
+        "SELECT c.*, a.* FROM customers c JOIN accounts a ON a.customer_id = c.id WHERE c.id = 1",
+        "SELECT name, id_card, mobile, email, address FROM customers ORDER BY id LIMIT 5",
+    ):
+        r = subprocess.run(
+            ["bash", "-c", f"{line} {flag} {shlex.quote(sql)}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert r.returncode == 0, (sql, r.stderr)
+        seen = r.stdout + r.stderr
+        assert "1" in r.stdout  # a row came back
+        for value in CANARY.sensitive_values():
+            assert value not in seen, (sql, value)
