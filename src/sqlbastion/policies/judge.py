@@ -33,6 +33,7 @@ from sqlbastion.policies.patterns import covers
 from sqlbastion.policies.rules import (
     FEATURE_RULES,
     FILE_RELATIONS,
+    NON_RELAXABLE,
     OTHER_SESSION_RELATIONS,
     PLANNER_STATS_RELATIONS,
     PRIVILEGED_RELATIONS,
@@ -78,7 +79,7 @@ class Judge:
         self.custom = {r.id: r for r in policy.rules}
 
     def action_for(self, rule_id: str, default: Action, roles: list[RolePolicy]) -> Action:
-        if not roles:
+        if not roles or rule_id in NON_RELAXABLE:
             return default
         if rule_id in UNPROVABLE_IDS:
             return min((UNPROVABLE_MODE_ACTIONS[r.unprovable] for r in roles), key=STRICTNESS.__getitem__)

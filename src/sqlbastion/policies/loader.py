@@ -35,7 +35,7 @@ from sqlbastion.policies.model import (
     TimeWindow,
 )
 from sqlbastion.policies.patterns import parse_pattern
-from sqlbastion.policies.rules import RULES
+from sqlbastion.policies.rules import NON_RELAXABLE, RULES
 from sqlbastion.settings_schema import build
 
 MAX_POLICY_BYTES = 8 << 20
@@ -234,6 +234,12 @@ def _role(i: int, r: _RoleDoc, file: str, custom_ids: set[str]) -> RolePolicy:
     for rule_id, value in r.rule_overrides.items():
         if rule_id not in RULES and rule_id not in custom_ids:
             raise ConfigError(file, f"{key}.rule_overrides.{rule_id}", "no such rule (see docs/policy.md for the ids)")
+        if rule_id in NON_RELAXABLE:
+            raise ConfigError(
+                file,
+                f"{key}.rule_overrides.{rule_id}",
+                "this rule keeps the analyser's lexer right and cannot be overridden",
+            )
         overrides.append((rule_id, _action(value, file, f"{key}.rule_overrides.{rule_id}")))
     return RolePolicy(
         name=r.name,

@@ -127,6 +127,11 @@ UNPROVABLE_RULES: dict[str, str] = {
 
 UNPROVABLE_IDS = frozenset({*UNPROVABLE_RULES.values(), "SB-UNPROVABLE-FUNCTION", "MASK-UNPROVABLE"})
 
+# Rules no role can relax: letting the session's lexer state drift from what the
+# analyser follows would make every later statement of the session unprovable
+# (a hidden DROP would pass the rules), so break-glass modes do not apply.
+NON_RELAXABLE = frozenset({"SB-UNPROVABLE-LEXER", "SB-UNPROVABLE-CHARSET"})
+
 # Relations whose reading is itself high risk, by (schema, relation) lower case.
 PLANNER_STATS_RELATIONS = frozenset(
     {

@@ -497,6 +497,8 @@ dev|p|block|SB-UNPROVABLE-LEXER|SELECT 'unterminated
 dev|p|block|SB-UNPROVABLE-LEXER|SELECT $$unterminated
 dev|p|block|SB-UNPROVABLE-LEXER|SELECT 1 /* nested /* comment */
 dev|p|block|SB-UNPROVABLE-LEXER|SET search_path TO evil; SELECT * FROM customers
+dba|m|block|SB-UNPROVABLE-CHARSET|SET NAMES gbk
+dba|p|block|SB-UNPROVABLE-LEXER|SET LOCAL standard_conforming_strings = off
 
 ## SB-LIMIT-DEPTH
 dev|b|block|SB-LIMIT-DEPTH|SELECT {deep}

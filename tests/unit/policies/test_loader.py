@@ -106,6 +106,11 @@ def test_version_is_a_hash_of_the_contents(tmp_path: Path) -> None:
             "roles[0].rule_overrides.HR-DDL-DROP",
             "block, review",
         ),
+        (
+            "[[roles]]\nname = 'r'\nrule_overrides = { 'SB-UNPROVABLE-CHARSET' = 'allow' }\n",
+            "roles[0].rule_overrides.SB-UNPROVABLE-CHARSET",
+            "cannot be overridden",
+        ),
         (BASE + BASE, "roles[1].name", "twice"),
         ("[[rules]]\nid = 'HR-DDL-DROP'\ntitle = 't'\nmatch = { has_where = false }\n", "rules[0].id", "built-in"),
         ("[[rules]]\nid = 'X'\ntitle = 't'\n", "rules[0].match", "at least one match key"),
