@@ -50,6 +50,7 @@ from sqlbastion.config import parse_listen
 from sqlbastion.observability.httpwire import HttpError, Limits, Request, RequestReader, render_response
 from sqlbastion.observability.metrics import METRICS, Metrics
 from sqlbastion.observability.readiness import Readiness
+from sqlbastion.settings_schema import SecretUnavailable
 
 if TYPE_CHECKING:
     from sqlbastion.config import AdminSettings
@@ -155,7 +156,7 @@ class AdminEndpoint:
         """Raises ``SecretUnavailable`` when the token reference cannot be resolved."""
         token = settings.token.reveal() if settings.token is not None else None
         if token is not None and not token:
-            raise ValueError("admin.token resolves to an empty string")
+            raise SecretUnavailable(f"admin.token ({settings.token}) resolves to an empty string")
         return cls(listen=settings.listen, token=token, metrics=metrics, readiness=readiness, reloader=reloader)
 
     # -- lifecycle -----------------------------------------------------------

@@ -19,6 +19,7 @@ import uvloop
 from sqlbastion import logs
 from sqlbastion.config import BackendSettings, Settings
 from sqlbastion.proxy.services import ProxyServices, server_ssl_context
+from sqlbastion.settings_schema import SecretUnavailable
 from sqlbastion.users import UsersFile, UsersFileError
 
 log = logs.get_logger("proxy.server")
@@ -73,9 +74,8 @@ async def serve(
     audit = services.runtime.audit if isinstance(services.runtime.audit, AuditPipeline) else None
     if audit is not None:
         await audit.start()
-    from sqlbastion.observability.service import start_observability
-
     from sqlbastion.app import start_policy_tasks
+    from sqlbastion.observability.service import start_observability
 
     # Catalogs load before the first listener so SELECT * and views resolve from the start.
     policy_tasks = await start_policy_tasks(services.runtime)
@@ -107,7 +107,7 @@ def run(settings: Settings) -> int:
     logs.configure(settings.logging)
     try:
         uvloop.run(serve(settings))
-    except (UsersFileError, OSError) as exc:
+    except (UsersFileError, OSError, SecretUnavailable) as exc:
         log.error("cannot start", error=str(exc))
         return 1
     return 0

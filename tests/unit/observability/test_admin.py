@@ -27,6 +27,7 @@ from sqlbastion.observability.readiness import (
     spool_writable,
 )
 from sqlbastion.proxy.session import Runtime
+from sqlbastion.settings_schema import SecretUnavailable
 
 TOKEN = "t0ken-for-tests"
 
@@ -293,7 +294,7 @@ def test_from_settings_reveals_the_token(monkeypatch: pytest.MonkeyPatch) -> Non
     assert ep.token == TOKEN
     assert TOKEN not in repr(settings)
     monkeypatch.setenv("SQLBASTION_TEST_ADMIN_TOKEN", "")
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(SecretUnavailable, match="empty"):
         AdminEndpoint.from_settings(settings, metrics=Metrics())
 
 
