@@ -704,7 +704,7 @@ _CONNECTIVES = (exp.And, exp.Or, exp.Not, exp.Paren, exp.Xor)
 
 
 def _has_column(e: exp.Expr) -> bool:
-    return any(isinstance(n, (exp.Column, exp.Select, exp.Subquery, exp.Func)) for n in e.walk())
+    return any(isinstance(n, exp.Column) for n in e.walk())
 
 
 def has_constant_logic(root: exp.Expr) -> bool:
@@ -719,8 +719,8 @@ def has_constant_logic(root: exp.Expr) -> bool:
         if isinstance(node, _CONNECTIVES):
             stack.extend(node.iter_expressions())
             continue
-        if isinstance(node, (exp.Literal, exp.Boolean, exp.Null, exp.Neg)):
-            return True
+        if not _has_column(node):
+            return True  # a row-independent operand: its value decides the tautology rule
         if isinstance(node, _COMPARISONS):
             operands = list(node.iter_expressions())
             if not all(_has_column(o) for o in operands):

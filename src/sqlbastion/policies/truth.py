@@ -184,5 +184,26 @@ def _null_complement(a: exp.Expr, b: exp.Expr) -> bool:
     return pa is not None and pb is not None and pa[0] != pb[0] and pa[1] == pb[1]
 
 
+def _disjuncts(e: exp.Expr) -> list[exp.Expr]:
+    while isinstance(e, exp.Paren):
+        e = e.this
+    if isinstance(e, exp.Or):
+        return _disjuncts(e.this) + _disjuncts(e.expression)
+    return [e]
+
+
+def references_rows(e: exp.Expr) -> bool:
+    """Whether ``e`` reads any column at all (a subquery's own columns count too)."""
+    return any(isinstance(n, exp.Column) for n in e.walk())
+
+
 def is_tautology(where: exp.Expr, *, mysql: bool) -> bool:
-    return truth(where, mysql) is True
+    """True when the filter is provably always true, or holds a row-independent branch
+    (``… OR 1 DIV 1``, ``… OR abs(1)``, ``… OR EXISTS (SELECT 1)``) not provably false.
+
+    The second part fails closed: the constants a server can evaluate are endless,
+    so a disjunct that does not look at the row counts as true unless proven false.
+    """
+    if truth(where, mysql) is True:
+        return True
+    return any(not references_rows(d) and truth(d, mysql) is not False for d in _disjuncts(where))

@@ -142,6 +142,18 @@ dev|m|block|HR-DML-TAUTOLOGY|DELETE FROM accounts WHERE 1=1 # AND id = 5
 dev|m|block|HR-DML-TAUTOLOGY|DELETE FROM accounts WHERE 1=1 /*! */
 dev|m|block|HR-DML-TAUTOLOGY|DELETE FROM accounts WHERE id = 5 /*! OR 1=1 */
 dev|p|block|HR-DML-TAUTOLOGY|DELETE FROM accounts WHERE 'x' LIKE 'x'
+dev|m|block|HR-DML-TAUTOLOGY|DELETE FROM accounts WHERE id = 5 || 1
+dev|m|block|HR-DML-TAUTOLOGY|DELETE FROM accounts WHERE id = 5 OR 1 DIV 1
+dev|b|block|HR-DML-TAUTOLOGY|DELETE FROM accounts WHERE id = 5 OR abs(1)
+dev|b|block|HR-DML-TAUTOLOGY|DELETE FROM accounts WHERE id = 5 OR 2 - 1
+dev|b|block|HR-DML-TAUTOLOGY|DELETE FROM accounts WHERE id = 5 OR length('a') > 0
+dev|b|block|HR-DML-TAUTOLOGY|DELETE FROM accounts WHERE id = 5 OR EXISTS (SELECT 1)
+dev|b|block|HR-DML-TAUTOLOGY|DELETE FROM accounts WHERE (id = 5) OR (now() IS NOT NULL)
+dev|m|block|HR-DML-TAUTOLOGY|DELETE FROM accounts WHERE !0
+dev|m|block|HR-DML-TAUTOLOGY|DELETE FROM accounts WHERE id <=> id
+dev|b|block|HR-DML-TAUTOLOGY|UPDATE accounts SET status = 'x' WHERE id = 5 OR 'a' IS NOT NULL
+dev|b|allow|-|DELETE FROM accounts WHERE id = 5 OR id = 6
+dev|b|allow|-|DELETE FROM accounts WHERE id = 5 OR 1 = 0
 dev|b|allow|-|DELETE FROM accounts WHERE 1 = 2 AND id = 3
 dev|b|allow|-|DELETE FROM accounts WHERE id = 5 AND 1 = 1
 

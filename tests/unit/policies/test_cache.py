@@ -53,6 +53,8 @@ def test_other_literals_share_the_fingerprint() -> None:
 PAIRS = [
     ("mysql", "DELETE FROM accounts WHERE 1 = 2", "DELETE FROM accounts WHERE 1 = 1"),
     ("mysql", "DELETE FROM accounts WHERE 0", "DELETE FROM accounts WHERE 1"),
+    ("mysql", "DELETE FROM accounts WHERE id = 5 OR 0 + 0", "DELETE FROM accounts WHERE id = 5 OR 0 + 1"),
+    ("mysql", "DELETE FROM accounts WHERE id = 5 OR 1 = 0", "DELETE FROM accounts WHERE id = 5 OR 1 = 1"),
     ("mysql", "DELETE FROM accounts WHERE id = 5 OR 0", "DELETE FROM accounts WHERE id = 5 OR 1"),
     ("mysql", "DELETE FROM accounts WHERE 'a' = 'b'", "DELETE FROM accounts WHERE 'a' = 'a'"),
     (
