@@ -19,7 +19,15 @@ from sqlbastion.devtools.fakedata import (
     is_valid_id_card,
     is_valid_mobile,
 )
-from sqlbastion.devtools.sample_bank import COLUMNS, BankData, LoadedBank, generate, load_mariadb, load_postgres_async
+from sqlbastion.devtools.sample_bank import (
+    COLUMNS,
+    BankData,
+    LoadedBank,
+    _main,
+    generate,
+    load_mariadb,
+    load_postgres_async,
+)
 from sqlbastion.devtools.servers import ServerInfo
 
 pytestmark = pytest.mark.integration
@@ -263,3 +271,56 @@ def test_mariadb_load_is_exact_whatever_the_server_sql_mode(mariadb_server: Serv
         admin.close()
     for row in awkward:
         assert stored[row[0]] == row[8]
+
+
+async def test_command_line_loads_both_servers(
+    mariadb_server: ServerInfo, postgres_server: ServerInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert mariadb_server.admin_user == postgres_server.admin_user
+    monkeypatch.setenv("SQLBASTION_TEST_BANK_LOADER_PW", mariadb_server.admin_password)
+    argv = [
+        "--mariadb",
+        f"{mariadb_server.host}:{mariadb_server.port}",
+        "--postgres",
+        f"{postgres_server.host}:{postgres_server.port}",
+        "--user",
+        mariadb_server.admin_user,
+        "--password-env",
+        "SQLBASTION_TEST_BANK_LOADER_PW",
+        "--scale",
+        "0.01",
+        "--seed",
+        "5",
+        "--database",
+        "bank_cli",
+    ]
+    assert _main(argv) == 0
+    expected = generate(seed=5, scale=0.01)
+    m = pymysql.connect(
+        host=mariadb_server.host,
+        port=mariadb_server.port,
+        user=mariadb_server.admin_user,
+        password=mariadb_server.admin_password,
+        database="bank_cli",
+    )
+    try:
+        assert _mysql_rows(m, "SELECT COUNT(*) FROM transactions") == [(700,)]
+        assert _mysql_rows(m, "SELECT id, name FROM customers ORDER BY id LIMIT 3") == [
+            r[:2] for r in expected.customers[:3]
+        ]
+        with m.cursor() as cur:
+            cur.execute("DROP DATABASE bank_cli")
+    finally:
+        m.close()
+    conn = await asyncpg.connect(
+        host=postgres_server.host,
+        port=postgres_server.port,
+        user=postgres_server.admin_user,
+        password=postgres_server.admin_password,
+        database="postgres",
+    )
+    try:
+        assert await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 'bank_cli'") == 1
+        await conn.execute("DROP DATABASE bank_cli WITH (FORCE)")
+    finally:
+        await conn.close()
