@@ -10,7 +10,7 @@ MariaDB test server.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,7 +132,8 @@ class Proxy:
     directory: Path
     ca_file: str | None = None
 
-    def connect(self, *, user: str = PERSON, password: str = PASSWORD, **kwargs: Any) -> pymysql.Connection[Any]:
+    def connect(self, *, user: str = PERSON, password: str = PASSWORD, **kwargs: Any) -> Any:
+        """A pymysql connection (typed Any: tests reach into its packet-level helpers)."""
         kwargs.setdefault("connect_timeout", 10)
         kwargs.setdefault("read_timeout", 60)
         kwargs.setdefault("autocommit", True)
@@ -147,7 +148,9 @@ class Proxy:
     def backend_connection_count(self) -> int:
         """Connections the service account has open on the backend right now."""
         with self.admin() as conn, conn.cursor() as cur:
-            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s", (self.server.service_user,))
+            cur.execute(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s", (self.server.service_user,)
+            )
             row = cur.fetchone()
             return int(row[0]) if row else 0
 
@@ -263,7 +266,7 @@ def run_proxy(
     max_statement_bytes: int = 32 << 20,
     database: str | None = None,
     handshake_timeout_s: float = 5.0,
-) -> Iterator[Proxy]:
+) -> Generator[Proxy, None, None]:
     """Start a proxy (as a generator, for fixtures); stops it and restores the environment after."""
     env = _Env()
     env.set(SECRET_ENV, server.service_password)

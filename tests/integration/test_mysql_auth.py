@@ -11,7 +11,7 @@ from typing import Any
 import mysql.connector
 import pymysql
 import pytest
-from mysql_support import (
+from tests.integration.mysql_support import (
     CLEAR_PASSWORD,
     CLEAR_PERSON,
     OUTSIDER,
@@ -163,7 +163,7 @@ def test_malformed_handshake_closes_only_that_connection(proxy: Proxy) -> None:
 
 def test_plain_tls_client_context_rejects_wrong_ca(proxy: Proxy, tmp_path: Any) -> None:
     other_ca = tmp_path / "other.crt"
-    from mysql_support import make_certificate
+    from tests.integration.mysql_support import make_certificate
 
     cert, _ = make_certificate(tmp_path)
     other_ca.write_bytes(cert.read_bytes())

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pymysql
 import pytest
-from mysql_support import PASSWORD, PERSON, Proxy, prepare_test_database, run_proxy
+from tests.integration.mysql_support import PASSWORD, PERSON, Proxy, prepare_test_database, run_proxy
 
 from sqlbastion.devtools.servers import ServerInfo
 
@@ -25,7 +24,7 @@ def test_select_through_proxy(proxy: Proxy) -> None:
         cur.execute("SELECT id, name FROM t ORDER BY id")
         assert cur.fetchall() == ((1, "one"), (2, "two"), (3, "three"))
         cur.execute("SELECT DATABASE(), CURRENT_USER()")
-        db, user = cur.fetchone()  # type: ignore[misc]  # a row is returned
+        db, user = cur.fetchone()
         assert db == "proxytest"
         assert user.startswith(proxy.server.service_user)
 

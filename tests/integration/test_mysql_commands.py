@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -9,10 +10,11 @@ from typing import Any
 import mysql.connector
 import pymysql
 import pytest
-from mysql_support import PASSWORD, PERSON, Proxy, prepare_test_database, run_proxy
 from pymysql.constants import COMMAND
+from tests.integration.mysql_support import PASSWORD, PERSON, Proxy, prepare_test_database, run_proxy
 
 from sqlbastion.devtools.servers import ServerInfo
+from sqlbastion.proxy.mysql.packets import ColumnDefinition
 
 pytestmark = pytest.mark.integration
 
@@ -80,12 +82,14 @@ def test_session_state_follows_use_and_sql_mode(proxy: Proxy) -> None:
         cur.execute("SET SESSION sql_mode = 'ANSI_QUOTES,NO_BACKSLASH_ESCAPES'")
         cur.execute("SELECT 'after sql_mode'")
         ctx = proxy.engine.contexts_for("'after sql_mode'")[-1]
-        assert ctx.ansi_quotes and ctx.no_backslash_escapes
+        assert ctx.ansi_quotes
+        assert ctx.no_backslash_escapes
         cur.execute("SET sql_mode = ''")
         cur.execute("SET NAMES latin1")
         cur.execute("SELECT 'after names'")
         ctx = proxy.engine.contexts_for("'after names'")[-1]
-        assert not ctx.ansi_quotes and not ctx.no_backslash_escapes
+        assert not ctx.ansi_quotes
+        assert not ctx.no_backslash_escapes
         assert ctx.client_encoding == "latin1"
         cur.execute("BEGIN")
         cur.execute("SELECT 'in tx'")
@@ -127,8 +131,7 @@ def test_field_list(proxy: Proxy) -> None:
             packet = conn._read_packet()
             if packet.is_eof_packet():
                 break
-            field = pymysql.protocol.FieldDescriptorPacket(packet.get_all_data(), "utf8")
-            names.append(field.name)
+            names.append(ColumnDefinition.decode(packet.get_all_data()).name.decode())
         assert names == ["id", "name", "secret", "n", "d"]
         conn._execute_command(COMMAND.COM_FIELD_LIST, b"forbidden\x00")
         with pytest.raises(pymysql.err.OperationalError) as info:
@@ -197,7 +200,7 @@ def test_statistics_reset_and_change_user_connector(proxy: Proxy) -> None:
         conn.close()
 
 
-def _own_backend_id(conn: pymysql.Connection[Any]) -> int:
+def _own_backend_id(conn: Any) -> int:
     with conn.cursor() as cur:
         cur.execute("SELECT CONNECTION_ID()")
         row = cur.fetchone()
@@ -212,7 +215,7 @@ def test_kill_only_own_sessions(proxy: Proxy, mariadb_server: ServerInfo) -> Non
     try:
         with admin.cursor() as cur:
             cur.execute("SELECT CONNECTION_ID()")
-            admin_id = int(cur.fetchone()[0])  # type: ignore[index]  # a row is returned
+            admin_id = int(cur.fetchone()[0])
         with mine.cursor() as cur:
             with pytest.raises(pymysql.err.OperationalError) as info:
                 cur.execute(f"KILL {admin_id}")
@@ -224,9 +227,8 @@ def test_kill_only_own_sessions(proxy: Proxy, mariadb_server: ServerInfo) -> Non
                 cur.execute("SHOW PROCESSLIST")
             # Kill the person's other session by its client-facing id (what Ctrl-C in the CLI uses).
             cur.execute(f"KILL CONNECTION {victim.thread_id()}")
-        with pytest.raises(pymysql.err.OperationalError):
-            with victim.cursor() as vcur:
-                vcur.execute("SELECT 1")
+        with pytest.raises(pymysql.err.OperationalError), victim.cursor() as vcur:
+            vcur.execute("SELECT 1")
         admin.ping(reconnect=False)  # the admin's connection was never touched
         mine.ping(reconnect=False)
         # COM_PROCESS_KILL with another account's id is refused too.
@@ -236,10 +238,8 @@ def test_kill_only_own_sessions(proxy: Proxy, mariadb_server: ServerInfo) -> Non
         assert info.value.args[0] == 1095
     finally:
         for c in (admin, mine, victim):
-            try:
+            with contextlib.suppress(Exception):
                 c.close()
-            except Exception:
-                pass
 
 
 def test_large_query_20mib(proxy: Proxy) -> None:
@@ -249,7 +249,8 @@ def test_large_query_20mib(proxy: Proxy) -> None:
         assert cur.fetchone() == (20 << 20, "tail")
         cur.execute("SELECT REPEAT('y', 17 * 1024 * 1024)")  # a result row over 16 MiB
         row = cur.fetchone()
-        assert row is not None and len(row[0]) == 17 << 20
+        assert row is not None
+        assert len(row[0]) == 17 << 20
 
 
 def test_oversize_statement_refused(proxy: Proxy) -> None:

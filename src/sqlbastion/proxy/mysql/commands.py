@@ -344,7 +344,8 @@ class CommandLoop:
             try:
                 out = relay.feed(data)
             except MySQLProtocolError as exc:
-                fut.set_exception(exc)
+                # The backend broke the protocol: its state is unknown, so the session ends.
+                fut.set_exception(BackendLost(f"backend protocol error: {exc.message}"))
                 return
             if out:
                 client.write(out)
@@ -360,6 +361,15 @@ class CommandLoop:
             if leftover:
                 on_data(leftover)
             return await fut, relay
+        except BackendLost:
+            # Mid-result or before it: the client gets a clear error in sequence, then the session ends.
+            err = ErrPacket(
+                errno=ErrorCode.CR_SERVER_LOST,
+                message="sqlbastion: lost the backend connection during the query",
+                sqlstate="HY000",
+            )
+            self.client.write(frame(relay.next_seq, err.encode(self.client_caps))[0])
+            raise
         finally:
             bp.relay_to = None
             self._response = None

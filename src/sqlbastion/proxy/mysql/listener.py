@@ -181,17 +181,18 @@ async def serve_connection(ctx: ListenerContext, client: PacketProtocol) -> None
                         await client.start_tls(services.server_tls, server_side=True)
                         hs.after_tls()
                         continue
+                    if step.action == "refused":
+                        fail_auth(step.reason)  # recorded before the client can see the refusal
+                        client.write(step.data)
+                        return
                     if step.data:
                         client.write(step.data)
-                    if step.action == "refused":
-                        fail_auth(step.reason)
-                        return
                     if step.action == "authenticated":
                         break
                 refusal = runtime.engine.admit(hs.person, address, backend.name)
                 if refusal is not None:
-                    client.write(hs.access_denied())
                     fail_auth(refusal)
+                    client.write(hs.access_denied())
                     return
         except TimeoutError:
             fail_auth("timeout")
@@ -291,9 +292,6 @@ async def serve_connection(ctx: ListenerContext, client: PacketProtocol) -> None
     except BackendLost as exc:
         backend_error_metric(backend.name, "lost")
         log.warning("backend connection lost", backend=backend.name, error=str(exc))
-        client.write(
-            frame(1, _err(ErrorCode.CR_SERVER_LOST, "sqlbastion: lost the backend connection during the query"))[0]
-        )
     except RemoteProtocolError as exc:
         log.warning("malformed packet; closing the session", client_address=address, error=exc.message)
         client.write(frame(1, _err(exc.errno, exc.message))[0])

@@ -119,6 +119,11 @@ class ResponseRelay:
         return self._state == _DONE
 
     @property
+    def next_seq(self) -> int:
+        """The sequence id the next packet to the client must carry (for an ERR after a failure)."""
+        return self._out_seq
+
+    @property
     def plan(self) -> MaskPlan | None:
         """The mask plan of the last result set (kept for COM_STMT_FETCH on a cursor)."""
         return self._plan
