@@ -3,9 +3,8 @@
 Labels take values from closed sets only: protocol, backend name (from the
 configuration), statement type (from the analyser's closed vocabulary),
 decision, rule id (from the rule catalogue and the policy), masking function
-(from the catalogue), sensitivity type (from the policy), sink name (from the
-configuration). Never raw SQL, never a user name a peer typed, never a client
-address. Persons appear only when ``admin.metrics_person_labels`` is on,
+(from the catalogue), sink name (from the configuration). Never raw SQL,
+never a user name a peer typed, never a client address. Persons appear only when ``admin.metrics_person_labels`` is on,
 capped at ``metrics_person_label_cap`` distinct persons; the rest are counted
 under ``_other``. Persons are authenticated names from the users file, so the
 cap bounds a closed set further; unauthenticated names never become labels.
@@ -193,12 +192,6 @@ class Metrics:
             ["backend"],
             registry=r,
         )
-        self.sensitive_reads = Counter(
-            "sqlbastion_sensitive_column_reads_total",
-            "Statements that read a classified column, by sensitivity type",
-            ["backend", "type"],
-            registry=r,
-        )
 
         # -- audit ----------------------------------------------------------
         self.audit_events = Counter("sqlbastion_audit_events_total", "Audit events emitted", ["kind"], registry=r)
@@ -261,8 +254,15 @@ class Metrics:
         )
 
     def configure(self, *, person_labels: bool, person_cap: int) -> None:
-        self.person_labels = person_labels
-        self.person_cap = max(0, person_cap)
+        """Apply ``admin.metrics_person_labels`` / ``metrics_person_label_cap`` (at start-up).
+
+        The cap counts persons from this call on: the series of persons seen
+        before stay exported, but no longer take a place under the cap.
+        """
+        with self._lock:
+            self.person_labels = person_labels
+            self.person_cap = max(0, person_cap)
+            self._persons.clear()
 
     def prepare(
         self,

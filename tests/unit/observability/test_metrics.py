@@ -26,6 +26,10 @@ def test_person_labels_are_capped() -> None:
     assert m.person_label("alice") == "alice"
     m.configure(person_labels=True, person_cap=-5)
     assert m.person_label("dave") == OTHER_PERSONS
+    # a new configuration starts a new allocation under its own cap
+    m.configure(person_labels=True, person_cap=1)
+    assert m.person_label("erin") == "erin"
+    assert m.person_label("alice") == OTHER_PERSONS
 
 
 def test_prepare_creates_zero_series() -> None:
