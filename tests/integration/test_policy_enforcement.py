@@ -319,3 +319,51 @@ def test_reload_narrowing_the_network_stops_statements_and_invalid_reload_keeps_
         pg.close()
     with running.pg("dev") as conn:
         assert conn.execute(f"SELECT id FROM {SCRATCH} WHERE id = 1").fetchone() == (1,)
+
+
+# -- ordinary drivers work under the policy ------------------------------------------------
+
+
+async def test_asyncpg_prepared_statements_and_refusals(running: Running) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(
+        host="127.0.0.1", port=running.pg_port, user="dev", password=PASSWORDS["dev"], database="bank", ssl=False
+    )
+    try:
+        row = await conn.fetchrow("SELECT id, balance, opened_at, status FROM accounts WHERE id = $1", 1)
+        assert row is not None
+        assert row["id"] == 1
+        rows = await conn.fetch(
+            "SELECT c.id, a.card_no FROM customers c JOIN accounts a ON a.customer_id = c.id WHERE c.id = $1", 1
+        )
+        assert rows
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="MASK-INFERENCE"):
+            await conn.fetch("SELECT id FROM customers WHERE mobile LIKE $1", "138%")
+        assert await conn.fetchval("SELECT count(*) FROM accounts WHERE id = $1", 1) == 1
+    finally:
+        await conn.close()
+
+
+def test_mysql_prepared_statements_and_refusals(running: Running) -> None:
+    import mysql.connector
+
+    conn = mysql.connector.connect(
+        host="127.0.0.1",
+        port=running.my_port,
+        user="dev",
+        password=PASSWORDS["dev"],
+        database="bank",
+        ssl_disabled=True,
+        use_pure=True,
+    )
+    try:
+        cur = conn.cursor(prepared=True)
+        cur.execute("SELECT id, balance, status FROM accounts WHERE id = ?", (1,))
+        assert cur.fetchall()
+        with pytest.raises(mysql.connector.Error) as info:
+            cur.execute(f"DELETE FROM {SCRATCH} WHERE ? = ?", (1, 1))
+        assert info.value.errno == 1227
+        cur.close()
+    finally:
+        conn.close()
