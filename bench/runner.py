@@ -19,6 +19,7 @@ import contextlib
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -143,7 +144,7 @@ def _raise_nofile(wanted: int) -> None:
 
 
 def _setup(opts: Options, env: Environment) -> None:
-    need_pg = bool(opts.groups & {"postgres", "masking"})
+    need_pg = bool(opts.groups & {"postgres", "masking", "connections"})
     need_my = bool(opts.groups & {"mysql", "masking", "connections"})
     if need_pg:
         _setup_postgres(opts, env)
@@ -407,7 +408,7 @@ def _split_note(w: Workload, coll: Collector) -> str | None:
     for path in ("sqlbastion_bare", "sqlbastion"):
         loop, other = coll.samples.get((f"{w.key}:cpu-loop", path)), coll.samples.get((f"{w.key}:cpu-threads", path))
         if loop and other:
-            med_loop, med_other = sorted(loop)[len(loop) // 2], sorted(other)[len(other) // 2]
+            med_loop, med_other = statistics.median(loop), statistics.median(other)
             parts.append(f"{PATHS[path]}: event loop {med_loop:,.1f} {unit}, other threads {med_other:,.1f} {unit}")
     return "; ".join(parts) or None
 
