@@ -44,6 +44,7 @@ from sqlbastion.devtools.sample_bank import (
     load_mariadb,
     load_postgres,
     load_servers,
+    mysql_literal,
 )
 from sqlbastion.devtools.servers import ServerInfo, free_port
 
@@ -554,3 +555,53 @@ def test_id_check_char_matches_the_standards_formula(body: str) -> None:
 @given(st.text(alphabet="0123456789", min_size=2, max_size=19))
 def test_luhn_matches_the_standards_formula(number: str) -> None:
     assert luhn_valid(number) == _oracle_luhn(number)
+
+
+# -- MySQL literals -------------------------------------------------------------------------
+
+
+def test_mysql_literals() -> None:
+    from decimal import Decimal
+
+    assert mysql_literal(None) == "NULL"
+    assert mysql_literal(42) == "42"
+    assert mysql_literal(-7) == "-7"
+    assert mysql_literal(Decimal("-45.40")) == "-45.40"
+    assert mysql_literal(Decimal("1E+3")) == "1000"  # never exponent notation
+    assert mysql_literal(date(2024, 2, 29)) == "'2024-02-29'"
+    assert mysql_literal(datetime(2025, 1, 2, 3, 4, 5)) == "'2025-01-02 03:04:05'"
+    assert mysql_literal("上官婉清") == "'上官婉清'"
+    assert mysql_literal("a'b\"c\\d\ne\rf\x00g\x1ah") == "'a\\'b\\\"c\\\\d\\ne\\rf\\0g\\Zh'"
+    assert mysql_literal("𠮷野家🎂") == "'𠮷野家🎂'"
+    for bad in (True, 1.5, b"x", [1]):
+        with pytest.raises(TypeError):
+            mysql_literal(bad)
+    with pytest.raises(ValueError):
+        mysql_literal(Decimal("NaN"))
+
+
+@given(st.text(max_size=40))
+def test_mysql_string_literals_have_no_unescaped_quote_or_backslash(text: str) -> None:
+    literal = mysql_literal(text)
+    assert literal[0] == literal[-1] == "'"
+    body = literal[1:-1]
+    i = 0
+    while i < len(body):
+        if body[i] == "\\":
+            assert body[i + 1] in "0nrZ'\"\\"
+            i += 2
+            continue
+        assert body[i] not in "'\"\x00\n\r\x1a"
+        i += 1
+
+
+def test_insert_statements_stay_under_the_limit_and_keep_every_row(small: BankData) -> None:
+    from sqlbastion.devtools import sample_bank
+
+    statements = list(sample_bank._insert_statements("transactions", small.transactions))
+    assert len(statements) > 1
+    assert all(len(s) <= sample_bank._INSERT_STATEMENT_CHARS for s in statements)
+    assert all(s.startswith("INSERT INTO `transactions` (id, account_id,") for s in statements)
+    rendered = sum(s.count("),(") + 1 for s in statements)
+    assert rendered >= len(small.transactions)  # memos may hold "),(" too, never fewer rows
+    assert list(sample_bank._insert_statements("customers", [])) == []
