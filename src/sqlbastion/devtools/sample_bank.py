@@ -10,9 +10,9 @@ masking meets NULLs in a sensitive column. Customer 1 and account 1 are the *can
 fixed, distinctive values (``CANARY``) that masking tests search for in
 everything a client could see; no generated row repeats any of them.
 
-Loading is fast on purpose: multi-row INSERTs for MariaDB (pymysql batches
-``executemany`` into statements of about 1 MB; no LOCAL INFILE, which the
-servers do not need to allow) and binary COPY for PostgreSQL
+Loading is fast on purpose: multi-row INSERTs for MariaDB (rows rendered as
+literals into statements of about a million characters; no LOCAL INFILE, which
+the servers do not need to allow) and binary COPY for PostgreSQL
 (asyncpg ``copy_records_to_table``). Loading drops and recreates the database,
 so tests that change rows must use their own tables or roll back.
 
