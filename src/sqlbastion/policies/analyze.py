@@ -469,7 +469,9 @@ class _Analyzer:
                 acc.copies |= c.sources
             acc.feature("data_copy", "INSERT ... SELECT copies rows")
         elif src is not None:
-            r.expr(src, Scope(None, {}))
+            # VALUES / SET values: a subquery inside copies what it reads.
+            value = r.expr(src, Scope(None, {}))
+            acc.copies |= value.sources
         conflict = tree.args.get("conflict")
         if conflict is not None:
             needs.add(("update", path))

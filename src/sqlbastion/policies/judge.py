@@ -241,7 +241,10 @@ class Judge:
             hits.add("MASK-UNPROVABLE", f"the catalog does not know {', '.join('.'.join(p) for p in sorted(unknown))}")
         read_restricted = [c for c in f.columns_read if kind(c) != "clear"]
         sensitive.update(read_restricted)
-        risky = bool(read_restricted or unknown)
+        # An output or filter of unproven origin is a risk in any statement that reads
+        # tables (it might be a masked column the resolver could not place).
+        reads_tables = any((p[-2].lower() if len(p) >= 2 else "") not in SYSTEM_SCHEMAS for p in f.reads)
+        risky = bool(read_restricted or unknown or reads_tables)
         for o in f.outputs:
             self._output(o, kind, risky, hits, sensitive)
             if f.kind in ("copy_to", "declare_cursor") and (

@@ -276,7 +276,10 @@ class Resolver:
         if from_ is not None:
             self._add_source(from_.this, scope)
         for join in node.args.get("joins") or ():
+            before = list(scope.sources)
             self._add_source(join.this, scope)
+            if str(join.args.get("method") or "").upper() == "NATURAL":
+                self._natural_join(before, scope.sources[-1])
             on = join.args.get("on")
             if on is not None:
                 self.expr(on, scope, clause="join")
@@ -312,6 +315,18 @@ class Resolver:
                     self._pred_sources(c, "distinct")
         self._order_limit(node, scope, outputs)
         return outputs
+
+    def _natural_join(self, left: list[Source], right: Source) -> None:
+        """NATURAL JOIN compares every column name the two sides share."""
+        if right.columns is None or any(s.columns is None for s in left):
+            self._pred_sources(Col(opaque=True), "join")
+            return
+        for src in left:
+            for name, col in (src.columns or {}).items():
+                other = right.columns.get(name)
+                if other is not None:
+                    self._pred_sources(col, "join")
+                    self._pred_sources(other, "join")
 
     def _order_limit(self, node: exp.Expr, scope: Scope, outputs: list[tuple[str, Col]]) -> None:
         order = node.args.get("order")
@@ -482,7 +497,7 @@ class Resolver:
         while scope is not None:
             for src in scope.sources:
                 if src.alias == qual or (self.mysql and src.alias.lower() == qual.lower()):
-                    if db and src.path and src.path[0] != db:
+                    if db and src.path and len(src.path) >= 2 and src.path[-2] != db:
                         continue
                     return src
             scope = scope.parent

@@ -395,6 +395,15 @@ dev|p|block|MASK-INFERENCE|SELECT DISTINCT ON (mobile) id FROM customers
 dev|p|block|MASK-INFERENCE|SELECT id FROM customers WHERE U&"\006Dobile" LIKE '1%'
 dev|p|block|MASK-INFERENCE|SELECT id FROM customers WHERE "mobile" LIKE '1%'
 dev|p|block|MASK-INFERENCE|SELECT id FROM customers c WHERE (c).mobile LIKE '1%'
+dev|b|block|MASK-INFERENCE|SELECT c.id FROM customers c NATURAL JOIN (SELECT '13800000000' AS mobile) x
+dev|b|block|MASK-INFERENCE|SELECT id FROM customers WHERE (mobile, id) = ('1', 1)
+dev|m|block|MASK-INFERENCE|SELECT id FROM customers HAVING mobile LIKE '1%'
+dev|b|block|MASK-INFERENCE|SELECT mobile AS id FROM customers ORDER BY id
+dev|b|block|MASK-INFERENCE|SELECT (SELECT count(*) FROM customers c2 WHERE c2.mobile < c.mobile) FROM customers c
+dev|b|block|MASK-INFERENCE|SELECT id, count(*) OVER (PARTITION BY mobile) FROM customers
+dev|b|block|MASK-INFERENCE|DELETE FROM customers WHERE mobile LIKE '1%'
+dev|b|allow|-|DELETE FROM customers WHERE mobile = '13800000000'
+dev|b|block|MASK-UNPROVABLE|SELECT customers.mobile FROM customers AS c
 
 ## MASK-TRANSFORM
 dev|b|block|MASK-TRANSFORM|SELECT hex(mobile) FROM customers
@@ -447,6 +456,11 @@ dev|p|block|MASK-COPY|SELECT mobile INTO TEMP stolen FROM customers
 dev|p|block|MASK-COPY|CREATE TEMP TABLE t AS SELECT mobile FROM customers
 dev|p|block|MASK-COPY|INSERT INTO branches (id, city) SELECT id, mobile FROM customers RETURNING id
 dev|p|block|MASK-COPY|UPDATE accounts a SET branch = c.mobile FROM customers c WHERE c.id = a.customer_id
+dev|b|block|MASK-COPY|INSERT INTO accounts (id, branch) VALUES (9, (SELECT mobile FROM customers WHERE id = 1))
+dev|m|block|MASK-COPY|INSERT INTO accounts SET branch = (SELECT mobile FROM customers LIMIT 1)
+dev|p|block|MASK-COPY|CREATE MATERIALIZED VIEW mv AS SELECT mobile FROM customers
+dev|p|block|SB-UNPROVABLE-TYPE|WITH x AS (DELETE FROM accounts RETURNING *) SELECT * FROM x
+dev|p|block|SB-UNPROVABLE-TYPE|WITH x AS (UPDATE accounts SET status = 'x' WHERE id = 1 RETURNING id) SELECT id FROM x
 
 ## MASK-DENY and MASK-UNPROVABLE
 dev|p|block|MASK-UNPROVABLE|DECLARE c CURSOR FOR SELECT mobile FROM customers
