@@ -6,7 +6,7 @@
 #   scripts/demo.sh status   show what is running
 # Everything listens on 127.0.0.1 only. Ports: SQLBASTION_DEMO_MYSQL_PORT (3307),
 # SQLBASTION_DEMO_POSTGRES_PORT (6433), SQLBASTION_DEMO_ADMIN_PORT (9187) when free.
-# SQLBASTION_DEMO_DIR moves everything elsewhere than var/demo.
+# SQLBASTION_DEMO_DIR moves everything elsewhere than var/demo; SQLBASTION_DEMO_SCALE sizes the bank (1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

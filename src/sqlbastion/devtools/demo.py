@@ -314,18 +314,9 @@ def start(directory: Path) -> int:
     servers = _servers(directory)
     m, p = servers["mariadb"], servers["postgres"]
     _say(f"demo: MariaDB on 127.0.0.1:{m['port']}, PostgreSQL on 127.0.0.1:{p['port']}; loading the sample bank …")
-    _say(
-        "demo: "
-        + _run(
-            [
-                sys.executable,
-                "-m",
-                "sqlbastion.devtools.sample_bank",
-                "--servers",
-                str(directory / "servers" / "servers.json"),
-            ]
-        ).strip()
-    )
+    loader = [sys.executable, "-m", "sqlbastion.devtools.sample_bank", "--servers"]
+    loader += [str(directory / "servers" / "servers.json"), "--scale", os.environ.get("SQLBASTION_DEMO_SCALE", "1")]
+    _say("demo: " + _run(loader).strip())
 
     protocols = available_protocols()
     policy = POLICY if POLICY.exists() else None
