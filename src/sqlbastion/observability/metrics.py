@@ -36,13 +36,13 @@ import platform
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 
 from sqlbastion import __version__
 
-__all__ = ["AUTH_FAILURE_REASONS", "METRICS", "OTHER_PERSONS", "MaskedResult", "Metrics"]
+__all__ = ["AUTH_FAILURE_REASONS", "METRICS", "OTHER_PERSONS", "MaskedResult", "Metrics", "StatementRecorder"]
 
 # Latency buckets from 50 µs to 10 s: the proxy's own overhead lives in the
 # first few, backend time in the rest.
@@ -67,6 +67,7 @@ AUTH_FAILURE_REASONS = (
 """The closed set of ``reason`` labels of ``sqlbastion_auth_failures_total`` (see ``proxy.session.auth_failed``)."""
 
 _DECISIONS = ("allow", "alert", "review", "block")
+_MAX_CACHED_CHILDREN = 4096  # per backend: statement type × decision × rule is a closed set, this is a backstop
 _AUDIT_KINDS = ("statement", "connection_opened", "connection_closed", "auth_failed")
 _BACKEND_ERROR_KINDS = ("statement", "connect", "connection_lost", "protocol", "catalog")
 
@@ -90,6 +91,7 @@ class Metrics:
         self.person_cap = 100
         self._persons: set[str] = set()
         self._lock = threading.Lock()
+        self._bound: dict[tuple[str, str], _BackendChildren] = {}
         self.build_info = Gauge(
             "sqlbastion_build_info", "sqlbastion's version (value 1)", ["version", "python"], registry=r
         )
@@ -310,6 +312,15 @@ class Metrics:
         if spool_capacity_bytes is not None:
             self.audit_spool_capacity.set(spool_capacity_bytes)
 
+    def recorder(self, *, protocol: str, backend: str, person: str) -> StatementRecorder:
+        """The per-statement metrics of one session (label children resolved once, not per statement)."""
+        key = (protocol, backend)
+        bound = self._bound.get(key)
+        if bound is None:
+            with self._lock:
+                bound = self._bound.setdefault(key, _BackendChildren(self, protocol, backend))
+        return StatementRecorder(self, bound, self.person_label(person))
+
     def person_label(self, person: str) -> str | None:
         """The person label to use, or None when person labels are off. Capped."""
         if not self.person_labels:
@@ -346,6 +357,100 @@ class Metrics:
         self.policy_last_reload_time.set(time.time())
         if ok and version is not None:
             self.set_policy_version(version)
+
+
+class _BackendChildren:
+    """The label children one (protocol, backend) pair uses for every statement."""
+
+    __slots__ = (
+        "backend",
+        "backend_errors",
+        "backend_seconds",
+        "metrics",
+        "protocol",
+        "proxy_seconds",
+        "rows",
+        "sensitive_columns",
+        "statements",
+    )
+
+    def __init__(self, metrics: Metrics, protocol: str, backend: str) -> None:
+        self.metrics = metrics
+        self.protocol = protocol
+        self.backend = backend
+        self.proxy_seconds = metrics.proxy_seconds.labels(protocol, backend)
+        self.backend_seconds = metrics.backend_seconds.labels(protocol, backend)
+        self.rows = metrics.rows_returned.labels(protocol, backend)
+        self.backend_errors = metrics.backend_errors.labels(protocol, backend, "statement")
+        self.sensitive_columns = metrics.sensitive_columns_read.labels(backend)
+        self.statements: dict[tuple[str, str, str], Any] = {}
+
+    def statement(self, statement_type: str, decision: str, rule_id: str) -> Any:
+        key = (statement_type, decision, rule_id)
+        child = self.statements.get(key)
+        if child is None:
+            child = self.metrics.statements.labels(self.protocol, self.backend, statement_type, decision, rule_id)
+            if len(self.statements) < _MAX_CACHED_CHILDREN:
+                self.statements[key] = child
+        return child
+
+
+class StatementRecorder:
+    """Records one session's statements; made by ``Metrics.recorder`` when the session starts.
+
+    The person label is fixed for the session (allocated under the cap at its
+    start), so a person's series never change name mid-session. The person's
+    series are created at 0 when the session starts, so ``increase()`` sees
+    their first statements and rows (the bulk-read alert depends on it).
+    """
+
+    __slots__ = ("_bound", "_metrics", "_person_rows", "_person_statements", "person")
+
+    def __init__(self, metrics: Metrics, bound: _BackendChildren, person: str | None) -> None:
+        self._metrics = metrics
+        self._bound = bound
+        self.person = person
+        self._person_statements: dict[str, Any] = {}
+        self._person_rows: Any = None
+        if person is not None:
+            self._person_statements = {d: metrics.statements_by_person.labels(person, d) for d in _DECISIONS}
+            self._person_rows = metrics.person_rows.labels(person)
+
+    def record(
+        self,
+        *,
+        statement_type: str,
+        decision: str,
+        rule_id: str,
+        allowed: bool,
+        sensitive_columns: int,
+        proxy_s: float,
+        backend_s: float,
+        rows: int,
+        backend_error: bool,
+    ) -> None:
+        b = self._bound
+        b.statement(statement_type, decision, rule_id).inc()
+        if sensitive_columns:
+            self._metrics.sensitive_statements.labels(b.protocol, b.backend, decision).inc()
+            if allowed:
+                b.sensitive_columns.inc(sensitive_columns)
+        b.proxy_seconds.observe(proxy_s)
+        if allowed:
+            b.backend_seconds.observe(backend_s)
+        if rows:
+            b.rows.inc(rows)
+        if backend_error:
+            b.backend_errors.inc()
+        if self.person is not None:
+            child = self._person_statements.get(decision)
+            if child is None:
+                child = self._metrics.statements_by_person.labels(self.person, decision)
+            child.inc()
+            if not allowed:
+                self._metrics.person_refusals.labels(self.person, decision, rule_id).inc()
+            if rows:
+                self._person_rows.inc(rows)
 
 
 METRICS = Metrics()

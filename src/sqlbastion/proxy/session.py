@@ -224,6 +224,7 @@ class Session:
         self.roles = runtime.engine.roles_of(person)
         self.state = SessionState(database=backend.database)
         self.statements = 0
+        self._metrics = METRICS.recorder(protocol=client.protocol, backend=backend.name, person=person)
 
     def context(self) -> StatementContext:
         s = self.state
@@ -306,29 +307,19 @@ class Session:
         )
 
     def _observe(self, d: Decision, outcome: StatementOutcome, proxy_us: int) -> None:
-        protocol, backend = self.client.protocol, self.backend.name
         stype = d.statement_types[0] if len(d.statement_types) == 1 else ("multi" if d.statement_types else "unknown")
         hit = d.primary_hit
-        rule = hit.rule_id if hit is not None else "none"
-        METRICS.statements.labels(protocol, backend, stype, d.action.value, rule).inc()
-        if d.sensitive_columns:
-            METRICS.sensitive_statements.labels(protocol, backend, d.action.value).inc()
-            if d.allowed:
-                METRICS.sensitive_columns_read.labels(backend).inc(len(d.sensitive_columns))
-        METRICS.proxy_seconds.labels(protocol, backend).observe(proxy_us / 1e6)
-        if d.allowed:
-            METRICS.backend_seconds.labels(protocol, backend).observe(outcome.backend_us / 1e6)
-        if outcome.rows:
-            METRICS.rows_returned.labels(protocol, backend).inc(outcome.rows)
-        if outcome.backend_error:
-            METRICS.backend_errors.labels(protocol, backend, "statement").inc()
-        person = METRICS.person_label(self.person)
-        if person is not None:
-            METRICS.statements_by_person.labels(person, d.action.value).inc()
-            if not d.allowed:
-                METRICS.person_refusals.labels(person, d.action.value, rule).inc()
-            if outcome.rows:
-                METRICS.person_rows.labels(person).inc(outcome.rows)
+        self._metrics.record(
+            statement_type=stype,
+            decision=d.action.value,
+            rule_id=hit.rule_id if hit is not None else "none",
+            allowed=d.allowed,
+            sensitive_columns=len(d.sensitive_columns),
+            proxy_s=proxy_us / 1e6,
+            backend_s=outcome.backend_us / 1e6,
+            rows=outcome.rows,
+            backend_error=bool(outcome.backend_error),
+        )
 
     def opened(self) -> None:
         """Count the connection; call once authentication succeeded."""

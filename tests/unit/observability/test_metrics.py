@@ -68,3 +68,93 @@ def test_policy_version_has_one_series() -> None:
     assert get("sqlbastion_policy_info", {"version": "b"}) == 1
     assert get("sqlbastion_policy_last_reload_ok") == 0
     assert get("sqlbastion_policy_reloads_total", {"result": "failed"}) == 1
+
+
+def test_recorder_records_a_statement() -> None:
+    m = Metrics()
+    m.configure(person_labels=True, person_cap=5)
+    rec = m.recorder(protocol="postgres", backend="pg", person="alice")
+    get = m.registry.get_sample_value
+    # the person's series exist at 0 from the session's start
+    assert get("sqlbastion_person_rows_returned_total", {"person": "alice"}) == 0
+    assert get("sqlbastion_person_statements_total", {"person": "alice", "decision": "block"}) == 0
+    rec.record(
+        statement_type="select",
+        decision="allow",
+        rule_id="none",
+        allowed=True,
+        sensitive_columns=2,
+        proxy_s=0.0001,
+        backend_s=0.002,
+        rows=7,
+        backend_error=False,
+    )
+    rec.record(
+        statement_type="drop",
+        decision="block",
+        rule_id="HR-DDL-DROP",
+        allowed=False,
+        sensitive_columns=0,
+        proxy_s=0.0001,
+        backend_s=0.0,
+        rows=0,
+        backend_error=False,
+    )
+    base = {"protocol": "postgres", "backend": "pg"}
+    assert (
+        get("sqlbastion_statements_total", {**base, "statement_type": "select", "decision": "allow", "rule_id": "none"})
+        == 1
+    )
+    assert (
+        get(
+            "sqlbastion_statements_total",
+            {**base, "statement_type": "drop", "decision": "block", "rule_id": "HR-DDL-DROP"},
+        )
+        == 1
+    )
+    assert get("sqlbastion_proxy_seconds_count", base) == 2
+    assert get("sqlbastion_backend_seconds_count", base) == 1  # refused statements never reach the backend
+    assert get("sqlbastion_rows_returned_total", base) == 7
+    assert get("sqlbastion_sensitive_columns_read_total", {"backend": "pg"}) == 2
+    assert get("sqlbastion_sensitive_statements_total", {**base, "decision": "allow"}) == 1
+    assert get("sqlbastion_person_rows_returned_total", {"person": "alice"}) == 7
+    assert (
+        get("sqlbastion_person_refusals_total", {"person": "alice", "decision": "block", "rule_id": "HR-DDL-DROP"}) == 1
+    )
+    # a second session of the same backend shares the bound children
+    other = m.recorder(protocol="postgres", backend="pg", person="bob")
+    other.record(
+        statement_type="select",
+        decision="allow",
+        rule_id="none",
+        allowed=True,
+        sensitive_columns=0,
+        proxy_s=0.0,
+        backend_s=0.0,
+        rows=0,
+        backend_error=True,
+    )
+    assert (
+        get("sqlbastion_statements_total", {**base, "statement_type": "select", "decision": "allow", "rule_id": "none"})
+        == 2
+    )
+    assert get("sqlbastion_backend_errors_total", {**base, "kind": "statement"}) == 1
+
+
+def test_recorder_without_person_labels_creates_no_person_series() -> None:
+    m = Metrics()
+    rec = m.recorder(protocol="mysql", backend="core", person="alice")
+    assert rec.person is None
+    rec.record(
+        statement_type="select",
+        decision="allow",
+        rule_id="none",
+        allowed=True,
+        sensitive_columns=0,
+        proxy_s=0.0,
+        backend_s=0.0,
+        rows=3,
+        backend_error=False,
+    )
+    names = {s.name for f in m.registry.collect() for s in f.samples}
+    assert not any(n.startswith("sqlbastion_person_") for n in names)
