@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import pymysql
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sqlbastion.devtools.fakedata import (
     id_card_birth_date,
@@ -27,6 +30,7 @@ from sqlbastion.devtools.sample_bank import (
     generate,
     load_mariadb,
     load_postgres_async,
+    mysql_literal,
 )
 from sqlbastion.devtools.servers import ServerInfo
 
@@ -324,3 +328,39 @@ async def test_command_line_loads_both_servers(
         await conn.execute("DROP DATABASE bank_cli WITH (FORCE)")
     finally:
         await conn.close()
+
+
+@pytest.fixture(scope="module")
+def scratch(mariadb_server: ServerInfo) -> Iterator[pymysql.Connection[Any]]:
+    conn = pymysql.connect(
+        host=mariadb_server.host,
+        port=mariadb_server.port,
+        user=mariadb_server.admin_user,
+        password=mariadb_server.admin_password,
+        charset="utf8mb4",
+        autocommit=True,
+    )
+    with conn.cursor() as cur:
+        cur.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'")
+        cur.execute("CREATE DATABASE IF NOT EXISTS bank_literals CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        cur.execute("CREATE TABLE IF NOT EXISTS bank_literals.t (id INT PRIMARY KEY, v VARCHAR(200), d DECIMAL(18,2))")
+    yield conn
+    with conn.cursor() as cur:
+        cur.execute("DROP DATABASE bank_literals")
+    conn.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    text=st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=60),
+    amount=st.decimals(min_value=-(10**15), max_value=10**15, places=2, allow_nan=False),
+)
+def test_mysql_literals_round_trip_through_mariadb(
+    scratch: pymysql.Connection[Any], text: str, amount: Decimal
+) -> None:
+    """Whatever the text (quotes, backslashes, NUL, Ctrl-Z, astral characters), the server stores it exactly."""
+    with scratch.cursor() as cur:
+        cur.execute("DELETE FROM bank_literals.t")
+        cur.execute(f"INSERT INTO bank_literals.t VALUES (1, {mysql_literal(text)}, {mysql_literal(amount)})")
+        cur.execute("SELECT v, d FROM bank_literals.t WHERE id = 1")
+        assert cur.fetchone() == (text, amount)
