@@ -21,6 +21,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
+from sqlbastion import logs
 from sqlbastion.policies.catalog import Catalog
 from sqlbastion.policies.facts import ObjectPath, StatementFacts
 from sqlbastion.policies.lexer import LexedStatement, LexError, LexerState, Token, lex, tokens
@@ -30,6 +31,8 @@ from sqlbastion.policies.settings import session_setting
 from sqlbastion.policies.truth import is_tautology
 
 __all__ = ["Analysis", "AnalysisLimits", "analyze", "analyze_lexed", "lex_message"]
+
+log = logs.get_logger("policies.analyze")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -837,6 +840,9 @@ def analyze_lexed(
             f = _unprovable(kind, exc.code, exc.why)
         except RecursionError:
             f = _unprovable(kind, "depth", "the statement is nested too deeply")
+        except Exception as exc:  # an analyser or parser bug is a block, never a crash or an allow
+            log.warning("analysis failed", error=type(exc).__name__, dialect=ctx.dialect)
+            f = _unprovable(kind, "internal", f"the analyser could not process the statement ({type(exc).__name__})")
         facts.append(f)
     if len(facts) > 1 and any(f.lexer_change for f in facts):
         return Analysis(

@@ -30,6 +30,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from sqlbastion import logs
 from sqlbastion.observability.metrics import METRICS
 from sqlbastion.policies.analyze import Analysis, AnalysisLimits, analyze_lexed, lex_message
 from sqlbastion.policies.catalog import Catalog
@@ -46,6 +47,8 @@ from sqlbastion.policies.rules import RULES
 
 if TYPE_CHECKING:
     from sqlbastion.masking.policy import MaskingPolicy
+
+log = logs.get_logger("policies.engine")
 
 MAX_CACHED_SQL_CHARS = 16_384
 _SENSITIVE = object()  # fingerprint marker: decide this shape by exact text only
@@ -183,6 +186,17 @@ class PolicyEngine:
     # -- deciding -----------------------------------------------------------------
 
     def decide(self, sql: str, ctx: StatementContext) -> Decision:
+        """The decision for one client message. Never raises: a failure inside is a block."""
+        try:
+            return self._decide(sql, ctx)
+        except Exception as exc:
+            log.error("decision failed; the statement is blocked", error=type(exc).__name__)
+            rule = RULES["SB-UNPROVABLE-ANALYSIS"]
+            why = f"the policy engine failed on this statement ({type(exc).__name__})"
+            hit = RuleHit(rule_id=rule.id, title=rule.title, severity=rule.severity, action=Action.BLOCK, why=why)
+            return Decision(action=Action.BLOCK, rule_hits=(hit,), reason=why, policy_version=self.version)
+
+    def _decide(self, sql: str, ctx: StatementContext) -> Decision:
         person = self._persons.get(ctx.person)
         refusal = admission_refusal(person, ctx.client_address, ctx.now or datetime.now(UTC))
         if refusal is not None or person is None:

@@ -102,6 +102,7 @@ BUILTIN_RULES: tuple[BuiltinRule, ...] = (
     _r("SB-UNPROVABLE-LEXER", "Statement cannot be read with certainty", "high", B),
     _r("SB-UNPROVABLE-CHARSET", "Unsupported character set", "high", B),
     _r("SB-UNPROVABLE-FUNCTION", "Unknown function over a sensitive column", "high", B),
+    _r("SB-UNPROVABLE-ANALYSIS", "The analyser failed on this statement", "high", B),
     _r("SB-LIMIT-SIZE", "Statement too large", "high", B),
     _r("SB-LIMIT-STATEMENTS", "Too many statements in one message", "high", B),
     _r("SB-LIMIT-DEPTH", "Statement nested too deeply", "high", B),
@@ -123,6 +124,7 @@ UNPROVABLE_RULES: dict[str, str] = {
     "size": "SB-LIMIT-SIZE",
     "count": "SB-LIMIT-STATEMENTS",
     "depth": "SB-LIMIT-DEPTH",
+    "internal": "SB-UNPROVABLE-ANALYSIS",
 }
 
 UNPROVABLE_IDS = frozenset({*UNPROVABLE_RULES.values(), "SB-UNPROVABLE-FUNCTION", "MASK-UNPROVABLE"})
