@@ -44,11 +44,13 @@ class ProfileSummary:
         return out
 
 
-def summarize_collapsed(text: str, *, only_under: str | None = None) -> ProfileSummary:
+def summarize_collapsed(text: str, *, only_under: str | tuple[str, ...] | None = None) -> ProfileSummary:
     """Self and inclusive shares per function from py-spy's raw (collapsed) output.
 
-    ``only_under``: keep inclusive entries whose name contains this text (for
-    example ``"sqlbastion"``), so event-loop plumbing does not crowd them out.
+    ``only_under``: keep inclusive entries whose name contains this text, or one
+    of these texts (for example ``"sqlbastion"``), so event-loop plumbing does not
+    crowd them out. With ``py-spy --threads`` each stack starts with a
+    ``thread (…)`` frame, whose inclusive share is that thread's share.
     Malformed lines are skipped: a profile is advice, never a reason to fail.
     """
     own: Counter[str] = Counter()
@@ -69,7 +71,8 @@ def summarize_collapsed(text: str, *, only_under: str | None = None) -> ProfileS
     if total == 0:
         return ProfileSummary(samples=0, self_share=(), inclusive_share=())
     self_share = tuple((k, v / total) for k, v in own.most_common())
-    inclusive = [(k, v / total) for k, v in under.most_common() if only_under is None or only_under in k]
+    wanted = (only_under,) if isinstance(only_under, str) else only_under
+    inclusive = [(k, v / total) for k, v in under.most_common() if wanted is None or any(w in k for w in wanted)]
     return ProfileSummary(samples=total, self_share=self_share, inclusive_share=tuple(inclusive))
 
 
@@ -86,7 +89,10 @@ def record(pid: int, seconds: int, output: Path, *, rate: int = 200) -> subproce
 
     The caller runs the workload meanwhile, then waits for the returned process.
     ``--nonblocking`` keeps py-spy from pausing the proxy at each sample, so the
-    workload's figures stay close to an unprofiled run.
+    workload's figures stay close to an unprofiled run. ``--gil`` samples only
+    the thread holding the GIL: Python work that the event loop and the audit
+    threads compete for, without idle threads waiting on locks. ``--threads``
+    puts each sample under its thread.
     """
     exe = py_spy()
     if exe is None:
@@ -104,6 +110,8 @@ def record(pid: int, seconds: int, output: Path, *, rate: int = 200) -> subproce
             "--format",
             "raw",
             "--nonblocking",
+            "--gil",
+            "--threads",
             "--output",
             str(output),
         ],

@@ -615,7 +615,7 @@ def _profile_one(opts: Options, w: Workload, path: str, pid: int, ep: Endpoint, 
         return [f"{w.name} ({path}): py-spy did not finish"]
     if not out.exists():
         return [f"{w.name} ({path}): py-spy failed: {' '.join(err.decode(errors='replace').split())[:160]}"]
-    summary = profile.summarize_collapsed(out.read_text(errors="replace"), only_under="sqlbastion")
+    summary = profile.summarize_collapsed(out.read_text(errors="replace"), only_under=("sqlbastion", "thread ("))
     _say(f"profile of {w.name} through {path}: {out}")
     lines = [f"{w.name} ({PATHS[path]}): {line}" for line in summary.lines(top=8)]
     for line in lines:

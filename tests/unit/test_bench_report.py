@@ -324,6 +324,18 @@ def test_collapsed_stacks_give_self_and_inclusive_shares() -> None:
     assert summarize_collapsed("").samples == 0
 
 
+def test_thread_frames_give_each_threads_share() -> None:
+    raw = (
+        "thread (0x1): MainThread;run (uvloop/__init__.py:92);decide (/x/src/sqlbastion/policies/engine.py:40) 60\n"
+        "thread (0x2): sqlbastion-audit-writer;_write_loop (/x/src/sqlbastion/audit/pipeline.py:270) 40\n"
+    )
+    s = summarize_collapsed(raw, only_under=("sqlbastion", "thread ("))
+    inclusive = dict(s.inclusive_share)
+    assert inclusive["thread (0x1): MainThread"] == pytest.approx(0.6)
+    assert inclusive["thread (0x2): sqlbastion-audit-writer"] == pytest.approx(0.4)
+    assert "run (uvloop/__init__.py)" not in inclusive
+
+
 def test_component_benchmark_figures_from_json_or_text_lines() -> None:
     out = "\n".join(
         [
