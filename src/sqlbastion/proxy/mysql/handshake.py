@@ -214,13 +214,13 @@ class PersonHandshake:
                 return Step(action="authenticated", data=fast_ok)
             if not data:
                 return self._refuse("bad_credentials")
+            if not self._switched and creds.mysql_native:
+                return self._switch(auth.NATIVE)  # a challenge-response is cheaper than full authentication
             if creds.pbkdf2:
                 # No fast-path verifier: ask for the password (TLS) or the RSA exchange.
                 self._state = "sha2_full"
                 more = AuthMoreData(data=bytes((auth.CACHING_SHA2_PERFORM_FULL_AUTH,))).encode()
                 return Step(action="send", data=self._send(more))
-            if not self._switched and creds.mysql_native:
-                return self._switch(auth.NATIVE)
             return self._refuse("bad_credentials")
         if self._switched:
             return self._refuse("bad_credentials")
