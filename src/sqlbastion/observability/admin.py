@@ -135,6 +135,7 @@ class AdminEndpoint:
     _route_table: dict[str, tuple[tuple[str, ...], bool, Callable[[Request], Awaitable[Response]]]] = field(
         default_factory=dict, init=False
     )
+    _render_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     def __post_init__(self) -> None:
         self._route_table = {
@@ -214,12 +215,20 @@ class AdminEndpoint:
 
     async def _metrics_route(self, request: Request) -> Response:
         encoder, content_type = choose_encoder(request.header("accept") or "")
-        body = encoder(self.metrics.registry)
-        headers: tuple[tuple[str, str], ...] = ()
         encodings = {t.split(";")[0].strip().lower() for t in (request.header("accept-encoding") or "").split(",")}
-        if "gzip" in encodings:
-            body = gzip.compress(body, compresslevel=1)
-            headers = (("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding"))
+        compress = "gzip" in encodings
+
+        def render() -> bytes:
+            body = encoder(self.metrics.registry)
+            return gzip.compress(body, compresslevel=1) if compress else body
+
+        # Rendering thousands of series takes tens of milliseconds: in a worker
+        # thread the proxy's event loop keeps running (it regains the GIL at
+        # every switch interval) instead of stalling every connection for the
+        # whole scrape. One rendering at a time.
+        async with self._render_lock:
+            body = await asyncio.to_thread(render)
+        headers = (("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")) if compress else ()
         return Response(status=HTTPStatus.OK, body=body, content_type=content_type, headers=headers)
 
     async def _healthz(self, request: Request) -> Response:

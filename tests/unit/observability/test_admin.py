@@ -394,3 +394,12 @@ async def test_request_body_over_the_limit_is_refused() -> None:
         assert headers["connection"] == "close"
     finally:
         await ep.close()
+
+
+async def test_concurrent_scrapes_are_all_answered(endpoint: AdminEndpoint) -> None:
+    for i in range(300):  # a registry of realistic size
+        endpoint.metrics.statements.labels("mysql", "core", "select", "block", f"R{i}").inc()
+    results = await asyncio.gather(*(http(port_of(endpoint), get("/metrics", token=TOKEN)) for _ in range(4)))
+    assert [status for status, _, _ in results] == [200] * 4
+    for _, _, body in results:
+        assert b'rule_id="R299"' in body
