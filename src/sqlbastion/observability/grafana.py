@@ -59,6 +59,7 @@ class Panel:
     decimals: int | None = None
     max_value: float | None = None
     instant: bool = False
+    text_mode: str = "auto"  # stat panels: "name" shows the legend (a version string) instead of the value
 
 
 @dataclass(kw_only=True)
@@ -147,7 +148,7 @@ def _panel_json(panel: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
             "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
             "colorMode": "value",
             "graphMode": "area",
-            "textMode": "auto",
+            "textMode": panel.text_mode,
             "justifyMode": "auto",
             "orientation": "auto",
         }
@@ -325,6 +326,7 @@ def _overview() -> Dashboard:
                         description="The version (hash) of the policy in force; every audit event carries it.",
                         targets=[(f"sqlbastion_policy_info{{{I}}}", "{{version}}")],
                         instant=True,
+                        text_mode="name",
                     ),
                 ],
             ),
