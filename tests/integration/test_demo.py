@@ -180,3 +180,27 @@ def test_developer_never_sees_the_canary_in_clear(demo: tuple[dict[str, str], st
         assert "1" in r.stdout  # a row came back
         for value in CANARY.sensitive_values():
             assert value not in seen, (sql, value)
+
+
+def test_a_second_start_restarts_with_working_lines(demo: tuple[dict[str, str], str]) -> None:
+    """Run last: `make demo` twice reuses the servers, reloads the bank, restarts the proxy, keeps passwords."""
+    env, first = demo
+    assert "sqlbastion is running" in first or "no protocol listener" in first
+    r = subprocess.run(
+        ["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "demo: stopped sqlbastion" in r.stdout  # the earlier proxy made way
+    protocols = available_protocols()
+    for protocol in protocols:
+        prefix, _client, flag, _denied = CLIENTS[protocol]
+        line = _printed_lines(r.stdout, prefix)[0]
+        done = subprocess.run(
+            ["bash", "-c", f"{line} {flag} 'SELECT 1'"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert _connected(done), done.stderr

@@ -127,3 +127,12 @@ def test_a_taken_port_is_replaced_by_a_free_one(monkeypatch: pytest.MonkeyPatch)
         assert 0 < chosen < 65536
     monkeypatch.setenv("SQLBASTION_DEMO_TEST_PORT", str(port))
     assert _pick("SQLBASTION_DEMO_TEST_PORT", 1) == port  # free again: the preferred port wins
+
+
+def test_a_port_variable_that_is_not_a_port_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlbastion.devtools.demo import _pick
+
+    for bad in ("abc", "0", "70000", "-1", ""):
+        monkeypatch.setenv("SQLBASTION_DEMO_TEST_PORT", bad)
+        with pytest.raises(RuntimeError, match="SQLBASTION_DEMO_TEST_PORT"):
+            _pick("SQLBASTION_DEMO_TEST_PORT", 1)

@@ -212,7 +212,10 @@ def _port_free(port: int) -> bool:
 
 
 def _pick(env: str, preferred: int) -> int:
-    wanted = int(os.environ.get(env, preferred))
+    text = os.environ.get(env, str(preferred))
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise RuntimeError(f"{env}={text!r} is not a TCP port")
+    wanted = int(text)
     return wanted if _port_free(wanted) else free_port()
 
 
@@ -286,9 +289,11 @@ def _users(users_file: Path) -> None:
         cmd = [sys.executable, "-m", "sqlbastion.cli", "user", "list", "--users-file", str(users_file), "--json"]
         known = {p["name"] for p in json.loads(_run(cmd) or "[]")}
     for person in PERSONS:
-        if person.name not in known:
-            cmd = [sys.executable, "-m", "sqlbastion.cli", "user", "add", person.name]
-            _run([*cmd, "--users-file", str(users_file), "--password-stdin"], input_text=person.password + "\n")
+        # `passwd` for a person already there, so the printed password always works,
+        # even with a users file left by an older demo; other persons are kept.
+        verb = "passwd" if person.name in known else "add"
+        cmd = [sys.executable, "-m", "sqlbastion.cli", "user", verb, person.name]
+        _run([*cmd, "--users-file", str(users_file), "--password-stdin"], input_text=person.password + "\n")
 
 
 def _wait_listening(ports: list[int], proc: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
