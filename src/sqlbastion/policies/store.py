@@ -95,6 +95,8 @@ class PolicyStore:
         self.planner = planner
         self.audit = audit
         self._lock = threading.Lock()
+        self._sessions: dict[str, int] = {}  # open sessions per person (max_sessions), kept across reloads
+        self._sessions_lock = threading.Lock()
         current = loaded or load_engine(settings, catalogs)
         self._engine = current.engine
         self.warnings = current.warnings
@@ -114,7 +116,31 @@ class PolicyStore:
         return self._engine.roles_of(person)
 
     def admit(self, person: str, client_address: str, backend: str) -> str | None:
-        return self._engine.admit(person, client_address, backend)
+        refusal = self._engine.admit(person, client_address, backend)
+        if refusal is not None:
+            return refusal
+        policy = self._engine.person(person)
+        if policy is not None and policy.max_sessions is not None:
+            with self._sessions_lock:
+                if self._sessions.get(person, 0) >= policy.max_sessions:
+                    return "max_sessions"
+        return None
+
+    def session_opened(self, person: str) -> None:
+        with self._sessions_lock:
+            self._sessions[person] = self._sessions.get(person, 0) + 1
+
+    def session_closed(self, person: str) -> None:
+        with self._sessions_lock:
+            left = self._sessions.get(person, 0) - 1
+            if left > 0:
+                self._sessions[person] = left
+            else:
+                self._sessions.pop(person, None)
+
+    def sessions_of(self, person: str) -> int:
+        with self._sessions_lock:
+            return self._sessions.get(person, 0)
 
     def decide(self, sql: str, ctx: StatementContext) -> Decision:
         return self._engine.decide(sql, ctx)

@@ -325,11 +325,18 @@ class Session:
         """Count the connection; call once authentication succeeded."""
         METRICS.connections_total.labels(self.client.protocol, self.backend.name).inc()
         METRICS.connections_active.labels(self.client.protocol, self.backend.name).inc()
+        # The policy engine counts sessions per person for max_sessions (optional hook).
+        hook = getattr(self.runtime.engine, "session_opened", None)
+        if hook is not None:
+            hook(self.person)
         self.runtime.audit.emit(self._connection_event("connection_opened"))
 
     def closed(self, reason: str = "") -> None:
         """Call once when the client connection ends (after ``opened``)."""
         METRICS.connections_active.labels(self.client.protocol, self.backend.name).dec()
+        hook = getattr(self.runtime.engine, "session_closed", None)
+        if hook is not None:
+            hook(self.person)
         event = self._connection_event("connection_closed")
         event["reason"] = reason
         event["statements"] = self.statements

@@ -109,3 +109,21 @@ def test_grants_naming_unknown_backends_warn(tmp_path: Path) -> None:
     _, settings = settings_for(tmp_path, EXAMPLE_POLICY.read_text())
     warnings = validate_policy(settings)  # type: ignore[arg-type]  # Settings from loads()
     assert any("ledger" in w for w in warnings)
+
+
+def test_max_sessions(tmp_path: Path) -> None:
+    _, settings = settings_for(
+        tmp_path, POLICY_V1.replace('roles = ["developer"]', 'roles = ["developer"]\nmax_sessions = 2', 1)
+    )
+    store = PolicyStore(settings)  # type: ignore[arg-type]  # Settings from loads()
+    assert store.admit("dev", "127.0.0.1", "core") is None
+    store.session_opened("dev")
+    store.session_opened("dev")
+    assert store.admit("dev", "127.0.0.1", "core") == "max_sessions"
+    store.session_closed("dev")
+    assert store.admit("dev", "127.0.0.1", "core") is None
+    assert store.sessions_of("dev") == 1
+    store.session_closed("dev")
+    store.session_closed("dev")
+    assert store.sessions_of("dev") == 0
+    assert store.admit("nobody", "127.0.0.1", "core") == "unknown_person"
