@@ -57,6 +57,8 @@ def open_idle_mysql(ep: Endpoint, count: int, *, deadline_s: float = 180.0, work
                 password=ep.password,
                 database=ep.database,
                 connect_timeout=30,
+                # PyMySQL otherwise builds an SSL context (loading the CA bundle) per connection.
+                ssl_disabled=True,
             )
         except pymysql.MySQLError as exc:
             with lock:
