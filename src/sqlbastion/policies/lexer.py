@@ -93,6 +93,7 @@ class _Lexer:
         self.in_exec_comment = False
         self.had_exec = False
         self.literal_at: dict[int, str] = {}  # index in ``out`` → fingerprint placeholder
+        self.exec_plain_end = -1  # where a skipped versioned executable comment would end
 
     # -- output ---------------------------------------------------------------
 
@@ -151,6 +152,8 @@ class _Lexer:
             elif ch == "/" and nxt == "*":
                 i = self._block_comment(i)
             elif self.in_exec_comment and ch == "*" and nxt == "/":
+                if self.exec_plain_end >= 0 and i != self.exec_plain_end:
+                    raise LexError("lexer", "an executable comment whose end depends on the server version")
                 self.in_exec_comment = False
                 self.out.append(" ")
                 i += 2
@@ -233,14 +236,24 @@ class _Lexer:
             if (j < self.n and s[j] == "!") or s.startswith("M!", j):
                 if self.in_exec_comment:
                     raise LexError("lexer", "a nested executable comment")
-                j += 2 if s[j] == "M" else 1
+                mariadb_only = s[j] == "M"
+                j += 2 if mariadb_only else 1
                 k = j
-                while k < self.n and k - j < 6 and s[k].isdigit():
+                while k < self.n and s[k].isdigit():
                     k += 1
+                if k - j not in (0, 5, 6):
+                    # The servers read 5 or 6 version digits; any other count is read differently by each.
+                    raise LexError("lexer", "an executable comment with an ambiguous version number")
                 self.in_exec_comment = True
                 self.had_exec = True
+                # A versioned (or MariaDB-only) comment is a plain comment on servers that skip it,
+                # and a plain comment ends at the first "*/" whatever it holds: both readings must
+                # end at the same place, so nothing inside may swallow that "*/".
+                self.exec_plain_end = s.find("*/", k) if (k > j or mariadb_only) else -1
                 self.out.append(" ")
                 return k
+            if self.in_exec_comment:
+                raise LexError("lexer", "a comment inside an executable comment")
             end = s.find("*/", i + 2)
             if end < 0:
                 raise LexError("lexer", "an unterminated comment")

@@ -500,6 +500,8 @@ dev|m|block|SB-UNPROVABLE-LEXER|SELECT 1 /* unterminated
 dev|m|block|SB-UNPROVABLE-LEXER|SELECT 1 /*! SELECT /*! nested */ */
 dev|m|block|SB-UNPROVABLE-LEXER|SELECT 1 /*! unterminated executable
 dev|m|block|SB-UNPROVABLE-LEXER|SELECT 1 /*!50000 ; DROP TABLE customers */
+dev|m|block|SB-UNPROVABLE-LEXER|SELECT 1 /*!99999 '*/ ; DROP TABLE customers; /* ' */
+dev|m|block|SB-UNPROVABLE-LEXER|SELECT id /*!99999 '*/ , mobile FROM customers WHERE mobile LIKE '1%' /* ' */
 dev|m|block|SB-UNPROVABLE-LEXER|SET sql_mode = 'ANSI_QUOTES'; SELECT "mobile" FROM customers
 dev|m|block|SB-UNPROVABLE-LEXER|SET sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')
 dev|m|block|SB-UNPROVABLE-LEXER|SET sql_mode = @saved
