@@ -111,6 +111,12 @@ def test_printed_lines_connect(demo: tuple[dict[str, str], str], protocol: str) 
             check=False,
         )
         assert _connected(r), f"{line}: {r.stderr}"
+    plain = lines[0].replace("--ssl ", "--skip-ssl ").replace("PGSSLMODE=require", "PGSSLMODE=disable")
+    assert plain != lines[0]
+    r = subprocess.run(
+        ["bash", "-c", f"{plain} {flag} 'SELECT 1'"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert r.returncode != 0, "the demo requires TLS"
     wrong = lines[0].replace("-demo-pass", "-wrong-pass")
     r = subprocess.run(
         ["bash", "-c", f"{wrong} {flag} 'SELECT 1'"], env=env, capture_output=True, text=True, timeout=60, check=False

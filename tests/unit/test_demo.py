@@ -33,6 +33,8 @@ def test_template_is_a_valid_configuration() -> None:
     assert all(b.password is not None and str(b.password).startswith("env:") for b in settings.backends)
     assert settings.admin.listen.startswith("127.0.0.1:")
     assert all(b.listen.startswith("127.0.0.1:") and b.host == "127.0.0.1" for b in settings.backends)
+    assert settings.tls is not None
+    assert all(b.require_tls for b in settings.backends)  # persons must use TLS
 
 
 @pytest.mark.parametrize("protocols", [("mysql", "postgres"), ("mysql",), ("postgres",), ()])
@@ -68,8 +70,8 @@ def test_connection_lines_are_exact_shell_commands() -> None:
     dev = next(p for p in PERSONS if p.name == "dev")
     lines = connection_lines(dev, mysql_port=3307, postgres_port=6433)
     assert lines == [
-        "mysql --protocol=TCP -h 127.0.0.1 -P 3307 -u dev -pdev-demo-pass bank",
-        "PGPASSWORD=dev-demo-pass psql -h 127.0.0.1 -p 6433 -U dev bank",
+        "mysql --ssl --protocol=TCP -h 127.0.0.1 -P 3307 -u dev -pdev-demo-pass bank",
+        "PGPASSWORD=dev-demo-pass PGSSLMODE=require psql -h 127.0.0.1 -p 6433 -U dev bank",
     ]
     assert connection_lines(dev, mysql_port=None, postgres_port=6433) == lines[1:]
     for line in lines:
@@ -136,3 +138,26 @@ def test_a_port_variable_that_is_not_a_port_is_refused(monkeypatch: pytest.Monke
         monkeypatch.setenv("SQLBASTION_DEMO_TEST_PORT", bad)
         with pytest.raises(RuntimeError, match="SQLBASTION_DEMO_TEST_PORT"):
             _pick("SQLBASTION_DEMO_TEST_PORT", 1)
+
+
+def test_rendering_points_the_tls_key_at_the_demo_directory(tmp_path: Path) -> None:
+    text = render_config(TEMPLATE.read_text(encoding="utf-8"), ports=PORTS, policy_file=None, directory=tmp_path)
+    settings = loads(text, source=str(tmp_path / "sqlbastion.toml"))
+    assert settings.tls is not None
+    assert str(settings.tls.key_file) == f"file:{tmp_path / 'certs' / 'sqlbastion.key'}"
+    assert settings.resolve_path(settings.tls.cert_file) == tmp_path / "certs" / "sqlbastion.crt"
+
+
+def test_demo_certificate_is_made_once_with_a_private_key(tmp_path: Path) -> None:
+    import ssl
+
+    from sqlbastion.devtools.demo import _certificate
+
+    _certificate(tmp_path)
+    cert, key = tmp_path / "certs" / "sqlbastion.crt", tmp_path / "certs" / "sqlbastion.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)  # a usable pair
+    before = cert.read_bytes()
+    _certificate(tmp_path)
+    assert cert.read_bytes() == before

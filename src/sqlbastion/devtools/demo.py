@@ -146,10 +146,22 @@ def _replace_once(text: str, old: str, new: str) -> str:
 
 
 def render_config(
-    template: str, *, ports: DemoPorts, policy_file: Path | None, protocols: tuple[str, ...] = ("mysql", "postgres")
+    template: str,
+    *,
+    ports: DemoPorts,
+    policy_file: Path | None,
+    protocols: tuple[str, ...] = ("mysql", "postgres"),
+    directory: Path | None = None,
 ) -> str:
-    """The demo configuration: ``template`` with real ports, the policy file and only the listed protocols."""
+    """The demo configuration: ``template`` with real ports, the policy file and only the listed protocols.
+
+    With ``directory``, the TLS key reference points at the key in that directory
+    (``file:`` references are read relative to the working directory, not the file).
+    """
     text = template
+    if directory is not None:
+        key = directory / "certs" / "sqlbastion.key"
+        text = _replace_once(text, 'key_file = "file:certs/sqlbastion.key"', f"key_file = {json.dumps(f'file:{key}')}")
     text = _replace_once(text, 'listen = "127.0.0.1:9187"', f'listen = "127.0.0.1:{ports.admin}"')
     text = _replace_once(text, 'listen = "127.0.0.1:3307"', f'listen = "127.0.0.1:{ports.mysql_listen}"')
     text = _replace_once(text, 'listen = "127.0.0.1:6433"', f'listen = "127.0.0.1:{ports.postgres_listen}"')
@@ -186,10 +198,12 @@ def connection_lines(person: DemoPerson, *, mysql_port: int | None, postgres_por
     """The exact shell commands that connect ``person`` through sqlbastion."""
     lines = []
     pw = shlex.quote(person.password)
+    # TLS is required by the demo configuration: --ssl for the MariaDB client (which
+    # does not verify the self-signed certificate by default), sslmode=require for psql.
     if mysql_port is not None:
-        lines.append(f"mysql --protocol=TCP -h 127.0.0.1 -P {mysql_port} -u {person.name} -p{pw} bank")
+        lines.append(f"mysql --ssl --protocol=TCP -h 127.0.0.1 -P {mysql_port} -u {person.name} -p{pw} bank")
     if postgres_port is not None:
-        lines.append(f"PGPASSWORD={pw} psql -h 127.0.0.1 -p {postgres_port} -U {person.name} bank")
+        lines.append(f"PGPASSWORD={pw} PGSSLMODE=require psql -h 127.0.0.1 -p {postgres_port} -U {person.name} bank")
     return lines
 
 
@@ -283,6 +297,47 @@ def _secrets(directory: Path) -> dict[str, str]:
     return values
 
 
+def _certificate(directory: Path) -> None:
+    """A self-signed certificate for 127.0.0.1 and localhost, made once (demo only: clients cannot verify it)."""
+    cert_file, key_file = directory / "certs" / "sqlbastion.crt", directory / "certs" / "sqlbastion.key"
+    if cert_file.exists() and key_file.exists():
+        return
+    import ipaddress
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sqlbastion demo")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
 def _users(users_file: Path) -> None:
     known: set[str] = set()
     if users_file.exists():
@@ -332,9 +387,11 @@ def start(directory: Path) -> int:
         postgres_listen=_pick("SQLBASTION_DEMO_POSTGRES_PORT", 6433),
         admin=_pick("SQLBASTION_DEMO_ADMIN_PORT", 9187),
     )
+    _certificate(directory)
     config = directory / "sqlbastion.toml"
+    template = TEMPLATE.read_text(encoding="utf-8")
     config.write_text(
-        render_config(TEMPLATE.read_text(encoding="utf-8"), ports=ports, policy_file=policy, protocols=protocols)
+        render_config(template, ports=ports, policy_file=policy, protocols=protocols, directory=directory)
     )
     try:
         load(config)
