@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ExternalFigure", "parse_figures", "pick", "run_script"]
+__all__ = ["ExternalFigure", "named", "parse_figures", "pick", "run_script"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -55,6 +55,11 @@ def _unit_from_key(key: str) -> str:
 def parse_figures(output: str) -> list[ExternalFigure]:
     """Every figure the script printed, JSON lines first, then ``name: value unit`` lines."""
     found: list[ExternalFigure] = []
+    with contextlib.suppress(json.JSONDecodeError):
+        whole = json.loads(output)  # ``--json`` output, possibly over several lines
+        if isinstance(whole, Mapping):
+            _flatten("", whole, found)
+            return found
     for line in output.splitlines():
         text = line.strip()
         if text.startswith("{") and text.endswith("}"):
@@ -69,6 +74,14 @@ def parse_figures(output: str) -> list[ExternalFigure]:
 
 
 _TO_US = {"µs": 1.0, "us": 1.0, "μs": 1.0, "ms": 1000.0, "s": 1e6, "ns": 1e-3}
+
+
+def named(figures: list[ExternalFigure], name: str) -> float | None:
+    """The figure called exactly ``name`` (a dotted JSON path such as ``hit.median_us``), or None."""
+    for f in figures:
+        if f.name == name:
+            return f.value
+    return None
 
 
 def pick(figures: list[ExternalFigure], *, words: tuple[str, ...], kind: str) -> float | None:

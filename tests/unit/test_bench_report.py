@@ -353,6 +353,19 @@ def test_component_benchmark_figures_from_json_or_text_lines() -> None:
     assert external.pick(text_only, words=("hit",), kind="latency") is None
 
 
+def test_component_benchmark_json_over_several_lines_is_read_by_name() -> None:
+    out = json.dumps(
+        {"burst": {"events": 200000, "events_per_second": 31500}, "paced": {"loop_lag_ms_p99": 0.8}}, indent=2
+    )
+    figures = external.parse_figures(out)
+    assert external.named(figures, "burst.events_per_second") == 31500
+    assert external.named(figures, "paced.loop_lag_ms_p99") == 0.8
+    assert external.named(figures, "burst.nothing") is None
+    policy = external.parse_figures(json.dumps({"hit": {"median_us": 9.5}, "fingerprint_hit": {"median_us": 210.0}}))
+    assert external.named(policy, "hit.median_us") == 9.5
+    assert external.named(policy, "fingerprint_hit.median_us") == 210.0
+
+
 # -- runner options ------------------------------------------------------------
 
 
