@@ -55,10 +55,16 @@ _SENSITIVE = object()  # fingerprint marker: decide this shape by exact text onl
 
 
 class DecisionCache:
-    """A bounded LRU of decisions (thread-safe: the proxy may run several loops)."""
+    """A bounded LRU of decisions (thread-safe: the proxy may run several loops).
 
-    def __init__(self, max_entries: int) -> None:
+    Bounded twice: by entries and by the characters of SQL text the keys hold
+    (``max_chars``), so long statements cannot grow it past its memory cap.
+    """
+
+    def __init__(self, max_entries: int, *, max_chars: int = 32 << 20) -> None:
         self.max_entries = max(0, max_entries)
+        self.max_chars = max_chars
+        self.chars = 0
         self._data: OrderedDict[tuple[Any, ...], object] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -72,11 +78,15 @@ class DecisionCache:
     def put(self, key: tuple[Any, ...], value: object) -> None:
         if self.max_entries == 0:
             return
+        size = _key_chars(key)
         with self._lock:
+            if key not in self._data:
+                self.chars += size
             self._data[key] = value
             self._data.move_to_end(key)
-            while len(self._data) > self.max_entries:
-                self._data.popitem(last=False)
+            while len(self._data) > self.max_entries or (self.chars > self.max_chars and len(self._data) > 1):
+                old, _ = self._data.popitem(last=False)
+                self.chars -= _key_chars(old)
 
     def __len__(self) -> int:
         return len(self._data)
@@ -84,6 +94,11 @@ class DecisionCache:
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+            self.chars = 0
+
+
+def _key_chars(key: tuple[Any, ...]) -> int:
+    return len(key[1]) + 64 if len(key) > 1 and isinstance(key[1], str) else 64
 
 
 @lru_cache(maxsize=4096)

@@ -168,3 +168,14 @@ def test_unprovable_shapes_are_not_cached_by_fingerprint() -> None:
     ctx = ctx_for("dev")
     assert not engine.decide("SELECT 'x", ctx).allowed
     assert engine.decide("SELECT 'x'", ctx).allowed
+
+
+def test_cache_memory_is_capped() -> None:
+    cache = DecisionCache(1000, max_chars=10_000)
+    for i in range(100):
+        cache.put(("x", f"{i:04d}" + "y" * 996, ()), i)
+    assert cache.chars <= 10_000
+    assert len(cache) <= 10
+    assert cache.get(("x", "0099" + "y" * 996, ())) == 99
+    cache.clear()
+    assert cache.chars == 0
