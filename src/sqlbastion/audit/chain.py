@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlbastion.audit import sm3
+from sqlbastion.audit import jsontext, sm3
 
 __all__ = [
     "ALGORITHMS",
@@ -107,7 +107,7 @@ def list_segments(directory: Path) -> list[tuple[int, Path]]:
 
 
 def encode_payload(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return jsontext.dumps(payload)
 
 
 def split_record(line: bytes) -> tuple[bytes, bytes]:

@@ -61,10 +61,18 @@ _ERROR_CODES = (
 )
 
 
+# The last second formatted and its text, swapped as one tuple so threads never see a mix.
+_ts_second: list[tuple[int, str]] = [(-1, "")]
+
+
 def format_ts(ts_ns: int) -> str:
     """UTC RFC 3339 with microseconds and a ``Z``."""
     sec, rem = divmod(ts_ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{rem // 1000:06d}Z"
+    entry = _ts_second[0]
+    if entry[0] != sec:
+        entry = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
+        _ts_second[0] = entry
+    return f"{entry[1]}.{rem // 1000:06d}Z"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -151,22 +159,33 @@ _FIELD_NAMES = tuple(f.name for f in fields(AuditEvent))
 def _s(value: object) -> str | None:
     if value is None:
         return None
-    text = value if isinstance(value, str) else str(value)
+    text = value if type(value) is str else str(value)
     return text if len(text) <= MAX_STRING else text[:MAX_STRING] + "…"
 
 
-def _strs(value: object) -> tuple[str, ...]:
+def _strs(value: object) -> list[str]:
     if value is None:
-        return ()
-    items = list(value)[:MAX_ITEMS] if isinstance(value, Iterable) and not isinstance(value, str) else [value]
-    return tuple(t for t in (_s(v) for v in items) if t is not None)
+        return []
+    if type(value) in (list, tuple):
+        items: Any = value
+        # The common case, checked cheaply: a short list of short strings, taken as it is.
+        if len(items) <= MAX_ITEMS and all(type(v) is str and len(v) <= MAX_STRING for v in items):
+            return list(items)
+        items = list(items)[:MAX_ITEMS]
+    elif isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
+        items = list(value)[:MAX_ITEMS]
+    else:
+        items = [value]
+    return [t for t in (_s(v) for v in items) if t is not None]
 
 
 def _i(value: object) -> int | None:
+    if type(value) is int:
+        return value
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
+        return int(value)
     if isinstance(value, (str, float)):
         try:
             return int(value)
@@ -186,9 +205,9 @@ def _error_code(value: object) -> str | None:
     return "error"
 
 
-def _masks(value: object) -> tuple[MaskApplied, ...]:
-    if not isinstance(value, Iterable) or isinstance(value, (str, bytes)):
-        return ()
+def _masks(value: object) -> list[dict[str, str]]:
+    if not value or not isinstance(value, Iterable) or isinstance(value, (str, bytes)):
+        return []
     out = []
     for item in list(value)[:MAX_ITEMS]:
         if isinstance(item, Mapping):
@@ -198,13 +217,14 @@ def _masks(value: object) -> tuple[MaskApplied, ...]:
         else:
             continue
         if column is not None and function is not None:
-            out.append(MaskApplied(column=_s(column) or "", function=_s(function) or ""))
-    return tuple(out)
+            out.append({"column": _s(column) or "", "function": _s(function) or ""})
+    return out
 
 
-_DETAIL_KEYS = frozenset({"reason", "alert", "severity", "message", "action", "target", "result", "old_version",
-                          "new_version", "lost", "sink", "actor", "files"})  # fmt: skip
-_KNOWN_KEYS = frozenset(_FIELD_NAMES) | {"sql_text", "kind", "event_id"}
+# Top-level keys of kind-specific events (policy_reloaded, alert, admin_action) kept under details.
+_EXTRA_DETAIL_KEYS = ("alert", "severity", "message", "action", "target", "result", "old_version", "new_version",
+                      "lost", "sink", "actor", "files")  # fmt: skip
+_KIND_SET = frozenset(KINDS)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -219,67 +239,74 @@ class EventBuilder:
     secrets: tuple[str, ...] = ()
 
     def build(self, raw: Mapping[str, Any], ts_ns: int, event_id: str) -> AuditEvent:
+        """The typed event (for readers and tests; the writer uses ``build_record``)."""
+        return AuditEvent.from_dict(self.build_record(raw, ts_ns, event_id))
+
+    def build_record(self, raw: Mapping[str, Any], ts_ns: int, event_id: str) -> dict[str, Any]:
+        """The event's JSON form, exactly ``AuditEvent.to_dict()`` of ``build``, built directly
+        because this runs once per event on the writer thread."""
         kind = raw.get("kind")
-        if kind not in KINDS:
+        if kind not in _KIND_SET:
             # An unknown kind is recorded as an alert rather than dropped.
-            return AuditEvent(
-                event_id=event_id,
-                ts=format_ts(ts_ns),
-                kind="alert",
-                details={"alert": "unknown_event_kind", "message": _s(kind) or ""},
-            )
-        sensitive = _strs(raw.get("sensitive_columns"))
-        backend = _s(raw.get("backend"))
+            raw = {"kind": "alert", "details": {"alert": "unknown_event_kind", "message": _s(kind) or ""}}
+            kind = "alert"
+        get = raw.get
+        sensitive = _strs(get("sensitive_columns"))
+        backend = _s(get("backend"))
+        protocol = _s(get("protocol"))
+        sql = get("sql_text")
         text = statement_text(
-            raw.get("sql_text") if isinstance(raw.get("sql_text"), str) else None,
-            dialect=str(raw.get("protocol") or "mysql"),
+            sql if type(sql) is str else None,
+            dialect=protocol or "mysql",
             raw_allowed=backend in self.raw_backends,
             sensitive=bool(sensitive),
             secrets=self.secrets,
         )
         details: dict[str, Any] = {}
-        if isinstance(raw.get("details"), Mapping):
-            details.update({str(k)[:64]: _detail(v) for k, v in list(raw["details"].items())[:32]})
-        for key in _DETAIL_KEYS:
-            if key in raw and key not in _KNOWN_KEYS:
+        given = get("details")
+        if isinstance(given, Mapping):
+            details.update({str(k)[:64]: _detail(v) for k, v in list(given.items())[:32]})
+        for key in _EXTRA_DETAIL_KEYS:
+            if key in raw:
                 details[key] = _detail(raw[key])
-        tls = raw.get("tls")
-        return AuditEvent(
-            event_id=event_id,
-            ts=format_ts(ts_ns),
-            kind=kind,
-            session_id=_s(raw.get("session_id")),
-            person=_s(raw.get("person")),
-            roles=_strs(raw.get("roles")),
-            client_address=_s(raw.get("client_address")),
-            application_name=_s(raw.get("application_name")),
-            protocol=_s(raw.get("protocol")),
-            tls=tls if isinstance(tls, bool) else None,
-            backend=backend,
-            database=_s(raw.get("database")),
-            statement_types=_strs(raw.get("statement_types")),
-            fingerprint=_s(raw.get("fingerprint")) or None,
-            statement_text=text.text,
-            statement_text_mode=text.mode,
-            objects_read=_strs(raw.get("objects_read")),
-            objects_written=_strs(raw.get("objects_written")),
-            columns_read=_strs(raw.get("columns_read")),
-            sensitive_columns=sensitive,
-            masks_applied=_masks(raw.get("masks_applied")),
-            decision=_s(raw.get("decision")),
-            rule_ids=_strs(raw.get("rule_ids")),
-            reason=_s(raw.get("reason")) or None,
-            rows=_i(raw.get("rows")),
-            affected=_i(raw.get("affected")),
-            bytes_sent=_i(raw.get("bytes_sent")),
-            backend_error=_error_code(raw.get("backend_error")),
-            proxy_us=_i(raw.get("proxy_us")),
-            backend_us=_i(raw.get("backend_us")),
-            masked_values=_i(raw.get("masked_values")),
-            policy_version=_s(raw.get("policy_version")),
-            statements=_i(raw.get("statements")),
-            details=details,
-        )
+        tls = get("tls")
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "event_id": event_id,
+            "ts": format_ts(ts_ns),
+            "kind": kind,
+            "session_id": _s(get("session_id")),
+            "person": _s(get("person")),
+            "roles": _strs(get("roles")),
+            "client_address": _s(get("client_address")),
+            "application_name": _s(get("application_name")),
+            "protocol": protocol,
+            "tls": tls if type(tls) is bool else None,
+            "backend": backend,
+            "database": _s(get("database")),
+            "statement_types": _strs(get("statement_types")),
+            "fingerprint": _s(get("fingerprint")) or None,
+            "statement_text": text.text,
+            "statement_text_mode": text.mode,
+            "objects_read": _strs(get("objects_read")),
+            "objects_written": _strs(get("objects_written")),
+            "columns_read": _strs(get("columns_read")),
+            "sensitive_columns": sensitive,
+            "masks_applied": _masks(get("masks_applied")),
+            "decision": _s(get("decision")),
+            "rule_ids": _strs(get("rule_ids")),
+            "reason": _s(get("reason")) or None,
+            "rows": _i(get("rows")),
+            "affected": _i(get("affected")),
+            "bytes_sent": _i(get("bytes_sent")),
+            "backend_error": _error_code(get("backend_error")),
+            "proxy_us": _i(get("proxy_us")),
+            "backend_us": _i(get("backend_us")),
+            "masked_values": _i(get("masked_values")),
+            "policy_version": _s(get("policy_version")),
+            "statements": _i(get("statements")),
+            "details": details,
+        }
 
 
 def _detail(value: object) -> Any:

@@ -273,7 +273,7 @@ class AuditPipeline:
     def _build(self, ts_ns: int, raw: dict[str, object]) -> list[dict[str, Any]]:
         event_id = raw.get("event_id")
         eid = event_id if isinstance(event_id, str) and event_id else _new_event_id()
-        built = self.builder.build(raw, ts_ns, eid).to_dict()
+        built = self.builder.build_record(raw, ts_ns, eid)
         if built["kind"] == "connection_opened":
             # The session emits connection_opened once the person authenticated;
             # the schema records the authentication as its own event first.
@@ -298,7 +298,7 @@ class AuditPipeline:
                         built = self._build(ts_ns, raw)
                     except Exception:  # a bug in building one event must not stop the writer
                         log.exception("cannot build an audit event")
-                        built = [self.builder.build({"kind": "?"}, ts_ns, _new_event_id()).to_dict()]
+                        built = [self.builder.build_record({"kind": "?"}, ts_ns, _new_event_id())]
                     pending.extend(built)
                     ends.extend([False] * (len(built) - 1) + [True])
                 if pending:
@@ -367,7 +367,7 @@ class AuditPipeline:
     def _write_recovery_alert(self) -> None:
         """Before anything else once the spool works again: an alert saying what happened.
         Raises SpoolError while the spool still fails."""
-        alert = self.builder.build(
+        alert = self.builder.build_record(
             {
                 "kind": "alert",
                 "details": {
@@ -380,7 +380,7 @@ class AuditPipeline:
             },
             time.time_ns(),
             _new_event_id(),
-        ).to_dict()
+        )
         self.spool.append([alert])
         log.warning("audit spool recovered", lost=self._lost_since_alert)
         METRICS.audit_events.labels("alert").inc()

@@ -57,6 +57,14 @@ _EXECUTABLE_COMMENT = re.compile(r"/\*(?:!|M!)\d{0,6}")
 _DIALECTS = {"mysql": "mysql", "postgres": "postgres"}
 
 
+# Identical statement texts (prepared statements, ORMs, pools repeating one query) are
+# redacted once: a bounded FIFO cache of short texts.
+_CACHE: dict[tuple[str, str], str] = {}
+_CACHE_ENTRIES = 4096
+_CACHE_MAX_SQL = 4096
+_UNTOKENIZABLE = "\x00untokenizable"
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RedactedText:
     text: str | None
@@ -97,19 +105,6 @@ def _expand_executable_comments(sql: str) -> str:
     return "".join(out)
 
 
-def _is_literal(token: Token, raw: str) -> bool:
-    if token.token_type in _LITERAL_TYPES:
-        return True
-    if token.token_type in (TokenType.IDENTIFIER, TokenType.PARAMETER):
-        return False
-    # Belt and braces: any other token that carries a quote is treated as a literal.
-    return (
-        "'" in raw
-        or ('"' in raw and token.token_type is not TokenType.VAR)
-        or (raw.startswith("$") and not raw[1:].isdigit())
-    )
-
-
 def redact_literals(sql: str, dialect: str) -> str:
     """``sql`` with literals as ``?`` and comments removed. Raises ValueError if it cannot be tokenized."""
     if len(sql) > MAX_TOKENIZE_CHARS:
@@ -121,22 +116,30 @@ def redact_literals(sql: str, dialect: str) -> str:
     except Exception as exc:  # sqlglot raises TokenError and, in its C tokenizer, others
         raise ValueError(f"cannot tokenize: {type(exc).__name__}") from None
     parts: list[str] = []
+    append = parts.append
     last_end = -1
-    previous: Token | None = None
+    previous_type: Any = None
+    literal_types, identifier, parameter, var = _LITERAL_TYPES, TokenType.IDENTIFIER, TokenType.PARAMETER, TokenType.VAR
     for tok in tokens:
-        raw = sql[tok.start : tok.end + 1]
-        if parts and tok.start > last_end + 1:
-            parts.append(" ")
-        # PostgreSQL's "$1" is a PARAMETER token followed by its number: a placeholder, not a value.
-        placeholder = (
-            previous is not None
-            and previous.token_type is TokenType.PARAMETER
-            and previous.end + 1 == tok.start
-            and raw.isdigit()
-        )
-        parts.append(raw if placeholder or not _is_literal(tok, raw) else "?")
-        last_end = tok.end
-        previous = tok
+        start, end, ttype = tok.start, tok.end, tok.token_type
+        raw = sql[start : end + 1]
+        if start > last_end + 1 and parts:
+            append(" ")
+        if ttype in literal_types:
+            # PostgreSQL's "$1" is a PARAMETER token followed by its number: a placeholder, not a value.
+            keep = previous_type is parameter and start == last_end + 1 and raw.isdigit()
+        elif ttype is identifier or ttype is parameter:
+            keep = True
+        else:
+            # Belt and braces: any other token that carries a quote is treated as a literal.
+            keep = (
+                "'" not in raw
+                and ('"' not in raw or ttype is var)
+                and not (raw.startswith("$") and not raw[1:].isdigit())
+            )
+        append(raw if keep else "?")
+        last_end = end
+        previous_type = ttype
     return "".join(parts)
 
 
@@ -169,10 +172,20 @@ def statement_text(
     raw_ok = raw_allowed and not sensitive and len(sql) <= MAX_TOKENIZE_CHARS
     if raw_ok and not _has_credential(sql, dialect) and not any(s in sql for s in secret_list):
         return RedactedText(text=_cut(sql), mode="raw")
-    try:
-        text = redact_literals(sql, dialect)
-    except ValueError:
+    key = (dialect, sql)
+    cached = _CACHE.get(key)
+    if cached is None:
+        try:
+            cached = redact_literals(sql, dialect)
+        except ValueError:
+            cached = _UNTOKENIZABLE
+        if len(sql) <= _CACHE_MAX_SQL:
+            if len(_CACHE) >= _CACHE_ENTRIES:
+                _CACHE.pop(next(iter(_CACHE)))  # the oldest entry (dicts keep insertion order)
+            _CACHE[key] = cached
+    if cached is _UNTOKENIZABLE:
         return RedactedText(text=None, mode="withheld")
+    text = cached
     if any(s in text for s in secret_list):
         # A secret used as an identifier or keyword-like word: keep nothing.
         return RedactedText(text=None, mode="withheld")

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlbastion.audit import jsontext
 from sqlbastion.audit.chain import (
     ZERO_MAC,
     Algorithm,
@@ -409,12 +410,35 @@ class Spool:
         return freed
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class SpooledRecord:
-    """One event as a sink receives it: the event dict (with ``chain``) and its JSON."""
+_EVENT_PREFIX = b'{"type":"event","event":'
+_SEQ_KEY = b',"seq":'
 
-    seq: int
-    event: dict[str, Any]
+
+class SpooledRecord:
+    """One event as a sink receives it: its JSON text (with ``chain``) and, parsed on first
+    use, the event dict. Sinks that can hand the JSON on as it is (SQLite, PostgreSQL,
+    JSONL, syslog) never pay for parsing and re-serialising it."""
+
+    __slots__ = ("_event", "_json", "seq")
+
+    def __init__(self, *, seq: int, event: dict[str, Any] | None = None, json_text: str | None = None) -> None:
+        if event is None and json_text is None:
+            raise ValueError("a spooled record needs its event or its JSON")
+        self.seq = seq
+        self._event = event
+        self._json = json_text
+
+    @property
+    def event(self) -> dict[str, Any]:
+        if self._event is None:
+            self._event = jsontext.loads(self._json or "{}")
+        return self._event
+
+    @property
+    def json(self) -> str:
+        if self._json is None:
+            self._json = jsontext.dumps_str(self._event)
+        return self._json
 
 
 class SpoolReader:
@@ -474,19 +498,25 @@ class SpoolReader:
                     continue
                 break  # the writer is still on this segment
             payload, mac = split_record(line[:-1])
-            obj = json.loads(payload)
-            seq = obj["seq"]
+            if payload.startswith(_EVENT_PREFIX):
+                # Event records are laid out {"type":"event","event":{…},"seq":N} (ChainSealer):
+                # cut the event's JSON out instead of parsing the whole record.
+                at = payload.rindex(_SEQ_KEY)
+                seq, rtype = int(payload[at + len(_SEQ_KEY) : -1]), "event"
+            else:
+                obj = json.loads(payload)
+                seq, rtype = obj["seq"], obj.get("type")
             if seq > limit_seq:
                 self._file.seek(pos)
                 break
-            if obj.get("type") == "end":
+            if rtype == "end":
                 self._ended = True
             if seq <= cursor:
                 continue
             cursor = seq
-            if obj.get("type") == "event":
-                event = obj["event"]
-                event["chain"] = {"seq": seq, "mac": mac.hex()}
-                out.append(SpooledRecord(seq=seq, event=event))
+            if rtype == "event":
+                body = payload[len(_EVENT_PREFIX) : at - 1]  # without the event's closing brace
+                chain = b',"chain":{"seq":%d,"mac":"%s"}}' % (seq, mac.hex().encode("ascii"))
+                out.append(SpooledRecord(seq=seq, json_text=(body + chain).decode("utf-8")))
         self.after_seq = cursor
         return out, cursor

@@ -42,6 +42,7 @@ def _fill(tmp_path: Path) -> None:
                 "rule_ids": ["HR-DDL-DROP"] if i % 3 == 0 else [],
                 "objects_read": [] if i % 3 == 0 else ["bank.customers"],
                 "columns_read": [] if i % 3 == 0 else ["bank.customers.mobile"],
+                "sensitive_columns": [] if i % 3 == 0 else ["bank.customers.mobile"],
             }
         )
     p.emit({"kind": "auth_failed", "person": "=cmd|' /C calc'!A0", "reason": "bad_credentials"})

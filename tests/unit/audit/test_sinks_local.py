@@ -28,6 +28,7 @@ def _record(seq: int, *, ts_ns: int | None = None, **extra: object) -> SpooledRe
         "rule_ids": ["HR-DDL-DROP"] if seq % 2 else [],
         "objects_read": ["bank.customers"],
         "columns_read": ["bank.customers.mobile"],
+        "sensitive_columns": ["bank.customers.mobile"],
         "statement_types": ["select"],
         "chain": {"seq": seq, "mac": "00" * 32},
     }

@@ -17,13 +17,13 @@ Delivery contract (docs/audit.md, "Delivery"):
 
 from __future__ import annotations
 
-import json
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from sqlbastion.audit import jsontext
 from sqlbastion.audit.spool import SpooledRecord
 from sqlbastion.config import SinkSettings
 
@@ -36,7 +36,7 @@ class SinkError(Exception):
 
 def event_json(event: dict[str, Any]) -> str:
     """One event as compact JSON (the form JSONL, Kafka, Elasticsearch and Loki carry)."""
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    return jsontext.dumps_str(event)
 
 
 class Backoff:

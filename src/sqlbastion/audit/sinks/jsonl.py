@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlbastion.audit.sinks.base import Sink, SinkError, event_json
+from sqlbastion.audit.sinks.base import Sink, SinkError
 from sqlbastion.audit.spool import SpooledRecord
 
 __all__ = ["JSONLSink"]
@@ -88,7 +88,7 @@ class JSONLSink(Sink):
         fresh = [r for r in records if r.seq > self._last_seq]
         if not fresh:
             return
-        data = "".join(event_json(r.event) + "\n" for r in fresh).encode("utf-8")
+        data = "".join(r.json + "\n" for r in fresh).encode("utf-8")
         try:
             os.write(self._fd, data)
             os.fsync(self._fd)

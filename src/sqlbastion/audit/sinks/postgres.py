@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sqlbastion.audit.sinks.base import Sink, SinkError, event_json
+from sqlbastion.audit.sinks.base import Sink, SinkError
 from sqlbastion.audit.spool import SpooledRecord
 from sqlbastion.config import SecretRef
 from sqlbastion.settings_schema import SecretUnavailable
@@ -134,7 +134,7 @@ class PostgresSink(Sink):
         import asyncpg
 
         try:
-            await self._conn.execute(self._insert, [event_json(r.event) for r in records])
+            await self._conn.execute(self._insert, [r.json for r in records])
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise SinkError(f"PostgreSQL audit insert failed: {type(exc).__name__}") from None
 

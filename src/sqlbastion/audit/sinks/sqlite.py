@@ -14,7 +14,6 @@ Retention runs after deliveries at most once a minute: rows older than
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -56,7 +55,7 @@ CREATE TABLE IF NOT EXISTS audit_event_rules (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit_event_objects (
     event_id TEXT NOT NULL,
-    object   TEXT NOT NULL,               -- tables read or written, and columns read
+    object   TEXT NOT NULL,               -- tables read or written, and sensitive columns read
     ts       TEXT NOT NULL,
     PRIMARY KEY (object, ts, event_id)
 ) WITHOUT ROWID;
@@ -79,25 +78,40 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def _row(event: dict[str, Any]) -> tuple[Any, ...]:
-    types = event.get("statement_types") or []
-    rules = event.get("rule_ids") or []
-    return (
-        event["event_id"],
-        event["ts"],
-        event["kind"],
-        event.get("session_id"),
-        event.get("person"),
-        event.get("backend"),
-        event.get("protocol"),
-        event.get("client_address"),
-        types[0] if len(types) == 1 else ("multi" if types else None),
-        event.get("decision"),
-        ",".join(rules) or None,
-        event.get("rows"),
-        (event.get("chain") or {}).get("seq"),
-        json.dumps(event, separators=(",", ":"), ensure_ascii=False),
-    )
+def _rows(
+    records: Sequence[SpooledRecord],
+) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+    """Rows for the three tables. The stored JSON is the record's own text (never re-serialised)."""
+    events: list[tuple[Any, ...]] = []
+    rules: list[tuple[str, str, str]] = []
+    objects: list[tuple[str, str, str]] = []
+    for r in records:
+        e = r.event
+        eid, ts = e["event_id"], e["ts"]
+        types: list[str] = e.get("statement_types") or []
+        rule_ids: list[str] = e.get("rule_ids") or []
+        events.append(
+            (
+                eid,
+                ts,
+                e["kind"],
+                e.get("session_id"),
+                e.get("person"),
+                e.get("backend"),
+                e.get("protocol"),
+                e.get("client_address"),
+                types[0] if len(types) == 1 else ("multi" if types else None),
+                e.get("decision"),
+                ",".join(rule_ids) or None,
+                e.get("rows"),
+                r.seq,
+                r.json,
+            )
+        )
+        rules.extend((eid, rule, ts) for rule in rule_ids)
+        objs = {*(e.get("objects_read") or ()), *(e.get("objects_written") or ()), *(e.get("sensitive_columns") or ())}
+        objects.extend((eid, o, ts) for o in objs)
+    return events, rules, objects
 
 
 class SQLiteSink(Sink):
@@ -133,19 +147,10 @@ class SQLiteSink(Sink):
         conn = self._conn
         if conn is None:
             raise SinkError("the SQLite sink is not open")
-        rows = []
-        rules: list[tuple[str, str, str]] = []
-        objects: list[tuple[str, str, str]] = []
-        for r in records:
-            e = r.event
-            rows.append(_row(e))
-            ts, eid = e["ts"], e["event_id"]
-            rules.extend((eid, rule, ts) for rule in e.get("rule_ids") or ())
-            objs = {*(e.get("objects_read") or ()), *(e.get("objects_written") or ()), *(e.get("columns_read") or ())}
-            objects.extend((eid, o, ts) for o in objs)
+        events, rules, objects = _rows(records)
         try:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("INSERT OR IGNORE INTO audit_events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            conn.executemany("INSERT OR IGNORE INTO audit_events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", events)
             conn.executemany("INSERT OR IGNORE INTO audit_event_rules VALUES (?,?,?)", rules)
             conn.executemany("INSERT OR IGNORE INTO audit_event_objects VALUES (?,?,?)", objects)
             conn.execute("COMMIT")

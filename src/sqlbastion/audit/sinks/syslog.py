@@ -63,8 +63,10 @@ def _severity(event: dict[str, Any]) -> int:
     return 6
 
 
-def format_message(event: dict[str, Any], *, hostname: str, app_name: str, procid: str) -> bytes:
-    """One RFC 5424 SYSLOG-MSG (without framing)."""
+def format_message(
+    event: dict[str, Any], *, hostname: str, app_name: str, procid: str, body: str | None = None
+) -> bytes:
+    """One RFC 5424 SYSLOG-MSG (without framing). ``body``: the event's JSON when already at hand."""
     pri = FACILITY_LOG_AUDIT * 8 + _severity(event)
     seq = (event.get("chain") or {}).get("seq")
     sd = f'[{SD_ID} event_id="{_sd_escape(str(event.get("event_id", "")))}"'
@@ -75,7 +77,7 @@ def format_message(event: dict[str, Any], *, hostname: str, app_name: str, proci
         f"<{pri}>1 {event.get('ts') or _NILVALUE} {_printusascii(hostname, 255)} {_printusascii(app_name, 48)} "
         f"{_printusascii(procid, 128)} {_printusascii(str(event.get('kind', '')), 32)} {sd} "
     )
-    return header.encode("ascii") + event_json(event).encode("utf-8")
+    return header.encode("ascii") + (body if body is not None else event_json(event)).encode("utf-8")
 
 
 def frame(message: bytes) -> bytes:
@@ -142,7 +144,9 @@ class SyslogSink(Sink):
         if writer is None:
             raise SinkError("not connected")
         data = b"".join(
-            frame(format_message(r.event, hostname=self.hostname, app_name=self.app_name, procid=self.procid))
+            frame(
+                format_message(r.event, hostname=self.hostname, app_name=self.app_name, procid=self.procid, body=r.json)
+            )
             for r in records
         )
         try:
