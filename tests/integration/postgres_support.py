@@ -23,7 +23,7 @@ from sqlbastion.devtools.harness import ProxyThread
 from sqlbastion.devtools.servers import ServerInfo, free_port
 from sqlbastion.policies.model import Action, ColumnRef, Decision, RuleHit, StatementContext
 from sqlbastion.proxy.services import ProxyServices, server_ssl_context
-from sqlbastion.proxy.session import EMPTY_MASK_PLAN, MaskPlan, ResultColumn, Runtime
+from sqlbastion.proxy.session import EMPTY_MASK_PLAN, ColumnMasker, MaskPlan, ResultColumn, Runtime
 from sqlbastion.users import UsersFile, make_credentials
 
 PERSON = "alice"
@@ -79,7 +79,7 @@ class SecretMasker:
         self.planned.append(tuple(columns))
         if not any(c.column == "secret" for c in columns):
             return EMPTY_MASK_PLAN
-        maskers = []
+        maskers: list[ColumnMasker | None] = []
         for c in columns:
             if c.column != "secret":
                 maskers.append(None)

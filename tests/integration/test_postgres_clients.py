@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncpg
 import psycopg
 import pytest
-from postgres_support import (
+from tests.integration.postgres_support import (
     OUTSIDER,
     OUTSIDER_PASSWORD,
     PASSWORD,

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import asyncpg
 import psycopg
 import pytest
-from postgres_support import PASSWORD, PERSON, Proxy, RawClient, kinds, run_proxy, sqlstates
+from tests.integration.postgres_support import PASSWORD, PERSON, Proxy, RawClient, kinds, run_proxy, sqlstates
 
 from sqlbastion.devtools.servers import ServerInfo
 from sqlbastion.proxy.postgres import protocol as p
@@ -37,7 +37,8 @@ def secret_table(proxy: Proxy) -> str:
 
 
 def _statement_events(proxy: Proxy) -> list[dict[str, object]]:
-    return proxy.audit.of_kind("statement")
+    events: list[dict[str, object]] = proxy.audit.of_kind("statement")
+    return events
 
 
 def test_multi_statement_message_with_one_blocked_statement(proxy: Proxy) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import psycopg
 import pytest
-from postgres_support import PASSWORD, PERSON, Proxy, RawClient, kinds, pg_tool, run_proxy, run_tool
+from tests.integration.postgres_support import PASSWORD, PERSON, Proxy, RawClient, kinds, pg_tool, run_proxy, run_tool
 
 from sqlbastion.devtools.servers import ServerInfo, free_port
 from sqlbastion.proxy.postgres import protocol as p

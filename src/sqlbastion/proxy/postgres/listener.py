@@ -432,7 +432,6 @@ class _Connection(asyncio.Protocol):
         self.backend_proto = proto
         inbox = proto.inbox
         assert inbox is not None
-        transport = cast(asyncio.Transport, transport)
         try:
             return await asyncio.wait_for(
                 self._login_exchange(

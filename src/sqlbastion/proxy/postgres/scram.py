@@ -96,7 +96,7 @@ class ScramServer:
         person: the person name, used only to derive the fake salt.
     """
 
-    def __init__(self, verifier: tuple[int, bytes, bytes, bytes] | None, *, person: str, nonce: bytes | None = None):
+    def __init__(self, verifier: tuple[int, bytes, bytes, bytes] | None, *, person: str, nonce: str | None = None):
         if verifier is None:
             fake = _hmac(_FAKE_SECRET, person.encode("utf-8"))
             self._known = False
@@ -105,7 +105,7 @@ class ScramServer:
         else:
             self._known = True
             self._iterations, self._salt, self._stored_key, self._server_key = verifier
-        self._nonce = _b64(nonce if nonce is not None else os.urandom(18))
+        self._nonce = nonce if nonce is not None else _b64(os.urandom(18))
         self._client_first_bare = ""
         self._server_first = ""
         self._combined_nonce = ""
@@ -155,14 +155,16 @@ class ScramServer:
 class ScramClient:
     """The client side of one SCRAM-SHA-256 exchange (sqlbastion logging in to a backend)."""
 
-    def __init__(self, password: str, *, nonce: bytes | None = None) -> None:
+    def __init__(self, password: str, *, user: str = "", nonce: str | None = None) -> None:
         self._password = _saslprep(password)
-        self._nonce = _b64(nonce if nonce is not None else os.urandom(18))
-        self._client_first_bare = f"n=,r={self._nonce}"
+        self._nonce = nonce if nonce is not None else _b64(os.urandom(18))
+        # RFC 5802 §5.1 saslname escaping; PostgreSQL ignores the name (it uses the startup user).
+        name = user.replace("=", "=3D").replace(",", "=2C")
+        self._client_first_bare = f"n={name},r={self._nonce}"
         self._expected_server_signature = b""
 
     def first(self) -> bytes:
-        """The client-first-message; the user name is empty, as libpq sends it."""
+        """The client-first-message (libpq sends an empty user name)."""
         return f"n,,{self._client_first_bare}".encode("ascii")
 
     def final(self, server_first: bytes) -> bytes:
