@@ -33,8 +33,7 @@ def _split_file(sql: str, dialect: str) -> list[str]:
         return [sql]
     if len(statements) <= 1:
         return [sql]
-    # Re-split the original text at the same boundaries: count top-level separators.
-    return [s.text for s in statements]
+    return [s.source for s in statements]
 
 
 def _masks(loaded: LoadedEngine, decision: Decision, ctx: StatementContext) -> list[list[dict[str, Any]]]:

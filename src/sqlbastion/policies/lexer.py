@@ -67,6 +67,7 @@ class LexedStatement:
     # The canonical text with string and numeric literals replaced by '?' / ?:
     # the decision cache's token fingerprint. Identifiers and keywords stay.
     fingerprint: str = ""
+    source: str = ""  # the statement's original text (comments included), for tools that show it
 
 
 _WS = " \t\n\r\f\v"
@@ -94,6 +95,7 @@ class _Lexer:
         self.had_exec = False
         self.literal_at: dict[int, str] = {}  # index in ``out`` → fingerprint placeholder
         self.exec_plain_end = -1  # where a skipped versioned executable comment would end
+        self.stmt_start = 0
 
     # -- output ---------------------------------------------------------------
 
@@ -113,7 +115,8 @@ class _Lexer:
         else:
             self.out.append('"' + name.replace('"', '""') + '"')
 
-    def _end_statement(self) -> None:
+    def _end_statement(self, end: int) -> None:
+        start, self.stmt_start = self.stmt_start, end + 1
         text = "".join(self.out).strip()
         if text:
             head = tuple(self.words[:6])
@@ -126,6 +129,7 @@ class _Lexer:
                     words=frozenset(self.words),
                     had_executable_comment=self.had_exec,
                     fingerprint=fp,
+                    source=self.s[start:end].strip(),
                 )
             )
         self.literal_at = {}
@@ -147,7 +151,7 @@ class _Lexer:
             if ch == ";":
                 if self.in_exec_comment:
                     raise LexError("lexer", "a statement separator inside an executable comment")
-                self._end_statement()
+                self._end_statement(i)
                 i += 1
             elif ch == "/" and nxt == "*":
                 i = self._block_comment(i)
@@ -206,7 +210,7 @@ class _Lexer:
                 i += 1
         if self.in_exec_comment:
             raise LexError("lexer", "an unterminated executable comment")
-        self._end_statement()
+        self._end_statement(n)
         return self.statements
 
     def _plain_backslash(self) -> bool:
