@@ -445,7 +445,8 @@ _INSERT_STATEMENT_CHARS = 1 << 20
 
 # Escaping of a string literal for MySQL with NO_BACKSLASH_ESCAPES off (the session
 # mode is set below), as mysql_real_escape_string does: NUL, LF, CR, Ctrl-Z, quotes
-# and the backslash itself. The text is UTF-8 and the connection charset utf8mb4,
+# and the backslash itself (MySQL Reference Manual, "String Literals", the table of
+# special character escape sequences; MariaDB's is the same). The text is UTF-8 and the connection charset utf8mb4,
 # so no multi-byte sequence can end in a byte that looks like a quote.
 _MYSQL_ESCAPES = str.maketrans(
     {"\0": "\\0", "\n": "\\n", "\r": "\\r", "\x1a": "\\Z", "'": "\\'", '"': '\\"', "\\": "\\\\"}
