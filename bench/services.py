@@ -49,6 +49,7 @@ __all__ = [
     "start_sqlbastion",
     "stop_all",
     "thread_cpu_seconds",
+    "write_sqlbastion_config",
 ]
 
 BENCH_DATABASE = "bench"
@@ -340,26 +341,19 @@ def start_relay(upstream: Endpoint, run_dir: Path) -> Started:
 _LISTENERS = {"mysql": "sqlbastion.proxy.mysql.listener", "postgres": "sqlbastion.proxy.postgres.listener"}
 
 
-def _policy_toml() -> str:
-    """The bench person may read everything in the bench databases; two columns are masked.
+def _policy_toml(protocol: str) -> str:
+    """The bench person may read everything in the bench database; two columns are masked.
 
-    Format: docs/policy.md. The classified columns are those the masked-scan workload reads.
+    Format: docs/policy.md. Object names are ``backend:database.table.column`` for
+    MySQL and ``backend:database.schema.table.column`` for PostgreSQL. The
+    classified columns are those the masked-scan workload reads.
     """
-    objects = {
-        "mobile": (
-            f"{MYSQL_BACKEND}:{BENCH_DATABASE}.{MASK_TABLE}.mobile",
-            f"{POSTGRES_BACKEND}:{BENCH_DATABASE}.public.{MASK_TABLE}.mobile",
-        ),
-        "id_card": (
-            f"{MYSQL_BACKEND}:{BENCH_DATABASE}.{MASK_TABLE}.id_card",
-            f"{POSTGRES_BACKEND}:{BENCH_DATABASE}.public.{MASK_TABLE}.id_card",
-        ),
-    }
-    levels = {"mobile": 3, "id_card": 4}
-    classifications = "".join(
-        f'\n[[classifications]]\nobjects = ["{a}", "{b}"]\ntype = "{kind}"\nlevel = {levels[kind]}\n'
-        for kind, (a, b) in objects.items()
-    )
+    if protocol == "mysql":
+        table = f"{MYSQL_BACKEND}:{BENCH_DATABASE}.{MASK_TABLE}"
+        grants = f'"{MYSQL_BACKEND}:{BENCH_DATABASE}.*"'
+    else:
+        table = f"{POSTGRES_BACKEND}:{BENCH_DATABASE}.public.{MASK_TABLE}"
+        grants = f'"{POSTGRES_BACKEND}:{BENCH_DATABASE}.*", "{POSTGRES_BACKEND}:{BENCH_DATABASE}.public.*"'
     return (
         "[[persons]]\n"
         f'name = "{BENCH_PERSON}"\n'
@@ -368,38 +362,26 @@ def _policy_toml() -> str:
         "\n[[roles]]\n"
         'name = "bench"\n'
         'duties = ["use"]\n'
-        "grants = [\n"
-        '  { actions = ["select"], objects = ['
-        f'"{MYSQL_BACKEND}:{BENCH_DATABASE}.*", "{POSTGRES_BACKEND}:{BENCH_DATABASE}.*",'
-        f' "{POSTGRES_BACKEND}:{BENCH_DATABASE}.public.*"] }},\n'
-        "]\n"
+        f'grants = [{{ actions = ["select"], objects = [{grants}] }}]\n'
         'masks = { mobile = "mobile", id_card = "id_card" }\n'
-        'unprovable = "block"\n' + classifications
+        'unprovable = "block"\n'
+        f'\n[[classifications]]\nobjects = ["{table}.mobile"]\ntype = "mobile"\nlevel = 3\n'
+        f'\n[[classifications]]\nobjects = ["{table}.id_card"]\ntype = "id_card"\nlevel = 4\n'
     )
 
 
-def start_sqlbastion(protocol: str, backend: ServerInfo, run_dir: Path, *, bare: bool = False) -> Started:
-    """``sqlbastion serve`` for one backend, with policy and audit on, as a subprocess.
+def write_sqlbastion_config(
+    directory: Path, protocol: str, backend: ServerInfo, *, port: int, admin_port: int
+) -> tuple[Path, str]:
+    """The configuration, users file and policy file of a bench sqlbastion, in ``directory``.
 
-    One process per protocol: its RSS and its profile then belong to one protocol's workload.
-    ``bare``: bench/serve_bare.py instead, the same listener with an allow-all
-    runtime (path ``sqlbastion_bare``), to separate protocol cost from policy cost.
+    Returns the configuration file and the environment variable that must hold
+    the backend password (the configuration only references it).
     """
-    module = _LISTENERS[protocol]
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        found = False
-    if not found:
-        raise Unavailable(f"{module} is not built yet")
-    path = "sqlbastion_bare" if bare else "sqlbastion"
-    directory = run_dir / f"{path}-{protocol}"
-    directory.mkdir(parents=True, exist_ok=True)
     users = UsersFile(path=directory / "users.toml")
     users.persons[BENCH_PERSON] = make_credentials(BENCH_PERSON, BENCH_PASSWORD)
     users.save()
-    (directory / "policy.toml").write_text(_policy_toml())
-    port, admin_port = free_port(), free_port()
+    (directory / "policy.toml").write_text(_policy_toml(protocol))
     name = MYSQL_BACKEND if protocol == "mysql" else POSTGRES_BACKEND
     secret_env = f"SQLBASTION_BENCH_{protocol.upper()}_PASSWORD"
     config = directory / "sqlbastion.toml"
@@ -419,6 +401,28 @@ def start_sqlbastion(protocol: str, backend: ServerInfo, run_dir: Path, *, bare:
         f'user = "{backend.service_user}"\npassword = "env:{secret_env}"\n'
         f'database = "{BENCH_DATABASE}"\n'
     )
+    return config, secret_env
+
+
+def start_sqlbastion(protocol: str, backend: ServerInfo, run_dir: Path, *, bare: bool = False) -> Started:
+    """``sqlbastion serve`` for one backend, with policy and audit on, as a subprocess.
+
+    One process per protocol: its RSS and its profile then belong to one protocol's workload.
+    ``bare``: bench/serve_bare.py instead, the same listener with an allow-all
+    runtime (path ``sqlbastion_bare``), to separate protocol cost from policy cost.
+    """
+    module = _LISTENERS[protocol]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        raise Unavailable(f"{module} is not built yet")
+    path = "sqlbastion_bare" if bare else "sqlbastion"
+    directory = run_dir / f"{path}-{protocol}"
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config, secret_env = write_sqlbastion_config(directory, protocol, backend, port=port, admin_port=free_port())
     log = directory / "serve.log"
     env = {**os.environ, secret_env: backend.service_password}
     with open(log, "wb") as out:
@@ -440,7 +444,7 @@ def start_sqlbastion(protocol: str, backend: ServerInfo, run_dir: Path, *, bare:
         password=BENCH_PASSWORD,
         database=BENCH_DATABASE,
     )
-    started = Started(name=f"{path}-{protocol}", proc=proc, log=log, endpoint=ep, extra={"admin_port": str(admin_port)})
+    started = Started(name=f"{path}-{protocol}", proc=proc, log=log, endpoint=ep)
     _started.append(started)
     _wait_listening(port, proc, log, 60)
     return started

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from bench import external
+from bench import external, services
 from bench.profile import summarize_collapsed
 from bench.relay import start_relay
 from bench.report import (
@@ -27,6 +27,13 @@ from bench.report import (
 )
 from bench.runner import _rotate, parse_args
 from bench.workloads import Endpoint, WorkloadError, parse_pgbench_tps, parse_sysbench, pgbench_command
+
+from sqlbastion.app import validate_policy
+from sqlbastion.config import load as load_config
+from sqlbastion.devtools.servers import ServerInfo
+from sqlbastion.policies.model import ColumnRef
+from sqlbastion.policies.store import load_engine
+from sqlbastion.users import UsersFile
 
 PGBENCH_15 = """\
 pgbench (15.18 (Debian 15.18-0+deb12u1))
@@ -429,3 +436,48 @@ async def test_relay_closes_the_client_when_the_upstream_is_down() -> None:
     finally:
         relay.close()
         await relay.wait_closed()
+
+
+# -- the generated sqlbastion configuration --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("protocol", "column"),
+    [
+        ("mysql", ColumnRef(database=None, schema="bench", table="bench_mask", column="{}")),
+        ("postgres", ColumnRef(database="bench", schema="public", table="bench_mask", column="{}")),
+    ],
+)
+def test_generated_configuration_loads_and_masks_the_two_scan_columns(
+    tmp_path: Path, protocol: str, column: ColumnRef
+) -> None:
+    """If the policy format moves on, the benchmark must notice here, not measure an unmasked scan."""
+    server = ServerInfo(
+        kind="mariadb" if protocol == "mysql" else "postgres",
+        host="127.0.0.1",
+        port=3306,
+        directory=str(tmp_path),
+        pid=1,
+        admin_user="admin",
+        admin_password="admin-pw",
+        service_user="sqlbastion",
+        service_password="service-pw",
+        socket="",
+    )
+    config, secret_env = services.write_sqlbastion_config(tmp_path, protocol, server, port=40000, admin_port=40001)
+    settings = load_config(config)
+    text = config.read_text()
+    assert f'password = "env:{secret_env}"' in text  # the backend password is referenced, never written
+    assert "service-pw" not in text
+    assert validate_policy(settings) == []
+    loaded = load_engine(settings)
+    backend = settings.backends[0].name
+
+    def treatment(name: str) -> str:
+        ref = ColumnRef(database=column.database, schema=column.schema, table=column.table, column=name)
+        return loaded.masking.treatment(("bench",), backend, ref).kind
+
+    assert treatment("mobile") == "mask"
+    assert treatment("id_card") == "mask"
+    assert treatment("city") == "clear"
+    assert UsersFile.load(settings.resolve_path(settings.users_file)).get(services.BENCH_PERSON) is not None
