@@ -1,0 +1,303 @@
+"""End to end through the MySQL proxy: masked roles never receive a canary value, by any path.
+
+Every statement below reads customer 1's canary values through another shape
+(aliases, views, CTEs, set operations, functions, casts, executable comments,
+comments that lexers read differently, user variables, dynamic SQL, errors
+that echo values, character-set changes). Each runs through PyMySQL (text
+protocol, several statements per message), MySQL Connector/Python prepared
+statements (COM_STMT_EXECUTE, binary rows) and the mysql command-line client,
+via a relay that records every byte the proxy sends. The masked person's bytes
+must hold no form of any canary value; the clear person's bytes must hold them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mysql.connector
+import pymysql
+import pytest
+from pymysql.constants import CLIENT
+from tests.integration.masking_support import (
+    PASSWORDS,
+    MaskingProxy,
+    RecordingRelay,
+    find_leaks,
+    run_masking_proxy,
+)
+
+from sqlbastion.devtools.sample_bank import LoadedBank
+from sqlbastion.devtools.servers import ServerInfo
+from sqlbastion.masking.functions import chinese_name, keep, keep_digits, mobile
+
+pytestmark = pytest.mark.integration
+
+C = "customers"
+ONE = "WHERE id = 1"
+
+STATEMENTS: tuple[str, ...] = (
+    f"SELECT name, id_card, mobile, email, address FROM {C} {ONE}",
+    f"SELECT * FROM {C} {ONE}",
+    f"SELECT c.* FROM {C} c WHERE c.id = 1",
+    f"SELECT `mobile`, `c`.`name` FROM `bank`.`{C}` `c` WHERE `c`.`id` = 1",
+    f"SELECT x FROM (SELECT mobile AS x FROM {C} {ONE}) d",
+    f"WITH c AS (SELECT mobile m, name n FROM {C} {ONE}) SELECT m, n FROM c",
+    f"WITH RECURSIVE r(m, k) AS (SELECT mobile, 1 FROM {C} {ONE} UNION ALL SELECT m, k + 1 FROM r WHERE k < 2) "
+    "SELECT m FROM r",
+    f"SELECT (SELECT mobile FROM {C} {ONE}) AS s",
+    f"SELECT mobile FROM {C} {ONE} UNION SELECT 'x'",
+    f"SELECT id_card FROM {C} {ONE} UNION ALL SELECT id_card FROM {C} {ONE}",
+    "SELECT mobile, name FROM customers_v WHERE id = 1",
+    f"SELECT CONCAT(mobile, ''), CONCAT_WS('-', name, id_card) FROM {C} {ONE}",
+    f"SELECT SUBSTRING(mobile, 1, 11), MID(id_card, 1, 18), LEFT(name, 9), RIGHT(email, 40) FROM {C} {ONE}",
+    f"SELECT HEX(mobile), TO_BASE64(name), MD5(id_card), SHA1(mobile), REVERSE(address) FROM {C} {ONE}",
+    f"SELECT UPPER(email), LOWER(name), LPAD(mobile, 12, '0'), REPLACE(mobile, '1', '1') FROM {C} {ONE}",
+    f"SELECT CAST(mobile AS BINARY), CONVERT(name USING utf8mb4), mobile COLLATE utf8mb4_bin FROM {C} {ONE}",
+    f"SELECT JSON_OBJECT('m', mobile), JSON_ARRAY(name, id_card) FROM {C} {ONE}",
+    f"SELECT GROUP_CONCAT(mobile), MIN(name), MAX(id_card), JSON_ARRAYAGG(email) FROM {C} {ONE}",
+    f"SELECT CASE WHEN id = 1 THEN mobile END, COALESCE(email, ''), IFNULL(name, '') FROM {C} {ONE}",
+    f"SELECT QUOTE(mobile), INSERT(mobile, 1, 0, ''), TRIM(name), ELT(1, id_card) FROM {C} {ONE}",
+    f"/*!50000 SELECT mobile FROM {C} {ONE} */",
+    f"SELECT /*! mobile, */ id FROM {C} {ONE}",
+    f"/*M!100000 SELECT name FROM {C} {ONE} */",
+    f"SELECT id/*!, mobile */ FROM {C} {ONE}",
+    f"SELECT mobile/**/FROM/**/{C}/**/{ONE}",
+    f"SELECT id -- \n, mobile FROM {C} {ONE}",
+    f"SELECT id #\n, mobile FROM {C} {ONE}",
+    f"SELECT @m := mobile FROM {C} {ONE}",
+    "SELECT @m",
+    f"SELECT mobile INTO @v FROM {C} {ONE}",
+    "SELECT @v",
+    f"SELECT UpdateXML(1, CONCAT(0x7e, mobile), 1) FROM {C} {ONE}",
+    f"SELECT ExtractValue(1, CONCAT(0x7e, id_card)) FROM {C} {ONE}",
+    f"SELECT CAST(name AS DECIMAL) FROM {C} {ONE}",
+    f"PREPARE s1 FROM 'SELECT mobile FROM {C} {ONE}'",
+    "EXECUTE s1",
+    f"SET @q = 'SELECT id_card FROM {C} {ONE}'",
+    "PREPARE s2 FROM @q",
+    "EXECUTE s2",
+    f"CREATE TEMPORARY TABLE tmp_m AS SELECT mobile FROM {C} {ONE}",
+    "SELECT * FROM tmp_m",
+    "SELECT a.card_no, t.counterparty_card FROM accounts a JOIN transactions t ON t.account_id = a.id WHERE a.id = 1",
+    f"SELECT mobile FROM {C} {ONE} INTO OUTFILE '/tmp/sqlbastion-masking-leak.txt'",
+    "SET NAMES gbk",
+    f"SELECT name, mobile, address FROM {C} {ONE}",
+    "SET NAMES utf8mb4",
+    "SET sql_mode = 'ANSI_QUOTES'",
+    f'SELECT "mobile" FROM "{C}" {ONE}',
+    "SET sql_mode = DEFAULT",
+)
+
+MULTI: tuple[str, ...] = (
+    f"SELECT 1; SELECT mobile FROM {C} {ONE}",
+    f"SELECT id FROM {C} {ONE}; SELECT name, id_card FROM {C} {ONE}",
+)
+
+PREPARED: tuple[str, ...] = (
+    f"SELECT name, id_card, mobile, email, address, birth_date, id FROM {C} {ONE}",
+    f"SELECT * FROM {C} {ONE}",
+    f"SELECT card_no, balance, opened_at FROM accounts {ONE}",
+    f"SELECT CONCAT(mobile, ''), HEX(id_card) FROM {C} {ONE}",
+    "SELECT mobile, name FROM customers WHERE id = ?",
+)
+
+
+@pytest.fixture(scope="module")
+def my_bank(sample_bank: LoadedBank, mariadb_server: ServerInfo) -> LoadedBank:
+    s = mariadb_server
+    conn = pymysql.connect(host=s.host, port=s.port, user=s.admin_user, password=s.admin_password, database="bank")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE OR REPLACE VIEW customers_v AS SELECT id, name, mobile, id_card FROM customers")
+        conn.commit()
+    finally:
+        conn.close()
+    return sample_bank
+
+
+@pytest.fixture(scope="module")
+def proxy(
+    my_bank: LoadedBank, mariadb_server: ServerInfo, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MaskingProxy]:
+    yield from run_masking_proxy(tmp_path_factory.mktemp("masking-my"), mariadb=mariadb_server)
+
+
+def _pymysql(port: int, person: str, **kwargs: Any) -> pymysql.Connection[Any]:
+    return pymysql.connect(
+        host="127.0.0.1",
+        port=port,
+        user=person,
+        password=PASSWORDS[person],
+        database="bank",
+        connect_timeout=10,
+        charset="utf8mb4",
+        **kwargs,
+    )
+
+
+def _run_pymysql(port: int, person: str) -> None:
+    conn = _pymysql(port, person, client_flag=CLIENT.MULTI_STATEMENTS)
+    try:
+        with conn.cursor() as cur:
+            for sql in STATEMENTS + MULTI:
+                try:
+                    cur.execute(sql)
+                    cur.fetchall()
+                    while cur.nextset():
+                        cur.fetchall()
+                except pymysql.MySQLError:
+                    pass
+    finally:
+        conn.close()
+
+
+def _run_connector(port: int, person: str) -> None:
+    conn = mysql.connector.connect(
+        host="127.0.0.1",
+        port=port,
+        user=person,
+        password=PASSWORDS[person],
+        database="bank",
+        connection_timeout=10,
+        ssl_disabled=True,
+        use_pure=True,
+    )
+    try:
+        for sql in PREPARED:
+            try:
+                cur = conn.cursor(prepared=True)
+                params = (1,) if "?" in sql else ()
+                for _ in range(2):  # executed twice: the prepared statement is reused
+                    cur.execute(sql, params)
+                    cur.fetchall()
+                cur.close()
+            except mysql.connector.Error:
+                pass
+    finally:
+        conn.close()
+
+
+def _run_cli(port: int, person: str, directory: Path) -> str:
+    script = directory / f"statements-{person}.sql"
+    script.write_text(";\n".join(STATEMENTS + MULTI) + ";\n", encoding="utf-8")
+    env = dict(os.environ, MYSQL_PWD=PASSWORDS[person])
+    with script.open("rb") as stdin:
+        out = subprocess.run(
+            [
+                "mysql",
+                "--protocol=TCP",
+                "-h",
+                "127.0.0.1",
+                "-P",
+                str(port),
+                "-u",
+                person,
+                "--force",
+                "--skip-ssl",
+                "--default-character-set=utf8mb4",
+                "bank",
+            ],
+            stdin=stdin,
+            env=env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+    return out.stdout.decode("utf-8", "replace") + out.stderr.decode("utf-8", "replace")
+
+
+def _all_paths(proxy: MaskingProxy, person: str, directory: Path) -> tuple[bytes, str]:
+    relay = RecordingRelay(proxy.ports["my"])
+    try:
+        _run_pymysql(relay.port, person)
+        _run_connector(relay.port, person)
+        printed = _run_cli(relay.port, person, directory)
+        return relay.received(), printed
+    finally:
+        relay.close()
+
+
+def test_masked_person_receives_no_canary_by_any_path(proxy: MaskingProxy, my_bank: LoadedBank, tmp_path: Path) -> None:
+    wire, printed = _all_paths(proxy, "dev", tmp_path)
+    assert len(wire) > 10_000, "the statements produced traffic"
+    values = my_bank.canary.sensitive_values()
+    assert find_leaks(wire, values) == []
+    assert find_leaks(printed.encode(), values) == []
+    canary = my_bank.canary
+    for masked in (mobile(canary.mobile), keep(canary.id_card, 6, 4), chinese_name(canary.name)):
+        assert masked.encode() in wire, masked
+    assert not Path("/tmp/sqlbastion-masking-leak.txt").exists()
+
+
+def test_clear_person_sees_the_true_values(proxy: MaskingProxy, my_bank: LoadedBank, tmp_path: Path) -> None:
+    wire, _ = _all_paths(proxy, "dba", tmp_path)
+    canary = my_bank.canary
+    leaks = find_leaks(wire, canary.sensitive_values())
+    for form in ("as utf-8", "as HEX", "as MD5", "as reversed"):
+        assert any(form.lower() in leak.lower() for leak in leaks), form
+    conn = _pymysql(proxy.ports["my"], "dba")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT name, id_card, mobile, email, address FROM {C} {ONE}")
+            row = cur.fetchone()
+    finally:
+        conn.close()
+    assert row == (canary.name, canary.id_card, canary.mobile, canary.email, canary.address)
+
+
+def test_text_and_binary_rows_show_their_mask(proxy: MaskingProxy, my_bank: LoadedBank) -> None:
+    canary = my_bank.canary
+    expected = (chinese_name(canary.name), keep(canary.id_card, 6, 4), mobile(canary.mobile), canary.city)
+    sql = f"SELECT name, id_card, mobile, city FROM {C} {ONE}"
+    conn = _pymysql(proxy.ports["my"], "dev")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            assert cur.fetchone() == expected
+    finally:
+        conn.close()
+    mc = mysql.connector.connect(
+        host="127.0.0.1",
+        port=proxy.ports["my"],
+        user="dev",
+        password=PASSWORDS["dev"],
+        database="bank",
+        ssl_disabled=True,
+        use_pure=True,
+    )
+    try:
+        cur = mc.cursor(prepared=True)
+        cur.execute(sql)
+        row = cur.fetchone()
+        assert row is not None
+        assert tuple(v.decode() if isinstance(v, bytes | bytearray) else v for v in row) == expected
+        cur.execute(f"SELECT card_no, id FROM accounts {ONE}")
+        card = cur.fetchone()
+        assert isinstance(card, tuple)
+        assert card[1] == 1
+        assert card[0] in (keep_digits(canary.card_no, 6, 4), keep_digits(canary.card_no, 6, 4).encode())
+        cur.close()
+    finally:
+        mc.close()
+
+
+def test_keyed_functions_are_consistent_across_sessions_and_protocols(proxy: MaskingProxy, my_bank: LoadedBank) -> None:
+    seen = []
+    for _ in range(2):
+        conn = _pymysql(proxy.ports["my"], "analyst")
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"SELECT mobile, id_card FROM {C} {ONE}")
+                seen.append(cur.fetchone())
+        finally:
+            conn.close()
+    assert seen[0] == seen[1]
+    assert seen[0] is not None
+    token, id_card = seen[0]
+    assert len(token) == 16
+    assert token != my_bank.canary.mobile
+    assert id_card is None
