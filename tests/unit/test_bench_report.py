@@ -25,7 +25,7 @@ from bench.report import (
     markdown_table,
     render_run,
 )
-from bench.runner import _rotate, parse_args
+from bench.runner import Collector, Environment, Workload, _measure_rounds, _rotate, parse_args
 from bench.workloads import Endpoint, WorkloadError, parse_pgbench_tps, parse_sysbench, pgbench_command
 
 from sqlbastion.app import validate_policy
@@ -481,3 +481,63 @@ def test_generated_configuration_loads_and_masks_the_two_scan_columns(
     assert treatment("id_card") == "mask"
     assert treatment("city") == "clear"
     assert UsersFile.load(settings.resolve_path(settings.users_file)).get(services.BENCH_PERSON) is not None
+
+
+# -- the round loop, with stand-in workloads ---------------------------------------
+
+
+def _endpoint(path: str) -> Endpoint:
+    return Endpoint(path=path, host="127.0.0.1", port=1, user="u", password="p", database="bench")
+
+
+def test_rounds_alternate_paths_and_a_failing_path_is_reported_not_retried(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def measure(ep: Endpoint) -> float:
+        calls.append(ep.path)
+        if ep.path == "sqlbastion" and calls.count("sqlbastion") == 2:
+            raise WorkloadError("exited 1: lost connection")
+        return {"direct": 300.0, "pgbouncer": 200.0, "sqlbastion": 100.0}[ep.path]
+
+    env = Environment(run_dir=tmp_path)
+    env.endpoints["postgres"] = {p: _endpoint(p) for p in ("direct", "pgbouncer", "sqlbastion")}
+    env.endpoints["postgres"]["relay"] = "relay: not listening"
+    load = Workload(
+        key="w",
+        name="w",
+        unit="tps",
+        protocol="postgres",
+        paths=("direct", "pgbouncer", "relay", "sqlbastion"),
+        measure=measure,
+    )
+    opts = parse_args(["--rounds", "3", "--warmup", "0", "--only", "postgres", "--no-record"])
+    coll = Collector()
+    _measure_rounds(opts, env, [load], coll)
+    # Round 1 starts with direct, round 2 one further along, round 3 further still.
+    assert calls[:3] == ["direct", "pgbouncer", "sqlbastion"]
+    assert calls[3:5] == ["pgbouncer", "sqlbastion"]  # sqlbastion fails here …
+    assert calls[5:] == ["direct", "direct", "pgbouncer"]  # … and is not run again
+    assert coll.figure("w", "direct").samples == (300.0, 300.0, 300.0)
+    assert coll.figure("w", "relay").reason == "relay: not listening"
+    assert coll.figure("w", "sqlbastion").reason == "exited 1: lost connection"
+    assert coll.figure("w", "sqlbastion").value is None
+
+
+def test_a_failed_warm_up_marks_the_path_before_any_round(tmp_path: Path) -> None:
+    def measure(ep: Endpoint) -> float:
+        return 1.0
+
+    def warm(ep: Endpoint) -> float:
+        if ep.path == "sqlbastion":
+            raise WorkloadError("FATAL: unable to connect")
+        return 1.0
+
+    env = Environment(run_dir=tmp_path)
+    env.endpoints["mysql"] = {p: _endpoint(p) for p in ("direct", "sqlbastion")}
+    load = Workload(
+        key="w", name="w", unit="tps", protocol="mysql", paths=("direct", "sqlbastion"), measure=measure, warm=warm
+    )
+    coll = Collector()
+    _measure_rounds(parse_args(["--rounds", "2", "--only", "mysql"]), env, [load], coll)
+    assert coll.figure("w", "sqlbastion").reason == "FATAL: unable to connect"
+    assert coll.figure("w", "direct").samples == (1.0, 1.0)
