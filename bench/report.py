@@ -32,6 +32,7 @@ __all__ = [
     "markdown_machine",
     "markdown_table",
     "render_run",
+    "results_data",
 ]
 
 # Column order of the table, and the label each path has in it.
@@ -241,6 +242,23 @@ def render_run(info: RunInfo, results: Sequence[WorkloadResult]) -> str:
         parts += ["Profile (sqlbastion serve process, py-spy, share of samples):\n"]
         parts += ["\n".join(f"- {_escape(f)}" for f in info.findings) + "\n"]
     return "\n".join(parts)
+
+
+def results_data(results: Sequence[WorkloadResult]) -> list[dict[str, object]]:
+    """The run as plain data (for ``var/bench/results-*.json``): every sample, reason, ratio and status."""
+    return [
+        {
+            "workload": r.name,
+            "unit": r.unit,
+            "figures": {f.path: {"value": f.value, "samples": list(f.samples), "reason": f.reason} for f in r.figures},
+            "ratio": r.ratio(),
+            "compared_with": r.compared_with,
+            "target": r.target.describe(r.unit) if r.target is not None else None,
+            "status": r.status(),
+            "note": r.note,
+        }
+        for r in results
+    ]
 
 
 RESULTS_HEADING = "## Results"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import resource
 import shutil
@@ -35,7 +36,17 @@ import pymysql
 from bench import external, profile, services
 from bench.idle import hold_idle_postgres, open_idle_mysql
 from bench.machine import describe_machine
-from bench.report import PATHS, Figure, RunInfo, Target, WorkloadResult, append_run, markdown_table, render_run
+from bench.report import (
+    PATHS,
+    Figure,
+    RunInfo,
+    Target,
+    WorkloadResult,
+    append_run,
+    markdown_table,
+    render_run,
+    results_data,
+)
 from bench.workloads import Endpoint, WorkloadError, run_pgbench, run_scan, run_sysbench
 from sqlbastion.devtools.servers import ServerError, ServerInfo, start_mariadb, start_postgres, stop
 
@@ -700,6 +711,23 @@ def run(opts: Options) -> list[WorkloadResult]:
     }
     info = RunInfo(started=started, machine=describe_machine(env.server_versions), settings=settings, findings=findings)
     sys.stdout.write(markdown_table(results))
+    data_dir = ROOT / "var" / "bench"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_file = data_dir / f"results-{started:%Y%m%dT%H%M}.json"
+    data_file.write_text(
+        json.dumps(
+            {
+                "started": started.isoformat(),
+                "machine": info.machine,
+                "settings": info.settings,
+                "results": results_data(results),
+                "profile": list(findings),
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+    )
+    _say(f"figures with every sample: {data_file}")
     if opts.record is not None:
         append_run(opts.record, render_run(info, results))
         _say(f"results appended to {opts.record}")

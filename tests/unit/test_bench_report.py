@@ -24,6 +24,7 @@ from bench.report import (
     format_value,
     markdown_table,
     render_run,
+    results_data,
 )
 from bench.runner import Collector, Environment, Workload, _measure_rounds, _rotate, parse_args
 from bench.workloads import Endpoint, WorkloadError, parse_pgbench_tps, parse_sysbench, pgbench_command
@@ -235,6 +236,18 @@ def test_notes_follow_the_table() -> None:
         name="idle", unit="MiB", figures=(Figure(path="sqlbastion", samples=(100.0,)),), note="20.5 KiB per connection"
     )
     assert markdown_table([r]).rstrip().endswith("- idle: 20.5 KiB per connection")
+
+
+def test_results_as_data_keep_every_sample_and_reason() -> None:
+    data = results_data([_pg((900.0, 950.0, 850.0))])
+    json.dumps(data)  # plain data
+    (row,) = data
+    figures = row["figures"]
+    assert isinstance(figures, dict)
+    assert figures["sqlbastion"] == {"value": 900.0, "samples": [900.0, 950.0, 850.0], "reason": None}
+    assert row["ratio"] == pytest.approx(0.9)
+    assert row["status"] == "first bar met"
+    assert row["compared_with"] == "pgbouncer"
 
 
 def test_runs_are_appended_under_the_results_heading(tmp_path: Path) -> None:
