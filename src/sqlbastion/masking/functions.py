@@ -42,6 +42,7 @@ __all__ = [
 
 FULL_TEXT = "****"
 """What ``full`` (and every fallback to it) puts in place of a text value."""
+FULL_BYTES = FULL_TEXT.encode("ascii")
 
 # Chinese compound (two-character) surnames, from the Hundred Family Surnames and
 # current usage; a name starting with one of these keeps both characters.
@@ -81,6 +82,9 @@ class MaskFunction:
     date: DateOp = _null
     datetime: DatetimeOp = _null
     text_is_date: bool = False  # text values are dates/timestamps (the date function)
+    # The same text operation on an ASCII-only value given as bytes (any ASCII-compatible
+    # encoding): the hot path for the common partial masks, with no decode or encode.
+    ascii_bytes: Callable[[bytes], bytes | None] | None = None
 
 
 # --- text helpers ---------------------------------------------------------------------
@@ -101,6 +105,26 @@ def keep(value: str, first: int, last: int) -> str:
     if not _enough_hidden(n, hidden):
         return FULL_TEXT
     return value[:first] + "*" * hidden + (value[n - last :] if last else "")
+
+
+def keep_ascii(value: bytes, first: int, last: int) -> bytes:
+    """``keep`` over an ASCII-only value held as bytes (one byte per character)."""
+    n = len(value)
+    hidden = n - first - last
+    if not _enough_hidden(n, hidden):
+        return FULL_BYTES
+    return value[:first] + b"*" * hidden + (value[n - last :] if last else b"")
+
+
+def mobile_ascii(value: bytes) -> bytes:
+    """``mobile`` over an ASCII-only value held as bytes."""
+    if len(value) == 11 and value.isdigit():
+        return value[:3] + b"****" + value[7:]
+    return mobile(value.decode("ascii")).encode("ascii")
+
+
+def _full_bytes(_value: bytes) -> bytes:
+    return FULL_BYTES
 
 
 _SEPARATORS = frozenset(" -+()./")
@@ -377,17 +401,21 @@ def build_function(canonical: str, keys: Mapping[str, bytes] | None = None) -> M
     name = spec.canonical
     kind = spec.name
     if kind == "full":
-        return MaskFunction(name=name, text=_full)
+        return MaskFunction(name=name, text=_full, ascii_bytes=_full_bytes)
     if kind == "null":
         return MaskFunction(name=name, text=_null)
     if kind == "keep":
         first, last = spec.int_param("first"), spec.int_param("last")
-        return MaskFunction(name=name, text=lambda v: keep(v, first, last))
+        return MaskFunction(
+            name=name, text=lambda v: keep(v, first, last), ascii_bytes=lambda v: keep_ascii(v, first, last)
+        )
     if kind == "mobile":
-        return MaskFunction(name=name, text=mobile)
+        return MaskFunction(name=name, text=mobile, ascii_bytes=mobile_ascii)
     if kind == "id_card":
         first, last = spec.int_param("first"), spec.int_param("last")
-        return MaskFunction(name=name, text=lambda v: keep(v, first, last))
+        return MaskFunction(
+            name=name, text=lambda v: keep(v, first, last), ascii_bytes=lambda v: keep_ascii(v, first, last)
+        )
     if kind == "bank_card":
         first, last = spec.int_param("first"), spec.int_param("last")
         return MaskFunction(name=name, text=lambda v: keep_digits(v, first, last))

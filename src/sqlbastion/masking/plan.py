@@ -24,9 +24,10 @@ with a cheap tally for the ``sqlbastion_masked_values_total`` metric.
 
 from __future__ import annotations
 
-import contextlib
 import tomllib
+import weakref
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from sqlbastion.config import ConfigError, Settings
 from sqlbastion.masking.functions import MaskFunction, MissingKey, build_function
@@ -67,33 +68,31 @@ def _stricter(a: Treatment, b: Treatment) -> Treatment:
     return b if b.disclosure < a.disclosure else a
 
 
-class _Tally:
-    """Counts masked values for one plan column and adds them to the metric in batches."""
+def _flush(count: list[int], child: Any) -> None:
+    if count[0]:
+        child.inc(count[0])
+        count[0] = 0
 
-    __slots__ = ("_child", "_convert", "_count")
 
-    def __init__(self, convert: Converter, child: object) -> None:
-        self._convert = convert
-        self._child = child
-        self._count = 0
+def _counted(convert: Converter, child: Any) -> ColumnMasker:
+    """``convert`` counting the values it masks into the metric child, in batches.
 
-    def __call__(self, value: bytes | None) -> bytes | None:
+    One closure per plan column keeps the per-value cost to a list increment and
+    a compare; the remainder is added when the plan is garbage-collected.
+    """
+    count = [0]
+
+    def masker(value: bytes | None) -> bytes | None:
         if value is None:
             return None
-        self._count += 1
-        if self._count >= TALLY_FLUSH:
-            self.flush()
-        return self._convert(value)
+        n = count[0] = count[0] + 1
+        if n >= TALLY_FLUSH:
+            child.inc(n)
+            count[0] = 0
+        return convert(value)
 
-    def flush(self) -> None:
-        if self._count:
-            self._child.inc(self._count)  # type: ignore[attr-defined]  # a prometheus_client Counter child
-            self._count = 0
-
-    def __del__(self) -> None:
-        # never raise from a finaliser; a lost count is only a metric
-        with contextlib.suppress(Exception):
-            self.flush()
+    weakref.finalize(masker, _flush, count, child)
+    return masker
 
 
 class MaskingPlanner:
@@ -216,7 +215,7 @@ class MaskingPlanner:
             function = t.function or STRONGEST
             convert = self._converter(function, rc, ctx)
             child = METRICS.masked_values.labels(ctx.backend, function.partition("(")[0])
-            maskers.append(_Tally(convert, child))
+            maskers.append(_counted(convert, child))
             names.append(function)
         if all(m is None for m in maskers):
             return EMPTY_MASK_PLAN

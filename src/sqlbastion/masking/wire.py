@@ -148,6 +148,20 @@ def _int_range(width: int) -> tuple[int, int]:
 def _text_converter(fn: MaskFunction, encoding: str) -> Converter:
     op = fn.text
     full = FULL_TEXT.encode(encoding)
+    fast = fn.ascii_bytes
+    if encoding == "utf-8" and fast is not None:
+        # In UTF-8 an all-ASCII value is one byte per character: mask the bytes directly.
+        def utf8_fast(value: bytes) -> bytes | None:
+            if value.isascii():
+                return fast(value)
+            try:
+                s = value.decode("utf-8")
+            except UnicodeDecodeError:
+                return full
+            out = op(s)
+            return None if out is None else out.encode("utf-8", "surrogatepass")
+
+        return utf8_fast
     if encoding == "utf-8":
 
         def utf8(value: bytes) -> bytes | None:

@@ -19,8 +19,10 @@ from sqlbastion.masking.functions import (
     chinese_name,
     email,
     keep,
+    keep_ascii,
     keep_digits,
     mobile,
+    mobile_ascii,
 )
 from sqlbastion.masking.spec import CATALOGUE, DISCLOSURE, SpecError
 
@@ -238,3 +240,17 @@ def test_keys_and_specs_are_checked() -> None:
         build_function("fpe(key=pii)", None)
     with pytest.raises(SpecError):
         build_function("nonsense", KEYS)
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30))
+@settings(max_examples=300, deadline=None)
+def test_ascii_fast_paths_agree_with_the_text_functions(value: str) -> None:
+    raw = value.encode("ascii")
+    assert mobile_ascii(raw) == mobile(value).encode("ascii")
+    for first, last in ((6, 4), (3, 4), (1, 1), (0, 0)):
+        assert keep_ascii(raw, first, last) == keep(value, first, last).encode("ascii")
+    for spec in ("full", "mobile", "id_card", "keep(first=2,last=3)"):
+        f = fn(spec)
+        assert f.ascii_bytes is not None
+        out = f.text(value)
+        assert f.ascii_bytes(raw) == (None if out is None else out.encode("ascii"))
