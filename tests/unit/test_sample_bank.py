@@ -271,6 +271,16 @@ def test_people_are_consistent_and_unique() -> None:
     assert len({p.region.code for p in people}) > 30
 
 
+def test_reserved_names_are_never_generated() -> None:
+    # 王伟 is about one male name in 2,400 here, so 20,000 draws would hold several.
+    plain = PersonFaker(random.Random(9))
+    assert sum(plain.name("M")[0] == "王伟" for _ in range(20_000)) > 0
+    guarded = PersonFaker(random.Random(9), reserved=frozenset({"王伟"}))
+    names = [guarded.name("M")[0] for _ in range(20_000)]
+    assert "王伟" not in names
+    assert sum(n.startswith("王") for n in names) > 500
+
+
 def test_reserved_values_are_never_generated() -> None:
     faker = PersonFaker(random.Random(3), reserved=frozenset({"zhangwei88@163.com"}))
     emails = {faker.email(("zhang", "wei"), date(1988, 1, 1)) for _ in range(200)}

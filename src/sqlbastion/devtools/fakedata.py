@@ -438,12 +438,13 @@ class PersonFaker:
     """Draws fake people and card numbers from one seeded ``random.Random``.
 
     Identity numbers, mobile numbers, card numbers and e-mail addresses are unique across
-    everything one faker returns (and never equal anything in ``reserved``), so
-    a test can look a value up and find exactly one row.
+    everything one faker returns, so a test can look a value up and find exactly one
+    row; no value (names included) ever equals anything in ``reserved``.
     """
 
     def __init__(self, rng: random.Random, *, reserved: frozenset[str] = frozenset()) -> None:
         self.rng = rng
+        self._reserved = reserved
         self._used: set[str] = set(reserved)
 
     def _unique(self, make: Callable[[], str]) -> str:
@@ -483,6 +484,13 @@ class PersonFaker:
         return self._unique(make)
 
     def name(self, gender: Gender) -> tuple[str, tuple[str, str]]:
+        """A name and its pinyin. Names repeat, as they do in life, but never a reserved one."""
+        while True:
+            name, pinyin = self._draw_name(gender)
+            if name not in self._reserved:
+                return name, pinyin
+
+    def _draw_name(self, gender: Gender) -> tuple[str, tuple[str, str]]:
         surname, s_py, _ = self.rng.choices(_SURNAMES, weights=_SURNAME_WEIGHTS)[0]
         table = _GIVEN_MALE if gender == "M" else _GIVEN_FEMALE
         parts = [self.rng.choice(table) for _ in range(1 if self.rng.random() < 0.3 else 2)]

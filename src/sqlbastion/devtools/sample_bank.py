@@ -297,7 +297,7 @@ def _branch(bank: str, person_home: str, district: str) -> str:
 
 
 def _reserved() -> frozenset[str]:
-    return frozenset({CANARY.id_card, CANARY.mobile, CANARY.email, CANARY.card_no})
+    return frozenset({CANARY.name, CANARY.id_card, CANARY.mobile, CANARY.email, CANARY.card_no})
 
 
 def _customers(rng: random.Random, faker: PersonFaker, count: int) -> tuple[list[Row], list[Region]]:
