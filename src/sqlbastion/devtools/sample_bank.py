@@ -115,7 +115,7 @@ def _canary() -> CanaryRow:
         id_card=id_body + id_card_check_char(id_body),
         mobile="13923572468",
         email="shangguan.wanqing@163.com",
-        address="广东省深圳市南山区科技路88号御景园8栋2单元1808室",
+        address="广东省深圳市南山区科技路88号御景园8栋2单元1808室",  # generated rooms end in 1-4: never this one
         birth_date=date(1987, 7, 21),
         gender="F",
         city="深圳市",
