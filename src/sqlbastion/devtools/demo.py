@@ -1,7 +1,8 @@
 """``make demo``: throwaway servers, the sample bank, the demo persons and a running sqlbastion.
 
 Everything lives under ``var/demo`` (servers, users file, rendered configuration,
-audit spool, log, pid file) and listens on 127.0.0.1 only. Run twice, it reuses
+self-signed TLS certificate, audit spool, log, pid file) and listens on 127.0.0.1
+only; the listeners require TLS. Run twice, it reuses
 the running servers, reloads the sample bank and restarts sqlbastion with a
 freshly rendered configuration. ``stop`` ends the proxy, then the servers.
 
