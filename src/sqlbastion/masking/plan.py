@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import tomllib
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlbastion.config import ConfigError, Settings
@@ -40,7 +40,7 @@ from sqlbastion.masking.policy import (
     parse_masking_policy,
 )
 from sqlbastion.masking.spec import STRONGEST
-from sqlbastion.masking.wire import Converter, build_converter, python_encoding
+from sqlbastion.masking.wire import Converter, ascii_fast_path, build_converter, python_encoding
 from sqlbastion.observability.metrics import METRICS
 from sqlbastion.policies.model import ColumnRef, Decision, OutputColumn, StatementContext
 from sqlbastion.proxy.session import EMPTY_MASK_PLAN, ColumnMasker, MaskPlan, ResultColumn
@@ -48,6 +48,7 @@ from sqlbastion.settings_schema import SecretUnavailable
 
 __all__ = ["MaskingPlanner", "load_masking_policy", "planner_from_settings", "refusal_text"]
 
+FastPath = Callable[[bytes], bytes | None] | None
 FULL = Treatment(kind="mask", function=STRONGEST, lookup_allowed=False)
 MAX_CONVERTERS = 4096
 TALLY_FLUSH = 1024
@@ -74,13 +75,31 @@ def _flush(count: list[int], child: Any) -> None:
         count[0] = 0
 
 
-def _counted(convert: Converter, child: Any) -> ColumnMasker:
+def _counted(convert: Converter, child: Any, fast: Callable[[bytes], bytes | None] | None = None) -> ColumnMasker:
     """``convert`` counting the values it masks into the metric child, in batches.
 
     One closure per plan column keeps the per-value cost to a list increment and
-    a compare; the remainder is added when the plan is garbage-collected.
+    a compare; the remainder is added when the plan is garbage-collected. With
+    ``fast``, all-ASCII values skip the converter's decode and encode.
     """
     count = [0]
+
+    if fast is not None:
+        ascii_op = fast
+
+        def fast_masker(value: bytes | None) -> bytes | None:
+            if value is None:
+                return None
+            n = count[0] = count[0] + 1
+            if n >= TALLY_FLUSH:
+                child.inc(n)
+                count[0] = 0
+            if value.isascii():
+                return ascii_op(value)
+            return convert(value)
+
+        weakref.finalize(fast_masker, _flush, count, child)
+        return fast_masker
 
     def masker(value: bytes | None) -> bytes | None:
         if value is None:
@@ -102,7 +121,7 @@ class MaskingPlanner:
         self.policy = policy
         self._keys = dict(keys or {})
         self._functions: dict[str, MaskFunction] = {}
-        self._converters: dict[tuple[str, str, str, bool, str], Converter] = {}
+        self._converters: dict[tuple[str, str, str, bool, str], tuple[Converter, FastPath]] = {}
         self._restricted: dict[tuple[str, ...], bool] = {}
         self._check_keys(policy)
 
@@ -213,33 +232,30 @@ class MaskingPlanner:
                 names.append(None)
                 continue
             function = t.function or STRONGEST
-            convert = self._converter(function, rc, ctx)
+            convert, fast = self._converter(function, rc, ctx)
             child = METRICS.masked_values.labels(ctx.backend, function.partition("(")[0])
-            maskers.append(_counted(convert, child))
+            maskers.append(_counted(convert, child, fast))
             names.append(function)
         if all(m is None for m in maskers):
             return EMPTY_MASK_PLAN
         return MaskPlan(columns=tuple(maskers), functions=tuple(names))
 
-    def _converter(self, function: str, rc: ResultColumn, ctx: StatementContext) -> Converter:
+    def _converter(self, function: str, rc: ResultColumn, ctx: StatementContext) -> tuple[Converter, FastPath]:
         key = (function, ctx.dialect, rc.type_name, rc.binary, ctx.client_encoding)
-        conv = self._converters.get(key)
-        if conv is None:
+        entry = self._converters.get(key)
+        if entry is None:
             fn = self._functions.get(function)
             if fn is None:
                 fn = build_function(function, self._keys)
                 self._functions[function] = fn
-            conv = build_converter(
-                fn,
-                dialect=ctx.dialect,
-                type_name=rc.type_name,
-                binary=rc.binary,
-                encoding=python_encoding(ctx.client_encoding),
-            )
+            encoding = python_encoding(ctx.client_encoding)
+            conv = build_converter(fn, dialect=ctx.dialect, type_name=rc.type_name, binary=rc.binary, encoding=encoding)
+            fast = ascii_fast_path(fn, dialect=ctx.dialect, type_name=rc.type_name, encoding=encoding)
+            entry = (conv, fast)
             if len(self._converters) >= MAX_CONVERTERS:
                 self._converters.clear()
-            self._converters[key] = conv
-        return conv
+            self._converters[key] = entry
+        return entry
 
 
 def load_masking_policy(settings: Settings) -> MaskingPolicy:

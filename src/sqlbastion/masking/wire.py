@@ -413,6 +413,20 @@ def _mysql_temporal_binary(fn: MaskFunction, kind: Kind) -> Converter:
     return conv
 
 
+def ascii_fast_path(
+    fn: MaskFunction, *, dialect: str, type_name: str, encoding: str
+) -> Callable[[bytes], bytes | None] | None:
+    """The bytes operation ``build_converter`` applies to an all-ASCII value, when it has one.
+
+    Only for text columns in UTF-8, where an all-ASCII value is one byte per
+    character; callers test ``value.isascii()`` and fall back to the converter.
+    """
+    kind, _ = value_kind(dialect, type_name)
+    if kind is Kind.TEXT and encoding == "utf-8":
+        return fn.ascii_bytes
+    return None
+
+
 def build_converter(fn: MaskFunction, *, dialect: str, type_name: str, binary: bool, encoding: str) -> Converter:
     """The wire-format converter applying ``fn`` to one result column's values."""
     kind, width = value_kind(dialect, type_name)
