@@ -294,7 +294,13 @@ class _Analyzer:
         try:
             trees = sqlglot.parse(text, read=self.dialect)
         except (SqlglotError, RecursionError, ValueError) as exc:
-            raise Unprovable("parse", f"the statement cannot be parsed ({type(exc).__name__})") from None
+            retry = self._without_array_suffixes(text)
+            if retry is None:
+                raise Unprovable("parse", f"the statement cannot be parsed ({type(exc).__name__})") from None
+            try:
+                trees = sqlglot.parse(retry, read=self.dialect)
+            except (SqlglotError, RecursionError, ValueError):
+                raise Unprovable("parse", f"the statement cannot be parsed ({type(exc).__name__})") from None
         trees = [t for t in trees if t is not None]
         if len(trees) != 1:
             raise Unprovable("parse", "the statement does not parse as exactly one statement")
@@ -304,6 +310,31 @@ class _Analyzer:
         if isinstance(tree, exp.Command):
             raise Unprovable("command", f"the parser only recognised {str(tree.this).upper()!r} as a raw command")
         return tree
+
+    def _without_array_suffixes(self, text: str) -> str | None:
+        """PostgreSQL ``x::oid[]``: sqlglot cannot read ``[]`` after types it does not know.
+
+        Empty brackets only ever follow a type name in PostgreSQL, and whether a
+        cast is to an array or a scalar changes nothing the analysis looks at, so
+        the statement is parsed again without them.
+        """
+        if self.mysql:
+            return None
+        toks = self._tokens(text)
+        cut = [
+            (a.start, b.end)
+            for a, b in zip(toks, toks[1:], strict=False)
+            if a.text == "[" and b.text == "]" and a.kind == b.kind == "punct"
+        ]
+        if not cut:
+            return None
+        out: list[str] = []
+        pos = 0
+        for start, end in cut:
+            out.append(text[pos:start])
+            pos = end
+        out.append(text[pos:])
+        return "".join(out)
 
     def _parsed(self, text: str, kind_override: str | None = None) -> StatementFacts:
         tree = self._parse(text)

@@ -364,6 +364,8 @@ def _matches(rule: CustomRule, f: StatementFacts, person: PersonPolicy, ctx: Sta
         return False
     if m.tables and not any(covers(p, ctx.backend, path, fold=fold) for p in m.tables for path in f.reads | f.writes):
         return False
+    if m.writes and not any(covers(p, ctx.backend, path, fold=fold) for p in m.writes for path in f.writes):
+        return False
     if m.columns:
         columns = set(f.columns_read)
         for o in f.outputs:

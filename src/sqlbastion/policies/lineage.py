@@ -404,6 +404,8 @@ class Resolver:
             if not isinstance(target, exp.Identifier):
                 raise Unprovable("unsupported", f"a FROM item of type {type(target).__name__}")
             name = self.norm(target)
+            if self.mysql and name == "dual" and item.args.get("db") is None and not target.quoted:
+                return  # MySQL's DUAL: no table at all
             if item.args.get("db") is None and name in scope.ctes:
                 cols = self._rename(scope.ctes[name], alias_node)
                 scope.sources.append(Source(alias=alias or name, columns=dict(cols)))

@@ -89,6 +89,7 @@ class _RoleDoc:
 class _MatchDoc:
     statement_types: list[str] = field(default_factory=list)
     tables: list[str] = field(default_factory=list)
+    writes: list[str] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)
     functions: list[str] = field(default_factory=list)
     has_where: bool | None = None
@@ -262,6 +263,7 @@ def _rule(i: int, r: _RuleDoc, file: str) -> CustomRule:
     match = RuleMatch(
         statement_types=frozenset(s.lower() for s in m.statement_types),
         tables=tuple(parse_pattern(t, file=file, key=f"{key}.match.tables[{j}]") for j, t in enumerate(m.tables)),
+        writes=tuple(parse_pattern(t, file=file, key=f"{key}.match.writes[{j}]") for j, t in enumerate(m.writes)),
         columns=tuple(parse_pattern(c, file=file, key=f"{key}.match.columns[{j}]") for j, c in enumerate(m.columns)),
         functions=frozenset(f.lower() for f in m.functions),
         has_where=m.has_where,

@@ -213,7 +213,8 @@ class RuleMatch:
     """Facts a custom rule matches; every given key must match (AND), each list is an OR."""
 
     statement_types: frozenset[str] = frozenset()
-    tables: tuple[ObjectPattern, ...] = ()
+    tables: tuple[ObjectPattern, ...] = ()  # any object read or written
+    writes: tuple[ObjectPattern, ...] = ()  # objects written
     columns: tuple[ObjectPattern, ...] = ()
     functions: frozenset[str] = frozenset()
     has_where: bool | None = None

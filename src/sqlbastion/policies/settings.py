@@ -148,6 +148,8 @@ def _mysql_set(an: _Analyzer, st: LexedStatement) -> StatementFacts:
             effects.append(("ansi_quotes", "on" if modes & _ANSI_QUOTE_MODES else "off"))
             effects.append(("no_backslash_escapes", "on" if "NO_BACKSLASH_ESCAPES" in modes else "off"))
             lexer_change = True
+        elif name == "character_set_results" and isinstance(value, exp.Null):
+            continue  # results sent in each column's own character set; client input is unaffected
         elif name in _MYSQL_CHARSET_VARS or name.startswith("character_set_"):
             cs = (_literal_text(value) or "").lower()
             cs_base = cs.split("_")[0] if name == "collation_connection" else cs

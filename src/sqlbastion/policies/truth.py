@@ -66,6 +66,8 @@ def _num(v: object, mysql: bool) -> object:
 
 
 def _compare(op: type[exp.Expr], a: object, b: object, mysql: bool) -> object:
+    if a is _UNKNOWN or b is _UNKNOWN:
+        return _UNKNOWN
     if a is None or b is None:
         return None
     if isinstance(a, Decimal) or isinstance(b, Decimal):

@@ -35,6 +35,18 @@ dev|m|allow|-|SHOW COLUMNS FROM customers
 dev|m|allow|-|DESCRIBE customers
 dev|m|allow|-|USE bank
 dev|m|allow|-|SET NAMES utf8mb4
+dev|m|allow|-|SET NAMES 'utf8mb4' COLLATE 'utf8mb4_general_ci'
+dev|m|allow|-|SET character_set_results = NULL
+dev|m|allow|-|SELECT 1 FROM DUAL
+dev|m|allow|-|SELECT @@version_comment LIMIT 1
+dev|m|allow|-|SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED
+dev|m|allow|-|SHOW FULL TABLES FROM `bank` LIKE 'customers'
+dev|m|allow|-|SHOW CREATE TABLE customers
+dev|p|allow|-|SELECT typname, typnamespace, typtype FROM pg_type WHERE oid = ANY($1::oid[])
+dev|p|allow|-|SELECT $1::oid[], ARRAY[1, 2]::int8[]
+dev|p|allow|-|SET extra_float_digits = 3
+dev|p|allow|-|SELECT pg_catalog.current_setting('server_version_num')
+dev|p|allow|-|SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relname OPERATOR(pg_catalog.~) '^(customers)$' COLLATE pg_catalog.default AND pg_catalog.pg_table_is_visible(c.oid) ORDER BY 2, 3
 dev|m|allow|-|SET autocommit = 0
 dev|m|allow|-|SET sql_mode = 'STRICT_TRANS_TABLES'
 dev|m|allow|-|SET sql_mode = 'ANSI_QUOTES'
@@ -155,6 +167,14 @@ dev|b|block|HR-DML-TAUTOLOGY|UPDATE accounts SET status = 'x' WHERE id = 5 OR 'a
 dev|b|allow|-|DELETE FROM accounts WHERE id = 5 OR id = 6
 dev|b|allow|-|DELETE FROM accounts WHERE id = 5 OR 1 = 0
 dev|b|allow|-|DELETE FROM accounts WHERE 1 = 2 AND id = 3
+dev|m|allow|-|DELETE FROM accounts WHERE id = ?
+dev|m|allow|-|UPDATE accounts SET balance = balance + 1 WHERE id = ?
+dev|p|allow|-|DELETE FROM accounts WHERE id = $1
+dev|p|allow|-|UPDATE accounts SET balance = balance + $1 WHERE id = $2
+dev|b|allow|-|DELETE FROM accounts WHERE customer_id = id
+dev|b|allow|-|DELETE FROM accounts WHERE balance > customer_id OR status <> branch
+dev|b|allow|-|UPDATE accounts SET status = 'x' WHERE opened_at < now()
+dev|b|allow|-|DELETE FROM accounts WHERE id IN (SELECT account_id FROM transactions WHERE amount < 0)
 dev|b|allow|-|DELETE FROM accounts WHERE id = 5 AND 1 = 1
 
 ## HR-DDL-ALTER-DESTRUCTIVE
