@@ -15,6 +15,7 @@ review / audit-only), never into an allow.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 
 import sqlglot
@@ -323,7 +324,7 @@ class _Analyzer:
         toks = self._tokens(text)
         cut = [
             (a.start, b.end)
-            for a, b in zip(toks, toks[1:], strict=False)
+            for a, b in itertools.pairwise(toks)
             if a.text == "[" and b.text == "]" and a.kind == b.kind == "punct"
         ]
         if not cut:
