@@ -399,7 +399,7 @@ def _mysql_temporal_binary(fn: MaskFunction, kind: Kind) -> Converter:
                 out = None if d is None else datetime(d.year, d.month, d.day)
             else:
                 out = dt_op(datetime(year, month, day, hour, minute, second, micro))
-        except ValueError:
+        except (ValueError, OverflowError):  # a peer's bytes: an impossible date is not an error
             return None
         if out is None:
             return None

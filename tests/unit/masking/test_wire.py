@@ -174,3 +174,71 @@ def test_pg_binary_temporal() -> None:
     expected = (date(1990, 3, 1) - date(2000, 1, 1)) // timedelta(microseconds=1)
     assert ts(struct.pack(">q", micros)) == struct.pack(">q", expected)
     assert ts(struct.pack(">q", 2**63 - 1)) is None
+
+
+FUZZ_SPECS = (
+    "full",
+    "null",
+    "mobile",
+    "id_card",
+    "chinese_name",
+    "email",
+    "address",
+    "date",
+    "band",
+    "pseudonym(key=pii)",
+    "fpe(key=pii)",
+)
+FUZZ_TYPES = {
+    "mysql": (
+        "var_string",
+        "blob",
+        "long",
+        "longlong",
+        "tiny",
+        "short",
+        "newdecimal",
+        "double",
+        "float",
+        "date",
+        "datetime",
+        "timestamp",
+        "time",
+        "json",
+        "geometry",
+    ),
+    "postgres": (
+        "text",
+        "bpchar",
+        "int2",
+        "int4",
+        "int8",
+        "numeric",
+        "float4",
+        "float8",
+        "date",
+        "timestamp",
+        "timestamptz",
+        "jsonb",
+        "bytea",
+        "uuid",
+        "record",
+    ),
+}
+FUZZ_CONVERTERS = [
+    (spec, dialect, type_name, binary, conv(spec, dialect, type_name, binary=binary))
+    for spec in FUZZ_SPECS
+    for dialect, types in FUZZ_TYPES.items()
+    for type_name in types
+    for binary in (False, True)
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=40))
+def test_converters_never_raise_and_never_echo_long_input(value: bytes) -> None:
+    for spec, dialect, type_name, binary, c in FUZZ_CONVERTERS:
+        out = c(value)
+        assert out is None or isinstance(out, bytes), (spec, dialect, type_name, binary)
+        if out is not None and spec in ("full", "null") and len(value) > 4:
+            assert out != value, (spec, dialect, type_name, binary)
