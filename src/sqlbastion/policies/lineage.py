@@ -40,6 +40,7 @@ from sqlbastion.policies.facts import (
     PredicateUse,
 )
 from sqlbastion.policies.model import ColumnRef, Dialect
+from sqlbastion.policies.predicates import has_constant_logic, is_lookup
 
 if TYPE_CHECKING:
     from sqlbastion.policies.catalog import Catalog, TableInfo
@@ -112,26 +113,6 @@ class Acc:
     def feature(self, name: str, why: str) -> None:
         if (name, why) not in self.features:
             self.features.append((name, why))
-
-
-_PRED_PARENTS = (exp.And, exp.Or, exp.Not, exp.Paren, exp.Where, exp.Having, exp.Join)
-_CONSTANTS = (exp.Literal, exp.Placeholder, exp.Parameter, exp.Null, exp.Boolean)
-
-
-def _is_lookup(col: exp.Column) -> bool:
-    """``col = constant`` or ``col IN (constants)`` directly under boolean connectives."""
-    parent = col.parent
-    if isinstance(parent, exp.EQ):
-        other = parent.expression if parent.this is col else parent.this
-        ok = isinstance(other, _CONSTANTS) or (isinstance(other, exp.Neg) and isinstance(other.this, exp.Literal))
-    elif isinstance(parent, exp.In) and parent.this is col and not parent.args.get("query"):
-        ok = all(isinstance(e, _CONSTANTS) for e in parent.expressions)
-    else:
-        return False
-    up = parent.parent
-    while isinstance(up, exp.Paren):
-        up = up.parent
-    return ok and (up is None or isinstance(up, _PRED_PARENTS))
 
 
 class Resolver:
@@ -607,7 +588,7 @@ class Resolver:
                         col = merge_cols(matches)
                 self.acc.columns_read |= col.sources
                 if clause is not None:
-                    self._pred_sources(col, clause, lookup=_is_lookup(node))
+                    self._pred_sources(col, clause, lookup=is_lookup(node))
                 collected.append(col)
                 continue
             if isinstance(node, (exp.Subquery, exp.Select, exp.SetOperation)):
@@ -700,58 +681,3 @@ class Resolver:
 
 
 _FLAGGED = FILE_FUNCTIONS | TIMING_FUNCTIONS | SESSION_FUNCTIONS | SERVER_FUNCTIONS | DYNAMIC_FUNCTIONS | {"set_config"}
-
-
-_COMPARISONS = (
-    exp.EQ,
-    exp.NEQ,
-    exp.GT,
-    exp.GTE,
-    exp.LT,
-    exp.LTE,
-    exp.NullSafeEQ,
-    exp.Like,
-    exp.ILike,
-    exp.In,
-    exp.Between,
-    exp.Is,
-    exp.RegexpLike,
-)
-_CONNECTIVES = (exp.And, exp.Or, exp.Not, exp.Paren, exp.Xor)
-
-
-def _has_column(e: exp.Expr) -> bool:
-    return any(isinstance(n, exp.Column) for n in e.walk())
-
-
-def has_constant_logic(root: exp.Expr) -> bool:
-    """Whether a filter holds a comparison of constants or a bare constant (1=1, TRUE, 'a' LIKE 'a', OR 1).
-
-    Such filters make the decision depend on literal values (the tautology
-    rules), so the statement must not share a cache entry with other literals.
-    """
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, _CONNECTIVES):
-            stack.extend(node.iter_expressions())
-            continue
-        if not _has_column(node):
-            return True  # a row-independent operand: its value decides the tautology rule
-        if isinstance(node, _COMPARISONS):
-            operands = list(node.iter_expressions())
-            if not all(_has_column(o) for o in operands):
-                # A constant side: the value decides whether the comparison is constant.
-                if not any(_has_column(o) for o in operands):
-                    return True
-                if (
-                    isinstance(node, (exp.EQ, exp.GTE, exp.LTE, exp.NullSafeEQ))
-                    and len(operands) == 2
-                    and (operands[0] == operands[1])
-                ):
-                    return True
-                if isinstance(node, exp.Like):
-                    return True  # col LIKE '%' is always true for non-NULL values
-            elif len(operands) == 2 and operands[0] == operands[1]:
-                return True
-    return False
