@@ -34,7 +34,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlbastion import logs
+from sqlbastion.audit import jsontext
 from sqlbastion.audit.events import EventBuilder
+from sqlbastion.audit.intake import IntakeRing, ring_path_for
 from sqlbastion.audit.sinks.base import Backoff, Sink, build_sink
 from sqlbastion.audit.spool import Spool, SpoolError, SpoolFull, SpoolReader
 from sqlbastion.observability.metrics import METRICS
@@ -107,6 +109,7 @@ class AuditPipeline:
         fsync: Literal["always", "interval"] = "interval",
         fsync_interval_ms: int = 50,
         max_queue: int = 100_000,
+        intake_ring: IntakeRing | None = None,
     ) -> None:
         self.spool = spool
         self.sinks = list(sinks)
@@ -115,7 +118,11 @@ class AuditPipeline:
         self.fsync_interval_s = fsync_interval_ms / 1000
         spool.fsync_always = fsync == "always"
         self.max_queue = max_queue
-        self._queue: deque[tuple[int, dict[str, object]]] = deque()
+        self._queue: deque[tuple[int, dict[str, object], int]] = deque()
+        self._emit_lock = threading.Lock()
+        self._intake_next = 0
+        self._ring = intake_ring
+        self._ring_path = intake_ring.path if intake_ring is not None else None
         self._wake = threading.Event()
         self._written = threading.Condition()
         self._barriers: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
@@ -168,7 +175,9 @@ class AuditPipeline:
             secrets=tuple(backend_secrets),
         )
         METRICS.audit_spool_capacity.set(audit.max_spool_bytes)
+        ring_path = ring_path_for(spool.directory)
         return cls(
+            intake_ring=IntakeRing(ring_path) if ring_path is not None else None,
             spool=spool,
             sinks=sinks,
             builder=builder,
@@ -185,8 +194,17 @@ class AuditPipeline:
             # The writer is far behind (or the spool is failing): this event cannot be kept.
             self._lose(1, "the audit queue is full")
             return
-        self._queue.append((time.time_ns(), event))
-        self._emitted += 1
+        ts_ns = time.time_ns()
+        payload = jsontext.dumps(event) if self._ring is not None else b""
+        with self._emit_lock:
+            intake = self._intake_next
+            self._intake_next = intake + 1
+            ring = self._ring
+            if ring is not None and payload:
+                # A memory copy into the shared intake ring: survives kill -9 (intake.py).
+                ring.append(intake, ts_ns, payload)
+            self._queue.append((ts_ns, event, intake))
+            self._emitted += 1
         self._wake.set()
 
     def accepting(self) -> bool:
@@ -206,6 +224,7 @@ class AuditPipeline:
     def open(self) -> None:
         """Open the spool and start the writer and delivery threads (synchronous form of ``start``)."""
         self.spool.open()
+        self._recover_intake()
         self._running = True
         self._stopping = False
         self._writer = threading.Thread(target=self._write_loop, name="sqlbastion-audit-writer", daemon=True)
@@ -216,6 +235,50 @@ class AuditPipeline:
         )
         self._delivery.start()
         started.wait(10)
+
+    def _recover_intake(self) -> None:
+        """Spool what a killed process emitted but never wrote (intake.py), then reuse the ring."""
+        ring = self._ring
+        self._intake_next = self.spool.last_intake + 1
+        if ring is None:
+            return
+        try:
+            ring.open()
+            st = os.stat(ring.path, follow_symlinks=False)
+            if st.st_uid != os.getuid() or st.st_mode & 0o077:
+                raise OSError(f"{ring.path} is not a private file of this user")
+        except OSError as exc:
+            log.warning("audit intake ring unavailable; events in memory are lost if the process is killed",
+                        error=str(exc))  # fmt: skip
+            ring.close()
+            self._ring = None
+            return
+        entries = [e for e in ring.scan() if e.intake > self.spool.last_intake]
+        if entries:
+            events: list[dict[str, Any]] = []
+            intakes: list[int | None] = []
+            for e in entries:
+                try:
+                    raw = jsontext.loads(e.payload)
+                    built = self._build(e.ts_ns, raw if isinstance(raw, dict) else {"kind": "?"})
+                except Exception:  # one bad entry must not stop recovery
+                    log.exception("cannot rebuild an audit event from the intake ring")
+                    continue
+                events.extend(built)
+                intakes.extend([None] * (len(built) - 1) + [e.intake])
+            alert = self.builder.build_record(
+                {"kind": "alert", "details": {"alert": "audit_intake_recovered", "severity": "warning",
+                                              "message": "events emitted before the process stopped were recovered",
+                                              "lost": 0, "recovered": len(entries)}},
+                time.time_ns(),
+                _new_event_id(),
+            )  # fmt: skip
+            while events:
+                n = self.spool.append(events, intakes)
+                del events[:n], intakes[:n]
+            self.spool.append([alert])
+            log.warning("audit events recovered from the intake ring", events=len(entries))
+        self._intake_next = max(self._intake_next, self.spool.last_intake + 1, *(e.intake + 1 for e in entries))
 
     def close(self, sink_grace_s: float | None = None) -> None:
         """Write what is queued, close the spool, give sinks ``sink_grace_s`` to catch up, stop."""
@@ -285,7 +348,7 @@ class AuditPipeline:
         # pending: built events not yet in the spool; ends[i] marks the last event built
         # from one emitted dict, so flush() can count emitted dicts that are written.
         pending: list[dict[str, Any]] = []
-        ends: list[bool] = []
+        intakes: list[int | None] = []  # set on the last event built from each emitted dict
         last_sync = time.monotonic()
         failing_since: float | None = None
         try:
@@ -293,24 +356,24 @@ class AuditPipeline:
                 self._wake.wait(self.fsync_interval_s if not pending else _RETRY_WRITE_S)
                 self._wake.clear()
                 while self._queue and len(pending) < _WRITE_BATCH:
-                    ts_ns, raw = self._queue.popleft()
+                    ts_ns, raw, intake = self._queue.popleft()
                     try:
                         built = self._build(ts_ns, raw)
                     except Exception:  # a bug in building one event must not stop the writer
                         log.exception("cannot build an audit event")
                         built = [self.builder.build_record({"kind": "?"}, ts_ns, _new_event_id())]
                     pending.extend(built)
-                    ends.extend([False] * (len(built) - 1) + [True])
+                    intakes.extend([None] * (len(built) - 1) + [intake])
                 if pending:
-                    written = self._write(pending)
+                    written = self._write(pending, intakes)
                     if written:
-                        self._mark_written(sum(ends[:written]))
-                        del pending[:written], ends[:written]
+                        self._mark_written(sum(n is not None for n in intakes[:written]))
+                        del pending[:written], intakes[:written]
                     if pending and self.on_failure == "fail_open":
-                        lost = sum(ends)
+                        lost = sum(n is not None for n in intakes)
                         self._lose(lost, self._failure or "spool failure")
                         self._mark_written(lost)
-                        pending, ends = [], []
+                        pending, intakes = [], []
                     failing_since = (failing_since or time.monotonic()) if pending else None
                     if pending and self._stopping and time.monotonic() - (failing_since or 0) > self.drain_timeout_s:
                         log.error("audit events not written at shutdown", events=len(pending))
@@ -328,6 +391,12 @@ class AuditPipeline:
                 self.spool.close()
             except (OSError, SpoolError) as exc:
                 log.error("cannot close the audit spool", error=str(exc))
+            with self._emit_lock:
+                ring, self._ring = self._ring, None
+                everything_written = not self._queue and not pending and self._written_count >= self._emitted
+            if ring is not None:
+                # Everything emitted is in the spool: the ring holds nothing worth keeping.
+                ring.close(discard=everything_written)
             self._writer_done.set()
             self._notify_sinks()
             self._mark_written(0)
@@ -337,7 +406,7 @@ class AuditPipeline:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(_resolve, future)
 
-    def _write(self, events: list[dict[str, Any]]) -> int:
+    def _write(self, events: list[dict[str, Any]], intakes: list[int | None]) -> int:
         """Write as many of ``events`` as the spool takes; returns how many."""
         if self._full and self.spool.bytes_used() > self.spool.max_bytes * _RESUME_BELOW:
             # Hysteresis: after the spool filled up, wait until sinks freed real room
@@ -346,7 +415,7 @@ class AuditPipeline:
         try:
             if self._failed:
                 self._write_recovery_alert()
-            written = self.spool.append(events)
+            written = self.spool.append(events, intakes)
         except SpoolError as exc:
             self._full = isinstance(exc, SpoolFull)
             if not self._failed:

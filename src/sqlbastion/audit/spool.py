@@ -132,6 +132,7 @@ class Spool:
         self.max_bytes = max_bytes
         self.fsync_always = fsync_always
         self.written_seq = -1
+        self.last_intake = -1  # the newest intake number (intake.py) the spool holds
         self._sealer: ChainSealer | None = None
         self._fd = -1
         self._lock_fd = -1
@@ -183,6 +184,7 @@ class Spool:
             data = json.loads((self.directory / STATE_FILE).read_text(encoding="ascii"))
             if data.get("algorithm") != self.algorithm:
                 return None
+            self.last_intake = int(data.get("intake", -1))
             return int(data["seq"]), bytes.fromhex(data["key"]), bytes.fromhex(data["prev"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -216,6 +218,7 @@ class Spool:
                         rseq = obj["seq"]
                         if rseq < seq:  # before the checkpoint: already known good
                             last_type = obj.get("type")
+                            self._note_intake(obj)
                             pos = nl + 1
                             continue
                         good = rseq == seq and record_mac(self.algorithm, key, prev, payload) == mac
@@ -230,6 +233,7 @@ class Spool:
                     break
                 prev, key, seq = mac, next_key(self.algorithm, key), seq + 1
                 last_type = obj.get("type")
+                self._note_intake(obj)
                 pos = nl + 1
         sealer = ChainSealer(algorithm=self.algorithm, key=key, seq=seq, prev_mac=prev)
         if last_type != "end":
@@ -237,6 +241,11 @@ class Spool:
             line = sealer.seal({"type": "end", "ts": format_ts(time.time_ns()), "reason": "recovered"})
             self._append_to(segments[-1][1], line)
         return sealer
+
+    def _note_intake(self, obj: dict[str, Any]) -> None:
+        intake = obj.get("intake")
+        if isinstance(intake, int) and intake > self.last_intake:
+            self.last_intake = intake
 
     def _cut(self, path: Path, pos: int, discarded: int) -> None:
         """Cut a torn or invalid tail; it never reached ``written_seq`` in any process."""
@@ -289,7 +298,7 @@ class Spool:
         if written != len(data):
             raise OSError(errno.EIO, "short write to the audit spool")
 
-    def append(self, events: list[dict[str, Any]]) -> int:
+    def append(self, events: list[dict[str, Any]], intakes: list[int | None] | None = None) -> int:
         """Seal and write the longest prefix of ``events`` that fits under ``max_bytes``;
         returns how many were written. Raises SpoolFull when not even one fits,
         SpoolError when the write fails (then nothing was written)."""
@@ -302,9 +311,13 @@ class Spool:
         room = self.max_bytes - self.bytes_used() - _MARKER_RESERVE
         lines: list[bytes] = []
         size = 0
-        for e in events:
+        for i, e in enumerate(events):
             state = (sealer.key, sealer.seq, sealer.prev_mac)
-            line = sealer.seal({"type": "event", "event": e})
+            intake = intakes[i] if intakes is not None else None
+            payload: dict[str, Any] = {"type": "event", "event": e}
+            if intake is not None:
+                payload = {"type": "event", "intake": intake, "event": e}
+            line = sealer.seal(payload)
             if size + len(line) > room:
                 sealer.key, sealer.seq, sealer.prev_mac = state
                 break
@@ -324,6 +337,10 @@ class Spool:
         self._size += size
         self._dirty = True
         self.written_seq = sealer.seq - 1
+        if intakes is not None:
+            done = [n for n in intakes[: len(lines)] if n is not None]
+            if done:
+                self.last_intake = max(self.last_intake, *done)
         return len(lines)
 
     def sync(self) -> None:
@@ -358,7 +375,13 @@ class Spool:
 
     def _checkpoint(self) -> None:
         sealer = self._require_sealer()
-        state = {"algorithm": self.algorithm, "seq": sealer.seq, "key": sealer.key.hex(), "prev": sealer.prev_mac.hex()}
+        state = {
+            "algorithm": self.algorithm,
+            "seq": sealer.seq,
+            "key": sealer.key.hex(),
+            "prev": sealer.prev_mac.hex(),
+            "intake": self.last_intake,
+        }
         tmp = self.directory / (STATE_FILE + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -411,6 +434,8 @@ class Spool:
 
 
 _EVENT_PREFIX = b'{"type":"event","event":'
+_INTAKE_PREFIX = b'{"type":"event","intake":'
+_EVENT_KEY = b',"event":'
 _SEQ_KEY = b',"seq":'
 
 
@@ -498,9 +523,13 @@ class SpoolReader:
                     continue
                 break  # the writer is still on this segment
             payload, mac = split_record(line[:-1])
-            if payload.startswith(_EVENT_PREFIX):
-                # Event records are laid out {"type":"event","event":{…},"seq":N} (ChainSealer):
-                # cut the event's JSON out instead of parsing the whole record.
+            if payload.startswith(_EVENT_PREFIX) or payload.startswith(_INTAKE_PREFIX):
+                # Event records are laid out {"type":"event"[,"intake":I],"event":{…},"seq":N}
+                # (Spool.append, ChainSealer): cut the event's JSON out instead of parsing it all.
+                if payload.startswith(_EVENT_PREFIX):
+                    event_at = len(_EVENT_PREFIX)
+                else:
+                    event_at = payload.index(_EVENT_KEY, len(_INTAKE_PREFIX)) + len(_EVENT_KEY)
                 at = payload.rindex(_SEQ_KEY)
                 seq, rtype = int(payload[at + len(_SEQ_KEY) : -1]), "event"
             else:
@@ -515,7 +544,7 @@ class SpoolReader:
                 continue
             cursor = seq
             if rtype == "event":
-                body = payload[len(_EVENT_PREFIX) : at - 1]  # without the event's closing brace
+                body = payload[event_at : at - 1]  # without the event's closing brace
                 chain = b',"chain":{"seq":%d,"mac":"%s"}}' % (seq, mac.hex().encode("ascii"))
                 out.append(SpooledRecord(seq=seq, json_text=(body + chain).decode("utf-8")))
         self.after_seq = cursor
