@@ -489,6 +489,11 @@ dev|b|block|MASK-UNPROVABLE|SELECT * FROM unknown_table
 dev|b|block|MASK-UNPROVABLE|SELECT mobile FROM customers JOIN unknown_table u ON u.id = customers.id
 dba|p|allow|-|DECLARE c CURSOR FOR SELECT mobile FROM customers
 
+dev|b|block|MASK-DENY|SELECT memo FROM transactions WHERE id = 1
+dev|b|block|MASK-DENY|SELECT t.* FROM transactions t WHERE t.id = 1
+dev|b|block|MASK-DENY|SELECT x.m FROM (SELECT memo AS m FROM transactions) x
+dba|b|allow|-|SELECT memo FROM transactions WHERE id = 1
+
 ## MASK-SIDE-CHANNEL
 dev|m|block|MASK-SIDE-CHANNEL|SHOW WARNINGS
 dev|m|block|MASK-SIDE-CHANNEL|SHOW ERRORS
@@ -513,6 +518,8 @@ dev|p|block|SB-GRANT-DENIED|SECURITY LABEL ON TABLE customers IS 'x'
 dev|b|block|SB-UNPROVABLE-TYPE|123
 dev|b|block|SB-UNPROVABLE-TYPE|'a string'
 dba|b|review|SB-UNPROVABLE-PARSE|SELEC 1
+dba|p|review|SB-UNPROVABLE-COMMAND|CREATE TABLESPACE ts LOCATION '/tmp/ts'
+dev|p|block|SB-UNPROVABLE-ANALYSIS|A?
 
 ## SB-UNPROVABLE-LEXER and SB-UNPROVABLE-CHARSET
 dev|m|block|SB-UNPROVABLE-LEXER|SELECT 'unterminated
