@@ -24,7 +24,7 @@ from sqlbastion import logs
 from sqlbastion.observability.metrics import METRICS
 from sqlbastion.policies.model import Action, Decision, RuleHit
 from sqlbastion.proxy.mysql import guards
-from sqlbastion.proxy.mysql.channel import BackendConnection, PacketProtocol
+from sqlbastion.proxy.mysql.channel import BackendConnection, ConnectionClosed, PacketProtocol
 from sqlbastion.proxy.mysql.constants import (
     SQLSTATE,
     Command,
@@ -65,6 +65,9 @@ SETUP_SQL = (
 STATE_SQL = "SELECT DATABASE(), @@SESSION.sql_mode, @@SESSION.character_set_client"
 
 _NO_RESPONSE = frozenset({Command.STMT_CLOSE, Command.STMT_SEND_LONG_DATA})
+_IN_TRANS = int(ServerStatus.IN_TRANS)
+_NO_BACKSLASH_ESCAPES = int(ServerStatus.NO_BACKSLASH_ESCAPES)
+_CURSOR_EXISTS = int(ServerStatus.CURSOR_EXISTS)
 
 
 class BackendLost(Exception):
@@ -80,6 +83,8 @@ class PreparedStatement:
     num_params: int
     plan: MaskPlan | None = None  # of the open cursor, for COM_STMT_FETCH
     types: list[int] = dataclasses.field(default_factory=list)
+    # Plans by the exact bytes of the result's column definitions: valid while the verdict is.
+    plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] = dataclasses.field(default_factory=dict)
 
 
 def apply_state_changes(session: Session, summary: ResultSummary) -> None:
@@ -99,11 +104,11 @@ def apply_state_changes(session: Session, summary: ResultSummary) -> None:
                     set_sql_mode(session, value)
                 elif name == "character_set_client":
                     state.client_encoding = value.lower()
-    if summary.status is not None:
-        state.in_transaction = bool(summary.status & ServerStatus.IN_TRANS)
-        state.no_backslash_escapes = bool(summary.status & ServerStatus.NO_BACKSLASH_ESCAPES) or (
-            state.no_backslash_escapes and not summary.oks
-        )
+    status = summary.status
+    if status is not None:
+        # The server reports these two in every OK/EOF status (mysql_com.h), whatever changed them.
+        state.in_transaction = bool(status & _IN_TRANS)
+        state.no_backslash_escapes = bool(status & _NO_BACKSLASH_ESCAPES)
 
 
 def set_sql_mode(session: Session, value: str) -> None:
@@ -140,10 +145,13 @@ class CommandLoop:
         self.statements: dict[int, PreparedStatement] = {}
         self.last_prepared: int | None = None
         self._last_activity = time.monotonic()
+        self._loop = asyncio.get_running_loop()
         self._response: asyncio.Future[ResultSummary] | None = None
         self._backend_gone = False
         self._reply_seq = 1
+        self._client_gone = False
         backend.protocol.on_lost = self._on_backend_lost
+        client.on_lost = self._on_client_lost
         client.on_pause_writing = self._pause_backend
         client.on_resume_writing = self._resume_backend
 
@@ -163,6 +171,12 @@ class CommandLoop:
         t = self.backend.protocol.transport
         if t is not None and not t.is_closing():
             t.resume_reading()
+
+    def _on_client_lost(self, exc: BaseException | None) -> None:
+        # A client gone mid-result: stop the backend's work instead of draining it for nobody.
+        self._client_gone = True
+        if self._response is not None:
+            self.backend.protocol.abort()
 
     def _on_backend_lost(self, exc: BaseException | None) -> None:
         self._backend_gone = True
@@ -313,6 +327,7 @@ class CommandLoop:
         binary: bool = False,
         plan: MaskPlan | None = None,
         types: list[int] | None = None,
+        plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] | None = None,
     ) -> tuple[ResultSummary, ResponseRelay]:
         session = self.session
 
@@ -333,9 +348,9 @@ class CommandLoop:
             plan=plan,
             types=types,
             first_seq=self._reply_seq,
+            plan_cache=plan_cache,
         )
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[ResultSummary] = loop.create_future()
+        fut: asyncio.Future[ResultSummary] = self._loop.create_future()
         client = self.client
 
         def on_data(data: bytes) -> None:
@@ -362,6 +377,8 @@ class CommandLoop:
                 on_data(leftover)
             return await fut, relay
         except BackendLost:
+            if self._client_gone:
+                raise ConnectionClosed("the client left during the result") from None
             # Mid-result or before it: the client gets a clear error in sequence, then the session ends.
             err = ErrPacket(
                 errno=ErrorCode.CR_SERVER_LOST,
@@ -375,12 +392,18 @@ class CommandLoop:
             self._response = None
 
     async def _run_statement(
-        self, payload: bytes, verdict: Verdict, kind: ResponseKind, *, binary: bool = False
+        self,
+        payload: bytes,
+        verdict: Verdict,
+        kind: ResponseKind,
+        *,
+        binary: bool = False,
+        plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] | None = None,
     ) -> tuple[ResultSummary, ResponseRelay] | None:
         """Forward an allowed statement, relay its response, record the outcome."""
         started = time.perf_counter_ns()
         try:
-            summary, relay = await self._relay(payload, kind, verdict=verdict, binary=binary)
+            summary, relay = await self._relay(payload, kind, verdict=verdict, binary=binary, plan_cache=plan_cache)
         except BackendLost:
             self.session.finish(verdict, StatementOutcome(backend_error="backend connection lost"))
             raise
@@ -411,7 +434,7 @@ class CommandLoop:
 
     async def _internal(self, sql: str) -> None:
         """An internal statement whose response the client never sees."""
-        self._response = asyncio.get_running_loop().create_future()
+        self._response = self._loop.create_future()
         try:
             ok, _ = await self.backend.simple_query(sql)
         finally:
@@ -522,6 +545,7 @@ class CommandLoop:
         if stmt.state_key != self._state_key():
             stmt.verdict = self.session.authorize(stmt.sql)
             stmt.state_key = self._state_key()
+            stmt.plan_cache.clear()
             return stmt.verdict
         self.session.statements += 1
         return dataclasses.replace(stmt.verdict, event_id=new_event_id(), started_ns=time.perf_counter_ns())
@@ -534,10 +558,10 @@ class CommandLoop:
         if not verdict.allowed:
             self._refuse(verdict)
             return
-        done = await self._run_statement(payload, verdict, "query", binary=True)
+        done = await self._run_statement(payload, verdict, "query", binary=True, plan_cache=stmt.plan_cache)
         if done is not None:
             summary, relay = done
-            if summary.status is not None and summary.status & ServerStatus.CURSOR_EXISTS:
+            if summary.status is not None and summary.status & _CURSOR_EXISTS:
                 stmt.plan = relay.plan
                 stmt.types = relay.types
 
@@ -620,7 +644,7 @@ class CommandLoop:
 
     async def refresh_state(self) -> None:
         """Read the database, sql_mode and character set from the backend into the session state."""
-        self._response = asyncio.get_running_loop().create_future()
+        self._response = self._loop.create_future()
         try:
             _, rows = await self.backend.simple_query(STATE_SQL)
         finally:

@@ -183,7 +183,7 @@ class PersonHandshake:
             return Step(action="start_tls")
         resp = HandshakeResponse.decode(payload)
         self.response = resp
-        self.capabilities = resp.capabilities & self.server_capabilities & ~FORBIDDEN_CAPABILITIES
+        self.capabilities = int(resp.capabilities & self.server_capabilities & ~FORBIDDEN_CAPABILITIES)
         self.person = resp.user.decode("utf-8", "replace")
         if self.require_tls and not self.tls:
             return self._refuse("tls_required")
@@ -342,13 +342,13 @@ class BackendHandshake:
         self._plugin = g.auth_plugin
         want_tls = self.tls_mode != "disable"
         if want_tls and g.capabilities & Capability.SSL:
-            self.capabilities = caps | Capability.SSL
+            self.capabilities = int(caps | Capability.SSL)
             self._state = "tls"
             req = SslRequest(capabilities=self.capabilities, max_packet=self.max_packet, charset=self.charset)
             return Step(action="start_tls", data=self._send(req.encode()))
         if want_tls and self.tls_mode != "prefer":
             raise BackendAuthError(f"backend does not offer TLS (tls mode {self.tls_mode})", kind="tls")
-        self.capabilities = caps
+        self.capabilities = int(caps)
         return self._response()
 
     def after_tls(self) -> Step:

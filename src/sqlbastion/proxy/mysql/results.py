@@ -33,8 +33,7 @@ from sqlbastion.proxy.mysql.errors import MalformedPacket, MySQLProtocolError
 from sqlbastion.proxy.mysql.framing import frame_into
 from sqlbastion.proxy.mysql.packets import ColumnDefinition, EofPacket, ErrPacket, OkPacket, StmtPrepareOk
 from sqlbastion.proxy.mysql.rows import mask_binary_row, mask_text_row
-from sqlbastion.proxy.mysql.wire import PayloadReader
-from sqlbastion.proxy.session import MaskPlan
+from sqlbastion.proxy.session import EMPTY_MASK_PLAN, MaskPlan
 
 __all__ = ["MAX_COLUMNS", "ResponseKind", "ResponseRelay", "ResultSummary"]
 
@@ -48,6 +47,36 @@ Planner = Callable[[list[ColumnDefinition], bool], MaskPlan]
 
 # Internal states.
 _FIRST, _PREPARE_PARAMS, _COLDEFS, _COLDEFS_EOF, _ROWS, _DISCARD, _DONE = range(7)
+
+# Flags as plain ints: IntFlag arithmetic costs microseconds per operation on the hot path.
+_MORE_RESULTS = int(ServerStatus.MORE_RESULTS_EXISTS)
+_CURSOR_EXISTS = int(ServerStatus.CURSOR_EXISTS)
+_STATE_CHANGED = int(ServerStatus.SESSION_STATE_CHANGED)
+_DEPRECATE_EOF = int(Capability.DEPRECATE_EOF)
+_SESSION_TRACK = int(Capability.SESSION_TRACK)
+PLAN_CACHE_ENTRIES = 8
+
+
+def _lenenc_at(p: bytes, i: int) -> tuple[int, int]:
+    """(value, next offset) of an int<lenenc> at ``p[i]``; raises MalformedPacket when short."""
+    if i >= len(p):
+        raise MalformedPacket("int<lenenc> past the end of the packet")
+    b = p[i]
+    if b < 0xFB:
+        return b, i + 1
+    width = {0xFC: 2, 0xFD: 3, 0xFE: 8}.get(b)
+    if width is None or i + 1 + width > len(p):
+        raise MalformedPacket("bad int<lenenc>")
+    return int.from_bytes(p[i + 1 : i + 1 + width], "little"), i + 1 + width
+
+
+def _ok_fields(p: bytes) -> tuple[int, int, int]:
+    """(affected_rows, status, warnings) of an OK packet without building an OkPacket."""
+    affected, i = _lenenc_at(p, 1)
+    _, i = _lenenc_at(p, i)
+    if i + 4 > len(p):
+        raise MalformedPacket("OK packet too short")
+    return affected, p[i] | p[i + 1] << 8, p[i + 2] | p[i + 3] << 8
 
 
 @dataclass(kw_only=True, slots=True)
@@ -69,7 +98,12 @@ class ResultSummary:
 
 
 class ResponseRelay:
-    """One command's response: backend bytes in, client bytes out (sans-IO)."""
+    """One command's response: backend bytes in, client bytes out (sans-IO).
+
+    ``plan_cache`` (optional) maps the exact bytes of a result's column
+    definitions to the plan made for them; COM_STMT_EXECUTE passes the prepared
+    statement's cache so repeated executes neither decode metadata nor plan again.
+    """
 
     def __init__(
         self,
@@ -84,17 +118,18 @@ class ResponseRelay:
         types: list[int] | None = None,
         max_packet: int = 64 << 20,
         first_seq: int = 1,
+        plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] | None = None,
     ) -> None:
         self.kind = kind
         self.binary = binary or kind == "fetch"
         self._planner = planner
+        self._plan_cache = plan_cache
         self._withhold = withhold_errors
-        self._deprecate_eof = bool(backend_capabilities & Capability.DEPRECATE_EOF)
+        self._deprecate_eof = bool(backend_capabilities & _DEPRECATE_EOF)
+        self._eof_limit = 0xFFFFFF if self._deprecate_eof else 9  # 0xFE packets shorter than this end a result
         self._backend_caps = backend_capabilities
         self._client_caps = client_capabilities
-        self._rewrite_ok = bool(
-            backend_capabilities & Capability.SESSION_TRACK and not client_capabilities & Capability.SESSION_TRACK
-        )
+        self._rewrite_ok = bool(backend_capabilities & _SESSION_TRACK and not client_capabilities & _SESSION_TRACK)
         self._max_packet = max_packet
         self.summary = ResultSummary()
         self._buf = bytearray()
@@ -104,13 +139,15 @@ class ResponseRelay:
         self._fast = plan is None or plan.empty
         self._ncols = 0
         self._nparams = 0
-        self._pending_cols: list[ColumnDefinition] = []
+        self._pending: list[bytes] = []  # raw column definitions of the current result
         self._held = bytearray()
+        self._held_first_seq = 0
+        self._held_count = 0
+        self._held_in_order = True
         self._partial = bytearray()  # a logical packet spread over 16 MiB pieces
         self._partial_seq = 0
         self._continuation = False  # the previous piece was 0xFFFFFF bytes long
         self._out_seq = first_seq
-        self._in_seq = first_seq
         self._discard_phase = "rows"
         self._discard_cols = 0
 
@@ -137,7 +174,11 @@ class ResponseRelay:
     def _emit_payload(self, out: bytearray, payload: bytes) -> None:
         self._out_seq = frame_into(out, self._out_seq, payload)
 
-    def _emit_raw(self, out: bytearray, raw: bytes | bytearray | memoryview, seq: int) -> None:
+    def _forward(self, out: bytearray, payload: bytes, raw: bytes | None, seq: int) -> None:
+        """Send a packet on unchanged (renumbered if the client's numbering has moved)."""
+        if raw is None:
+            self._out_seq = frame_into(out, self._out_seq, payload)
+            return
         if seq == self._out_seq:
             out += raw
         else:
@@ -160,52 +201,54 @@ class ResponseRelay:
                 raise MalformedPacket("backend sent data after the end of the response")
             return b""
         buf = self._buf
-        buf += data
+        if buf:
+            buf += data
+            data = bytes(buf)
+            buf.clear()
         out = bytearray()
         pos = 0
-        n = len(buf)
+        n = len(data)
         run_start = -1  # start of a run of raw row packets forwarded unchanged
         rows = 0
+        eof_limit = self._eof_limit
         while n - pos >= 4:
-            length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+            length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
             end = pos + 4 + length
             if end > n:
                 break
-            seq = buf[pos + 3]
+            seq = data[pos + 3]
             if self._state == _ROWS and self._fast and seq == self._out_seq:
-                # The hot loop: unmasked rows are counted, never decoded.
-                if self._continuation:
+                # The hot loop: unmasked rows are counted, never decoded. A piece after a
+                # 0xFFFFFF-byte piece continues a row (16 MiB or more) and is never a terminator.
+                ends = False
+                if not self._continuation and length:
+                    b0 = data[pos + 4]
+                    ends = b0 == 0xFF or (b0 == 0xFE and length < eof_limit)
+                if not ends:
+                    if not self._continuation:
+                        rows += 1
                     self._continuation = length == MAX_PACKET_PAYLOAD
                     if run_start < 0:
                         run_start = pos
-                    self._out_seq = self._in_seq = (seq + 1) & 0xFF
-                    pos = end
-                    continue
-                first = buf[pos + 4] if length else 0
-                if not (first == 0xFF or (first == 0xFE and length < (0xFFFFFF if self._deprecate_eof else 9))):
-                    rows += 1
-                    self._continuation = length == MAX_PACKET_PAYLOAD
-                    if run_start < 0:
-                        run_start = pos
-                    self._out_seq = self._in_seq = (seq + 1) & 0xFF
+                    self._out_seq = (seq + 1) & 0xFF
                     pos = end
                     continue
             if run_start >= 0:
-                out += buf[run_start:pos]
+                out += data[run_start:pos]
                 run_start = -1
-            self._in_seq = (seq + 1) & 0xFF
-            self._piece(out, bytes(buf[pos:end]), length, seq)
+            self._piece(out, data[pos:end], length, seq)
             pos = end
             if self._state == _DONE:
                 break
         if run_start >= 0:
-            out += buf[run_start:pos]
+            out += data[run_start:pos]
         self.summary.rows += rows
-        del buf[:pos]
-        if self._state == _DONE and buf:
-            raise MalformedPacket("backend sent data after the end of the response")
-        if len(buf) > self._max_packet + 8:
-            raise MalformedPacket("backend packet larger than the limit")
+        if pos < n:
+            if self._state == _DONE:
+                raise MalformedPacket("backend sent data after the end of the response")
+            buf += data[pos:]
+            if len(buf) > self._max_packet + 8:
+                raise MalformedPacket("backend packet larger than the limit")
         self.summary.bytes_out += len(out)
         return bytes(out)
 
@@ -227,107 +270,89 @@ class ResponseRelay:
 
     def _packet(self, out: bytearray, payload: bytes, raw: bytes | None, seq: int) -> None:
         """One logical packet. ``raw`` is its framed form when it is one piece (forwardable as is)."""
-
-        def forward() -> None:
-            if raw is not None:
-                self._emit_raw(out, raw, seq)
-            else:
-                self._emit_payload(out, payload)
-
         state = self._state
         first = payload[0] if payload else -1
+        if state == _ROWS:
+            self._on_row(out, payload, raw, seq)
+            return
         if state == _DISCARD:
             self._discard(payload)
             return
-        if first == 0xFF and (state in (_FIRST, _ROWS, _COLDEFS_EOF) or self.kind != "query"):
+        if first == 0xFF and (state in (_FIRST, _COLDEFS_EOF) or self.kind != "query"):
             self._on_error(out, payload)
             return
         if self.kind == "single":
             if first == 0x00 and len(payload) >= 7:
-                self._emit_ok(out, payload, forward)
+                self._on_ok(out, payload, raw, seq)
             else:
-                forward()
+                self._forward(out, payload, raw, seq)
             self._state = _DONE
             return
         if state == _FIRST:
-            self._on_first(out, payload, forward)
+            self._on_first(out, payload, raw, seq)
         elif state == _PREPARE_PARAMS:
-            self._on_prepare_params(out, payload, forward)
+            self._on_prepare_params(payload, raw, seq, out)
         elif state == _COLDEFS:
-            self._on_coldef(out, payload, forward)
+            self._on_coldef(out, payload, raw, seq)
         elif state == _COLDEFS_EOF:
             if not (first == 0xFE and len(payload) < 9):
                 raise MalformedPacket("expected EOF after the column definitions")
-            self._hold_or_forward(payload, raw, seq, out)
-            eof = EofPacket.decode(payload)
-            self.summary.status = eof.status
+            status = payload[3] | payload[4] << 8 if len(payload) >= 5 else 0
+            self.summary.status = status
             if self.kind == "prepare":
-                self._after_prepare_section(out)
-            elif eof.status & ServerStatus.CURSOR_EXISTS:
-                self._release_held(out)
+                self._forward(out, payload, raw, seq)
                 self._state = _DONE
-            else:
-                self._release_held(out)
-                self._state = _ROWS
-        elif state == _ROWS:
-            self._on_row(out, payload, forward)
+                return
+            self._hold(payload, raw, seq)
+            self._release_held(out)
+            self._state = _DONE if status & _CURSOR_EXISTS else _ROWS
         else:
             raise MalformedPacket("unexpected packet")
 
     # -- states --------------------------------------------------------------
 
-    def _on_first(self, out: bytearray, payload: bytes, forward: Callable[[], None]) -> None:
+    def _on_first(self, out: bytearray, payload: bytes, raw: bytes | None, seq: int) -> None:
         first = payload[0] if payload else -1
         if self.kind == "prepare":
             if first != 0x00:
                 raise MalformedPacket("expected COM_STMT_PREPARE_OK")
             prep = StmtPrepareOk.decode(payload)
             self.summary.prepare_ok = prep
-            forward()
+            self._forward(out, payload, raw, seq)
             self._nparams = prep.num_params
             self._ncols = prep.num_columns
             if prep.num_params > MAX_COLUMNS * 16 or prep.num_columns > MAX_COLUMNS:
                 raise MalformedPacket("too many parameters or columns")
-            self._state = _PREPARE_PARAMS
-            self._after_prepare_ok_header(out)
+            if self._nparams:
+                self._state = _PREPARE_PARAMS
+            else:
+                self._state = _COLDEFS if self._ncols else _DONE
             return
         if self.kind == "field_list":
             self._state = _COLDEFS
-            self._ncols = -1  # until EOF
-            self._on_coldef(out, payload, forward)
+            self._on_coldef(out, payload, raw, seq)
             return
         if first == 0x00 and len(payload) >= 7:
-            ok = self._emit_ok(out, payload, forward)
+            status = self._on_ok(out, payload, raw, seq)
             self.summary.results += 1
-            if ok.status & ServerStatus.MORE_RESULTS_EXISTS:
-                self._state = _FIRST
-            else:
-                self._state = _DONE
+            self._state = _FIRST if status & _MORE_RESULTS else _DONE
             return
         if first == 0xFB:
             raise MalformedPacket("backend asked for a LOCAL INFILE, which sqlbastion never negotiates")
-        r = PayloadReader(payload)
-        ncols = r.lenenc_int("column count")
-        if ncols == 0 or ncols > MAX_COLUMNS or not r.at_end():
+        ncols, end = _lenenc_at(payload, 0)
+        if ncols == 0 or ncols > MAX_COLUMNS or end != len(payload):
             raise MalformedPacket(f"column count {ncols}")
         self._ncols = ncols
-        self._pending_cols = []
+        self._pending = []
         self._held = bytearray()
         self._plan = None
         self._fast = True
-        self._hold_payload(payload)
+        self._hold(payload, raw, seq)
         self._state = _COLDEFS
 
-    def _after_prepare_ok_header(self, out: bytearray) -> None:
-        if self._nparams == 0:
-            self._state = _COLDEFS
-            if self._ncols == 0:
-                self._state = _DONE
-
-    def _on_prepare_params(self, out: bytearray, payload: bytes, forward: Callable[[], None]) -> None:
+    def _on_prepare_params(self, payload: bytes, raw: bytes | None, seq: int, out: bytearray) -> None:
         if self._nparams > 0:
-            ColumnDefinition.decode(payload)
-            forward()
+            self._forward(out, payload, raw, seq)
             self._nparams -= 1
             if self._nparams == 0:
                 if self._deprecate_eof:
@@ -337,58 +362,66 @@ class ResponseRelay:
             return
         if not (payload[:1] == b"\xfe" and len(payload) < 9):
             raise MalformedPacket("expected EOF after the parameter definitions")
-        forward()
+        self._forward(out, payload, raw, seq)
         self._state = _COLDEFS if self._ncols else _DONE
 
-    def _after_prepare_section(self, out: bytearray) -> None:
-        self._release_held(out)
-        self._state = _DONE
-
-    def _on_coldef(self, out: bytearray, payload: bytes, forward: Callable[[], None]) -> None:
+    def _on_coldef(self, out: bytearray, payload: bytes, raw: bytes | None, seq: int) -> None:
         if self.kind == "field_list":
             first = payload[0] if payload else -1
-            if first == 0xFE and len(payload) < (0xFFFFFF if self._deprecate_eof else 9):
+            if first == 0xFE and len(payload) < self._eof_limit:
                 if len(payload) >= 7 and self._deprecate_eof:
-                    self._emit_ok(out, payload, forward)
+                    self._on_ok(out, payload, raw, seq)
                 else:
-                    forward()
+                    self._forward(out, payload, raw, seq)
                 self._state = _DONE
                 return
-            if len(self._pending_cols) >= MAX_COLUMNS:
+            if len(self._pending) >= MAX_COLUMNS:
                 raise MalformedPacket("too many column definitions")
-            self._pending_cols.append(ColumnDefinition.decode(payload))
-            forward()
+            self._pending.append(payload)
+            self._forward(out, payload, raw, seq)
             return
-        col = ColumnDefinition.decode(payload)
-        self._pending_cols.append(col)
+        self._pending.append(payload)
         if self.kind == "prepare":
-            forward()
-        else:
-            self._hold_payload(payload)
-        if len(self._pending_cols) < self._ncols:
+            self._forward(out, payload, raw, seq)
+            if len(self._pending) >= self._ncols:
+                self._state = _DONE if self._deprecate_eof else _COLDEFS_EOF
             return
-        self.summary.columns = list(self._pending_cols)
-        self._types = [c.type for c in self._pending_cols]
-        if self.kind == "prepare":
-            if self._deprecate_eof:
-                self._state = _DONE
-            else:
-                self._state = _COLDEFS_EOF
+        self._hold(payload, raw, seq)
+        if len(self._pending) < self._ncols:
             return
         self._make_plan(out)
+        if self._state == _DISCARD:
+            return
         if self._deprecate_eof:
             self._release_held(out)
-            self._state = _ROWS if self._state != _DISCARD else _DISCARD
-        elif self._state != _DISCARD:
+            self._state = _ROWS
+        else:
             self._state = _COLDEFS_EOF
 
+    def columns(self) -> list[ColumnDefinition]:
+        """The decoded column definitions of the current result (decoded on demand)."""
+        return [ColumnDefinition.decode(p) for p in self._pending]
+
     def _make_plan(self, out: bytearray) -> None:
-        plan = self._planner(self._pending_cols, self.binary) if self._planner is not None else None
+        cache = self._plan_cache
+        key = bytes(self._held) + (b"B" if self.binary else b"T")
+        cached = cache.get(key) if cache is not None else None
+        if cached is not None:
+            plan, self._types = cached
+        else:
+            cols = self.columns()
+            self.summary.columns = cols
+            self._types = [c.type for c in cols]
+            plan = self._planner(cols, self.binary) if self._planner is not None else EMPTY_MASK_PLAN
+            if cache is not None:
+                if len(cache) >= PLAN_CACHE_ENTRIES:
+                    cache.clear()
+                cache[key] = (plan, self._types)
         self._plan = plan
-        self._fast = plan is None or plan.empty
-        if plan is not None and plan.refuse is not None:
+        self._fast = plan is EMPTY_MASK_PLAN or plan.empty
+        if plan.refuse is not None:
             self._refuse(out, plan.refuse)
-        elif plan is not None and not plan.empty and len(plan.columns) != len(self._pending_cols):
+        elif not plan.empty and len(plan.columns) != self._ncols:
             self._refuse(out, "sqlbastion: result withheld: the mask plan does not match the result's columns.")
 
     def _refuse(self, out: bytearray, text: str, *, phase: str | None = None) -> None:
@@ -413,12 +446,12 @@ class ResponseRelay:
             if not (first == 0xFE and len(payload) < 9):
                 raise MalformedPacket("expected EOF after the column definitions")
             self._discard_phase = "rows"
-            if EofPacket.decode(payload).status & ServerStatus.CURSOR_EXISTS:
+            if EofPacket.decode(payload).status & _CURSOR_EXISTS:
                 self._state = _DONE
             return
         if phase == "rows":
             if first == 0xFE and len(payload) < (0xFFFFFF if self._deprecate_eof else 9):
-                more = self._status_of(payload) & ServerStatus.MORE_RESULTS_EXISTS
+                more = self._status_of(payload) & _MORE_RESULTS
                 if more and self.kind == "query":
                     self._discard_phase = "first"
                 else:
@@ -427,10 +460,10 @@ class ResponseRelay:
         if phase == "first":
             if first == 0x00 and len(payload) >= 7:
                 ok = OkPacket.decode(payload, self._backend_caps)
-                if not ok.status & ServerStatus.MORE_RESULTS_EXISTS:
+                if not ok.status & _MORE_RESULTS:
                     self._state = _DONE
                 return
-            ncols = PayloadReader(payload).lenenc_int("column count")
+            ncols, _ = _lenenc_at(payload, 0)
             if ncols == 0 or ncols > MAX_COLUMNS:
                 raise MalformedPacket(f"column count {ncols}")
             self._discard_phase = "coldefs"
@@ -446,24 +479,26 @@ class ResponseRelay:
             return EofPacket.decode(payload).status
         return OkPacket.decode(payload, self._backend_caps).status
 
-    def _on_row(self, out: bytearray, payload: bytes, forward: Callable[[], None]) -> None:
+    def _on_row(self, out: bytearray, payload: bytes, raw: bytes | None, seq: int) -> None:
         first = payload[0] if payload else -1
-        if first == 0xFE and len(payload) < (0xFFFFFF if self._deprecate_eof else 9):
+        if first == 0xFF:
+            self._on_error(out, payload)
+            return
+        if first == 0xFE and len(payload) < self._eof_limit:
             if self._deprecate_eof:
-                status = self._emit_ok(out, payload, forward).status
+                status = self._on_ok(out, payload, raw, seq)
             else:
-                eof = EofPacket.decode(payload)
-                status = eof.status
-                self.summary.warnings = eof.warnings
+                status = payload[3] | payload[4] << 8 if len(payload) >= 5 else 0
+                self.summary.warnings = payload[1] | payload[2] << 8 if len(payload) >= 3 else 0
                 self.summary.status = status
-                forward()
+                self._forward(out, payload, raw, seq)
             self.summary.results += 1
-            self._state = _FIRST if status & ServerStatus.MORE_RESULTS_EXISTS and self.kind == "query" else _DONE
+            self._state = _FIRST if status & _MORE_RESULTS and self.kind == "query" else _DONE
             return
         self.summary.rows += 1
         plan = self._plan
-        if plan is None or plan.empty:
-            forward()
+        if self._fast or plan is None:
+            self._forward(out, payload, raw, seq)
             return
         try:
             if self.binary:
@@ -488,37 +523,48 @@ class ResponseRelay:
         self._emit_payload(out, err.encode(self._client_caps))
         self._state = _DONE
 
-    def _emit_ok(self, out: bytearray, payload: bytes, forward: Callable[[], None]) -> OkPacket:
-        ok = OkPacket.decode(payload, self._backend_caps)
-        self.summary.status = ok.status
-        self.summary.warnings = ok.warnings
-        self.summary.affected += ok.affected_rows
-        if ok.session_state:
-            self.summary.oks.append(ok)
-        if self._rewrite_ok:
-            self._emit_payload(out, ok.encode(self._client_caps))
-        else:
-            forward()
-        return ok
+    def _on_ok(self, out: bytearray, payload: bytes, raw: bytes | None, seq: int) -> int:
+        """Record an OK (or 0xFE OK), forward it in the client's format; returns its status flags."""
+        affected, status, warnings = _ok_fields(payload)
+        summary = self.summary
+        summary.status = status
+        summary.warnings = warnings
+        summary.affected += affected
+        if status & _STATE_CHANGED or self._rewrite_ok:
+            ok = OkPacket.decode(payload, self._backend_caps)
+            if ok.session_state:
+                summary.oks.append(ok)
+            if self._rewrite_ok:
+                self._emit_payload(out, ok.encode(self._client_caps))
+                return status
+        self._forward(out, payload, raw, seq)
+        return status
 
     # -- holding column definitions until the plan is known ------------------
 
-    def _hold_payload(self, payload: bytes) -> None:
+    def _hold(self, payload: bytes, raw: bytes | None, seq: int) -> None:
+        """Keep a metadata packet until the result's plan is known (bounded)."""
         if len(self._held) + len(payload) > MAX_HELD_BYTES:
             raise MalformedPacket("result metadata larger than the limit")
-        frame_into(self._held, 0, payload)  # sequence ids are set when released
-
-    def _hold_or_forward(self, payload: bytes, raw: bytes | None, seq: int, out: bytearray) -> None:
-        if self.kind == "prepare":
-            if raw is not None:
-                self._emit_raw(out, raw, seq)
-            else:
-                self._emit_payload(out, payload)
-            return
-        self._hold_payload(payload)
+        if not self._held:
+            self._held_first_seq = seq
+            self._held_count = 0
+            self._held_in_order = True
+        if raw is not None and seq == (self._held_first_seq + self._held_count) & 0xFF:
+            self._held += raw
+        else:
+            self._held_in_order = False
+            frame_into(self._held, 0, payload)
+        self._held_count += 1
 
     def _release_held(self, out: bytearray) -> None:
         held = self._held
+        if self._held_in_order and self._held_first_seq == self._out_seq:
+            # The common case: the held bytes are exactly what came in, numbered as the client expects.
+            out += held
+            self._out_seq = (self._out_seq + self._held_count) & 0xFF
+            self._held = bytearray()
+            return
         pos = 0
         while pos < len(held):
             length = held[pos] | held[pos + 1] << 8 | held[pos + 2] << 16
