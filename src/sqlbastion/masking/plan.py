@@ -158,7 +158,9 @@ class MaskingPlanner:
                 return DENY
             if t.kind == "mask":
                 return _stricter(FULL, t)
-        if masked and not oc.direct:
+        if masked and (not oc.direct or oc.whole_row_of):
+            # an expression (or a value built with whole rows) is not the column's value:
+            # the column's partial mask would not mean anything, so nothing of it is shown
             return _stricter(FULL, result)
         return result
 

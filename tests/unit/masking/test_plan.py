@@ -7,6 +7,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sqlbastion.config import ConfigError, loads
 from sqlbastion.masking.functions import MissingKey
@@ -274,3 +276,44 @@ def test_planner_from_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     broken = loads('[policy]\nfiles = ["broken.toml"]\n', source=str(tmp_path / "sqlbastion.toml"))
     with pytest.raises(ConfigError, match="TOML"):
         load_masking_policy(broken)
+
+
+SOURCES = [MOBILE, IDC, CITY, ref("accounts", "balance"), ref("customers", "email")]
+META = [None, ("customers", "mobile"), ("customers", "id_card"), ("customers", "city"), ("transactions", "memo")]
+
+
+@st.composite
+def output_columns(draw: st.DrawFn) -> OutputColumn:
+    sources = draw(st.sets(st.sampled_from(SOURCES), max_size=3))
+    whole = tuple(draw(st.lists(st.sampled_from(SOURCES), max_size=2)))
+    return OutputColumn(
+        name="c", sources=frozenset(sources), direct=draw(st.booleans()), opaque=draw(st.booleans()), whole_row_of=whole
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(output_columns(), st.sampled_from(META)), min_size=1, max_size=4))
+def test_plan_is_never_weaker_than_lineage_or_metadata(cols: list[tuple[OutputColumn, tuple[str, str] | None]]) -> None:
+    planner = MaskingPlanner(parse_masking_policy(tomllib.loads(POLICY), file="p.toml"), keys=KEYS)
+    policy = planner.policy
+    roles = ("developer",)
+    d = decision(tuple(o for o, _ in cols))
+    rcs = [rc(f"c{i}", *(m if m else (None, None))) for i, (_, m) in enumerate(cols)]
+    plan = planner.plan(d, ctx(*roles), rcs)
+    per_column = []
+    for o, m in cols:
+        lineage = {policy.treatment(roles, "core", s).kind for s in [*o.sources, *o.whole_row_of]}
+        kinds = set(lineage)
+        if m is not None:
+            kinds.add(policy.treatment(roles, "core", ref(*m)).kind)
+        per_column.append((lineage, kinds))
+    if any("deny" in kinds for _, kinds in per_column):
+        assert plan.refuse is not None
+        return
+    assert plan.refuse is None
+    for i, ((o, _), (lineage, kinds)) in enumerate(zip(cols, per_column, strict=True)):
+        masked = "mask" in kinds or o.opaque
+        assert (bool(plan.columns) and plan.columns[i] is not None) == masked
+        if ("mask" in lineage and (not o.direct or o.whole_row_of)) or o.opaque:
+            # an expression, opaque or whole-row value over a masked column is fully masked
+            assert plan.functions[i] in ("full", "null")
