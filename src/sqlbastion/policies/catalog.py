@@ -64,6 +64,9 @@ class Catalog:
     version: str = "empty"
     loaded_at: float = 0.0
     _by_oid: Mapping[int, TableInfo] = field(default_factory=lambda: MappingProxyType({}))
+    # Per-snapshot memo for derived values (a table's column lineage); the
+    # snapshot never changes, so neither do they. Bounded by the catalog's size.
+    memo: dict[object, object] = field(default_factory=dict, repr=False)
 
     @staticmethod
     def build(

@@ -441,13 +441,42 @@ class Resolver:
                 for c, lc in cols
             }
         else:
-            own = {c: Col(frozenset({self.column_ref(database, schema, name, c)}), True) for c in info.columns}
+            own = self._base_columns(info, database, schema, name)
         source = Source(alias=alias or name, columns=own, path=path)
         if alias_node is not None and alias_node.args.get("columns"):
             source.columns = dict(self._rename(list(own.items()), alias_node))
         return source
 
+    def _base_columns(self, info: TableInfo, database: str | None, schema: str, name: str) -> dict[str, Col]:
+        """A base table's columns as lineage; memoised on the (immutable) catalog snapshot.
+
+        Callers never mutate the returned dict (sources get new dicts when renamed).
+        """
+        key = ("base", database, schema, name)
+        memo = self.catalog.memo if self.catalog is not None else None
+        if memo is not None:
+            hit = memo.get(key)
+            if isinstance(hit, dict):
+                return hit
+        own = {c: Col(frozenset({self.column_ref(database, schema, name, c)}), True) for c in info.columns}
+        if memo is not None:
+            memo[key] = own
+        return own
+
     def _view_columns(self, info: TableInfo, database: str | None) -> list[tuple[str, Col]]:
+        """A view's output lineage through its definition (memoised on the catalog snapshot)."""
+        key = ("view", database, info.schema, info.name)
+        memo = self.catalog.memo if self.catalog is not None else None
+        if memo is not None:
+            hit = memo.get(key)
+            if isinstance(hit, list):
+                return hit
+        cols = self._resolve_view(info, database)
+        if memo is not None:
+            memo[key] = cols
+        return cols
+
+    def _resolve_view(self, info: TableInfo, database: str | None) -> list[tuple[str, Col]]:
         """A view's output lineage through its definition; facts inside it belong to its owner."""
         from sqlbastion.policies.lexer import LexError, LexerState, lex
 
