@@ -218,6 +218,7 @@ class _Connection(asyncio.Protocol):
         self.closing = False
         self._paused: set[str] = set()
         self._client_reading_paused = False
+        self._backend_reading_paused = False
         self._task: asyncio.Task[None] | None = None
         self._catalog_task: asyncio.Task[None] | None = None
 
@@ -584,7 +585,8 @@ class _Connection(asyncio.Protocol):
             return
         if relay.need_catalog is not None and self._catalog_task is None:
             self._catalog_task = asyncio.get_running_loop().create_task(self._load_catalog(), name="pg-catalog")
-        self.set_flow("client_backlog", relay.client_buffered > HIGH_WATER)
+        if relay.client_buffered > HIGH_WATER or "client_backlog" in self._paused:
+            self.set_flow("client_backlog", relay.client_buffered > HIGH_WATER)
 
     async def _load_catalog(self) -> None:
         relay, catalog = self.relay, self.catalog
@@ -605,16 +607,21 @@ class _Connection(asyncio.Protocol):
 
     def set_flow(self, reason: str, on: bool) -> None:
         """Backpressure: pause reading one side while the other cannot take more."""
+        if on == (reason in self._paused):
+            return  # no change: the hot path stops here
         if on:
             self._paused.add(reason)
         else:
             self._paused.discard(reason)
         bp = self.backend_proto
-        if bp is not None and bp.transport is not None and not bp.transport.is_closing():
-            if "client_full" in self._paused:
-                bp.transport.pause_reading()
-            else:
-                bp.transport.resume_reading()
+        backend_pause = "client_full" in self._paused
+        if backend_pause != self._backend_reading_paused and bp is not None and bp.transport is not None:
+            self._backend_reading_paused = backend_pause
+            if not bp.transport.is_closing():
+                if backend_pause:
+                    bp.transport.pause_reading()
+                else:
+                    bp.transport.resume_reading()
         client_pause = bool(self._paused & {"backend_full", "client_backlog"})
         if client_pause != self._client_reading_paused and self.transport is not None:
             self._client_reading_paused = client_pause

@@ -180,6 +180,13 @@ class MessageReader:
         self._consume(end)
         return kind, frame
 
+    def take_frame(self, end: int) -> tuple[int, bytes]:
+        """Consume the frame ending at ``end`` (from ``next_frame_end``): (type, whole frame)."""
+        pos = self._pos
+        frame = bytes(self._buf[pos:end])
+        self._consume(end)
+        return frame[0], frame
+
     def next_frame_end(self) -> int:
         """Offset past the next complete frame in the internal buffer, or -1 if incomplete."""
         pos = self._pos
@@ -351,43 +358,55 @@ class BindMessage:
 
 def decode_bind(body: bytes) -> BindMessage:
     """Bind (§55.7): String portal, String statement, Int16 n + Int16 format × n (parameters),
-    Int16 n + (Int32 length, bytes) × n (values), Int16 n + Int16 format × n (results)."""
-    c = _Cursor(body, "Bind")
-    portal = c.cstring()
-    statement = c.cstring()
-    for _ in range(_count(c, "parameter format")):
-        c.int16()
-    for _ in range(_count(c, "parameter value")):
-        n = c.int32()
-        if n >= 0:
-            c.take(n)
-        elif n != -1:
-            raise ProtocolViolation("invalid parameter length in Bind message")
-    formats = tuple(c.int16() for _ in range(_count(c, "result format")))
-    c.done()
+    Int16 n + (Int32 length, bytes) × n (values), Int16 n + Int16 format × n (results).
+
+    On the hot path of every prepared statement execution, so it walks offsets
+    directly; struct.error and ValueError from a short body become ProtocolViolation.
+    """
+    try:
+        e1 = body.index(0)
+        e2 = body.index(0, e1 + 1)
+        pos = e2 + 1
+        n_formats = _I16.unpack_from(body, pos)[0]
+        pos += 2 + 2 * n_formats
+        n_values = _I16.unpack_from(body, pos)[0]
+        pos += 2
+        if n_formats < 0 or n_values < 0:
+            raise ProtocolViolation("negative count in Bind message")
+        for _ in range(n_values):
+            n = _I32.unpack_from(body, pos)[0]
+            pos += 4
+            if n > 0:
+                pos += n
+            elif n < -1:
+                raise ProtocolViolation("invalid parameter length in Bind message")
+        n_results = _I16.unpack_from(body, pos)[0]
+        if n_results < 0:
+            raise ProtocolViolation("negative count in Bind message")
+        formats = struct.unpack_from(f"!{n_results}h", body, pos + 2)
+    except (ValueError, struct.error):
+        raise ProtocolViolation("truncated Bind message") from None
+    if pos + 2 + 2 * n_results != len(body):
+        raise ProtocolViolation("trailing bytes in Bind message")
     if any(f not in (0, 1) for f in formats):
         raise ProtocolViolation("unsupported result format code in Bind message", sqlstate="0A000")
-    return BindMessage(portal=portal, statement=statement, result_formats=formats)
+    return BindMessage(portal=body[:e1], statement=body[e1 + 1 : e2], result_formats=formats)
 
 
 def decode_execute(body: bytes) -> tuple[bytes, int]:
     """Execute (§55.7): String portal, Int32 maximum rows (0 = no limit)."""
-    c = _Cursor(body, "Execute")
-    portal = c.cstring()
-    limit = c.int32()
-    c.done()
-    return portal, limit
+    end = body.find(b"\x00")
+    if end < 0 or len(body) != end + 5:
+        raise ProtocolViolation("malformed Execute message")
+    limit: int = _I32.unpack_from(body, end + 1)[0]
+    return body[:end], limit
 
 
 def decode_close_or_describe(body: bytes, what: str) -> tuple[int, bytes]:
     """Close / Describe (§55.7): Byte1 'S' (statement) or 'P' (portal), String name."""
-    c = _Cursor(body, what)
-    target = c.take(1)[0]
-    if target not in (0x53, 0x50):
-        raise ProtocolViolation(f"{what} target must be 'S' or 'P'")
-    name = c.cstring()
-    c.done()
-    return target, name
+    if len(body) < 2 or body[0] not in (0x53, 0x50) or body.find(b"\x00", 1) != len(body) - 1:
+        raise ProtocolViolation(f"malformed {what} message")
+    return body[0], body[1:-1]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -33,7 +33,7 @@ contiguous byte span and never decoded.
 
 from __future__ import annotations
 
-import dataclasses
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -67,12 +67,16 @@ WITHHELD = "sqlbastion: backend message withheld (the statement touched sensitiv
 MAX_PENDING_ITEMS = 4096
 MAX_PREPARED = 10000
 MAX_PORTALS = 10000
+COLUMN_CACHE_ENTRIES = 256
 _I32 = p._I32  # the protocol module's Int32 struct
 
 # Words after which the session's search_path may have changed (SET, RESET,
 # set_config, DISCARD, a rolled-back SET, DO/CALL running SET). Over-matching
 # costs one SHOW round trip; it never weakens a decision.
-_STATE_WORDS = (b"set", b"search_path", b"discard", b"rollback", b"abort", b"do", b"call", b"commit", b"end")
+# Unicode-escaped identifiers (U&"...") could spell any of these words, so they count too.
+_STATE_WORDS = re.compile(
+    rb"\b(set|reset|set_config|search_path|discard|rollback|abort|do|call|commit|end)\b|u&", re.IGNORECASE
+)
 
 _CODECS = {
     "UTF8": "utf-8",
@@ -143,6 +147,8 @@ class _Prepared:
     changes_state: bool
     row: tuple[RowColumn, ...] | None = None
     described: bool = False
+    # Mask plans by (columns, result formats): the decision is reused per Execute, so is its plan.
+    plans: dict[tuple[tuple[RowColumn, ...], tuple[int, ...]], MaskPlan] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -208,8 +214,22 @@ class QueryRelay:
         self._row_passthrough = False
         self._discarding = False  # a refused result: drop its rows, error at its end
         self._rows_passthrough = 0  # rows relayed on the fast path for the current item
+        self._columns_cache: dict[tuple[tuple[RowColumn, ...], tuple[int, ...] | None], list[ResultColumn]] = {}
+        self._row_cache: dict[bytes, tuple[RowColumn, ...]] = {}
         self._encoding = python_codec(session.state.client_encoding)
         self.on_state_change: Callable[[], None] | None = None
+        # Frontend message handlers, most frequent first in spirit: one dict lookup per message.
+        self._handlers: dict[int, Callable[[bytes, bytes], None]] = {
+            p.BIND: self._bind,
+            p.EXECUTE: self._execute,
+            p.SYNC: self._sync,
+            p.PARSE: self._parse,
+            p.DESCRIBE: self._describe,
+            p.QUERY: self._query,
+            p.CLOSE: self._close,
+            p.FLUSH: self._flush_message,
+            p.FUNCTION_CALL: self._function_call,
+        }
 
     # --- the listener's side -------------------------------------------------------------
 
@@ -266,15 +286,12 @@ class QueryRelay:
         reader = self._client
         while self.close_reason is None:
             # While waiting, COPY data still flows: the statement waited on may be the COPY itself.
-            if (self._hold or len(self._items) >= MAX_PENDING_ITEMS) and (
-                reader.peek_type() not in (p.COPY_DATA, p.COPY_DONE, p.COPY_FAIL) or reader.next_frame_end() < 0
-            ):
+            if (self._hold or len(self._items) >= MAX_PENDING_ITEMS) and reader.peek_type() not in _COPY_MESSAGES:
                 return
-            got = reader.next_raw()
-            if got is p.NEED_DATA:
+            end = reader.next_frame_end()
+            if end < 0:
                 return
-            assert not isinstance(got, p._NeedData)  # narrowing for mypy
-            kind, frame = got
+            kind, frame = reader.take_frame(end)
             self._client_message(kind, frame)
 
     def _client_message(self, kind: int, frame: bytes) -> None:
@@ -291,31 +308,20 @@ class QueryRelay:
                 self._skip_to_sync = False
                 self._forward(Kind.SYNC, frame)
             return  # as the server does after an error in an extended-query batch
-        body = frame[5:]
-        if kind == p.QUERY:
-            self._query(body, frame)
-        elif kind == p.PARSE:
-            self._parse(body, frame)
-        elif kind == p.BIND:
-            self._bind(body, frame)
-        elif kind == p.EXECUTE:
-            self._execute(body, frame)
-        elif kind == p.DESCRIBE:
-            self._describe(body, frame)
-        elif kind == p.CLOSE:
-            self._close(body, frame)
-        elif kind == p.SYNC:
-            item = self._forward(Kind.SYNC, frame)
-            if self._refresh_at_sync:
-                self._refresh_at_sync = False
-                item.refresh_state = True
-                self._hold = True
-        elif kind == p.FLUSH:
-            self._to_backend += frame
-        elif kind == p.FUNCTION_CALL:
-            self._function_call()
-        else:
+        handler = self._handlers.get(kind)
+        if handler is None:
             raise ProtocolViolation(f"invalid frontend message type {kind}")
+        handler(frame[5:], frame)
+
+    def _sync(self, body: bytes, frame: bytes) -> None:
+        item = self._forward(Kind.SYNC, frame)
+        if self._refresh_at_sync:
+            self._refresh_at_sync = False
+            item.refresh_state = True
+            self._hold = True
+
+    def _flush_message(self, body: bytes, frame: bytes) -> None:
+        self._to_backend += frame
 
     def _forward(self, kind: Kind, frame: bytes, **fields: object) -> _Item:
         item = _Item(kind=kind, sent_ns=time.perf_counter_ns(), **fields)  # type: ignore[arg-type]  # fields are _Item's own
@@ -364,7 +370,7 @@ class QueryRelay:
             return
         self._forward(Kind.QUERY, p.encode_message(p.QUERY, REFUSED_SQL + b"\x00"), verdict=verdict, refused=True)
 
-    def _function_call(self) -> None:
+    def _function_call(self, body: bytes, frame: bytes) -> None:
         verdict = self._refusal(b"<FunctionCall message>", "the FunctionCall message is not supported; use SELECT")
         self._forward(Kind.QUERY, p.encode_message(p.QUERY, REFUSED_SQL + b"\x00"), verdict=verdict, refused=True)
 
@@ -412,6 +418,7 @@ class QueryRelay:
                 self._refuse_extended(verdict, stand_in, Kind.BIND)
                 return
             stmt.verdict, stmt.state_key = verdict, self._state_key()
+            stmt.plans.clear()
         if len(self._portals) >= MAX_PORTALS and msg.portal not in self._portals:
             # Forget the oldest; executing it later is refused (fail closed), never unplanned.
             del self._portals[next(iter(self._portals))]
@@ -434,8 +441,13 @@ class QueryRelay:
                 Kind.DESCRIBE, p.encode_message(p.DESCRIBE, b"P" + name + b"\x00"), portal=portal, swallow=True
             )
             portal.described = True
-        verdict = dataclasses.replace(
-            portal.statement.verdict, event_id=new_event_id(), started_ns=time.perf_counter_ns()
+        base = portal.statement.verdict
+        verdict = Verdict(
+            decision=base.decision,
+            event_id=new_event_id(),
+            started_ns=time.perf_counter_ns(),
+            sql_text=base.sql_text,
+            message=base.message,
         )
         self._forward(Kind.EXECUTE, frame, verdict=verdict, portal=portal)
         if portal.statement.changes_state:
@@ -471,6 +483,7 @@ class QueryRelay:
         span = pos
         unpack = _I32.unpack_from
         max_message = self.max_message
+        items = self._items
         try:
             while n - pos >= 5 and self.need_catalog is None:
                 length = unpack(buf, pos + 1)[0]
@@ -483,6 +496,16 @@ class QueryRelay:
                 if kind == p.DATA_ROW and self._row_passthrough:
                     pos = end  # fast path: part of the span relayed untouched
                     self._rows_passthrough += 1
+                    continue
+                if (
+                    kind in _SIMPLE_COMPLETIONS
+                    and items
+                    and items[0].kind is _SIMPLE_COMPLETIONS[kind]
+                    and not items[0].swallow
+                ):
+                    # ParseComplete / BindComplete / CloseComplete: relayed as part of the span.
+                    items.popleft()
+                    pos = end
                     continue
                 if span < pos:
                     self._flush_span(buf, span, pos)
@@ -589,7 +612,21 @@ class QueryRelay:
         elif name == "standard_conforming_strings":
             state.standard_conforming_strings = value == "on"
 
-    def _result_columns(self, row: Sequence[RowColumn], formats: tuple[int, ...] | None) -> list[ResultColumn] | None:
+    def _result_columns(self, row: tuple[RowColumn, ...], formats: tuple[int, ...] | None) -> list[ResultColumn] | None:
+        key = (row, formats)
+        cached = self._columns_cache.get(key)
+        if cached is not None:
+            return cached
+        columns = self._resolve_columns(row, formats)
+        if columns is not None:
+            if len(self._columns_cache) >= COLUMN_CACHE_ENTRIES:
+                self._columns_cache.clear()  # also lets renamed columns be seen again
+            self._columns_cache[key] = columns
+        return columns
+
+    def _resolve_columns(
+        self, row: tuple[RowColumn, ...], formats: tuple[int, ...] | None
+    ) -> list[ResultColumn] | None:
         metas = self.resolver.resolve(row)
         if metas is None:
             self.need_catalog = tuple(row)
@@ -614,12 +651,20 @@ class QueryRelay:
             )
         return out
 
-    def _start_result(self, item: _Item, row: Sequence[RowColumn] | None, formats: tuple[int, ...] | None) -> bool:
+    def _start_result(self, item: _Item, row: tuple[RowColumn, ...] | None, formats: tuple[int, ...] | None) -> bool:
         """Choose the mask plan for a result set. False when paused for the catalog."""
         verdict = item.verdict
         if verdict is None or item.swallow:
             self._plan, self._row_passthrough = None, False  # swallowed rows go through _data_row
             return True
+        plans = item.portal.statement.plans if item.portal is not None and formats is not None else None
+        if plans is not None and row is not None and formats is not None:
+            cached = plans.get((row, formats))
+            if cached is not None:
+                self._plan = cached
+                self._row_passthrough = cached.empty
+                self._discarding = cached.refuse is not None
+                return True
         if row is None:
             # Rows whose columns were never described: fail closed.
             self._plan = MaskPlan(refuse="sqlbastion: result columns could not be described; the result is withheld")
@@ -630,6 +675,10 @@ class QueryRelay:
             self._plan = self.session.mask_plan(verdict, columns)
             if not self._plan.refuse and self._plan.columns and len(self._plan.columns) != len(columns):
                 self._plan = MaskPlan(refuse="sqlbastion: the masking plan does not match the result; withheld")
+            if plans is not None and formats is not None:
+                if len(plans) >= 16:
+                    plans.clear()
+                plans[(row, formats)] = self._plan
         self._row_passthrough = self._plan.empty
         self._discarding = self._plan.refuse is not None
         return True
@@ -640,7 +689,12 @@ class QueryRelay:
         self._discarding = False
 
     def _row_description(self, item: _Item, frame: bytes, body: bytes) -> bool:
-        row = p.decode_row_description(body)
+        row = self._row_cache.get(body)
+        if row is None:
+            row = p.decode_row_description(body)
+            if len(self._row_cache) >= COLUMN_CACHE_ENTRIES:
+                self._row_cache.clear()
+            self._row_cache[body] = row
         if item.kind == Kind.DESCRIBE:
             target = item.portal if item.portal is not None else item.statement
             if target is not None:
@@ -813,6 +867,13 @@ class QueryRelay:
         self.session.finish(verdict, item.outcome)
 
 
+_COPY_MESSAGES = (p.COPY_DATA, p.COPY_DONE, p.COPY_FAIL)
+_SIMPLE_COMPLETIONS = {
+    p.PARSE_COMPLETE: Kind.PARSE,
+    p.BIND_COMPLETE: Kind.BIND,
+    p.CLOSE_COMPLETE: Kind.CLOSE,
+}
+
+
 def _may_change_state(sql: bytes) -> bool:
-    lowered = sql.lower()
-    return any(w in lowered for w in _STATE_WORDS)
+    return _STATE_WORDS.search(sql) is not None
