@@ -568,6 +568,36 @@ dev|b|block|CUST-TX-DELETE|DELETE FROM transactions WHERE id = 1
 dev|m|block|CUST-TX-DELETE|DELETE FROM bank.transactions WHERE id = 1
 dba|b|block|CUST-TX-DELETE|DELETE FROM transactions WHERE id = 1
 dev|b|allow|-|SELECT id FROM transactions WHERE id = 1
+## more shapes (regressions)
+dev|p|block|MASK-INFERENCE|SELECT id FROM customers ORDER BY mobile COLLATE "C"
+dev|p|block|MASK-INFERENCE|SELECT id FROM customers WHERE mobile::bigint > 1
+dev|m|block|MASK-INFERENCE|SELECT id FROM customers WHERE MATCH(address) AGAINST ('x')
+dev|m|block|MASK-INFERENCE|SELECT id FROM customers WHERE mobile SOUNDS LIKE 'x'
+dev|p|block|MASK-INFERENCE|SELECT id FROM customers WHERE mobile IN (SELECT '1')
+dev|p|block|MASK-INFERENCE|SELECT id FROM customers WHERE mobile = ANY(ARRAY['1','2'])
+dev|p|block|MASK-TRANSFORM|SELECT c FROM customers c
+dev|p|block|MASK-TRANSFORM|SELECT ROW(c.*) FROM customers c
+dev|p|block|MASK-TRANSFORM|SELECT c.*::text FROM customers c
+dev|p|block|MASK-TRANSFORM|SELECT jsonb_agg(c) FROM customers c
+dev|p|block|SB-UNPROVABLE-FUNCTION|SELECT hstore(c) FROM customers c
+dev|p|block|MASK-TRANSFORM|SELECT format('%s', c) FROM customers c
+dev|p|block|MASK-TRANSFORM|SELECT array_to_string(ARRAY[mobile], ',') FROM customers
+dev|p|allow|-|SELECT s.* FROM (SELECT * FROM customers) s WHERE s.id = 1
+dev|p|allow|-|SELECT * FROM customers NATURAL JOIN accounts
+dev|m|allow|-|SELECT * FROM customers JOIN accounts USING (id)
+dev|m|allow|-|SELECT mobile FROM customers WHERE id = 1 UNION ALL SELECT city FROM customers
+dev|m|block|MASK-INFERENCE|SELECT id FROM customers WHERE id = 1 AND mobile = '1' AND mobile LIKE '1%'
+dev|m|block|MASK-TRANSFORM|SELECT IF(mobile LIKE '1%', 1, 0) FROM customers
+dev|m|block|MASK-INFERENCE|SELECT id FROM customers WHERE CASE WHEN mobile LIKE '1%' THEN 1 ELSE 0 END = 1
+dev|m|block|MASK-TRANSFORM|SELECT LENGTH(mobile) FROM customers
+dev|m|block|MASK-TRANSFORM|SELECT mobile IS NULL FROM customers
+dev|m|block|SB-UNPROVABLE-PARSE|SELECT * FROM customers WHERE id = 1 PROCEDURE ANALYSE()
+dev|m|allow|-|TABLE customers
+dev|m|allow|-|SELECT * FROM customers c WHERE c.mobile = '1' OR c.mobile = '2'
+dev|m|block|MASK-INFERENCE|SELECT * FROM customers WHERE mobile = BINARY '1'
+dev|m|block|MASK-INFERENCE|SELECT * FROM customers WHERE mobile = CONCAT('1', '2')
+dev|m|block|MASK-TRANSFORM|SELECT CONVERT(mobile, CHAR) FROM customers
+dev|m|block|MASK-INFERENCE|SELECT * FROM customers WHERE id IN (SELECT customer_id FROM accounts WHERE card_no LIKE '6%')
 """
 
 DEEP = "(" * 300 + "1" + ")" * 300
