@@ -136,6 +136,18 @@ def mobile_ascii(value: bytes) -> bytes:
     return mobile(value.decode("ascii")).encode("ascii")
 
 
+def keep_digits_ascii_op(first: int, last: int) -> Callable[[bytes], bytes]:
+    """``keep_digits`` over an ASCII-only value held as bytes; all-digit values take ``keep``'s path."""
+    plain = keep_ascii_op(first, last)
+
+    def op(value: bytes) -> bytes:
+        if value.isdigit():  # no separators: the same as keeping characters
+            return plain(value)
+        return keep_digits(value.decode("ascii"), first, last).encode("ascii")
+
+    return op
+
+
 def _full_bytes(_value: bytes) -> bytes:
     return FULL_BYTES
 
@@ -427,7 +439,11 @@ def build_function(canonical: str, keys: Mapping[str, bytes] | None = None) -> M
         return MaskFunction(name=name, text=lambda v: keep(v, first, last), ascii_bytes=keep_ascii_op(first, last))
     if kind == "bank_card":
         first, last = spec.int_param("first"), spec.int_param("last")
-        return MaskFunction(name=name, text=lambda v: keep_digits(v, first, last))
+        return MaskFunction(
+            name=name,
+            text=lambda v: keep_digits(v, first, last),
+            ascii_bytes=keep_digits_ascii_op(first, last),
+        )
     if kind == "chinese_name":
         return MaskFunction(name=name, text=chinese_name)
     if kind == "email":

@@ -21,6 +21,7 @@ from sqlbastion.masking.functions import (
     keep,
     keep_ascii,
     keep_digits,
+    keep_digits_ascii_op,
     mobile,
     mobile_ascii,
 )
@@ -249,8 +250,19 @@ def test_ascii_fast_paths_agree_with_the_text_functions(value: str) -> None:
     assert mobile_ascii(raw) == mobile(value).encode("ascii")
     for first, last in ((6, 4), (3, 4), (1, 1), (0, 0)):
         assert keep_ascii(raw, first, last) == keep(value, first, last).encode("ascii")
-    for spec in ("full", "mobile", "id_card", "keep(first=2,last=3)"):
+    for first, last in ((6, 4), (3, 4)):
+        assert keep_digits_ascii_op(first, last)(raw) == keep_digits(value, first, last).encode("ascii")
+    for spec in ("full", "mobile", "id_card", "bank_card", "keep(first=2,last=3)"):
         f = fn(spec)
         assert f.ascii_bytes is not None
         out = f.text(value)
         assert f.ascii_bytes(raw) == (None if out is None else out.encode("ascii"))
+
+
+@given(st.text(alphabet="0123456789- ", max_size=25))
+@settings(max_examples=200, deadline=None)
+def test_digit_fast_paths_agree(value: str) -> None:
+    raw = value.encode("ascii")
+    for first, last in ((6, 4), (3, 4), (0, 4)):
+        assert keep_digits_ascii_op(first, last)(raw) == keep_digits(value, first, last).encode("ascii")
+    assert mobile_ascii(raw) == mobile(value).encode("ascii")
