@@ -213,6 +213,8 @@ class MaskingPolicy:
         self._roles: dict[str, RoleMasks] = dict(roles or {})
         self._class_cache: dict[tuple[str, Paths], Classification | None] = {}
         self._treat_cache: dict[tuple[tuple[str, ...], str, Paths], Treatment] = {}
+        self._restricted_cache: dict[tuple[str, ...], bool] = {}
+        self._classes = frozenset(r.classification for r in self._rules)
 
     @property
     def empty(self) -> bool:
@@ -297,7 +299,16 @@ class MaskingPolicy:
 
     def restricted(self, roles: tuple[str, ...]) -> bool:
         """False when these roles see every classified column in clear (nothing to mask for them)."""
-        for c in {r.classification for r in self._rules}:
+        cached = self._restricted_cache.get(roles)
+        if cached is None:
+            cached = self._restricted(roles)
+            if len(self._restricted_cache) >= MAX_TREATMENT_CACHE:
+                self._restricted_cache.clear()
+            self._restricted_cache[roles] = cached
+        return cached
+
+    def _restricted(self, roles: tuple[str, ...]) -> bool:
+        for c in self._classes:
             best: Treatment | None = None
             for name in roles:
                 r = self._roles.get(name)
