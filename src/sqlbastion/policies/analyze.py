@@ -25,7 +25,7 @@ from sqlbastion.policies.facts import ObjectPath, StatementFacts
 from sqlbastion.policies.lexer import LexedStatement, LexError, LexerState, lex
 from sqlbastion.policies.lineage import Acc, Resolver, Unprovable
 from sqlbastion.policies.model import StatementContext
-from sqlbastion.policies.settings import session_setting
+from sqlbastion.policies.settings import encoding_is_safe, session_setting
 from sqlbastion.policies.statements import StatementBase
 
 __all__ = ["Analysis", "AnalysisLimits", "analyze", "analyze_lexed", "lex_message"]
@@ -492,6 +492,11 @@ def lex_message(sql: str, ctx: StatementContext, limits: AnalysisLimits) -> list
     if len(sql) > limits.max_statement_bytes or len(sql.encode("utf-8", "surrogatepass")) > limits.max_statement_bytes:
         return Analysis(
             statements=(), unprovable=("size", f"the message is larger than {limits.max_statement_bytes} bytes")
+        )
+    if not encoding_is_safe(ctx.dialect, ctx.client_encoding):
+        return Analysis(
+            statements=(),
+            unprovable=("charset", f"the session's client encoding {ctx.client_encoding} can hide a backslash"),
         )
     state = LexerState(
         dialect=ctx.dialect,

@@ -57,6 +57,17 @@ _MYSQL_CHARSET_VARS = frozenset(
 _PG_LEXER_VARS = frozenset({"standard_conforming_strings", "client_encoding", "names"})
 
 
+def encoding_is_safe(dialect: str, encoding: str) -> bool:
+    """Whether the session's client encoding keeps every 0x5C byte a backslash (so the lexer is right)."""
+    name = encoding.strip().lower().replace("-", "_")
+    if not name:
+        return True
+    if dialect == "mysql":
+        base = name.split("_")[0] if name not in MYSQL_SAFE_CHARSETS else name
+        return base in MYSQL_SAFE_CHARSETS or base in ("utf8mb3", "utf8mb4", "utf8")
+    return name not in PG_UNSAFE_ENCODINGS
+
+
 def _literal_text(e: exp.Expr | None) -> str | None:
     if isinstance(e, exp.Literal):
         return str(e.this)

@@ -223,3 +223,22 @@ def test_deep_expression_chains_never_crash() -> None:
     assert d.action.value in ("allow", "block")
     nested = "SELECT " + "coalesce(" * 120 + "1" + ")" * 120
     assert decide("dev", nested, engine=engine).action.value in ("allow", "block")
+
+
+def test_unsafe_session_encoding_refuses_everything() -> None:
+    for dialect, encoding in (
+        ("mysql", "gbk"),
+        ("mysql", "big5"),
+        ("mysql", "sjis"),
+        ("postgres", "SJIS"),
+        ("postgres", "gbk"),
+    ):
+        d = decide("dev", "SELECT 1", dialect, client_encoding=encoding)  # type: ignore[arg-type]  # literal dialects
+        assert d.rule_ids == ("SB-UNPROVABLE-CHARSET",), (dialect, encoding)
+    for dialect, encoding in (
+        ("mysql", "utf8mb4"),
+        ("mysql", "latin1"),
+        ("mysql", "utf8mb4_general_ci"),
+        ("postgres", "UTF8"),
+    ):
+        assert decide("dev", "SELECT 1", dialect, client_encoding=encoding).allowed  # type: ignore[arg-type]  # as above
