@@ -194,8 +194,8 @@ class CommandLoop:
         self.client.write(frame(self._reply_seq, err.encode(self.client_caps))[0])
 
     def _refuse(self, verdict: Verdict) -> None:
+        self.session.finish(verdict, StatementOutcome())  # recorded before the client can see the refusal
         self._send_err(ErrorCode.ER_SPECIFIC_ACCESS_DENIED_ERROR, verdict.message, sqlstate="42000")
-        self.session.finish(verdict, StatementOutcome())
 
     def _proxy_block(self, sql: str, refusal: guards.GuardRefusal) -> Verdict:
         hit = RuleHit(

@@ -52,6 +52,8 @@ log = logs.get_logger("proxy.mysql")
 # clients pick MariaDB-compatible SQL for their own session set-up.
 DEFAULT_SERVER_VERSION = "5.5.5-10.11.0-MariaDB"
 CLIENT_WRITE_HIGH_WATER = 1 << 20
+ER_DBACCESS_DENIED_ERROR = 1044
+ER_BAD_DB_ERROR = 1049
 CLIENT_WRITE_LOW_WATER = 256 << 10
 
 
@@ -115,6 +117,12 @@ class ClientProtocol(PacketProtocol):
         super().connection_made(transport)
         if self.transport is not None:
             self.transport.set_write_buffer_limits(high=CLIENT_WRITE_HIGH_WATER, low=CLIENT_WRITE_LOW_WATER)
+        if len(self.ctx.tasks) >= self.ctx.services.settings.server.max_connections:
+            # Like the server itself: an ERR in place of the greeting (sequence id 0), then close.
+            err = ErrPacket(errno=ErrorCode.ER_CON_COUNT_ERROR, message="Too many connections", sqlstate="08004")
+            self.write(frame(0, err.encode())[0])
+            self.close()
+            return
         task = asyncio.get_running_loop().create_task(serve_connection(self.ctx, self), name="mysql-connection")
         self.ctx.tasks.add(task)
         task.add_done_callback(self.ctx.tasks.discard)
@@ -249,8 +257,22 @@ async def serve_connection(ctx: ListenerContext, client: PacketProtocol) -> None
             log.warning("backend unreachable", backend=backend.name, error=str(exc) or type(exc).__name__)
             client.write(hs.error(ErrorCode.CR_CONN_HOST_ERROR, f"sqlbastion: backend '{backend.name}' is unreachable"))
             return
-        except (BackendAuthError, MySQLProtocolError, SecretUnavailable) as exc:
-            kind = exc.kind if isinstance(exc, BackendAuthError) else "login"
+        except BackendAuthError as exc:
+            if exc.errno in (ER_BAD_DB_ERROR, ER_DBACCESS_DENIED_ERROR) and database:
+                # The person's database does not exist (or the service account may not use it): say so.
+                client.write(hs.error(exc.errno, f"Unknown database '{database}'", "42000"))
+                return
+            backend_error_metric(backend.name, exc.kind)
+            log.error("backend login failed", backend=backend.name, error=str(exc))
+            client.write(
+                hs.error(
+                    ErrorCode.CR_CONN_HOST_ERROR,
+                    f"sqlbastion: cannot log in to backend '{backend.name}'; the administrator has the details",
+                )
+            )
+            return
+        except (MySQLProtocolError, SecretUnavailable) as exc:
+            kind = "protocol" if isinstance(exc, MySQLProtocolError) else "login"
             backend_error_metric(backend.name, kind)
             log.error("backend login failed", backend=backend.name, error=str(exc))
             client.write(

@@ -1,0 +1,234 @@
+"""Packet-level conversations with sqlbastion: byte-by-byte clients, cursors, re-authorisation.
+
+The test client is built from sqlbastion's own sans-IO codec and a blocking socket,
+so it can do what libraries do not: send one byte at a time, open a cursor with
+COM_STMT_EXECUTE and read it with COM_STMT_FETCH, pipeline packets.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import pymysql
+import pytest
+from tests.integration.mysql_support import PASSWORD, PERSON, Proxy, prepare_test_database, run_proxy
+
+from sqlbastion.devtools.servers import ServerInfo
+from sqlbastion.proxy.mysql import auth
+from sqlbastion.proxy.mysql.constants import Capability, FieldType, ServerStatus
+from sqlbastion.proxy.mysql.framing import Packet, PacketFramer, frame
+from sqlbastion.proxy.mysql.packets import (
+    ColumnDefinition,
+    EofPacket,
+    ErrPacket,
+    HandshakeResponse,
+    HandshakeV10,
+    OkPacket,
+    StmtPrepareOk,
+)
+from sqlbastion.proxy.mysql.rows import decode_binary_row
+
+pytestmark = pytest.mark.integration
+
+CAPS = int(
+    Capability.PROTOCOL_41
+    | Capability.SECURE_CONNECTION
+    | Capability.PLUGIN_AUTH
+    | Capability.LONG_PASSWORD
+    | Capability.TRANSACTIONS
+    | Capability.MULTI_RESULTS
+    | Capability.CONNECT_WITH_DB
+)
+
+
+class RawClient:
+    """A minimal blocking MySQL client over sqlbastion's codec."""
+
+    def __init__(self, port: int, *, database: str = "proxytest", byte_by_byte: bool = False) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        self.framer = PacketFramer()
+        self.byte_by_byte = byte_by_byte
+        greeting = HandshakeV10.decode(self.read().payload)
+        resp = HandshakeResponse(
+            capabilities=CAPS,
+            max_packet=1 << 24,
+            charset=45,
+            user=PERSON.encode(),
+            auth_response=auth.native_scramble(PASSWORD.encode(), greeting.auth_data),
+            database=database.encode(),
+            auth_plugin=auth.NATIVE,
+        )
+        self.send(1, resp.encode())
+        ok = self.read()
+        assert ok.payload[0] == 0, ErrPacket.decode(ok.payload) if ok.payload[0] == 0xFF else ok.payload
+
+    def send(self, seq: int, payload: bytes) -> None:
+        data = frame(seq, payload)[0]
+        if self.byte_by_byte:
+            for i in range(len(data)):
+                self.sock.sendall(data[i : i + 1])
+                if i % 7 == 0:
+                    time.sleep(0.001)
+        else:
+            self.sock.sendall(data)
+
+    def read(self) -> Packet:
+        while (p := self.framer.next_packet()) is None:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.framer.receive_data(chunk)
+        return p
+
+    def command(self, payload: bytes) -> Packet:
+        self.send(0, payload)
+        return self.read()
+
+    def read_result(
+        self, first: Packet, *, binary: bool = False
+    ) -> tuple[list[ColumnDefinition], list[list[bytes | None]], int]:
+        """Column definitions, rows and the final status of a result set whose first packet is ``first``."""
+        if first.payload[0] == 0xFF:
+            raise RuntimeError(ErrPacket.decode(first.payload).message)
+        ncols = first.payload[0]
+        cols = [ColumnDefinition.decode(self.read().payload) for _ in range(ncols)]
+        eof = EofPacket.decode(self.read().payload)
+        if eof.status & ServerStatus.CURSOR_EXISTS:
+            return cols, [], eof.status
+        rows: list[list[bytes | None]] = []
+        while True:
+            p = self.read()
+            if p.payload[0] == 0xFE and len(p.payload) < 9:
+                return cols, rows, EofPacket.decode(p.payload).status
+            if p.payload[0] == 0xFF:
+                raise RuntimeError(ErrPacket.decode(p.payload).message)
+            rows.append(decode_binary_row(p.payload, [c.type for c in cols]) if binary else [])
+
+    def prepare(self, sql: str) -> StmtPrepareOk:
+        p = self.command(b"\x16" + sql.encode())
+        if p.payload[0] == 0xFF:
+            raise RuntimeError(ErrPacket.decode(p.payload).message)
+        ok = StmtPrepareOk.decode(p.payload)
+        for _ in range(ok.num_params + (1 if ok.num_params else 0) + ok.num_columns + (1 if ok.num_columns else 0)):
+            self.read()
+        return ok
+
+    def close(self) -> None:
+        try:
+            self.send(0, b"\x01")
+        finally:
+            self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def proxy(mariadb_server: ServerInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    prepare_test_database(mariadb_server)
+    yield from run_proxy(mariadb_server, tmp_path_factory.mktemp("mysql-raw"), with_tls=False)
+
+
+def test_byte_by_byte_client(proxy: Proxy) -> None:
+    c = RawClient(proxy.port, byte_by_byte=True)
+    try:
+        p = c.command(b"\x03SELECT name FROM t WHERE id = 2")
+        assert p.payload == b"\x01"
+        c.read_result(p)
+        blocked = c.command(b"\x03DROP TABLE t")
+        assert ErrPacket.decode(blocked.payload).errno == 1227
+        assert c.command(b"\x0e").payload[0] == 0  # COM_PING
+    finally:
+        c.close()
+
+
+def test_pipelined_commands(proxy: Proxy) -> None:
+    c = RawClient(proxy.port)
+    try:
+        c.sock.sendall(frame(0, b"\x0e")[0] + frame(0, b"\x03DROP TABLE t")[0] + frame(0, b"\x0e")[0])
+        assert c.read().payload[0] == 0
+        assert ErrPacket.decode(c.read().payload).errno == 1227
+        assert c.read().payload[0] == 0
+    finally:
+        c.close()
+
+
+def test_cursor_fetch_is_masked(proxy: Proxy) -> None:
+    c = RawClient(proxy.port)
+    try:
+        stmt = c.prepare("SELECT id, secret FROM t ORDER BY id")
+        sid = stmt.statement_id.to_bytes(4, "little")
+        # COM_STMT_EXECUTE with CURSOR_TYPE_READ_ONLY (page_protocol_com_stmt_execute).
+        first = c.command(b"\x17" + sid + b"\x01" + (1).to_bytes(4, "little"))
+        cols, rows, status = c.read_result(first, binary=True)
+        assert status & ServerStatus.CURSOR_EXISTS
+        assert rows == []
+        assert [col.type for col in cols] == [FieldType.LONG, FieldType.VAR_STRING]
+        c.send(0, b"\x1c" + sid + (10).to_bytes(4, "little"))  # COM_STMT_FETCH 10 rows
+        fetched = []
+        while True:
+            p = c.read()
+            if p.payload[0] == 0xFE and len(p.payload) < 9:
+                break
+            fetched.append(decode_binary_row(p.payload, [col.type for col in cols]))
+        assert [r[1] for r in fetched] == [b"***", None, b"***"]
+        assert [int.from_bytes(r[0] or b"", "little") for r in fetched] == [1, 2, 3]
+        bad = c.command(b"\x1c" + (999).to_bytes(4, "little") + (1).to_bytes(4, "little"))
+        assert ErrPacket.decode(bad.payload).errno == 1243
+    finally:
+        c.close()
+
+
+def test_execute_reauthorised_after_use(proxy: Proxy) -> None:
+    c = RawClient(proxy.port)
+    try:
+        stmt = c.prepare("SELECT 'reauth-probe'")
+        sid = stmt.statement_id.to_bytes(4, "little")
+        execute = b"\x17" + sid + b"\x00" + (1).to_bytes(4, "little")
+        c.read_result(c.command(execute), binary=True)
+        before = len(proxy.engine.contexts_for("reauth-probe"))
+        c.read_result(c.command(execute), binary=True)
+        assert len(proxy.engine.contexts_for("reauth-probe")) == before  # decision reused
+        assert c.command(b"\x02mysql").payload[0] == 0  # COM_INIT_DB changes the session state
+        c.read_result(c.command(execute), binary=True)
+        contexts = proxy.engine.contexts_for("reauth-probe")
+        assert len(contexts) == before + 1
+        assert contexts[-1].database == "mysql"
+        events: list[dict[str, object]] = []
+        for _ in range(100):  # the audit event follows the result by a moment
+            events = [e for e in proxy.audit.of_kind("statement") if e["sql_text"] == "SELECT 'reauth-probe'"]
+            if len(events) == 4:
+                break
+            time.sleep(0.02)
+        assert len({e["event_id"] for e in events}) == len(events) == 4  # prepare + 3 executes
+    finally:
+        c.close()
+
+
+def test_unknown_statement_and_long_data_ids(proxy: Proxy) -> None:
+    c = RawClient(proxy.port)
+    try:
+        err = c.command(b"\x17" + (4242).to_bytes(4, "little") + b"\x00" + (1).to_bytes(4, "little"))
+        assert ErrPacket.decode(err.payload).errno == 1243
+        c.send(0, b"\x18" + (4242).to_bytes(4, "little") + b"\x00\x00data")  # no reply expected
+        c.send(0, b"\x19" + (4242).to_bytes(4, "little"))
+        assert c.command(b"\x0e").payload[0] == 0
+    finally:
+        c.close()
+
+
+def test_ok_packets_keep_the_clients_format(proxy: Proxy) -> None:
+    # The client did not negotiate CLIENT_SESSION_TRACK; the backend did: the OK is rewritten.
+    c = RawClient(proxy.port)
+    try:
+        p = c.command(b"\x03USE mysql")
+        ok = OkPacket.decode(p.payload, CAPS)
+        assert not ok.status & ServerStatus.SESSION_STATE_CHANGED
+        assert ok.info == b""
+    finally:
+        c.close()
+
+
+def test_unknown_database_at_connect(proxy: Proxy) -> None:
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        proxy.connect(database="no_such_db_here")
+    assert info.value.args[0] == 1049
