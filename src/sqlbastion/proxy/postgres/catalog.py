@@ -28,7 +28,7 @@ from sqlbastion.config import BackendSettings
 from sqlbastion.logs import get_logger
 from sqlbastion.observability.metrics import METRICS
 from sqlbastion.proxy.postgres.protocol import RowColumn
-from sqlbastion.proxy.postgres.relay import ColumnMeta
+from sqlbastion.proxy.postgres.tracking import ColumnMeta
 
 __all__ = ["BUILTIN_TYPES", "Catalog", "catalog_for"]
 

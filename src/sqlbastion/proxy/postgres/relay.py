@@ -33,19 +33,34 @@ contiguous byte span and never decoded.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import Protocol
+from collections.abc import Callable
 
 from sqlbastion.logs import get_logger
 from sqlbastion.observability.metrics import METRICS
 from sqlbastion.policies.model import Action, Decision
 from sqlbastion.proxy.postgres import protocol as p
 from sqlbastion.proxy.postgres.protocol import ProtocolViolation, RowColumn
+from sqlbastion.proxy.postgres.tracking import (
+    COLUMN_CACHE_ENTRIES,
+    COPY_MESSAGES,
+    MAX_PENDING_ITEMS,
+    MAX_PORTALS,
+    MAX_PREPARED,
+    REFUSED_NAME,
+    REFUSED_SQL,
+    SIMPLE_COMPLETIONS,
+    WITHHELD,
+    ColumnMeta,
+    ColumnResolver,
+    Kind,
+    Pending,
+    Portal,
+    Prepared,
+    may_change_state,
+    python_codec,
+)
 from sqlbastion.proxy.session import (
     MaskPlan,
     ResultColumn,
@@ -60,116 +75,7 @@ __all__ = ["ColumnMeta", "ColumnResolver", "QueryRelay", "python_codec"]
 
 log = get_logger("proxy.postgres")
 
-# Statements the server rejects at parse time without touching the catalog or any data.
-REFUSED_SQL = b"sqlbastion_refused_statement"
-REFUSED_NAME = b"sqlbastion \x01 refused"  # no client can have created this statement or portal
-WITHHELD = "sqlbastion: backend message withheld (the statement touched sensitive columns). Audit ref {}."
-MAX_PENDING_ITEMS = 4096
-MAX_PREPARED = 10000
-MAX_PORTALS = 10000
-COLUMN_CACHE_ENTRIES = 256
 _I32 = p._I32  # the protocol module's Int32 struct
-
-# Words after which the session's search_path may have changed (SET, RESET,
-# set_config, DISCARD, a rolled-back SET, DO/CALL running SET). Over-matching
-# costs one SHOW round trip; it never weakens a decision.
-# Unicode-escaped identifiers (U&"...") could spell any of these words, so they count too.
-_STATE_WORDS = re.compile(
-    rb"\b(set|reset|set_config|search_path|discard|rollback|abort|do|call|commit|end)\b|u&", re.IGNORECASE
-)
-
-_CODECS = {
-    "UTF8": "utf-8",
-    "SQL_ASCII": "latin-1",
-    "LATIN1": "latin-1",
-    "LATIN2": "iso8859_2",
-    "LATIN3": "iso8859_3",
-    "LATIN4": "iso8859_4",
-    "LATIN5": "iso8859_9",
-    "LATIN6": "iso8859_10",
-    "LATIN7": "iso8859_13",
-    "LATIN8": "iso8859_14",
-    "LATIN9": "iso8859_15",
-    "LATIN10": "iso8859_16",
-    "ISO_8859_5": "iso8859_5",
-    "ISO_8859_6": "iso8859_6",
-    "ISO_8859_7": "iso8859_7",
-    "ISO_8859_8": "iso8859_8",
-    "KOI8R": "koi8_r",
-    "KOI8U": "koi8_u",
-    "EUC_JP": "euc_jp",
-    "EUC_CN": "gb2312",
-    "EUC_KR": "euc_kr",
-    **{f"WIN{n}": f"cp{n}" for n in (866, 874, 1250, 1251, 1252, 1253, 1254, 1255, 1256, 1257, 1258)},
-}
-
-
-def python_codec(pg_encoding: str) -> str:
-    """The Python codec for a (safe) PostgreSQL client encoding. Unknown ones read as latin-1,
-    which keeps every ASCII byte — all the analyser's lexing depends on — exactly in place."""
-    return _CODECS.get(pg_encoding.upper(), "latin-1")
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ColumnMeta:
-    """What the catalog knows about one RowDescription field."""
-
-    schema: str | None
-    table: str | None
-    column: str | None
-    type_name: str
-
-
-class ColumnResolver(Protocol):
-    """Resolves RowDescription fields from the cache only (no I/O)."""
-
-    def resolve(self, columns: Sequence[RowColumn]) -> list[ColumnMeta] | None:
-        """None when some table or type OID is not cached yet."""
-        ...
-
-
-class Kind(Enum):
-    QUERY = "Q"
-    PARSE = "P"
-    BIND = "B"
-    DESCRIBE = "D"
-    EXECUTE = "E"
-    CLOSE = "C"
-    SYNC = "S"
-    INTERNAL = "internal"  # sqlbastion's own SHOW search_path; everything it returns is swallowed
-
-
-@dataclass(slots=True)
-class _Prepared:
-    sql: str
-    verdict: Verdict
-    state_key: tuple[object, ...]
-    changes_state: bool
-    row: tuple[RowColumn, ...] | None = None
-    described: bool = False
-    # Mask plans by (columns, result formats): the decision is reused per Execute, so is its plan.
-    plans: dict[tuple[tuple[RowColumn, ...], tuple[int, ...]], MaskPlan] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _Portal:
-    statement: _Prepared
-    formats: tuple[int, ...]
-    row: tuple[RowColumn, ...] | None = None
-    described: bool = False
-
-
-@dataclass(slots=True)
-class _Item:
-    kind: Kind
-    verdict: Verdict | None = None
-    refused: bool = False  # the backend was sent a stand-in that fails; rewrite its error
-    swallow: bool = False  # injected by sqlbastion: the client never sees the answer
-    statement: _Prepared | None = None
-    portal: _Portal | None = None
-    refresh_state: bool = False
-    sent_ns: int = 0
-    outcome: StatementOutcome = field(default_factory=StatementOutcome)
 
 
 class QueryRelay:
@@ -200,9 +106,9 @@ class QueryRelay:
         self.max_message = max_message
         self._to_backend = bytearray()
         self._to_client = bytearray()
-        self._items: deque[_Item] = deque()
-        self._statements: dict[bytes, _Prepared] = {}
-        self._portals: dict[bytes, _Portal] = {}
+        self._items: deque[Pending] = deque()
+        self._statements: dict[bytes, Prepared] = {}
+        self._portals: dict[bytes, Portal] = {}
         self._skip_to_sync = False
         self._refresh_at_sync = False
         self._hold = False  # client messages wait (search_path refresh in flight)
@@ -286,7 +192,7 @@ class QueryRelay:
         reader = self._client
         while self.close_reason is None:
             # While waiting, COPY data still flows: the statement waited on may be the COPY itself.
-            if (self._hold or len(self._items) >= MAX_PENDING_ITEMS) and reader.peek_type() not in _COPY_MESSAGES:
+            if (self._hold or len(self._items) >= MAX_PENDING_ITEMS) and reader.peek_type() not in COPY_MESSAGES:
                 return
             end = reader.next_frame_end()
             if end < 0:
@@ -323,8 +229,8 @@ class QueryRelay:
     def _flush_message(self, body: bytes, frame: bytes) -> None:
         self._to_backend += frame
 
-    def _forward(self, kind: Kind, frame: bytes, **fields: object) -> _Item:
-        item = _Item(kind=kind, sent_ns=time.perf_counter_ns(), **fields)  # type: ignore[arg-type]  # fields are _Item's own
+    def _forward(self, kind: Kind, frame: bytes, **fields: object) -> Pending:
+        item = Pending(kind=kind, sent_ns=time.perf_counter_ns(), **fields)  # type: ignore[arg-type]  # fields are Pending's own
         self._items.append(item)
         self._to_backend += frame
         return item
@@ -358,7 +264,7 @@ class QueryRelay:
         sql = p.decode_query(body)
         verdict = self._authorize(sql)
         if verdict.allowed:
-            refresh = _may_change_state(sql)
+            refresh = may_change_state(sql)
             self._forward(Kind.QUERY, frame, verdict=verdict, refresh_state=refresh)
             self._hold = refresh
             return
@@ -386,11 +292,11 @@ class QueryRelay:
             return
         if len(self._statements) >= MAX_PREPARED and msg.name not in self._statements:
             raise ProtocolViolation(f"more than {MAX_PREPARED} prepared statements", sqlstate="53400")
-        stmt = _Prepared(
+        stmt = Prepared(
             sql=verdict.sql_text,
             verdict=verdict,
             state_key=self._state_key(),
-            changes_state=_may_change_state(msg.query),
+            changes_state=may_change_state(msg.query),
         )
         if msg.name:
             self._statements.setdefault(msg.name, stmt)  # an existing name makes the server refuse it
@@ -422,7 +328,7 @@ class QueryRelay:
         if len(self._portals) >= MAX_PORTALS and msg.portal not in self._portals:
             # Forget the oldest; executing it later is refused (fail closed), never unplanned.
             del self._portals[next(iter(self._portals))]
-        portal = _Portal(statement=stmt, formats=msg.result_formats, described=stmt.described)
+        portal = Portal(statement=stmt, formats=msg.result_formats, described=stmt.described)
         self._portals[msg.portal] = portal
         self._forward(Kind.BIND, frame, portal=portal)
 
@@ -498,9 +404,9 @@ class QueryRelay:
                     self._rows_passthrough += 1
                     continue
                 if (
-                    kind in _SIMPLE_COMPLETIONS
+                    kind in SIMPLE_COMPLETIONS
                     and items
-                    and items[0].kind is _SIMPLE_COMPLETIONS[kind]
+                    and items[0].kind is SIMPLE_COMPLETIONS[kind]
                     and not items[0].swallow
                 ):
                     # ParseComplete / BindComplete / CloseComplete: relayed as part of the span.
@@ -529,7 +435,7 @@ class QueryRelay:
         if self._items:
             self._items[0].outcome.bytes_sent += end - start
 
-    def _head(self, kind_byte: int) -> _Item:
+    def _head(self, kind_byte: int) -> Pending:
         if not self._items:
             raise ProtocolViolation(f"backend sent an unexpected message {chr(kind_byte)!r}")
         return self._items[0]
@@ -584,7 +490,7 @@ class QueryRelay:
             raise ProtocolViolation("backend answered a FunctionCall that was never sent")
         raise ProtocolViolation(f"backend sent an unknown message type {kind}")
 
-    def _withhold(self, item: _Item | None, kind: int, body: bytes) -> bytes | None:
+    def _withhold(self, item: Pending | None, kind: int, body: bytes) -> bytes | None:
         """An ErrorResponse/NoticeResponse with its text replaced, for statements on sensitive columns."""
         if item is None or item.verdict is None or not item.verdict.decision.sensitive_columns:
             return None
@@ -651,7 +557,7 @@ class QueryRelay:
             )
         return out
 
-    def _start_result(self, item: _Item, row: tuple[RowColumn, ...] | None, formats: tuple[int, ...] | None) -> bool:
+    def _start_result(self, item: Pending, row: tuple[RowColumn, ...] | None, formats: tuple[int, ...] | None) -> bool:
         """Choose the mask plan for a result set. False when paused for the catalog."""
         verdict = item.verdict
         if verdict is None or item.swallow:
@@ -688,7 +594,7 @@ class QueryRelay:
         self._row_passthrough = False
         self._discarding = False
 
-    def _row_description(self, item: _Item, frame: bytes, body: bytes) -> bool:
+    def _row_description(self, item: Pending, frame: bytes, body: bytes) -> bool:
         row = self._row_cache.get(body)
         if row is None:
             row = p.decode_row_description(body)
@@ -711,7 +617,7 @@ class QueryRelay:
             return True
         raise ProtocolViolation("backend sent RowDescription out of turn")
 
-    def _data_row(self, item: _Item, frame: bytes, body: bytes) -> bool:
+    def _data_row(self, item: Pending, frame: bytes, body: bytes) -> bool:
         if item.swallow:
             if item.kind == Kind.INTERNAL:
                 self._internal_row(body)
@@ -754,7 +660,7 @@ class QueryRelay:
             if self.on_state_change is not None:
                 self.on_state_change()
 
-    def _complete(self, item: _Item, kind: int, frame: bytes, body: bytes) -> None:
+    def _complete(self, item: Pending, kind: int, frame: bytes, body: bytes) -> None:
         if item.kind == Kind.EXECUTE and self._plan is None and not self._row_passthrough:
             # A result with no rows still needs its plan, to honour a refusal.
             portal = item.portal
@@ -784,7 +690,7 @@ class QueryRelay:
             if refused:
                 self._drop_to_sync()
 
-    def _copy(self, item: _Item, kind: int, frame: bytes) -> None:
+    def _copy(self, item: Pending, kind: int, frame: bytes) -> None:
         if item.swallow:
             return
         verdict = item.verdict
@@ -797,7 +703,7 @@ class QueryRelay:
             return
         self._to_client += frame
 
-    def _error(self, item: _Item, frame: bytes, body: bytes) -> None:
+    def _error(self, item: Pending, frame: bytes, body: bytes) -> None:
         self._end_result()
         if item.refused and item.verdict is not None:
             self._to_client += p.encode_error("ERROR", "42501", item.verdict.message)
@@ -819,7 +725,7 @@ class QueryRelay:
             self._finish(item)
         self._drop_to_sync()
 
-    def _forget(self, item: _Item) -> None:
+    def _forget(self, item: Pending) -> None:
         """A Parse or Bind that failed or was skipped created nothing on the server."""
         if item.kind == Kind.PARSE and item.statement is not None:
             for name, stmt in list(self._statements.items()):
@@ -835,7 +741,7 @@ class QueryRelay:
         while self._items and self._items[0].kind != Kind.SYNC:
             self._forget(self._items.popleft())
 
-    def _ready(self, item: _Item, frame: bytes, body: bytes) -> None:
+    def _ready(self, item: Pending, frame: bytes, body: bytes) -> None:
         if item.kind not in (Kind.QUERY, Kind.SYNC, Kind.INTERNAL):
             raise ProtocolViolation("backend sent ReadyForQuery out of turn")
         if len(body) != 1 or body not in (b"I", b"T", b"E"):
@@ -856,7 +762,7 @@ class QueryRelay:
         elif item.refresh_state:
             self._forward(Kind.INTERNAL, p.encode_message(p.QUERY, b"SHOW search_path\x00"), swallow=True)
 
-    def _finish(self, item: _Item) -> None:
+    def _finish(self, item: Pending) -> None:
         verdict = item.verdict
         if verdict is None:
             return
@@ -865,15 +771,3 @@ class QueryRelay:
         if item.outcome.backend_error and verdict.allowed:
             METRICS.backend_errors.labels("postgres", self.session.backend.name, "statement")
         self.session.finish(verdict, item.outcome)
-
-
-_COPY_MESSAGES = (p.COPY_DATA, p.COPY_DONE, p.COPY_FAIL)
-_SIMPLE_COMPLETIONS = {
-    p.PARSE_COMPLETE: Kind.PARSE,
-    p.BIND_COMPLETE: Kind.BIND,
-    p.CLOSE_COMPLETE: Kind.CLOSE,
-}
-
-
-def _may_change_state(sql: bytes) -> bool:
-    return _STATE_WORDS.search(sql) is not None
