@@ -189,16 +189,20 @@ class PolicyStore:
             return
         from sqlbastion.proxy.session import new_event_id
 
+        # Keys follow the audit schema (docs/audit.md): details old_version / new_version /
+        # result / files / message; policy_version is the version in force afterwards.
         event: dict[str, object] = {
             "kind": "policy_reloaded",
             "event_id": new_event_id(),
             "version": version,
+            "policy_version": version,
             "result": result,
+            "old_version": previous if previous is not None else version,
+            "new_version": version,
+            "files": [str(f) for f in self.settings.policy.files],
         }
-        if previous is not None:
-            event["previous_version"] = previous
         if error:
-            event["error"] = error[:500]
+            event["message"] = error[:500]
         self.audit.emit(event)
 
 

@@ -80,7 +80,9 @@ def test_reload_swaps_atomically_and_keeps_the_old_policy_on_errors(tmp_path: Pa
     kinds = [(e["kind"], e["result"]) for e in audit.events]
     assert kinds == [("policy_reloaded", "ok"), ("policy_reloaded", "rejected"), ("policy_reloaded", "rejected")]
     assert audit.events[0]["version"] == version
-    assert audit.events[0]["previous_version"] == v1
+    assert audit.events[0]["new_version"] == version
+    assert audit.events[0]["old_version"] == v1
+    assert "ghost" in str(audit.events[1]["message"])
     assert audit.events[1]["version"] == version
     json.dumps(audit.events)
 
@@ -127,3 +129,18 @@ def test_max_sessions(tmp_path: Path) -> None:
     store.session_closed("dev")
     assert store.sessions_of("dev") == 0
     assert store.admit("nobody", "127.0.0.1", "core") == "unknown_person"
+
+
+def test_reload_event_fits_the_audit_schema(tmp_path: Path) -> None:
+    from sqlbastion.audit.events import EventBuilder
+
+    pfile, settings = settings_for(tmp_path, POLICY_V1)
+    audit = Recorder()
+    store = PolicyStore(settings, audit=audit)  # type: ignore[arg-type]  # Settings from loads()
+    pfile.write_text(POLICY_V2)
+    assert store.reload()[0]
+    record = EventBuilder().build_record(audit.events[0], 1, "e1")
+    assert record["kind"] == "policy_reloaded"
+    assert record["policy_version"] == store.version
+    assert record["details"]["result"] == "ok"
+    assert record["details"]["new_version"] == store.version
