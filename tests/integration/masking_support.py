@@ -69,6 +69,8 @@ name = "chinese_name"
 email = "email"
 address = "address"
 bank_card = "bank_card"
+amount = "band"
+date_of_birth = "date"
 
 [[roles]]
 name = "analyst"
@@ -82,6 +84,16 @@ objects = [
   "*:bank.transactions.counterparty_name", "*:bank.*.transactions.counterparty_name",
 ]
 type = "name"
+level = 3
+
+[[classifications]]
+objects = ["*:bank.accounts.balance", "*:bank.*.accounts.balance"]
+type = "amount"
+level = 3
+
+[[classifications]]
+objects = ["*:bank.customers.birth_date", "*:bank.*.customers.birth_date"]
+type = "date_of_birth"
 level = 3
 
 [[classifications]]

@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ from tests.integration.masking_support import (
 
 from sqlbastion.devtools.sample_bank import LoadedBank
 from sqlbastion.devtools.servers import ServerInfo
-from sqlbastion.masking.functions import chinese_name, keep, keep_digits, mobile
+from sqlbastion.masking.functions import build_function, chinese_name, keep, keep_digits, mobile
 
 pytestmark = pytest.mark.integration
 
@@ -301,3 +303,52 @@ def test_keyed_functions_are_consistent_across_sessions_and_protocols(proxy: Mas
     assert len(token) == 16
     assert token != my_bank.canary.mobile
     assert id_card is None
+
+
+def test_numbers_and_dates_keep_their_types_in_text_and_binary_rows(proxy: MaskingProxy, my_bank: LoadedBank) -> None:
+    conn = _pymysql(proxy.ports["my"], "dba")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT balance FROM accounts WHERE id = 1")
+            clear = cur.fetchone()
+    finally:
+        conn.close()
+    assert clear is not None
+    balance = clear[0]
+    assert isinstance(balance, Decimal)
+    expected = (build_function("band").decimal(balance), date(my_bank.canary.birth_date.year, 1, 1))
+    accounts = "SELECT balance FROM accounts WHERE id = 1"
+    customers = "SELECT birth_date FROM customers WHERE id = 1"
+    conn = _pymysql(proxy.ports["my"], "dev")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(accounts)
+            a = cur.fetchone()
+            cur.execute(customers)
+            c = cur.fetchone()
+    finally:
+        conn.close()
+    assert a is not None
+    assert c is not None
+    assert (a[0], c[0]) == expected
+    mc = mysql.connector.connect(
+        host="127.0.0.1",
+        port=proxy.ports["my"],
+        user="dev",
+        password=PASSWORDS["dev"],
+        database="bank",
+        ssl_disabled=True,
+        use_pure=True,
+    )
+    try:
+        cur = mc.cursor(prepared=True)
+        cur.execute(accounts)
+        a = cur.fetchone()
+        cur.execute(customers)
+        c = cur.fetchone()
+        cur.close()
+    finally:
+        mc.close()
+    assert isinstance(a, tuple)
+    assert isinstance(c, tuple)
+    assert (a[0], c[0]) == expected

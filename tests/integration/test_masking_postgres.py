@@ -15,6 +15,8 @@ import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
+from datetime import date
+from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
@@ -30,7 +32,7 @@ from tests.integration.masking_support import (
 
 from sqlbastion.devtools.sample_bank import LoadedBank
 from sqlbastion.devtools.servers import ServerInfo
-from sqlbastion.masking.functions import chinese_name, keep, mobile
+from sqlbastion.masking.functions import build_function, chinese_name, keep, mobile
 
 pytestmark = pytest.mark.integration
 
@@ -296,3 +298,34 @@ def test_keyed_functions_are_consistent_across_sessions(proxy: MaskingProxy, pg_
     assert len(token) == 16
     assert token != canary.mobile
     assert id_card is None  # level 4 is NULL for analysts
+
+
+def test_numbers_and_dates_keep_their_types_in_text_and_binary(proxy: MaskingProxy, pg_bank: LoadedBank) -> None:
+    with psycopg.connect(_dsn(proxy.ports["pg"], "dba"), autocommit=True) as conn:
+        clear = conn.execute(b"SELECT balance FROM accounts WHERE id = 1").fetchone()
+    assert clear is not None
+    balance = clear[0]
+    assert isinstance(balance, Decimal)
+    expected = (build_function("band").decimal(balance), date(pg_bank.canary.birth_date.year, 1, 1))
+    accounts = b"SELECT balance FROM accounts WHERE id = 1"
+    customers = b"SELECT birth_date FROM customers WHERE id = 1"
+    with psycopg.connect(_dsn(proxy.ports["pg"], "dev"), autocommit=True) as conn:
+        for binary in (False, True):
+            a = conn.cursor(binary=binary).execute(accounts).fetchone()
+            c = conn.cursor(binary=binary).execute(customers).fetchone()
+            assert a is not None
+            assert c is not None
+            assert (a[0], c[0]) == expected, binary
+
+    async def binary_protocol() -> tuple[object, object]:
+        conn = await asyncpg.connect(
+            host="127.0.0.1", port=proxy.ports["pg"], user="dev", password=PASSWORDS["dev"], database="bank", ssl=False
+        )
+        try:
+            return await conn.fetchval(accounts.decode()), await conn.fetchval(customers.decode())
+        finally:
+            await conn.close()
+
+    import asyncio
+
+    assert asyncio.run(binary_protocol()) == expected
