@@ -707,7 +707,8 @@ class QueryRelay:
         self._end_result()
         if item.refused and item.verdict is not None:
             self._to_client += p.encode_error("ERROR", "42501", item.verdict.message)
-        elif not item.swallow:
+        elif item.kind != Kind.INTERNAL:
+            # An injected Describe's failure is still the batch's failure: the client must see it.
             self._to_client += self._withhold(item, p.ERROR_RESPONSE, body) or frame
         if item.verdict is not None and not item.refused:
             fields = dict(p.decode_error_fields(body))

@@ -1,0 +1,371 @@
+"""The PostgreSQL relay without sockets: playbooks of exact bytes, byte-by-byte feeding, fuzzing."""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sqlbastion.config import loads
+from sqlbastion.policies.model import Action, ColumnRef, Decision, RuleHit, StatementContext
+from sqlbastion.proxy.postgres import protocol as p
+from sqlbastion.proxy.postgres.protocol import ProtocolViolation, RowColumn
+from sqlbastion.proxy.postgres.relay import QueryRelay
+from sqlbastion.proxy.postgres.tracking import REFUSED_SQL, ColumnMeta, may_change_state
+from sqlbastion.proxy.session import EMPTY_MASK_PLAN, ClientInfo, MaskPlan, ResultColumn, Runtime, Session
+
+SETTINGS = loads(
+    """
+[[backends]]
+name = "pg"
+protocol = "postgres"
+listen = "127.0.0.1:6432"
+host = "127.0.0.1"
+port = 5432
+user = "svc"
+"""
+)
+HIT = RuleHit(rule_id="T-DROP", title="drop", severity="high", action=Action.BLOCK, why="DROP")
+
+
+class Engine:
+    version = "v1"
+
+    def roles_of(self, person: str) -> tuple[str, ...]:
+        return ()
+
+    def admit(self, person: str, client_address: str, backend: str) -> str | None:
+        return None
+
+    def decide(self, sql: str, ctx: StatementContext) -> Decision:
+        if "drop" in sql.lower():
+            return Decision(action=Action.BLOCK, rule_hits=(HIT,), policy_version=self.version)
+        sensitive = (ColumnRef(database=None, schema="s", table="t", column="secret"),) if "secret" in sql else ()
+        return Decision(action=Action.ALLOW, sensitive_columns=sensitive, policy_version=self.version)
+
+
+class Masker:
+    def plan(self, decision: Decision, ctx: StatementContext, columns: Sequence[ResultColumn]) -> MaskPlan:
+        if not any(c.column == "secret" for c in columns):
+            return EMPTY_MASK_PLAN
+        return MaskPlan(
+            columns=tuple((lambda v: None if v is None else b"#") if c.column == "secret" else None for c in columns)
+        )
+
+
+class Audit:
+    def __init__(self) -> None:
+        self.events: list[dict[str, object]] = []
+
+    def emit(self, event: dict[str, object]) -> None:
+        self.events.append(event)
+
+    def accepting(self) -> bool:
+        return True
+
+
+class Resolver:
+    def __init__(self, known: bool = True) -> None:
+        self.known = known
+
+    def resolve(self, columns: Sequence[RowColumn]) -> list[ColumnMeta] | None:
+        if not self.known:
+            return None
+        return [
+            ColumnMeta(schema="s", table="t", column=c.name.decode(), type_name="text")
+            if c.table_oid
+            else ColumnMeta(schema=None, table=None, column=None, type_name="text")
+            for c in columns
+        ]
+
+
+def make_relay(status: bytes = b"I", resolver: Resolver | None = None) -> tuple[QueryRelay, Audit]:
+    audit = Audit()
+    session = Session(
+        runtime=Runtime(engine=Engine(), masking=Masker(), audit=audit),
+        backend=SETTINGS.backends[0],
+        person="p",
+        client=ClientInfo(address="127.0.0.1", port=1, protocol="postgres"),
+    )
+    return QueryRelay(session, resolver or Resolver(), transaction_status=status, max_statement_bytes=1 << 16), audit
+
+
+def Q(sql: str) -> bytes:  # message letters as in the protocol documentation
+    return p.encode_message(p.QUERY, sql.encode() + b"\x00")
+
+
+def row_description(*names: str, table: int = 16384) -> bytes:
+    body = struct.pack("!h", len(names))
+    for i, n in enumerate(names):
+        body += n.encode() + b"\x00" + struct.pack("!ihihih", table, i + 1, 25, -1, -1, 0)
+    return p.encode_message(p.ROW_DESCRIPTION, body)
+
+
+def C(tag: str) -> bytes:
+    return p.encode_message(p.COMMAND_COMPLETE, tag.encode() + b"\x00")
+
+
+def Z(status: bytes = b"I") -> bytes:
+    return p.encode_ready_for_query(status)
+
+
+def P(name: bytes, sql: str) -> bytes:
+    return p.encode_parse(name, sql.encode())
+
+
+def B(portal: bytes = b"", stmt: bytes = b"") -> bytes:
+    return p.encode_message(p.BIND, portal + b"\x00" + stmt + b"\x00" + b"\x00" * 6)
+
+
+def E(portal: bytes = b"", limit: int = 0) -> bytes:
+    return p.encode_message(p.EXECUTE, portal + b"\x00" + struct.pack("!i", limit))
+
+
+def D_portal(portal: bytes = b"") -> bytes:
+    return p.encode_message(p.DESCRIBE, b"P" + portal + b"\x00")
+
+
+S = p.encode_message(p.SYNC)
+ONE = p.encode_message(p.PARSE_COMPLETE)
+TWO = p.encode_message(p.BIND_COMPLETE)
+
+
+def server_error(code: str = "42601", message: str = "syntax error") -> bytes:
+    return p.encode_error("ERROR", code, message)
+
+
+def frames(data: bytes) -> list[tuple[str, bytes]]:
+    r = p.MessageReader()
+    r.feed(data)
+    out = []
+    while isinstance(got := r.next(), tuple):
+        out.append((chr(got[0]), got[1]))
+    return out
+
+
+def sqlstates(data: bytes) -> list[str]:
+    return [dict(p.decode_error_fields(b))[b"C"] for k, b in frames(data) if k == "E"]
+
+
+def test_allowed_simple_query_is_relayed_byte_for_byte() -> None:
+    relay, audit = make_relay()
+    relay.client_data(Q("SELECT a FROM t"))
+    assert relay.take_to_backend() == Q("SELECT a FROM t")
+    answer = row_description("a") + p.encode_data_row([b"1"]) + p.encode_data_row([None]) + C("SELECT 2") + Z()
+    relay.backend_data(answer)
+    assert relay.take_to_client() == answer
+    (event,) = audit.events
+    assert event["rows"] == 2
+    assert event["decision"] == "allow"
+
+
+def test_blocked_query_when_idle_never_reaches_the_backend() -> None:
+    relay, audit = make_relay()
+    relay.client_data(Q("DROP TABLE t"))
+    assert relay.take_to_backend() == b""
+    out = relay.take_to_client()
+    assert [k for k, _ in frames(out)] == ["E", "Z"]
+    assert sqlstates(out) == ["42501"]
+    assert out.endswith(Z(b"I"))
+    assert audit.events[0]["decision"] == "block"
+
+
+def test_blocked_query_in_transaction_fails_the_backend_transaction() -> None:
+    relay, _ = make_relay(status=b"T")
+    relay.client_data(Q("DROP TABLE t"))
+    sent = relay.take_to_backend()
+    assert sent == Q(REFUSED_SQL.decode())
+    assert b"DROP" not in sent
+    relay.backend_data(server_error() + Z(b"E"))
+    out = relay.take_to_client()
+    assert sqlstates(out) == ["42501"]
+    assert b"T-DROP" in out
+    assert out.endswith(Z(b"E"))
+    assert relay.session.state.in_transaction
+
+
+def test_blocked_query_behind_a_pending_one_keeps_order() -> None:
+    relay, _ = make_relay()
+    relay.client_data(Q("SELECT 1") + Q("DROP TABLE t"))
+    assert relay.take_to_backend() == Q("SELECT 1") + Q(REFUSED_SQL.decode())
+    first = row_description("x", table=0) + p.encode_data_row([b"1"]) + C("SELECT 1") + Z()
+    relay.backend_data(first + server_error() + Z())
+    out = relay.take_to_client()
+    assert out.startswith(first)
+    assert sqlstates(out) == ["42501"]
+
+
+def test_pipeline_with_blocked_parse_skips_to_sync() -> None:
+    relay, audit = make_relay()
+    relay.client_data(
+        P(b"", "SELECT a FROM t") + B() + D_portal() + E() + P(b"s2", "DROP TABLE t") + B(b"", b"s2") + E() + S
+    )
+    sent = relay.take_to_backend()
+    assert sent == P(b"", "SELECT a FROM t") + B() + D_portal() + E() + P(b"s2", REFUSED_SQL.decode()) + S
+    answer = ONE + TWO + row_description("a") + p.encode_data_row([b"v"]) + C("SELECT 1")
+    relay.backend_data(answer + server_error() + Z())
+    out = relay.take_to_client()
+    assert out.startswith(answer)
+    assert [k for k, _ in frames(out)][-2:] == ["E", "Z"]
+    assert sqlstates(out) == ["42501"]
+    decisions = [e["decision"] for e in audit.events]
+    assert decisions == ["allow", "block"]
+
+
+def test_backend_error_drops_pending_answers_up_to_sync() -> None:
+    relay, audit = make_relay()
+    relay.client_data(P(b"", "SELECT 1/0") + B() + E() + P(b"n", "SELECT 2") + B(b"", b"n") + E() + S + Q("SELECT 3"))
+    relay.backend_data(ONE + TWO + row_description("x", table=0) + server_error("22012", "division by zero") + Z())
+    out = relay.take_to_client()
+    assert sqlstates(out) == ["22012"]
+    # The named statement was skipped by the server: the proxy forgot it too.
+    relay.backend_data(row_description("x", table=0) + p.encode_data_row([b"3"]) + C("SELECT 1") + Z())
+    relay.take_to_client()
+    relay.client_data(B(b"", b"n") + E() + S)
+    assert REFUSED_SQL not in relay.take_to_backend()  # a refused Bind uses a stand-in name
+    errors = [str(e["backend_error"]) for e in audit.events if e["backend_error"]]
+    assert errors[0].startswith("SQLSTATE 22012")
+
+
+def test_masked_text_rows_are_rewritten() -> None:
+    relay, audit = make_relay()
+    relay.client_data(Q("SELECT id, secret FROM t"))
+    relay.take_to_backend()
+    relay.backend_data(
+        row_description("id", "secret")
+        + p.encode_data_row([b"1", b"pin"])
+        + p.encode_data_row([b"2", None])
+        + C("SELECT 2")
+        + Z()
+    )
+    rows = [p.decode_data_row(b) for k, b in frames(relay.take_to_client()) if k == "D"]
+    assert rows == [[b"1", b"#"], [b"2", None]]
+    assert audit.events[-1]["masked_values"] == 2
+
+
+def test_sensitive_statement_errors_are_withheld() -> None:
+    relay, _ = make_relay()
+    relay.client_data(Q("SELECT secret::int FROM t"))
+    relay.take_to_backend()
+    relay.backend_data(p.encode_error("ERROR", "22P02", 'invalid input syntax for type integer: "pin-1234"') + Z())
+    out = relay.take_to_client()
+    assert b"pin-1234" not in out
+    assert b"withheld" in out
+    assert sqlstates(out) == ["22P02"]
+
+
+def test_rows_wait_for_the_catalog() -> None:
+    resolver = Resolver(known=False)
+    relay, _ = make_relay(resolver=resolver)
+    relay.client_data(Q("SELECT a FROM t"))
+    relay.take_to_backend()
+    answer = row_description("a") + p.encode_data_row([b"1"]) + C("SELECT 1") + Z()
+    relay.backend_data(answer)
+    assert relay.take_to_client() == b""
+    assert relay.need_catalog is not None
+    resolver.known = True
+    relay.resume()
+    assert relay.take_to_client() == answer
+
+
+def test_search_path_refresh_holds_the_next_statement() -> None:
+    relay, _ = make_relay()
+    relay.client_data(Q("SET search_path TO x") + Q("SELECT 1"))
+    assert relay.take_to_backend() == Q("SET search_path TO x")
+    relay.backend_data(C("SET") + Z())
+    assert relay.take_to_client() == C("SET") + Z()
+    assert relay.take_to_backend() == Q("SHOW search_path")
+    relay.backend_data(row_description("search_path", table=0) + p.encode_data_row([b"x, public"]) + C("SHOW") + Z())
+    assert relay.take_to_client() == b""
+    assert relay.session.state.search_path == ("x", "public")
+    assert relay.take_to_backend() == Q("SELECT 1")
+
+
+def test_function_call_is_refused_through_a_stand_in() -> None:
+    relay, _ = make_relay()
+    relay.client_data(p.encode_message(p.FUNCTION_CALL, struct.pack("!ihhi", 1317, 0, 1, 1) + b"a" + b"\x00\x00"))
+    assert relay.take_to_backend() == Q(REFUSED_SQL.decode())
+    relay.backend_data(server_error() + Z())
+    assert sqlstates(relay.take_to_client()) == ["42501"]
+
+
+def test_execute_of_an_undescribed_portal_gets_an_injected_describe() -> None:
+    relay, _ = make_relay()
+    relay.client_data(P(b"", "SELECT secret FROM t") + B() + E() + S)
+    sent = relay.take_to_backend()
+    assert sent == P(b"", "SELECT secret FROM t") + B() + D_portal() + E() + S
+    relay.backend_data(ONE + TWO + row_description("secret") + p.encode_data_row([b"pin"]) + C("SELECT 1") + Z())
+    out = relay.take_to_client()
+    assert [k for k, _ in frames(out)] == ["1", "2", "D", "C", "Z"]  # the injected answer is swallowed
+    assert p.decode_data_row(frames(out)[2][1]) == [b"#"]
+
+
+def test_byte_by_byte_feeding_gives_the_same_bytes() -> None:
+    client = Q("SELECT a FROM t") + P(b"", "SELECT secret FROM t") + B() + D_portal() + E() + S + Q("DROP x")
+    backend = (
+        row_description("a") + p.encode_data_row([b"1"]) + C("SELECT 1") + Z()
+        + ONE + TWO + row_description("secret") + p.encode_data_row([b"pin"]) + C("SELECT 1") + Z()
+        + server_error() + Z()
+    )  # fmt: skip
+    whole, _ = make_relay()
+    whole.client_data(client)
+    whole.backend_data(backend)
+    expected = (whole.take_to_backend(), whole.take_to_client())
+    split, _ = make_relay()
+    to_backend, to_client = b"", b""
+    for i in range(len(client)):
+        split.client_data(client[i : i + 1])
+        to_backend += split.take_to_backend()
+    for i in range(len(backend)):
+        split.backend_data(backend[i : i + 1])
+        to_client += split.take_to_client()
+    audit_ref = re.compile(rb"Audit ref [0-9a-f-]+")
+    assert to_backend == expected[0]
+    assert audit_ref.sub(b"", to_client) == audit_ref.sub(b"", expected[1])
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"Q\x00\x00\x00\x03",  # length below 4
+        b"?\x00\x00\x00\x04",  # unknown message type
+        b"P\x00\x00\x00\x06ab",  # unterminated strings
+        b"B\x00\x00\x00\x05\x00",  # truncated Bind
+        b"D\x00\x00\x00\x06X\x00",  # Describe of neither statement nor portal
+    ],
+)
+def test_malformed_client_messages_raise_protocol_violation(garbage: bytes) -> None:
+    relay, _ = make_relay()
+    with pytest.raises(ProtocolViolation):
+        relay.client_data(garbage)
+
+
+def test_unexpected_backend_message_is_a_violation() -> None:
+    relay, _ = make_relay()
+    with pytest.raises(ProtocolViolation):
+        relay.backend_data(p.encode_data_row([b"1"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([Q("SELECT 1"), P(b"", "SELECT 1"), B(), E(), S, D_portal(), Q("DROP t")]), max_size=12),
+    st.binary(max_size=40),
+)
+def test_fuzz_client_messages(messages: list[bytes], tail: bytes) -> None:
+    relay, _ = make_relay()
+    try:
+        relay.client_data(b"".join(messages) + tail)
+    except ProtocolViolation:
+        return
+    sent = relay.take_to_backend()
+    assert b"DROP" not in sent
+
+
+def test_state_words() -> None:
+    assert may_change_state(b"set search_path = x")
+    assert may_change_state(b'SELECT U&"\\0073et_config"(1)')
+    assert not may_change_state(b"SELECT abalance FROM pgbench_accounts WHERE aid = $1")
