@@ -220,7 +220,9 @@ async def load_catalog(backend: BackendSettings) -> Catalog:
 class CatalogStore:
     """The current catalog of every backend; each refresh swaps a whole snapshot in."""
 
-    DDL_REFRESH_DELAY_S = 0.2
+    # After DDL the decision comes before the backend runs it: refresh soon, and
+    # once more a little later for statements that take a while.
+    DDL_REFRESH_DELAYS_S = (0.2, 2.0)
 
     def __init__(self, backends: Iterable[BackendSettings] = ()) -> None:
         self._backends = {b.name: b for b in backends}
@@ -257,11 +259,18 @@ class CatalogStore:
         settings = self._backends[backend]
         event = self._dirty.setdefault(backend, asyncio.Event())
         while True:
+            ddl = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), settings.catalog_refresh_s)
-                await asyncio.sleep(self.DDL_REFRESH_DELAY_S)
+                ddl = True
             event.clear()
-            await self.refresh(backend)
+            if not ddl:
+                await self.refresh(backend)
+                continue
+            for delay in self.DDL_REFRESH_DELAYS_S:
+                await asyncio.sleep(delay)
+                event.clear()
+                await self.refresh(backend)
 
     async def load_all(self) -> None:
         """Load every backend's catalog once (failures are logged; the empty snapshot stays)."""
