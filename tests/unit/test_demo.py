@@ -161,3 +161,10 @@ def test_demo_certificate_is_made_once_with_a_private_key(tmp_path: Path) -> Non
     before = cert.read_bytes()
     _certificate(tmp_path)
     assert cert.read_bytes() == before
+
+
+def test_template_passes_config_validate_with_the_example_policy(capsys: pytest.CaptureFixture[str]) -> None:
+    from sqlbastion.cli import main as cli
+
+    assert cli(["config", "validate", str(TEMPLATE)]) == 0
+    assert ": ok (2 backend(s)" in capsys.readouterr().out
