@@ -168,3 +168,17 @@ def test_template_passes_config_validate_with_the_example_policy(capsys: pytest.
 
     assert cli(["config", "validate", str(TEMPLATE)]) == 0
     assert ": ok (2 backend(s)" in capsys.readouterr().out
+
+
+def test_only_a_running_sqlbastion_serve_is_ever_signalled(tmp_path: Path) -> None:
+    import os
+
+    from sqlbastion.devtools.demo import _our_proxy
+
+    pid_file = tmp_path / "sqlbastion.pid"
+    assert _our_proxy(pid_file) is None  # no file
+    for junk in ("", "abc", "-1", "99999999"):
+        pid_file.write_text(junk)
+        assert _our_proxy(pid_file) is None, junk
+    pid_file.write_text(f"{os.getpid()}\n")  # alive, but pytest is not `sqlbastion serve`
+    assert _our_proxy(pid_file) is None
