@@ -197,6 +197,10 @@ class AuditSettings:
     chain_algorithm: Literal["hmac-sha256", "hmac-sm3"] = "hmac-sha256"
     chain_key: SecretRef | None = None
     sinks: list[SinkSettings] = field(default_factory=list)
+    # Where sinks run: "process" (a child process, off the proxy's interpreter lock) or "thread".
+    delivery: Literal["process", "thread"] = "process"
+    # Seconds sinks may go on catching up at shutdown; what they miss is delivered after the next start.
+    sink_grace_s: float = 5.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -35,12 +35,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlbastion import logs
 from sqlbastion.audit import jsontext
+from sqlbastion.audit.delivery import DeliveryProcess, SinkRunner, WriterState, load_cursor
 from sqlbastion.audit.events import EventBuilder
 from sqlbastion.audit.intake import IntakeRing, ring_path_for
-from sqlbastion.audit.sinks.base import Backoff, Sink, build_sink
-from sqlbastion.audit.spool import Spool, SpoolError, SpoolFull, SpoolReader
+from sqlbastion.audit.sinks.base import Sink, build_sink
+from sqlbastion.audit.spool import Spool, SpoolError, SpoolFull
 from sqlbastion.observability.metrics import METRICS
-from sqlbastion.settings_schema import SecretUnavailable
+from sqlbastion.settings_schema import SecretUnavailable, describe
 
 if TYPE_CHECKING:
     from sqlbastion.config import AuditSettings, Settings
@@ -51,7 +52,6 @@ log = logs.get_logger("audit.pipeline")
 
 _WRITE_BATCH = 4096
 _RETRY_WRITE_S = 0.1
-_IDLE_WAKE_S = 0.5
 # After the spool filled up, writing resumes once it is below this share of max_spool_bytes.
 _RESUME_BELOW = 0.75
 
@@ -87,15 +87,6 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-class _SinkState:
-    __slots__ = ("confirmed", "delivered", "sink")
-
-    def __init__(self, sink: Sink, cursor: int) -> None:
-        self.sink = sink
-        self.confirmed = cursor
-        self.delivered = cursor
-
-
 class AuditPipeline:
     """Implements ``proxy.session.AuditHook``."""
 
@@ -110,6 +101,7 @@ class AuditPipeline:
         fsync_interval_ms: int = 50,
         max_queue: int = 100_000,
         intake_ring: IntakeRing | None = None,
+        delivery_process: DeliveryProcess | None = None,
     ) -> None:
         self.spool = spool
         self.sinks = list(sinks)
@@ -136,13 +128,19 @@ class AuditPipeline:
         self._running = False
         self._writer: threading.Thread | None = None
         self._delivery: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._sink_wake: asyncio.Event | None = None
-        self._states: list[_SinkState] = []
+        self._runner: SinkRunner | None = None
+        self._process = delivery_process
+        if delivery_process is not None:
+            self._sink_names = delivery_process.names
+            self._required_names = delivery_process.required_names
+        else:
+            self._sink_names = [s.name for s in self.sinks]
+            self._required_names = [s.name for s in self.sinks if s.required]
+        self._log_settings: dict[str, str] = {}
+        self._monitor: threading.Thread | None = None
+        self._monitor_stop = threading.Event()
+        self._writer_state: WriterState | None = None
         self._writer_done = threading.Event()
-        self._sink_events: dict[str, asyncio.Event] = {}
-        self._drain_deadline: float | None = None
-        self._stop_wake: asyncio.Event | None = None
         # How long writing the queue may take at shutdown while the spool fails (fail_closed).
         self.drain_timeout_s = 30.0
         # How long sinks may go on catching up after the spool closed. What they miss
@@ -159,7 +157,17 @@ class AuditPipeline:
             segment_bytes=audit.segment_bytes,
             max_bytes=audit.max_spool_bytes,
         )
-        if sinks is None:
+        process = None
+        if sinks is None and audit.delivery == "process":
+            tables = [describe(s) for s in audit.sinks] or [
+                {"type": "sqlite", "path": str(default_sqlite_path(settings))}
+            ]
+            base_dir = Path.cwd() if settings.source == "<memory>" else Path(settings.source).resolve().parent
+            process = DeliveryProcess(
+                spool_dir=spool.directory, base_dir=base_dir, sinks=tables, grace_s=audit.sink_grace_s
+            )
+            sinks = []
+        elif sinks is None:
             sinks = [build_sink(s, settings.resolve_path) for s in audit.sinks]
             if not sinks:
                 from sqlbastion.audit.sinks.sqlite import SQLiteSink
@@ -176,7 +184,8 @@ class AuditPipeline:
         )
         METRICS.audit_spool_capacity.set(audit.max_spool_bytes)
         ring_path = ring_path_for(spool.directory)
-        return cls(
+        pipeline = cls(
+            delivery_process=process,
             intake_ring=IntakeRing(ring_path) if ring_path is not None else None,
             spool=spool,
             sinks=sinks,
@@ -185,6 +194,9 @@ class AuditPipeline:
             fsync=audit.fsync,
             fsync_interval_ms=audit.fsync_interval_ms,
         )
+        pipeline.sink_grace_s = audit.sink_grace_s
+        pipeline._log_settings = {"log_format": settings.logging.format, "log_level": settings.logging.level}
+        return pipeline
 
     # -- the data path ---------------------------------------------------------------------------
 
@@ -227,11 +239,27 @@ class AuditPipeline:
         self._recover_intake()
         self._running = True
         self._stopping = False
+        self._writer_state = WriterState(self.spool.directory, create=True)
+        self._writer_state.publish(self.spool.written_seq, closed=False)
         self._writer = threading.Thread(target=self._write_loop, name="sqlbastion-audit-writer", daemon=True)
         self._writer.start()
+        if self._process is not None:
+            self._process.start(**self._log_settings)
+            self._monitor_stop.clear()
+            self._monitor = threading.Thread(target=self._monitor_loop, name="sqlbastion-audit-monitor", daemon=True)
+            self._monitor.start()
+            return
+        self._runner = SinkRunner(
+            self.spool.directory,
+            self.sinks,
+            limit=lambda: self.spool.written_seq,
+            writer_done=self._writer_done.is_set,
+            on_confirmed=self._release,
+        )
         started = threading.Event()
+        runner = self._runner
         self._delivery = threading.Thread(
-            target=self._delivery_main, args=(started,), name="sqlbastion-audit-delivery", daemon=True
+            target=lambda: asyncio.run(runner.run(started.set)), name="sqlbastion-audit-delivery", daemon=True
         )
         self._delivery.start()
         started.wait(10)
@@ -287,14 +315,19 @@ class AuditPipeline:
         self._wake.set()
         if self._writer is not None:
             self._writer.join(self.drain_timeout_s + 5)
-        self._drain_deadline = time.monotonic() + grace
-        loop, stop_wake = self._loop, self._stop_wake
-        if loop is not None and stop_wake is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stop_wake.set)
-        self._notify_sinks()
-        if self._delivery is not None:
-            self._delivery.join(grace + 5)
+        if self._runner is not None:
+            self._runner.begin_drain(grace)
+            if self._delivery is not None:
+                self._delivery.join(grace + 5)
+        if self._process is not None:
+            # The child saw the closed flag in writer.state and drains for the same grace period.
+            self._process.wait(grace + 10)
+            self._monitor_stop.set()
+            if self._monitor is not None:
+                self._monitor.join(5)
+            self._poll_process()
+        if self._writer_state is not None:
+            self._writer_state.close()
         self._running = False
 
     async def start(self) -> None:
@@ -474,137 +507,57 @@ class AuditPipeline:
     # -- the delivery thread ---------------------------------------------------------------------
 
     def _notify_sinks(self) -> None:
-        loop, wake = self._loop, self._sink_wake
-        if loop is not None and wake is not None:
-            with contextlib.suppress(RuntimeError):  # the loop has already stopped
-                loop.call_soon_threadsafe(wake.set)
-
-    def _delivery_main(self, started: threading.Event) -> None:
-        asyncio.run(self._deliver_all(started))
-
-    async def _deliver_all(self, started: threading.Event) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._sink_wake = asyncio.Event()
-        self._stop_wake = asyncio.Event()
-        self._states = [_SinkState(s, self._load_cursor(s.name)) for s in self.sinks]
-        self._sink_events = {s.name: asyncio.Event() for s in self.sinks}
-        started.set()
-        tasks = [asyncio.create_task(self._deliver(st), name=f"audit-sink-{st.sink.name}") for st in self._states]
-        waker = asyncio.create_task(self._fan_out_wakes(), name="audit-sink-waker")
-        pending = set(tasks)
-        while pending:
-            _, pending = await asyncio.wait(pending, timeout=0.2)
-            if pending and self._drain_expired():
-                # Shutdown and the grace period is over: a sink stuck in a delivery is cancelled.
-                # Its events stay in the spool for the next start.
-                for t in pending:
-                    t.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-                break
-        waker.cancel()
-        for st in self._states:
-            with contextlib.suppress(Exception):
-                await st.sink.close()
-
-    async def _fan_out_wakes(self) -> None:
-        # One asyncio.Event set from the writer thread, fanned out to per-sink events.
-        wake = self._sink_wake
-        while wake is not None:
-            await wake.wait()
-            wake.clear()
-            for ev in self._sink_events.values():
-                ev.set()
-
-    def _cursor_path(self, name: str) -> Path:
-        return self.spool.directory / "cursors" / name
-
-    def _load_cursor(self, name: str) -> int:
-        try:
-            return int(self._cursor_path(name).read_text(encoding="ascii").strip())
-        except (OSError, ValueError):
-            return -1
-
-    def _save_cursor(self, name: str, seq: int) -> None:
-        path = self._cursor_path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(f"{seq}\n", encoding="ascii")
-        os.replace(tmp, path)
-
-    async def _deliver(self, st: _SinkState) -> None:
-        sink = st.sink
-        wake = self._sink_events[sink.name]
-        reader = SpoolReader(self.spool.directory, st.confirmed)
-        backoff = Backoff()
-        opened = False
-        try:
-            while True:
-                limit = self.spool.written_seq
-                if self._writer_done.is_set() and st.confirmed >= limit:
-                    return
-                if self._writer_done.is_set() and self._drain_expired():
-                    log.warning("audit sink did not catch up before shutdown", sink=sink.name)
-                    return
-                try:
-                    if not opened:
-                        await sink.open()
-                        opened = True
-                    records, pos = reader.read(limit, sink.batch_size)
-                    if records:
-                        await sink.deliver(records)
-                        METRICS.audit_sink_delivered.labels(sink.name).inc(len(records))
-                    st.delivered = pos
-                    # The cursor never moves back: a sink may confirm less than it was given.
-                    confirmed = max(st.confirmed, sink.confirmed(st.delivered))
-                except Exception as exc:
-                    await self._failed_delivery(st, reader, backoff, exc)
-                    opened = False
-                    continue
-                backoff.reset()
-                METRICS.audit_sink_up.labels(sink.name).set(1)
-                if confirmed != st.confirmed:
-                    st.confirmed = confirmed
-                    self._save_cursor(sink.name, confirmed)
-                    self._release()
-                METRICS.audit_sink_lag.labels(sink.name).set(max(0, self.spool.written_seq - st.confirmed))
-                if not records and st.delivered >= self.spool.written_seq:
-                    wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), _IDLE_WAKE_S)
-        finally:
-            reader.close()
-
-    async def _failed_delivery(self, st: _SinkState, reader: SpoolReader, backoff: Backoff, exc: Exception) -> None:
-        """Count the failure, drop the sink's connection, rewind to the confirmed cursor, wait."""
-        sink = st.sink
-        METRICS.audit_sink_errors.labels(sink.name).inc()
-        METRICS.audit_sink_up.labels(sink.name).set(0)
-        delay = backoff.next_delay()
-        log.warning("audit sink delivery failed", sink=sink.name, error=str(exc)[:300], retry_in_s=round(delay, 3))
-        with contextlib.suppress(Exception):
-            await sink.reset()
-        reader.rewind(st.confirmed)
-        st.delivered = st.confirmed
-        if self._stop_wake is not None:
-            # Shutdown cuts the wait short.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_wake.wait(), delay)
-
-    def _drain_expired(self) -> bool:
-        return self._drain_deadline is not None and time.monotonic() > self._drain_deadline
+        state = self._writer_state
+        if state is not None:
+            # Plain memory stores into the shared writer.state: what the delivery child reads.
+            state.publish(self.spool.written_seq, closed=self._writer_done.is_set())
+        if self._runner is not None:
+            self._runner.notify()
 
     def _release(self) -> None:
-        required = [st.confirmed for st in self._states if st.sink.required]
-        if not required:
+        """Delete segments every required sink has acknowledged."""
+        if self._runner is not None:
+            through = self._runner.required_cursor()
+        else:
+            cursors = self.sink_cursors()
+            required = [cursors.get(name, -1) for name in self._required_names]
+            through = min(required) if required else None
+        if through is None:
             return
-        freed = self.spool.release(min(required))
+        freed = self.spool.release(through)
         if freed:
             METRICS.audit_spool_bytes.set(self.spool.bytes_used())
+
+    def _poll_process(self) -> None:
+        if self._process is None:
+            return
+        self._process.poll_stats()
+        written = self.spool.written_seq
+        for name, seq in self.sink_cursors().items():
+            METRICS.audit_sink_lag.labels(name).set(max(0, written - seq))
+        self._release()
+
+    def _monitor_loop(self) -> None:
+        """Process mode: export the child's counters, release segments, restart a child that died."""
+        process = self._process
+        restarts = 0
+        while process is not None and not self._monitor_stop.wait(0.5):
+            try:
+                self._poll_process()
+            except Exception:  # the monitor must keep running
+                log.exception("audit delivery monitor error")
+            if not process.alive() and not self._writer_done.is_set():
+                restarts += 1
+                log.error("audit delivery process exited; restarting it", restarts=restarts)
+                time.sleep(min(30.0, 0.5 * 2 ** min(restarts, 6)))
+                process.start(**self._log_settings)
 
     # -- introspection (tests, /readyz) ----------------------------------------------------------
 
     def sink_cursors(self) -> dict[str, int]:
-        return {st.sink.name: st.confirmed for st in self._states}
+        if self._runner is not None:
+            return self._runner.cursors()
+        return {name: load_cursor(self.spool.directory, name) for name in self._sink_names}
 
     @property
     def failed(self) -> bool:

@@ -207,8 +207,9 @@ def test_a_full_spool_triggers_the_failure_policy(spool_dir: Path) -> None:
     assert sink.gate is not None
     sink.blocked = False
     gate = sink.gate
-    assert p._loop is not None
-    p._loop.call_soon_threadsafe(gate.set)
+    assert p._runner is not None
+    assert p._runner._loop is not None
+    p._runner._loop.call_soon_threadsafe(gate.set)
     _wait(p.accepting, timeout=20)  # delivery releases segments, the spool takes the backlog again
     p.close()
     assert verify(spool_dir).ok
