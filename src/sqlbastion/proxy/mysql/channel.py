@@ -264,6 +264,18 @@ class BackendConnection:
             r = PayloadReader(payload)
             rows.append([r.lenenc_value_or_null() for _ in range(ncols)])
 
+    async def command_ok(self, payload: bytes) -> OkPacket:
+        """Run an internal command that answers OK (COM_RESET_CONNECTION, COM_INIT_DB).
+
+        Raises BackendAuthError(kind="setup") if the backend answers with anything else.
+        """
+        self.protocol.write(frame(0, payload)[0])
+        p = await self.protocol.read_packet()
+        if p.payload[:1] != b"\x00":
+            detail = ErrPacket.decode(p.payload).message if p.payload[:1] == b"\xff" else "unexpected reply"
+            raise BackendAuthError(f"backend refused an internal command: {detail}", kind="setup")
+        return OkPacket.decode(p.payload, self.capabilities)
+
     def close(self) -> None:
         """Send COM_QUIT and close."""
         with contextlib.suppress(Exception):

@@ -27,6 +27,7 @@ from sqlbastion.proxy.mysql import guards
 from sqlbastion.proxy.mysql.channel import BackendConnection, ConnectionClosed, PacketProtocol
 from sqlbastion.proxy.mysql.constants import (
     SQLSTATE,
+    Capability,
     Command,
     ErrorCode,
     ServerStatus,
@@ -34,8 +35,9 @@ from sqlbastion.proxy.mysql.constants import (
     python_codec,
     type_name,
 )
-from sqlbastion.proxy.mysql.errors import MalformedPacket, MySQLProtocolError
+from sqlbastion.proxy.mysql.errors import BackendAuthError, MalformedPacket, MySQLProtocolError
 from sqlbastion.proxy.mysql.framing import frame
+from sqlbastion.proxy.mysql.handshake import PersonHandshake
 from sqlbastion.proxy.mysql.packets import ColumnDefinition, ErrPacket, OkPacket
 from sqlbastion.proxy.mysql.registry import SessionRegistry
 from sqlbastion.proxy.mysql.results import ResponseKind, ResponseRelay, ResultSummary
@@ -46,6 +48,7 @@ from sqlbastion.proxy.session import (
     Session,
     StatementOutcome,
     Verdict,
+    auth_failed,
     blocked_message,
     new_event_id,
 )
@@ -66,6 +69,8 @@ STATE_SQL = "SELECT DATABASE(), @@SESSION.sql_mode, @@SESSION.character_set_clie
 
 _NO_RESPONSE = frozenset({Command.STMT_CLOSE, Command.STMT_SEND_LONG_DATA})
 _IN_TRANS = int(ServerStatus.IN_TRANS)
+_SECURE_CONNECTION = int(Capability.SECURE_CONNECTION)
+ER_BAD_DB_ERROR = 1049
 _NO_BACKSLASH_ESCAPES = int(ServerStatus.NO_BACKSLASH_ESCAPES)
 _CURSOR_EXISTS = int(ServerStatus.CURSOR_EXISTS)
 
@@ -133,13 +138,19 @@ class CommandLoop:
         client_capabilities: int,
         registry: SessionRegistry,
         max_statement_bytes: int,
+        proxy_id: int = 0,
         idle_timeout_s: float,
+        handshake: PersonHandshake | None = None,
+        handshake_timeout_s: float = 10.0,
     ) -> None:
         self.client = client
+        self.handshake = handshake
+        self.handshake_timeout_s = handshake_timeout_s
         self.backend = backend
         self.session = session
         self.client_caps = client_capabilities
         self.registry = registry
+        self.proxy_id = proxy_id
         self.max_statement_bytes = max_statement_bytes
         self.idle_timeout_s = idle_timeout_s
         self.statements: dict[int, PreparedStatement] = {}
@@ -150,6 +161,7 @@ class CommandLoop:
         self._backend_gone = False
         self._reply_seq = 1
         self._client_gone = False
+        self._ended: str | None = None  # set when a command ends the session (a failed COM_CHANGE_USER)
         backend.protocol.on_lost = self._on_backend_lost
         client.on_lost = self._on_client_lost
         client.on_pause_writing = self._pause_backend
@@ -273,7 +285,9 @@ class CommandLoop:
                     return "quit"
                 # A command of 16 MiB or more arrived in several packets: replies continue its numbering.
                 self._reply_seq = packet.next_seq
-                await self._dispatch(payload)
+                ended = await self._dispatch(payload)
+                if ended is not None:
+                    return ended
         finally:
             idle.cancel()
 
@@ -286,7 +300,8 @@ class CommandLoop:
             return
         asyncio.get_running_loop().call_later(min(self.idle_timeout_s, 60.0), self._check_idle)
 
-    async def _dispatch(self, payload: bytes) -> None:
+    async def _dispatch(self, payload: bytes) -> str | None:
+        """Serve one command; returns a reason when the command ended the session."""
         cmd = payload[0]
         if cmd == Command.QUERY:
             await self._query(payload)
@@ -309,12 +324,11 @@ class CommandLoop:
         elif cmd == Command.PROCESS_KILL:
             await self._process_kill(payload)
         elif cmd == Command.CHANGE_USER:
-            self._send_err(
-                ErrorCode.ER_NOT_SUPPORTED_YET,
-                "sqlbastion: COM_CHANGE_USER is not supported; open a new connection as the other person",
-            )
+            await self._change_user(payload)
+            return self._ended
         else:
             self._send_err(ErrorCode.ER_UNKNOWN_COM_ERROR, f"sqlbastion: command 0x{cmd:02X} is not allowed")
+        return None
 
     # -- relaying ---------------------------------------------------------------
 
@@ -655,6 +669,94 @@ class CommandLoop:
             set_sql_mode(self.session, mode.decode("ascii", "replace") if mode else "")
             if charset:
                 self.session.state.client_encoding = charset.decode("ascii", "replace").lower()
+
+    async def _change_user(self, payload: bytes) -> None:
+        """COM_CHANGE_USER: re-authenticate a person through sqlbastion, never relayed.
+
+        On success the backend connection is reset (COM_RESET_CONNECTION: variables,
+        temporary tables, prepared statements and transactions of the previous
+        person are gone), the old session is closed and a new one opened. Any
+        failure answers 1045 and ends the connection, as a failed login would.
+        """
+        hs = self.handshake
+        if hs is None:
+            self._send_err(ErrorCode.ER_NOT_SUPPORTED_YET, "sqlbastion: COM_CHANGE_USER is not available here")
+            return
+        r = PayloadReader(payload, 1)
+        user = r.nul_bytes("user")
+        if len(user) > 1024:
+            raise MalformedPacket("user name too long")
+        if self.client_caps & _SECURE_CONNECTION:
+            r.fixed(r.int1("auth length"), "auth response")
+        else:
+            r.nul_bytes("auth response")
+        database = r.nul_bytes("database").decode("utf-8", "replace") if not r.at_end() else ""
+        old = self.session
+        runtime = old.runtime
+        backend = old.backend
+
+        def fail(reason: str) -> None:
+            auth_failed(
+                runtime,
+                protocol="mysql",
+                backend=backend.name,
+                person=hs.person,
+                client_address=old.client.address,
+                reason=reason,
+            )
+            self._ended = "change_user_failed"
+
+        self.client.write(hs.change_user(user).data)
+        try:
+            async with asyncio.timeout(self.handshake_timeout_s):
+                while True:
+                    step = hs.receive_packet(await self.client.read_packet())
+                    if step.action == "refused":
+                        fail(step.reason)
+                        self.client.write(step.data)
+                        return
+                    if step.data:
+                        self.client.write(step.data)
+                    if step.action == "authenticated":
+                        break
+        except TimeoutError:
+            fail("timeout")
+            return
+        refusal = runtime.engine.admit(hs.person, old.client.address, backend.name)
+        if refusal is not None:
+            fail(refusal)
+            self.client.write(hs.access_denied())
+            return
+        new = Session(runtime=runtime, backend=backend, person=hs.person, client=old.client)
+        if database:
+            verdict = new.authorize(f"USE {_quote_ident(database)}")
+            if not verdict.allowed:
+                new.finish(verdict, StatementOutcome())
+                self.client.write(hs.error(ErrorCode.ER_SPECIFIC_ACCESS_DENIED_ERROR, verdict.message, "42000"))
+                self._ended = "change_user_refused"
+                return
+        self._response = self._loop.create_future()
+        try:
+            await self.backend.command_ok(bytes((Command.RESET_CONNECTION,)))
+            if database:
+                await self.backend.command_ok(bytes((Command.INIT_DB,)) + database.encode("utf-8"))
+        except BackendAuthError as exc:
+            self.client.write(hs.error(ER_BAD_DB_ERROR, exc.message[:200], "42000"))
+            self._ended = "change_user_failed"
+            return
+        finally:
+            self._response = None
+        old.closed("change_user")
+        self.session = new
+        self.statements.clear()
+        self.last_prepared = None
+        await self._internal(SETUP_SQL)
+        await self.refresh_state()
+        self.registry.register(
+            person=new.person, proxy_id=self.proxy_id, backend=backend.name, backend_id=self.backend.connection_id
+        )
+        new.opened()
+        self.client.write(hs.ok())
 
     async def _process_kill(self, payload: bytes) -> None:
         try:

@@ -226,6 +226,21 @@ class PersonHandshake:
             return self._refuse("bad_credentials")
         return self._switch(auth.NATIVE if creds.mysql_native else auth.CACHING_SHA2)
 
+    def change_user(self, user: bytes) -> Step:
+        """Start re-authentication for COM_CHANGE_USER (page_protocol_com_change_user).
+
+        The client's scramble in COM_CHANGE_USER was computed over the old nonce;
+        sqlbastion always answers with an AuthSwitchRequest and a fresh nonce, for
+        a plugin the named person has a verifier for, then continues as at login.
+        """
+        self.person = user.decode("utf-8", "replace")
+        self._creds = self.users.get(self.person)
+        self._switched = False
+        self._seq = 1
+        creds = self._creds
+        plugin = auth.CACHING_SHA2 if creds is not None and not creds.mysql_native else auth.NATIVE
+        return self._switch(plugin)
+
     def _switch(self, plugin: str) -> Step:
         self._switched = True
         self._plugin = plugin

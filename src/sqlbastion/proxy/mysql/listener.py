@@ -290,6 +290,9 @@ async def serve_connection(ctx: ListenerContext, client: PacketProtocol) -> None
             registry=SESSIONS,
             max_statement_bytes=services.settings.server.max_statement_bytes,
             idle_timeout_s=services.settings.server.idle_timeout_s,
+            proxy_id=proxy_id,
+            handshake=hs,
+            handshake_timeout_s=services.settings.server.handshake_timeout_s,
         )
         await loop.refresh_state()
         if ok is not None:
@@ -308,7 +311,7 @@ async def serve_connection(ctx: ListenerContext, client: PacketProtocol) -> None
         finally:
             ctx.loops.discard(loop)
             SESSIONS.unregister(proxy_id)
-            session.closed(close_reason)
+            loop.session.closed(close_reason)  # COM_CHANGE_USER may have replaced the session
     except ConnectionClosed:
         close_reason = "client"
     except BackendLost as exc:
