@@ -19,7 +19,9 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # Debian packages: real servers for the integration tests and the demo.
 pkgs=(mariadb-server mariadb-client postgresql postgresql-client rsyslog prometheus openssl make)
-if [ "$want_bench" = 1 ]; then pkgs+=(sysbench pgbouncer); fi
+# sysbench: the MySQL proxy's integration tests drive it (oltp_read_write, both PS modes).
+pkgs+=(sysbench)
+if [ "$want_bench" = 1 ]; then pkgs+=(pgbouncer); fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
