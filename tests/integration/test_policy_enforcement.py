@@ -29,7 +29,13 @@ from sqlbastion.users import UsersFile, make_credentials
 
 pytestmark = pytest.mark.integration
 
-PASSWORDS = {"dev": "dev-pass-1", "analyst": "analyst-pass-1", "outsider": "outsider-pass-1", "night": "night-pass-1"}
+PASSWORDS = {
+    "dev": "dev-pass-1",
+    "analyst": "analyst-pass-1",
+    "outsider": "outsider-pass-1",
+    "night": "night-pass-1",
+    "ops": "ops-pass-1",
+}
 MY_ENV = "SQLBASTION_TEST_POLICY_MY_PW"
 PG_ENV = "SQLBASTION_TEST_POLICY_PG_PW"
 SCRATCH = "policy_scratch"
@@ -54,6 +60,16 @@ name = "night"
 roles = ["developer"]
 # A window of one minute a week, far from the hour the tests run at.
 time_windows = [{ days = "sun", start = "03:00", end = "03:01", tz = "Pacific/Kiritimati" }]
+
+[[persons]]
+name = "ops"
+roles = ["ops"]
+
+[[roles]]
+name = "ops"
+grants = [{ actions = ["all"], objects = ["my:*", "pg:*"] }]
+masks = { id_card = "clear", mobile = "clear" }
+rule_overrides = { "HR-DDL-DROP" = "allow" }
 
 [[roles]]
 name = "developer"
@@ -367,3 +383,46 @@ def test_mysql_prepared_statements_and_refusals(running: Running) -> None:
         cur.close()
     finally:
         conn.close()
+
+
+# -- DDL through the proxy refreshes the catalog -------------------------------------------
+
+
+def _rule_of_mysql(running: Running, person: str, sql: str) -> str:
+    with running.mysql(person) as conn, conn.cursor() as cur:
+        try:
+            cur.execute(sql)
+            cur.fetchall()
+        except pymysql.err.MySQLError as exc:
+            return _mysql_error(exc)[1]
+    return "allowed"
+
+
+def _rule_of_pg(running: Running, person: str, sql: str) -> str:
+    with running.pg(person) as conn:
+        try:
+            cur = conn.execute(sql)
+            if cur.description is not None:
+                cur.fetchall()
+        except psycopg.errors.InsufficientPrivilege as exc:
+            return str(exc)
+    return "allowed"
+
+
+def test_views_created_through_the_proxy_are_resolved(running: Running) -> None:
+    import time
+
+    probe = "SELECT id FROM policy_scratch_v WHERE phone LIKE '1%'"
+    create = "CREATE OR REPLACE VIEW policy_scratch_v AS SELECT id, mobile AS phone FROM customers"
+    drop = "DROP VIEW IF EXISTS policy_scratch_v"
+    for run_as in (_rule_of_mysql, _rule_of_pg):
+        assert run_as(running, "ops", drop) == "allowed"
+        assert run_as(running, "ops", create) == "allowed"
+        deadline = time.monotonic() + 10
+        outcome = run_as(running, "dev", probe)
+        while "MASK-INFERENCE" not in outcome and time.monotonic() < deadline:
+            assert outcome != "allowed"
+            time.sleep(0.2)
+            outcome = run_as(running, "dev", probe)
+        assert "MASK-INFERENCE" in outcome
+        assert run_as(running, "ops", drop) == "allowed"
