@@ -168,7 +168,15 @@ def make_certificate(directory: Path) -> tuple[Path, str]:
     return cert_path, key_pem
 
 
-def settings_text(server: ServerInfo, directory: Path, port: int, *, require_tls: bool, with_tls: bool) -> str:
+def settings_text(
+    server: ServerInfo,
+    directory: Path,
+    port: int,
+    *,
+    require_tls: bool,
+    with_tls: bool,
+    idle_timeout_s: float = 28800.0,
+) -> str:
     users = directory / "users.toml"
     tls = ""
     if with_tls:
@@ -178,6 +186,7 @@ users_file = "{users}"
 {tls}
 [server]
 handshake_timeout_s = 5.0
+idle_timeout_s = {idle_timeout_s}
 
 [admin]
 enabled = false
@@ -212,7 +221,12 @@ class _Env:
 
 
 def run_proxy(
-    server: ServerInfo, directory: Path, *, require_tls: bool = False, with_tls: bool = True
+    server: ServerInfo,
+    directory: Path,
+    *,
+    require_tls: bool = False,
+    with_tls: bool = True,
+    idle_timeout_s: float = 28800.0,
 ) -> Iterator[Proxy]:
     """Start a proxy (as a generator, for fixtures); stops it and restores the environment after."""
     env = _Env()
@@ -228,7 +242,11 @@ def run_proxy(
         users.persons[name] = make_credentials(name, pw, ("scram_sha_256",))
     users.save()
     port = free_port()
-    settings = loads(settings_text(server, directory, port, require_tls=require_tls, with_tls=with_tls))
+    settings = loads(
+        settings_text(
+            server, directory, port, require_tls=require_tls, with_tls=with_tls, idle_timeout_s=idle_timeout_s
+        )
+    )
     engine, masker, audit = BlockingEngine(), SecretMasker(), RecordingAudit()
     services = ProxyServices(
         settings=settings,

@@ -253,3 +253,17 @@ def test_many_sessions_in_parallel(proxy: Proxy) -> None:
         assert kinds(raw.query("SELECT 1")) == "TDCZ"
     finally:
         raw.close()
+
+
+def test_idle_session_timeout(postgres_server: ServerInfo, tmp_path: Path) -> None:
+    gen = run_proxy(postgres_server, tmp_path, with_tls=False, idle_timeout_s=1.0)
+    proxy = next(gen)
+    try:
+        with proxy.connect() as conn:
+            assert conn.execute("SELECT pg_sleep(1.5), 1").fetchone() == ("", 1)  # busy is not idle
+            time.sleep(2.5)
+            with pytest.raises(psycopg.OperationalError):
+                conn.execute("SELECT 1")
+    finally:
+        for _ in gen:
+            pass

@@ -220,6 +220,9 @@ class _Connection(asyncio.Protocol):
         self._client_reading_paused = False
         self._backend_reading_paused = False
         self._task: asyncio.Task[None] | None = None
+        self._loop_time = asyncio.get_running_loop().time
+        self._last_activity = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
         self._catalog_task: asyncio.Task[None] | None = None
 
     # --- asyncio callbacks ---------------------------------------------------------------
@@ -238,10 +241,14 @@ class _Connection(asyncio.Protocol):
         relay = self.relay
         if relay is None or self.closing:
             return
+        self._last_activity = self._loop_time()
         try:
             relay.client_data(data)
         except ProtocolViolation as exc:
             self._violation(exc, "client")
+            return
+        except Exception as exc:
+            self._internal_error(exc)
             return
         self._flush()
 
@@ -276,6 +283,12 @@ class _Connection(asyncio.Protocol):
         except (OSError, ssl.SSLError) as exc:
             log.info("start-up failed", error=type(exc).__name__)
             self._shutdown("start-up failed")
+        except Exception as exc:  # a bug must end this connection, never leave it hanging
+            self._internal_error(exc)
+
+    def _internal_error(self, exc: BaseException) -> None:
+        log.error("internal error", error=repr(exc), exc_info=exc)
+        self._send_and_close(_fatal("XX000", "sqlbastion: internal error; the session was closed"))
 
     async def _read_startup(self) -> StartupMessage | None:
         inbox = self.inbox
@@ -355,6 +368,8 @@ class _Connection(asyncio.Protocol):
         assert self.backend_proto is not None
         backend_inbox, self.backend_proto.inbox = self.backend_proto.inbox, None
         self._write(greeting)
+        self._last_activity = self._loop_time()
+        self._arm_idle_timer()
         if backend_inbox is not None and backend_inbox.data:
             relay.backend_data(bytes(backend_inbox.data))
         if inbox is not None and inbox.data:
@@ -567,6 +582,9 @@ class _Connection(asyncio.Protocol):
         except ProtocolViolation as exc:
             self._violation(exc, "backend")
             return
+        except Exception as exc:
+            self._internal_error(exc)
+            return
         self._flush()
 
     def _flush(self) -> None:
@@ -648,6 +666,23 @@ class _Connection(asyncio.Protocol):
         else:
             self._send_and_close(exc.reply())
 
+    def _arm_idle_timer(self) -> None:
+        timeout = self.settings.server.idle_timeout_s
+        if timeout > 0 and not self.closing:
+            delay = max(1.0, self._last_activity + timeout - self._loop_time())
+            self._idle_timer = asyncio.get_running_loop().call_later(delay, self._check_idle)
+
+    def _check_idle(self) -> None:
+        """server.idle_timeout_s: close sessions the client left idle (nothing in flight)."""
+        relay = self.relay
+        if self.closing or relay is None:
+            return
+        idle = self._loop_time() - self._last_activity
+        if idle >= self.settings.server.idle_timeout_s and relay.pending == 0:
+            self._send_and_close(_fatal("57P05", "terminating connection due to idle-session timeout"))
+            return
+        self._arm_idle_timer()
+
     # --- output and shutdown -------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
@@ -662,6 +697,8 @@ class _Connection(asyncio.Protocol):
         if self.closing:
             return
         self.closing = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         if self.cancel_pid is not None:
             _CANCEL_KEYS.pop(self.cancel_pid, None)
         bp = self.backend_proto
