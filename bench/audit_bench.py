@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -28,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqlbastion.audit.delivery import DeliveryProcess
+from sqlbastion.audit.intake import IntakeRing, ring_path_for
 from sqlbastion.audit.pipeline import AuditPipeline
 from sqlbastion.audit.sinks.sqlite import SQLiteSink
 from sqlbastion.audit.spool import Spool
@@ -66,27 +69,61 @@ def statement_event(i: int) -> dict[str, object]:
     }
 
 
-def _pipeline(directory: Path) -> tuple[AuditPipeline, SQLiteSink]:
-    sink = SQLiteSink(path=directory / "audit.db")
+def _pipeline(directory: Path, delivery: str) -> tuple[AuditPipeline, str]:
+    """The pipeline as ``serve`` builds it: intake ring, spool, one SQLite sink (in a child process
+    by default, or on a thread)."""
     spool = Spool(directory / "spool", secret=b"bench", segment_bytes=64 << 20)
-    return AuditPipeline(spool=spool, sinks=[sink], fsync="interval", fsync_interval_ms=50, max_queue=1_000_000), sink
+    ring_path = ring_path_for(spool.directory)
+    process = None
+    sinks: list[SQLiteSink] = []
+    if delivery == "process":
+        process = DeliveryProcess(
+            spool_dir=spool.directory,
+            base_dir=directory,
+            sinks=[{"type": "sqlite", "name": "sqlite", "path": str(directory / "audit.db"), "batch_size": 2000}],
+            grace_s=60,
+        )
+    else:
+        sinks = [SQLiteSink(path=directory / "audit.db")]
+    pipeline = AuditPipeline(
+        spool=spool,
+        sinks=sinks,
+        fsync="interval",
+        fsync_interval_ms=50,
+        max_queue=1_000_000,
+        intake_ring=IntakeRing(ring_path) if ring_path is not None else None,
+        delivery_process=process,
+    )
+    return pipeline, "sqlite"
 
 
-def _wait_delivered(p: AuditPipeline, sink: SQLiteSink, timeout: float) -> float:
+def _wait_delivered(p: AuditPipeline, sink: str, timeout: float) -> float:
     started = time.perf_counter()
     deadline = started + timeout
     while time.perf_counter() < deadline:
-        if p._written_count >= p._emitted and p.sink_cursors().get(sink.name, -1) >= p.spool.written_seq:
+        if p._written_count >= p._emitted and p.sink_cursors().get(sink, -1) >= p.spool.written_seq:
             break
         time.sleep(0.005)
     return time.perf_counter() - started
 
 
-def burst(n: int) -> dict[str, Any]:
+def _child_cpu_s(p: AuditPipeline) -> float:
+    """CPU seconds of the delivery child so far (Linux /proc), 0 in thread mode."""
+    if p._process is None or p._process.proc is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{p._process.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def burst(n: int, delivery: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="sqlbastion-audit-bench-") as d:
-        p, sink = _pipeline(Path(d))
+        p, sink = _pipeline(Path(d), delivery)
         p.open()
         events = [statement_event(i) for i in range(n)]
+        cpu_started = time.process_time()
         started = time.perf_counter()
         samples: list[int] = []
         for i, e in enumerate(events):
@@ -99,6 +136,8 @@ def burst(n: int) -> dict[str, Any]:
         emitted_s = time.perf_counter() - started
         _wait_delivered(p, sink, 600)
         total_s = time.perf_counter() - started
+        cpu_s = time.process_time() - cpu_started
+        child_cpu_s = _child_cpu_s(p)
         p.close()
         samples.sort()
         return {
@@ -108,6 +147,11 @@ def burst(n: int) -> dict[str, Any]:
             "emit_ns_p99": samples[int(len(samples) * 0.99)],
             "end_to_end_seconds": round(total_s, 3),
             "events_per_second": round(n / total_s),
+            # CPU time, which the machine's other load does not inflate the way it does wall time:
+            # the proxy process's share (emit, redaction, chain, spool) and the delivery child's.
+            "proxy_process_cpu_us_per_event": round(cpu_s / n * 1e6, 1),
+            "delivery_process_cpu_us_per_event": round(child_cpu_s / n * 1e6, 1),
+            "events_per_proxy_cpu_second": round(n / cpu_s),
         }
 
 
@@ -136,13 +180,13 @@ async def _paced_loop(p: AuditPipeline | None, rate: int, seconds: float) -> dic
     }
 
 
-def paced(rate: int, seconds: float) -> dict[str, Any]:
+def paced(rate: int, seconds: float, delivery: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="sqlbastion-audit-bench-") as d:
-        p, sink = _pipeline(Path(d))
+        p, sink = _pipeline(Path(d), delivery)
         p.open()
         result = asyncio.run(_paced_loop(p, rate, seconds))
         result["rate"] = rate
-        result["sink_lag_at_end"] = max(0, p.spool.written_seq - p.sink_cursors().get(sink.name, -1))
+        result["sink_lag_at_end"] = max(0, p.spool.written_seq - p.sink_cursors().get(sink, -1))
         result["drain_seconds"] = round(_wait_delivered(p, sink, 600), 3)
         result["achieved_events_per_second"] = round(result["emitted"] / (seconds + result["drain_seconds"]))
         p.close()
@@ -154,20 +198,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--rate", type=int, default=20_000)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--delivery", choices=("process", "thread"), default="process")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    results = {
-        "burst": burst(args.events),
-        "paced": paced(args.rate, args.seconds),
+    load = os.getloadavg()[0]
+    results: dict[str, Any] = {
+        "burst": burst(args.events, args.delivery),
+        "paced": paced(args.rate, args.seconds, args.delivery),
         "baseline_loop": asyncio.run(_paced_loop(None, args.rate, args.seconds)),
+        "load_average_at_start": round(load, 2),
+        "cpus": os.cpu_count(),
     }
     if args.json:
         sys.stdout.write(json.dumps(results, indent=2) + "\n")
         return 0
     b, pc, base = results["burst"], results["paced"], results["baseline_loop"]
+    sys.stdout.write(f"machine: {results['cpus']} CPUs, load average {results['load_average_at_start']}\n")
     sys.stdout.write(
         f"burst: {b['events']} events, emit {b['emit_ns_p50']} ns p50 / {b['emit_ns_p99']} ns p99 per call, "
-        f"end to end {b['events_per_second']} events/s into SQLite\n"
+        f"end to end {b['events_per_second']} events/s into SQLite; CPU per event: "
+        f"{b['proxy_process_cpu_us_per_event']} µs in the proxy process "
+        f"({b['events_per_proxy_cpu_second']} events per CPU-second), "
+        f"{b['delivery_process_cpu_us_per_event']} µs in the delivery process\n"
         f"paced {pc['rate']}/s for {args.seconds}s: loop lag p50 {pc['loop_lag_ms_p50']} ms, "
         f"p99 {pc['loop_lag_ms_p99']} ms (without the pipeline: {base['loop_lag_ms_p50']} / "
         f"{base['loop_lag_ms_p99']} ms); sink lag at the end {pc['sink_lag_at_end']} events, "
