@@ -197,19 +197,7 @@ class Resolver:
             raise Unprovable("depth", f"more than {MAX_SCOPES} query scopes")
         while isinstance(node, (exp.Subquery, exp.Paren)):
             node = node.this
-        ctes = dict(parent.ctes) if parent else {}
-        with_ = node.args.get("with_")
-        if with_ is not None:
-            for cte in with_.expressions:
-                name = self.norm(cte.args["alias"].this) if cte.args.get("alias") else ""
-                body = cte.this
-                if with_.args.get("recursive") and isinstance(body, exp.SetOperation):
-                    cols = self._recursive_cte(name, body, parent, ctes)
-                else:
-                    cols = self.query(body, Scope(parent, dict(ctes)))
-                cols = self._rename(cols, cte.args.get("alias"))
-                ctes[name] = cols
-        scope = Scope(parent, ctes)
+        scope = Scope(parent, self.ctes(node, parent))
         if isinstance(node, exp.Select):
             return self._select(node, scope)
         if isinstance(node, exp.SetOperation):
@@ -229,6 +217,21 @@ class Resolver:
             values = [self.expr(e, scope) for e in (node.expressions[0].expressions if node.expressions else [])]
             return self._rename([(f"column{i + 1}", c) for i, c in enumerate(values)], node.args.get("alias"))
         raise Unprovable("unsupported", f"a {type(node).__name__} where a query was expected")
+
+    def ctes(self, node: exp.Expr, parent: Scope | None) -> dict[str, list[tuple[str, Col]]]:
+        """The CTEs visible inside ``node``: the parent's, then its own WITH (queries and DML alike)."""
+        ctes = dict(parent.ctes) if parent else {}
+        with_ = node.args.get("with_")
+        if with_ is not None:
+            for cte in with_.expressions:
+                name = self.norm(cte.args["alias"].this) if cte.args.get("alias") else ""
+                body = cte.this
+                if with_.args.get("recursive") and isinstance(body, exp.SetOperation):
+                    cols = self._recursive_cte(name, body, parent, ctes)
+                else:
+                    cols = self.query(body, Scope(parent, dict(ctes)))
+                ctes[name] = self._rename(cols, cte.args.get("alias"))
+        return ctes
 
     def _recursive_cte(
         self, name: str, body: exp.SetOperation, parent: Scope | None, ctes: dict[str, list[tuple[str, Col]]]

@@ -208,25 +208,25 @@ class StatementBase:
         return out
 
     def _insert(self, tree: exp.Insert, r: Resolver, acc: Acc, kind: str) -> StatementFacts:
-        scope = Scope(None, {})
+        scope = Scope(None, r.ctes(tree, None))
         path = self._target_scope(tree.this, r, scope)
         needs: set[tuple[str, ObjectPath]] = {("insert", path)}
         if kind == "replace":
             needs.add(("delete", path))
         src = tree.args.get("expression")
         if isinstance(src, (exp.Select, exp.SetOperation, exp.Subquery)):
-            outs = r.query(src, None)
+            outs = r.query(src, Scope(None, scope.ctes))
             for _, c in outs:
                 acc.copies |= c.sources
             acc.feature("data_copy", "INSERT ... SELECT copies rows")
         elif src is not None:
             # VALUES / SET values: a subquery inside copies what it reads.
-            value = r.expr(src, Scope(None, {}))
+            value = r.expr(src, Scope(None, scope.ctes))
             acc.copies |= value.sources
         conflict = tree.args.get("conflict")
         if conflict is not None:
             needs.add(("update", path))
-            excluded = Scope(scope, {})
+            excluded = Scope(scope, scope.ctes)
             excluded.sources.append(Source(alias="excluded", columns=dict(scope.sources[0].columns or {}) or None))
             for e in conflict.expressions:
                 value = r.expr(e.expression if isinstance(e, exp.EQ) else e, excluded)
@@ -237,7 +237,7 @@ class StatementBase:
         )
 
     def _update(self, tree: exp.Update, r: Resolver, acc: Acc) -> StatementFacts:
-        scope = Scope(None, {})
+        scope = Scope(None, r.ctes(tree, None))
         path = self._target_scope(tree.this, r, scope)
         writes = {path}
         for join in tree.this.args.get("joins") or ():
@@ -275,7 +275,7 @@ class StatementBase:
         )
 
     def _delete(self, tree: exp.Delete, r: Resolver, acc: Acc) -> StatementFacts:
-        scope = Scope(None, {})
+        scope = Scope(None, r.ctes(tree, None))
         path = self._target_scope(tree.this, r, scope)
         writes = {path}
         for join in tree.this.args.get("joins") or ():
@@ -307,7 +307,7 @@ class StatementBase:
         )
 
     def _merge(self, tree: exp.Merge, r: Resolver, acc: Acc) -> StatementFacts:
-        scope = Scope(None, {})
+        scope = Scope(None, r.ctes(tree, None))
         path = self._target_scope(tree.this, r, scope)
         using = tree.args.get("using")
         if using is not None:
@@ -342,7 +342,7 @@ class StatementBase:
             outputs = r.query(source, None)
             path = None
         else:
-            scope = Scope(None, {})
+            scope = Scope(None, r.ctes(tree, None))
             path = self._target_scope(source, r, scope)
             src = scope.sources[0]
             cols = [r.norm(c) for c in source.expressions] if isinstance(source, exp.Schema) else None

@@ -476,6 +476,10 @@ dev|p|block|MASK-COPY|SELECT mobile INTO TEMP stolen FROM customers
 dev|p|block|MASK-COPY|CREATE TEMP TABLE t AS SELECT mobile FROM customers
 dev|p|block|MASK-COPY|INSERT INTO branches (id, city) SELECT id, mobile FROM customers RETURNING id
 dev|p|block|MASK-COPY|UPDATE accounts a SET branch = c.mobile FROM customers c WHERE c.id = a.customer_id
+dev|b|block|MASK-COPY|WITH x AS (SELECT id, mobile FROM customers) INSERT INTO accounts (id, branch) SELECT id, mobile FROM x
+dev|p|block|MASK-COPY|WITH x AS (SELECT id, mobile FROM customers) UPDATE accounts SET branch = x.mobile FROM x WHERE x.id = accounts.customer_id
+dev|b|allow|-|WITH x AS (SELECT id FROM customers WHERE city = 'c') DELETE FROM accounts WHERE customer_id IN (SELECT id FROM x)
+dev|b|allow|-|WITH x AS (SELECT id, city FROM customers) INSERT INTO branches (id, city) SELECT id, city FROM x
 dev|b|block|MASK-COPY|INSERT INTO accounts (id, branch) VALUES (9, (SELECT mobile FROM customers WHERE id = 1))
 dev|m|block|MASK-COPY|INSERT INTO accounts SET branch = (SELECT mobile FROM customers LIMIT 1)
 dev|p|block|MASK-COPY|CREATE MATERIALIZED VIEW mv AS SELECT mobile FROM customers
