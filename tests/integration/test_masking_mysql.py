@@ -352,3 +352,29 @@ def test_numbers_and_dates_keep_their_types_in_text_and_binary_rows(proxy: Maski
     assert isinstance(a, tuple)
     assert isinstance(c, tuple)
     assert (a[0], c[0]) == expected
+
+
+INFERENCE = (
+    f"SELECT id FROM {C} WHERE mobile LIKE '139%'",
+    f"SELECT id FROM {C} WHERE id_card > '4403'",
+    f"SELECT id FROM {C} WHERE mobile REGEXP '^139'",
+    f"SELECT id FROM {C} ORDER BY id_card LIMIT 1",
+    f"SELECT COUNT(*) FROM {C} GROUP BY name",
+    f"SELECT DISTINCT email FROM {C}",
+    f"SELECT id FROM {C} WHERE id_card = '{{id_card}}'",  # equality, but no lookup allowed on id_card
+)
+
+
+def test_inference_guard_and_allowed_lookups(proxy: MaskingProxy, my_bank: LoadedBank) -> None:
+    canary = my_bank.canary
+    conn = _pymysql(proxy.ports["my"], "dev")
+    try:
+        with conn.cursor() as cur:
+            for sql in INFERENCE:
+                with pytest.raises(pymysql.MySQLError, match="sqlbastion: statement blocked"):
+                    cur.execute(sql.format(id_card=canary.id_card))
+            # mobile is a lookup column for developers: equality finds the customer, masked
+            cur.execute(f"SELECT id, mobile FROM {C} WHERE mobile = %s", (canary.mobile,))
+            assert cur.fetchone() == (1, mobile(canary.mobile))
+    finally:
+        conn.close()

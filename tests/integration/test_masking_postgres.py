@@ -329,3 +329,25 @@ def test_numbers_and_dates_keep_their_types_in_text_and_binary(proxy: MaskingPro
     import asyncio
 
     assert asyncio.run(binary_protocol()) == expected
+
+
+INFERENCE = (
+    f"SELECT id FROM {C} WHERE mobile LIKE '139%'",
+    f"SELECT id FROM {C} WHERE id_card > '4403'",
+    f"SELECT id FROM {C} WHERE mobile ~ '^139'",
+    f"SELECT id FROM {C} ORDER BY id_card LIMIT 1",
+    f"SELECT count(*) FROM {C} GROUP BY name",
+    f"SELECT DISTINCT email FROM {C}",
+    f"SELECT id FROM {C} WHERE id_card = '{{id_card}}'",  # equality, but no lookup allowed on id_card
+)
+
+
+def test_inference_guard_and_allowed_lookups(proxy: MaskingProxy, pg_bank: LoadedBank) -> None:
+    canary = pg_bank.canary
+    with psycopg.connect(_dsn(proxy.ports["pg"], "dev"), autocommit=True) as conn:
+        for sql in INFERENCE:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="sqlbastion: statement blocked"):
+                conn.execute(sql.format(id_card=canary.id_card).encode())
+        # mobile is a lookup column for developers: equality finds the customer, masked
+        row = conn.execute(f"SELECT id, mobile FROM {C} WHERE mobile = '{canary.mobile}'".encode()).fetchone()
+        assert row == (1, mobile(canary.mobile))
