@@ -187,18 +187,23 @@ class Catalog:
             conn.terminate()
 
 
-_CATALOGS: dict[tuple[str, str], Catalog] = {}
+# Per event loop, because an asyncpg connection (and the uvloop handles under it) must only ever be
+# used and released on its own loop's thread; replacing one loop's catalog from another thread would
+# free its handles there. A process normally runs one loop; tests run several.
+_CATALOGS: dict[asyncio.AbstractEventLoop, dict[tuple[str, str], Catalog]] = {}
 
 
 def catalog_for(backend: BackendSettings, database: str) -> Catalog:
-    """The shared cache for one backend's database (created on first use, bounded in number)."""
+    """The shared cache for one backend's database on this event loop (bounded in number)."""
+    catalogs = _CATALOGS.setdefault(asyncio.get_running_loop(), {})
     key = (backend.name, database)
-    catalog = _CATALOGS.get(key)
-    if catalog is None or catalog.backend is not backend or catalog.loop is not asyncio.get_running_loop():
-        if catalog is None and sum(1 for b, _ in _CATALOGS if b == backend.name) >= MAX_DATABASES:
-            # Evict the oldest of this backend; its connection closes when collected.
-            oldest = next(k for k in _CATALOGS if k[0] == backend.name)
-            _CATALOGS.pop(oldest).terminate()
+    catalog = catalogs.get(key)
+    if catalog is None or catalog.backend is not backend:
+        if catalog is None and sum(1 for b, _ in catalogs if b == backend.name) >= MAX_DATABASES:
+            oldest = next(k for k in catalogs if k[0] == backend.name)
+            catalogs.pop(oldest).terminate()
+        elif catalog is not None:
+            catalog.terminate()  # the settings were replaced (reload): start afresh
         catalog = Catalog(backend, database)
-        _CATALOGS[key] = catalog
+        catalogs[key] = catalog
     return catalog

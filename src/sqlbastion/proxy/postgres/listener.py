@@ -602,6 +602,8 @@ class _Connection(asyncio.Protocol):
             self._shutdown(relay.close_reason)
             return
         if relay.need_catalog is not None and self._catalog_task is None:
+            # Hold the backend's further rows while their columns are looked up.
+            self.set_flow("catalog", True)
             self._catalog_task = asyncio.get_running_loop().create_task(self._load_catalog(), name="pg-catalog")
         if relay.client_buffered > HIGH_WATER or "client_backlog" in self._paused:
             self.set_flow("client_backlog", relay.client_buffered > HIGH_WATER)
@@ -614,6 +616,8 @@ class _Connection(asyncio.Protocol):
             await catalog.load(relay.need_catalog)
         finally:
             self._catalog_task = None
+            if not self.closing:
+                self.set_flow("catalog", False)
         if self.closing:
             return
         try:
@@ -632,7 +636,7 @@ class _Connection(asyncio.Protocol):
         else:
             self._paused.discard(reason)
         bp = self.backend_proto
-        backend_pause = "client_full" in self._paused
+        backend_pause = bool(self._paused & {"client_full", "catalog"})
         if backend_pause != self._backend_reading_paused and bp is not None and bp.transport is not None:
             self._backend_reading_paused = backend_pause
             if not bp.transport.is_closing():

@@ -123,7 +123,6 @@ class QueryRelay:
         self._columns_cache: dict[tuple[tuple[RowColumn, ...], tuple[int, ...] | None], list[ResultColumn]] = {}
         self._row_cache: dict[bytes, tuple[RowColumn, ...]] = {}
         self._encoding = python_codec(session.state.client_encoding)
-        self.on_state_change: Callable[[], None] | None = None
         # Frontend message handlers, most frequent first in spirit: one dict lookup per message.
         self._handlers: dict[int, Callable[[bytes, bytes], None]] = {
             p.BIND: self._bind,
@@ -657,8 +656,6 @@ class QueryRelay:
         if len(values) == 1 and values[0] is not None:
             text = values[0].decode(self._encoding, "replace")
             self.session.state.search_path = tuple(s.strip().strip('"') for s in text.split(",") if s.strip())
-            if self.on_state_change is not None:
-                self.on_state_change()
 
     def _complete(self, item: Pending, kind: int, frame: bytes, body: bytes) -> None:
         if item.kind == Kind.EXECUTE and self._plan is None and not self._row_passthrough:
