@@ -165,6 +165,10 @@ class _Analyzer(StatementBase):
             return _unprovable("unknown", "type", "the statement starts with no keyword")
         if h0 in _TX_HEADS or (h0 == "START" and h1 == "TRANSACTION"):
             return StatementFacts(kind="transaction")
+        if h0 == "DO" and self.mysql:
+            # MySQL DO evaluates expressions and discards the result: analyse it as a SELECT.
+            facts = self._parsed("SELECT" + st.text[2:] if st.text[:2].upper() == "DO" else st.text)
+            return replace(facts, kind="do", outputs=(), produces_rows=False)
         if h0 in ("PREPARE", "EXECUTE", "CALL", "DO"):
             return self._feature("dynamic_sql", f"{h0} runs SQL the proxy cannot see at this point", kind=h0.lower())
         if h0 == "DEALLOCATE" or (h0 in ("FETCH", "MOVE", "CLOSE") and not self.mysql):
@@ -463,6 +467,8 @@ class _Analyzer(StatementBase):
 
     def _show(self, head: tuple[str, ...]) -> StatementFacts:
         words = head[1:3]
+        if words[:2] == ("CREATE", "USER"):
+            return self._feature("user_admin", "SHOW CREATE USER shows account credentials", kind="show", admin=True)
         if any(w in _SHOW_OTHER_SESSIONS for w in words):
             return self._feature("other_sessions", f"SHOW {' '.join(words)} shows other sessions", kind="show")
         if any(w in _SHOW_ADMIN for w in words):

@@ -199,6 +199,7 @@ dev|m|block|HR-PRIV-USER|CREATE USER x IDENTIFIED BY 'secret'
 dev|m|block|HR-PRIV-USER|ALTER USER root IDENTIFIED BY 'x'
 dev|m|block|HR-PRIV-USER|DROP USER x
 dev|m|block|HR-PRIV-USER|RENAME USER a TO b
+dev|m|block|HR-PRIV-USER|SHOW CREATE USER root
 dev|m|block|HR-PRIV-USER|SET PASSWORD FOR root = 'x'
 dev|m|block|HR-PRIV-USER|CREATE ROLE analyst2
 dev|p|block|HR-PRIV-USER|CREATE ROLE x LOGIN SUPERUSER
@@ -299,6 +300,9 @@ dev|p|block|HR-TIMING-LOCK|SELECT pg_advisory_lock(1)
 dev|p|block|HR-TIMING-LOCK|LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE
 dev|p|block|HR-TIMING-LOCK|SELECT CASE WHEN mobile LIKE '1%' THEN pg_sleep(1) END FROM customers
 dev|m|allow|-|UNLOCK TABLES
+dev|m|block|HR-TIMING-LOCK|DO sleep(1)
+dev|m|block|HR-TIMING-LOCK|DO RELEASE_LOCK('x')
+dev|m|allow|-|DO 1
 
 ## HR-OTHER-SESSIONS
 dev|m|block|HR-OTHER-SESSIONS|SHOW PROCESSLIST
