@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +12,15 @@ import mysql.connector
 import pymysql
 import pytest
 from pymysql.constants import COMMAND
-from tests.integration.mysql_support import PASSWORD, PERSON, Proxy, prepare_test_database, run_proxy
+from tests.integration.mysql_support import (
+    PASSWORD,
+    PERSON,
+    SHA2_PASSWORD,
+    SHA2_PERSON,
+    Proxy,
+    prepare_test_database,
+    run_proxy,
+)
 
 from sqlbastion.devtools.servers import ServerInfo
 from sqlbastion.proxy.mysql.packets import ColumnDefinition
@@ -184,7 +193,7 @@ def test_prepared_statement_commands_raw(proxy: Proxy) -> None:
         conn.close()
 
 
-def test_statistics_reset_and_change_user_connector(proxy: Proxy) -> None:
+def test_statistics_and_reset_connector(proxy: Proxy) -> None:
     conn = connector(proxy)
     try:
         assert "Uptime" in conn.cmd_statistics()
@@ -193,11 +202,43 @@ def test_statistics_reset_and_change_user_connector(proxy: Proxy) -> None:
         conn.cmd_reset_connection()
         cur.execute("SELECT @v, DATABASE()")
         assert cur.fetchone() == (None, "proxytest")
-        with pytest.raises(mysql.connector.Error):
-            conn.cmd_change_user(username="root", password="")
         conn.cmd_ping()
     finally:
         conn.close()
+
+
+def test_change_user_reauthenticates_through_sqlbastion(proxy: Proxy) -> None:
+    conn = connector(proxy)
+    try:
+        cur = conn.cursor()
+        cur.execute("SET @left_behind = 'alice''s'")
+        cur.close()
+        conn.cmd_change_user(username=SHA2_PERSON, password=SHA2_PASSWORD, database="mysql")
+        cur = conn.cursor()
+        cur.execute("SELECT @left_behind, DATABASE(), 'as-shaw'")
+        assert cur.fetchone() == (None, "mysql", "as-shaw")  # the backend session was reset
+        cur.close()
+        assert proxy.engine.contexts_for("'as-shaw'")[-1].person == SHA2_PERSON
+        closed = [e for e in proxy.audit.of_kind("connection_closed") if e["reason"] == "change_user"]
+        assert closed
+        assert closed[-1]["person"] == PERSON
+    finally:
+        conn.close()
+
+
+def test_change_user_failure_ends_connection(proxy: Proxy) -> None:
+    before = proxy.backend_connection_count()
+    conn = connector(proxy)
+    with pytest.raises(mysql.connector.Error) as info:
+        conn.cmd_change_user(username=SHA2_PERSON, password="wrong")
+    assert info.value.errno == 1045
+    with pytest.raises(mysql.connector.Error):
+        conn.cmd_ping()
+    for _ in range(50):
+        if proxy.backend_connection_count() <= before:
+            break
+        time.sleep(0.1)
+    assert proxy.backend_connection_count() <= before
 
 
 def _own_backend_id(conn: Any) -> int:
