@@ -319,6 +319,7 @@ class _Connection(asyncio.Protocol):
                 if new is None:
                     raise _Closed
                 self.transport = new
+                new.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
                 self.tls = True
                 continue
             assert isinstance(packet, StartupMessage)
