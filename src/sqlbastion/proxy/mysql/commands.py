@@ -58,6 +58,7 @@ __all__ = ["BackendLost", "CommandLoop", "PreparedStatement", "apply_state_chang
 log = logs.get_logger("proxy.mysql")
 
 MAX_PREPARED_STATEMENTS = 1024  # per connection; MySQL's max_prepared_stmt_count is per server
+TEXT_PLAN_CACHE_ENTRIES = 64  # distinct (decision, session state) pairs whose plans a connection keeps
 WITHHELD = "sqlbastion: backend message withheld (the statement touched sensitive columns). Audit ref {}."
 
 SETUP_SQL = (
@@ -154,6 +155,7 @@ class CommandLoop:
         self.max_statement_bytes = max_statement_bytes
         self.idle_timeout_s = idle_timeout_s
         self.statements: dict[int, PreparedStatement] = {}
+        self._plan_caches: dict[tuple[object, ...], dict[bytes, tuple[MaskPlan, list[int]]]] = {}
         self.last_prepared: int | None = None
         self._last_activity = time.monotonic()
         self._loop = asyncio.get_running_loop()
@@ -506,7 +508,7 @@ class CommandLoop:
         if not verdict.allowed:
             self._refuse(verdict)
             return
-        await self._run_statement(payload, verdict, "query")
+        await self._run_statement(payload, verdict, "query", plan_cache=self._text_plan_cache(verdict))
 
     async def _prepare(self, payload: bytes) -> None:
         text, refusal, kill = self._checked_text(payload[1:])
@@ -541,10 +543,7 @@ class CommandLoop:
             self.last_prepared = prep.statement_id
 
     def _statement(self, payload: bytes, command: str) -> PreparedStatement | None:
-        try:
-            sid = PayloadReader(payload, 1).int4("statement_id")
-        except MalformedPacket:
-            sid = -1
+        sid = int.from_bytes(payload[1:5], "little") if len(payload) >= 5 else -1
         if sid == 0xFFFFFFFF and self.last_prepared is not None:
             sid = self.last_prepared  # MariaDB: "the statement prepared last"
         stmt = self.statements.get(sid)
@@ -554,6 +553,25 @@ class CommandLoop:
             )
         return stmt
 
+    def _text_plan_cache(self, verdict: Verdict) -> dict[bytes, tuple[MaskPlan, list[int]]] | None:
+        """Plans for text statements, shared by statements with equal decisions in equal session state.
+
+        A mask plan is a function of the decision, the session context and the
+        result's columns (DESIGN.md: masking is a pure function), so two statements
+        whose decisions are equal by value, in the same session state, with
+        byte-identical column definitions get the same plan.
+        """
+        try:
+            key = (verdict.decision, self._state_key())
+            cache = self._plan_caches.get(key)
+        except TypeError:  # a decision holding something unhashable: no caching
+            return None
+        if cache is None:
+            if len(self._plan_caches) >= TEXT_PLAN_CACHE_ENTRIES:
+                self._plan_caches.clear()
+            cache = self._plan_caches[key] = {}
+        return cache
+
     def _reuse(self, stmt: PreparedStatement) -> Verdict:
         """The prepare-time decision, unless the session state it depends on changed since."""
         if stmt.state_key != self._state_key():
@@ -562,7 +580,14 @@ class CommandLoop:
             stmt.plan_cache.clear()
             return stmt.verdict
         self.session.statements += 1
-        return dataclasses.replace(stmt.verdict, event_id=new_event_id(), started_ns=time.perf_counter_ns())
+        v = stmt.verdict
+        return Verdict(
+            decision=v.decision,
+            event_id=new_event_id(),
+            started_ns=time.perf_counter_ns(),
+            sql_text=v.sql_text,
+            message=v.message,
+        )
 
     async def _execute(self, payload: bytes) -> None:
         stmt = self._statement(payload, "mysqld_stmt_execute")
@@ -749,6 +774,7 @@ class CommandLoop:
         old.closed("change_user")
         self.session = new
         self.statements.clear()
+        self._plan_caches.clear()
         self.last_prepared = None
         await self._internal(SETUP_SQL)
         await self.refresh_state()

@@ -105,6 +105,39 @@ class ResponseRelay:
     statement's cache so repeated executes neither decode metadata nor plan again.
     """
 
+    __slots__ = (
+        "_backend_caps",
+        "_buf",
+        "_client_caps",
+        "_continuation",
+        "_deprecate_eof",
+        "_discard_cols",
+        "_discard_phase",
+        "_eof_limit",
+        "_fast",
+        "_held",
+        "_held_count",
+        "_held_first_seq",
+        "_held_in_order",
+        "_max_packet",
+        "_ncols",
+        "_nparams",
+        "_out_seq",
+        "_partial",
+        "_partial_seq",
+        "_pending",
+        "_plan",
+        "_plan_cache",
+        "_planner",
+        "_rewrite_ok",
+        "_state",
+        "_types",
+        "_withhold",
+        "binary",
+        "kind",
+        "summary",
+    )
+
     def __init__(
         self,
         *,
