@@ -25,7 +25,6 @@ with a cheap tally for the ``sqlbastion_masked_values_total`` metric.
 from __future__ import annotations
 
 import tomllib
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -51,7 +50,9 @@ __all__ = ["MaskingPlanner", "load_masking_policy", "planner_from_settings", "re
 FastPath = Callable[[bytes], bytes | None] | None
 FULL = Treatment(kind="mask", function=STRONGEST, lookup_allowed=False)
 MAX_CONVERTERS = 4096
-TALLY_FLUSH = 1024
+TALLY_FLUSH = 256
+MAX_PLANS = 4096
+MAX_PLAN_COLUMNS = 256  # wider results are planned every time rather than cached
 
 # Statements whose results describe the server rather than table data. Without
 # lineage their columns are checked against protocol metadata only.
@@ -69,21 +70,15 @@ def _stricter(a: Treatment, b: Treatment) -> Treatment:
     return b if b.disclosure < a.disclosure else a
 
 
-def _flush(count: list[int], child: Any) -> None:
-    if count[0]:
-        child.inc(count[0])
-        count[0] = 0
+def _counted(
+    convert: Converter, count: list[int], child: Any, fast: Callable[[bytes], bytes | None] | None = None
+) -> ColumnMasker:
+    """``convert`` counting the values it masks into ``count``, added to the metric in batches.
 
-
-def _counted(convert: Converter, child: Any, fast: Callable[[bytes], bytes | None] | None = None) -> ColumnMasker:
-    """``convert`` counting the values it masks into the metric child, in batches.
-
-    One closure per plan column keeps the per-value cost to a list increment and
-    a compare; the remainder is added when the plan is garbage-collected. With
-    ``fast``, all-ASCII values skip the converter's decode and encode.
+    The closure holds no per-result state, so plans that use it can be cached and
+    shared. Per value it costs a list increment and a compare. With ``fast``,
+    all-ASCII values skip the converter's decode and encode.
     """
-    count = [0]
-
     if fast is not None:
         ascii_op = fast
 
@@ -98,7 +93,6 @@ def _counted(convert: Converter, child: Any, fast: Callable[[bytes], bytes | Non
                 return ascii_op(value)
             return convert(value)
 
-        weakref.finalize(fast_masker, _flush, count, child)
         return fast_masker
 
     def masker(value: bytes | None) -> bytes | None:
@@ -110,7 +104,6 @@ def _counted(convert: Converter, child: Any, fast: Callable[[bytes], bytes | Non
             count[0] = 0
         return convert(value)
 
-    weakref.finalize(masker, _flush, count, child)
     return masker
 
 
@@ -122,6 +115,9 @@ class MaskingPlanner:
         self._keys = dict(keys or {})
         self._functions: dict[str, MaskFunction] = {}
         self._converters: dict[tuple[str, str, str, bool, str], tuple[Converter, FastPath]] = {}
+        self._maskers: dict[tuple[str, str, str, str, bool, str], ColumnMasker] = {}
+        self._counters: dict[tuple[str, str], tuple[list[int], Any]] = {}
+        self._plans: dict[tuple[object, ...], MaskPlan] = {}
         self._restricted: dict[tuple[str, ...], bool] = {}
         self._check_keys(policy)
 
@@ -135,7 +131,15 @@ class MaskingPlanner:
         """Swap in a reloaded policy atomically (the old one stays if the new one is unusable)."""
         self._check_keys(policy)
         self._restricted = {}
+        self._plans = {}
         self.policy = policy
+
+    def flush_metrics(self) -> None:
+        """Add every value counted but not yet added to ``sqlbastion_masked_values_total``."""
+        for count, child in self._counters.values():
+            n, count[0] = count[0], 0
+            if n:
+                child.inc(n)
 
     # -- per column treatments ---------------------------------------------------------
 
@@ -189,6 +193,30 @@ class MaskingPlanner:
         """The mask plan for one result set of the statement ``decision`` describes."""
         if not columns or self.policy.empty or not self._is_restricted(ctx.roles):
             return EMPTY_MASK_PLAN
+        if len(columns) > MAX_PLAN_COLUMNS:
+            return self._plan(decision, ctx, columns)
+        # Everything the plan depends on; plans hold no per-result state, so equal keys share one.
+        key = (
+            ctx.roles,
+            ctx.backend,
+            ctx.dialect,
+            ctx.database,
+            ctx.search_path[:1],
+            ctx.client_encoding,
+            decision.output_columns,
+            bool(decision.sensitive_columns),
+            decision.statement_types,
+            tuple(columns),
+        )
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(decision, ctx, columns)
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    def _plan(self, decision: Decision, ctx: StatementContext, columns: Sequence[ResultColumn]) -> MaskPlan:
         n = len(columns)
         candidates = [s for s in decision.output_columns if len(s) == n]
         if decision.output_columns and not candidates:
@@ -234,13 +262,27 @@ class MaskingPlanner:
                 names.append(None)
                 continue
             function = t.function or STRONGEST
-            convert, fast = self._converter(function, rc, ctx)
-            child = METRICS.masked_values.labels(ctx.backend, function.partition("(")[0])
-            maskers.append(_counted(convert, child, fast))
+            maskers.append(self._masker(function, rc, ctx))
             names.append(function)
         if all(m is None for m in maskers):
             return EMPTY_MASK_PLAN
         return MaskPlan(columns=tuple(maskers), functions=tuple(names))
+
+    def _masker(self, function: str, rc: ResultColumn, ctx: StatementContext) -> ColumnMasker:
+        key = (function, ctx.backend, ctx.dialect, rc.type_name, rc.binary, ctx.client_encoding)
+        masker = self._maskers.get(key)
+        if masker is None:
+            convert, fast = self._converter(function, rc, ctx)
+            label = (ctx.backend, function.partition("(")[0])
+            counter = self._counters.get(label)
+            if counter is None:
+                counter = ([0], METRICS.masked_values.labels(*label))
+                self._counters[label] = counter
+            masker = _counted(convert, counter[0], counter[1], fast)
+            if len(self._maskers) >= MAX_CONVERTERS:
+                self._maskers.clear()
+            self._maskers[key] = masker
+        return masker
 
     def _converter(self, function: str, rc: ResultColumn, ctx: StatementContext) -> tuple[Converter, FastPath]:
         key = (function, ctx.dialect, rc.type_name, rc.binary, ctx.client_encoding)

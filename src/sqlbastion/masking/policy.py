@@ -213,6 +213,7 @@ class MaskingPolicy:
         self._roles: dict[str, RoleMasks] = dict(roles or {})
         self._class_cache: dict[tuple[str, Paths], Classification | None] = {}
         self._treat_cache: dict[tuple[tuple[str, ...], str, Paths], Treatment] = {}
+        self._ref_cache: dict[tuple[tuple[str, ...], str, ColumnRef], Treatment] = {}
         self._restricted_cache: dict[tuple[str, ...], bool] = {}
         self._classes = frozenset(r.classification for r in self._rules)
 
@@ -267,16 +268,22 @@ class MaskingPolicy:
         """What a person holding ``roles`` sees of ``column`` on ``backend``."""
         if not self._rules:
             return CLEAR
-        path = column_paths(column)
-        key = (roles, backend, path)
-        cached = self._treat_cache.get(key)
+        key = (roles, backend, column)
+        cached = self._ref_cache.get(key)
         if cached is not None:
             return cached
-        c = self._classify_path(backend, path)
-        result = CLEAR if c is None else self._treatment_for(roles, backend, path, c)
-        if len(self._treat_cache) >= MAX_TREATMENT_CACHE:
-            self._treat_cache.clear()
-        self._treat_cache[key] = result
+        path = column_paths(column)
+        by_path = (roles, backend, path)
+        result = self._treat_cache.get(by_path)
+        if result is None:
+            c = self._classify_path(backend, path)
+            result = CLEAR if c is None else self._treatment_for(roles, backend, path, c)
+            if len(self._treat_cache) >= MAX_TREATMENT_CACHE:
+                self._treat_cache.clear()
+            self._treat_cache[by_path] = result
+        if len(self._ref_cache) >= MAX_TREATMENT_CACHE:
+            self._ref_cache.clear()
+        self._ref_cache[key] = result
         return result
 
     def _treatment_for(self, roles: tuple[str, ...], backend: str, path: Paths, c: Classification) -> Treatment:
