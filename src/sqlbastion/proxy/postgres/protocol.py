@@ -180,6 +180,30 @@ class MessageReader:
         self._consume(end)
         return kind, frame
 
+    def pop_frame(self) -> bytes | None:
+        """The next complete frame (type byte, length, body), or None. The hot-path reader."""
+        buf = self._buf
+        pos = self._pos
+        have = len(buf)
+        if have - pos < 5:
+            return None
+        length = _I32.unpack_from(buf, pos + 1)[0]
+        if length < 4 or length > self.max_message:
+            self.next_frame_end()  # raises the right ProtocolViolation
+        end = pos + 1 + length
+        if end > have:
+            return None
+        frame = bytes(buf[pos:end])
+        if end == have:
+            buf.clear()
+            self._pos = 0
+        elif end > 65536:
+            del buf[:end]
+            self._pos = 0
+        else:
+            self._pos = end
+        return frame
+
     def take_frame(self, end: int) -> tuple[int, bytes]:
         """Consume the frame ending at ``end`` (from ``next_frame_end``): (type, whole frame)."""
         pos = self._pos

@@ -50,6 +50,7 @@ from sqlbastion.proxy.postgres.tracking import (
     MAX_PREPARED,
     REFUSED_NAME,
     REFUSED_SQL,
+    SCRATCH_OUTCOME,
     SIMPLE_COMPLETIONS,
     WITHHELD,
     ColumnMeta,
@@ -76,6 +77,8 @@ __all__ = ["ColumnMeta", "ColumnResolver", "QueryRelay", "python_codec"]
 log = get_logger("proxy.postgres")
 
 _I32 = p._I32  # the protocol module's Int32 struct
+# Bind of a statement that cannot exist into the unnamed portal, no parameters, no formats.
+_BIND_STAND_IN = p.encode_message(p.BIND, b"\x00" + REFUSED_NAME + b"\x00" + b"\x00" * 6)
 
 
 class QueryRelay:
@@ -193,11 +196,10 @@ class QueryRelay:
             # While waiting, COPY data still flows: the statement waited on may be the COPY itself.
             if (self._hold or len(self._items) >= MAX_PENDING_ITEMS) and reader.peek_type() not in COPY_MESSAGES:
                 return
-            end = reader.next_frame_end()
-            if end < 0:
+            frame = reader.pop_frame()
+            if frame is None:
                 return
-            kind, frame = reader.take_frame(end)
-            self._client_message(kind, frame)
+            self._client_message(frame[0], frame)
 
     def _client_message(self, kind: int, frame: bytes) -> None:
         if kind == p.TERMINATE:
@@ -229,7 +231,9 @@ class QueryRelay:
         self._to_backend += frame
 
     def _forward(self, kind: Kind, frame: bytes, **fields: object) -> Pending:
-        item = Pending(kind=kind, sent_ns=time.perf_counter_ns(), **fields)  # type: ignore[arg-type]  # fields are Pending's own
+        # Only statements are audited: the others share a scratch outcome nobody reads.
+        outcome = StatementOutcome() if "verdict" in fields or kind is Kind.INTERNAL else SCRATCH_OUTCOME
+        item = Pending(kind=kind, sent_ns=time.perf_counter_ns(), outcome=outcome, **fields)  # type: ignore[arg-type]  # fields are Pending's own
         self._items.append(item)
         self._to_backend += frame
         return item
@@ -310,17 +314,16 @@ class QueryRelay:
     def _bind(self, body: bytes, frame: bytes) -> None:
         msg = p.decode_bind(body)
         stmt = self._statements.get(msg.statement)
-        stand_in = p.encode_message(p.BIND, b"\x00" + REFUSED_NAME + b"\x00\x00\x00\x00\x00\x00\x00")
         if stmt is None:
             # Prepared with SQL PREPARE, or unknown: its decision and columns are not known here.
             verdict = self._refusal(msg.statement, "the statement was not prepared through the protocol")
-            self._refuse_extended(verdict, stand_in, Kind.BIND)
+            self._refuse_extended(verdict, _BIND_STAND_IN, Kind.BIND)
             return
         if stmt.state_key != self._state_key():
             # The session state the decision depended on changed since Parse: decide again.
             verdict = self._authorize(stmt.sql.encode(self._encoding, "replace"))
             if not verdict.allowed:
-                self._refuse_extended(verdict, stand_in, Kind.BIND)
+                self._refuse_extended(verdict, _BIND_STAND_IN, Kind.BIND)
                 return
             stmt.verdict, stmt.state_key = verdict, self._state_key()
             stmt.plans.clear()

@@ -141,6 +141,10 @@ class Pending:
     outcome: StatementOutcome = field(default_factory=StatementOutcome)
 
 
+# The outcome of forwarded messages that are not statements (Bind, Describe, Close, Sync):
+# written to, never read, never audited.
+SCRATCH_OUTCOME = StatementOutcome()
+
 # CopyData, CopyDone, CopyFail: they flow even while the relay holds other client messages.
 COPY_MESSAGES = (p.COPY_DATA, p.COPY_DONE, p.COPY_FAIL)
 # Backend answers that complete one pending message and need no other work (the hot path).
