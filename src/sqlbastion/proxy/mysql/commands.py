@@ -24,23 +24,23 @@ from sqlbastion import logs
 from sqlbastion.observability.metrics import METRICS
 from sqlbastion.policies.model import Action, Decision, RuleHit
 from sqlbastion.proxy.mysql import guards
+from sqlbastion.proxy.mysql.change_user import change_user
 from sqlbastion.proxy.mysql.channel import BackendConnection, ConnectionClosed, PacketProtocol
 from sqlbastion.proxy.mysql.constants import (
     SQLSTATE,
-    Capability,
     Command,
     ErrorCode,
     ServerStatus,
-    SessionTrack,
     python_codec,
     type_name,
 )
-from sqlbastion.proxy.mysql.errors import BackendAuthError, MalformedPacket, MySQLProtocolError
+from sqlbastion.proxy.mysql.errors import MalformedPacket, MySQLProtocolError
 from sqlbastion.proxy.mysql.framing import frame
 from sqlbastion.proxy.mysql.handshake import PersonHandshake
-from sqlbastion.proxy.mysql.packets import ColumnDefinition, ErrPacket, OkPacket
+from sqlbastion.proxy.mysql.packets import ColumnDefinition, ErrPacket
 from sqlbastion.proxy.mysql.registry import SessionRegistry
 from sqlbastion.proxy.mysql.results import ResponseKind, ResponseRelay, ResultSummary
+from sqlbastion.proxy.mysql.state import SETUP_SQL, STATE_SQL, apply_state_changes, quote_ident, set_sql_mode
 from sqlbastion.proxy.mysql.wire import PayloadReader
 from sqlbastion.proxy.session import (
     MaskPlan,
@@ -48,12 +48,11 @@ from sqlbastion.proxy.session import (
     Session,
     StatementOutcome,
     Verdict,
-    auth_failed,
     blocked_message,
     new_event_id,
 )
 
-__all__ = ["BackendLost", "CommandLoop", "PreparedStatement", "apply_state_changes"]
+__all__ = ["SETUP_SQL", "BackendLost", "CommandLoop", "PreparedStatement", "apply_state_changes"]
 
 log = logs.get_logger("proxy.mysql")
 
@@ -61,18 +60,7 @@ MAX_PREPARED_STATEMENTS = 1024  # per connection; MySQL's max_prepared_stmt_coun
 TEXT_PLAN_CACHE_ENTRIES = 64  # distinct (decision, session state) pairs whose plans a connection keeps
 WITHHELD = "sqlbastion: backend message withheld (the statement touched sensitive columns). Audit ref {}."
 
-SETUP_SQL = (
-    "SET SESSION session_track_schema = ON, session_track_state_change = ON, "
-    "session_track_system_variables = 'autocommit,character_set_client,character_set_connection,"
-    "character_set_results,time_zone,sql_mode'"
-)
-STATE_SQL = "SELECT DATABASE(), @@SESSION.sql_mode, @@SESSION.character_set_client"
-
 _NO_RESPONSE = frozenset({Command.STMT_CLOSE, Command.STMT_SEND_LONG_DATA})
-_IN_TRANS = int(ServerStatus.IN_TRANS)
-_SECURE_CONNECTION = int(Capability.SECURE_CONNECTION)
-ER_BAD_DB_ERROR = 1049
-_NO_BACKSLASH_ESCAPES = int(ServerStatus.NO_BACKSLASH_ESCAPES)
 _CURSOR_EXISTS = int(ServerStatus.CURSOR_EXISTS)
 
 
@@ -93,42 +81,11 @@ class PreparedStatement:
     plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] = dataclasses.field(default_factory=dict)
 
 
-def apply_state_changes(session: Session, summary: ResultSummary) -> None:
-    """Keep ``session.state`` true to the backend from OK session-tracking data and status flags."""
-    state = session.state
-    for ok in summary.oks:
-        for change in ok.state_changes():
-            if change.kind == SessionTrack.SCHEMA:
-                schema = change.schema()
-                state.database = schema.decode("utf-8", "replace") if schema else None
-            elif change.kind == SessionTrack.SYSTEM_VARIABLES:
-                pair = change.system_variable()
-                if pair is None:
-                    continue
-                name, value = pair[0].decode("ascii", "replace").lower(), pair[1].decode("utf-8", "replace")
-                if name == "sql_mode":
-                    set_sql_mode(session, value)
-                elif name == "character_set_client":
-                    state.client_encoding = value.lower()
-    status = summary.status
-    if status is not None:
-        # The server reports these two in every OK/EOF status (mysql_com.h), whatever changed them.
-        state.in_transaction = bool(status & _IN_TRANS)
-        state.no_backslash_escapes = bool(status & _NO_BACKSLASH_ESCAPES)
-
-
-def set_sql_mode(session: Session, value: str) -> None:
-    modes = {m.strip().upper() for m in value.split(",")}
-    session.state.ansi_quotes = bool(modes & {"ANSI_QUOTES", "ANSI"})
-    session.state.no_backslash_escapes = "NO_BACKSLASH_ESCAPES" in modes
-
-
-def _quote_ident(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
-
-
 class CommandLoop:
-    """Serves one authenticated person's commands until the client or the backend goes away."""
+    """Serves one authenticated person's commands until the client or the backend goes away.
+
+    COM_CHANGE_USER lives in ``change_user.py`` and works on this object's state.
+    """
 
     def __init__(
         self,
@@ -649,7 +606,7 @@ class CommandLoop:
         if refusal is not None:
             self._refuse(refusal)
             return
-        verdict = self.session.authorize(f"USE {_quote_ident(name)}")
+        verdict = self.session.authorize(f"USE {quote_ident(name)}")
         if not verdict.allowed:
             self._refuse(verdict)
             return
@@ -665,7 +622,7 @@ class CommandLoop:
         if refusal is not None:
             self._refuse(refusal)
             return
-        verdict = self.session.authorize(f"SHOW COLUMNS FROM {_quote_ident(table)}")
+        verdict = self.session.authorize(f"SHOW COLUMNS FROM {quote_ident(table)}")
         if not verdict.allowed:
             self._refuse(verdict)
             return
@@ -696,93 +653,7 @@ class CommandLoop:
                 self.session.state.client_encoding = charset.decode("ascii", "replace").lower()
 
     async def _change_user(self, payload: bytes) -> None:
-        """COM_CHANGE_USER: re-authenticate a person through sqlbastion, never relayed.
-
-        On success the backend connection is reset (COM_RESET_CONNECTION: variables,
-        temporary tables, prepared statements and transactions of the previous
-        person are gone), the old session is closed and a new one opened. Any
-        failure answers 1045 and ends the connection, as a failed login would.
-        """
-        hs = self.handshake
-        if hs is None:
-            self._send_err(ErrorCode.ER_NOT_SUPPORTED_YET, "sqlbastion: COM_CHANGE_USER is not available here")
-            return
-        r = PayloadReader(payload, 1)
-        user = r.nul_bytes("user")
-        if len(user) > 1024:
-            raise MalformedPacket("user name too long")
-        if self.client_caps & _SECURE_CONNECTION:
-            r.fixed(r.int1("auth length"), "auth response")
-        else:
-            r.nul_bytes("auth response")
-        database = r.nul_bytes("database").decode("utf-8", "replace") if not r.at_end() else ""
-        old = self.session
-        runtime = old.runtime
-        backend = old.backend
-
-        def fail(reason: str) -> None:
-            auth_failed(
-                runtime,
-                protocol="mysql",
-                backend=backend.name,
-                person=hs.person,
-                client_address=old.client.address,
-                reason=reason,
-            )
-            self._ended = "change_user_failed"
-
-        self.client.write(hs.change_user(user).data)
-        try:
-            async with asyncio.timeout(self.handshake_timeout_s):
-                while True:
-                    step = hs.receive_packet(await self.client.read_packet())
-                    if step.action == "refused":
-                        fail(step.reason)
-                        self.client.write(step.data)
-                        return
-                    if step.data:
-                        self.client.write(step.data)
-                    if step.action == "authenticated":
-                        break
-        except TimeoutError:
-            fail("timeout")
-            return
-        refusal = runtime.engine.admit(hs.person, old.client.address, backend.name)
-        if refusal is not None:
-            fail(refusal)
-            self.client.write(hs.access_denied())
-            return
-        new = Session(runtime=runtime, backend=backend, person=hs.person, client=old.client)
-        if database:
-            verdict = new.authorize(f"USE {_quote_ident(database)}")
-            if not verdict.allowed:
-                new.finish(verdict, StatementOutcome())
-                self.client.write(hs.error(ErrorCode.ER_SPECIFIC_ACCESS_DENIED_ERROR, verdict.message, "42000"))
-                self._ended = "change_user_refused"
-                return
-        self._response = self._loop.create_future()
-        try:
-            await self.backend.command_ok(bytes((Command.RESET_CONNECTION,)))
-            if database:
-                await self.backend.command_ok(bytes((Command.INIT_DB,)) + database.encode("utf-8"))
-        except BackendAuthError as exc:
-            self.client.write(hs.error(ER_BAD_DB_ERROR, exc.message[:200], "42000"))
-            self._ended = "change_user_failed"
-            return
-        finally:
-            self._response = None
-        old.closed("change_user")
-        self.session = new
-        self.statements.clear()
-        self._plan_caches.clear()
-        self.last_prepared = None
-        await self._internal(SETUP_SQL)
-        await self.refresh_state()
-        self.registry.register(
-            person=new.person, proxy_id=self.proxy_id, backend=backend.name, backend_id=self.backend.connection_id
-        )
-        new.opened()
-        self.client.write(hs.ok())
+        await change_user(self, payload)
 
     async def _process_kill(self, payload: bytes) -> None:
         try:
@@ -804,7 +675,3 @@ class CommandLoop:
 
 def backend_error_metric(backend: str, kind: str) -> None:
     METRICS.backend_errors.labels("mysql", backend, kind).inc()
-
-
-def ok_status(ok: OkPacket | None) -> int:
-    return ok.status if ok is not None else int(ServerStatus.AUTOCOMMIT)
