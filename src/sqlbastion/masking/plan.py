@@ -193,6 +193,8 @@ class MaskingPlanner:
         """The mask plan for one result set of the statement ``decision`` describes."""
         if not columns or self.policy.empty or not self._is_restricted(ctx.roles):
             return EMPTY_MASK_PLAN
+        if self._counters:
+            self.flush_metrics()  # the previous results' remainders: the metric lags by one result at most
         if len(columns) > MAX_PLAN_COLUMNS:
             return self._plan(decision, ctx, columns)
         # Everything the plan depends on; plans hold no per-result state, so equal keys share one.
