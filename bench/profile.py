@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,35 @@ class ProfileSummary:
         out += [f"self {share * 100:.1f}%: {name}" for name, share in self.self_share[:top]]
         out += [f"inclusive {share * 100:.1f}%: {name}" for name, share in self.inclusive_share[:top]]
         return out
+
+    def brief(self, top: int = 8) -> str:
+        """One line: the largest self and inclusive shares, without the start-up frames every sample has."""
+        inclusive = [(n, s) for n, s in self.inclusive_share if not n.startswith(_WRAPPERS)]
+
+        def join(items: Sequence[tuple[str, float]]) -> str:
+            return ", ".join(f"`{_short(name)}` {share * 100:.0f}%" for name, share in items[:top])
+
+        return f"{self.samples} samples. Self: {join(self.self_share)}. Inclusive: {join(inclusive)}."
+
+
+# Frames that wrap every sample of the serve process (start-up and the event loop's entry).
+_WRAPPERS = (
+    "<module> (",
+    "main (",
+    "cmd_serve (",
+    "run (sqlbastion/proxy/server.py)",
+    "_run_code (",
+    "_run_module_as_main (",
+)
+
+
+def _short(frame: str) -> str:
+    """``QueryRelay._data_row (sqlbastion/proxy/postgres/relay.py)`` → ``QueryRelay._data_row (postgres/relay.py)``."""
+    if frame.startswith("thread ("):
+        return frame
+    name, _, where = frame.partition(" (")
+    parts = where.rstrip(")").split("/")
+    return f"{name} ({'/'.join(parts[-2:])})" if where else name
 
 
 def summarize_collapsed(text: str, *, only_under: str | tuple[str, ...] | None = None) -> ProfileSummary:

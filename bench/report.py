@@ -239,8 +239,8 @@ def render_run(info: RunInfo, results: Sequence[WorkloadResult]) -> str:
     if info.settings:
         parts += ["Settings:\n", markdown_machine(info.settings)]
     if info.findings:
-        parts += ["Profile (sqlbastion serve process, py-spy, share of samples):\n"]
-        parts += ["\n".join(f"- {_escape(f)}" for f in info.findings) + "\n"]
+        parts += ["Profile (sqlbastion serve process, py-spy, share of GIL-holding samples):\n"]
+        parts += ["\n".join(f"- {' '.join(f.split())}" for f in info.findings) + "\n"]
     return "\n".join(parts)
 
 

@@ -491,10 +491,9 @@ def _idle_result(
         reason = f"only {opened:,} of {wanted:,} opened ({error}); RSS {after:.1f} MiB"
         return WorkloadResult(name=name, unit="MiB", figures=(Figure(path="sqlbastion", reason=reason),), target=target)
     per_conn = (after - before) * 1024 / max(1, opened)
-    note = (
-        f"RSS {before:.1f} MiB before, {after:.1f} MiB with {opened:,} open: {per_conn:.1f} KiB per connection"
-        f" (estimate for 5,000: {before + per_conn * 5000 / 1024:.0f} MiB)"
-    )
+    note = f"RSS {before:.1f} MiB before, {after:.1f} MiB with {opened:,} open: {per_conn:.1f} KiB per connection"
+    if opened != 5000:
+        note += f" (estimate for 5,000: {before + per_conn * 5000 / 1024:.0f} MiB)"
     return WorkloadResult(
         name=name, unit="MiB", figures=(Figure(path="sqlbastion", samples=(after,)),), target=target, note=note
     )
@@ -646,10 +645,9 @@ def _profile_one(opts: Options, w: Workload, path: str, pid: int, ep: Endpoint, 
         return [f"{w.name} ({path}): py-spy failed: {' '.join(err.decode(errors='replace').split())[:160]}"]
     summary = profile.summarize_collapsed(out.read_text(errors="replace"), only_under=("sqlbastion", "thread ("))
     _say(f"profile of {w.name} through {path}: {out}")
-    lines = [f"{w.name} ({PATHS[path]}): {line}" for line in summary.lines(top=8)]
-    for line in lines:
-        _say(line)
-    return lines
+    for line in summary.lines(top=8):
+        _say(f"{w.name} ({PATHS[path]}): {line}")
+    return [f"{w.name} ({PATHS[path]}): {summary.brief(top=8)}"]
 
 
 # -- the run ---------------------------------------------------------------
