@@ -96,6 +96,7 @@ class _Lexer:
         self.literal_at: dict[int, str] = {}  # index in ``out`` → fingerprint placeholder
         self.exec_plain_end = -1  # where a skipped versioned executable comment would end
         self.stmt_start = 0
+        self.last_plain_string: tuple[int, str] | None = None  # MySQL adjacent-literal joining
 
     # -- output ---------------------------------------------------------------
 
@@ -133,6 +134,7 @@ class _Lexer:
                 )
             )
         self.literal_at = {}
+        self.last_plain_string = None
         self.out = []
         self.words = []
         self.depth = 0
@@ -280,7 +282,7 @@ class _Lexer:
                 j += 1
         raise LexError("lexer", "an unterminated comment")
 
-    def _string(self, i: int, quote: str, *, backslash: bool, pg_e: bool = False) -> int:
+    def _string(self, i: int, quote: str, *, backslash: bool, pg_e: bool = False, prefixed: bool = False) -> int:
         """Read a string body starting after its opening quote; emits it; returns the index after it."""
         s, n = self.s, self.n
         parts: list[str] = []
@@ -325,7 +327,22 @@ class _Lexer:
                 i = k + 1
                 continue
             break
-        self._emit_string("".join(parts))
+        value = "".join(parts)
+        last = self.last_plain_string
+        if (
+            self.mysql
+            and not prefixed
+            and last is not None
+            and last[0] < len(self.out)
+            and all(not p or p.isspace() for p in self.out[last[0] + 1 :])
+        ):
+            # MySQL joins adjacent literals across any whitespace, comments and
+            # executable-comment boundaries included ('a' /*! 'b' */ is 'ab').
+            value = last[1] + value
+            del self.out[last[0] :]
+            self.literal_at.pop(last[0], None)
+        self._emit_string(value)
+        self.last_plain_string = (len(self.out) - 1, value) if not prefixed else None
         return i
 
     def _escape(self, j: int, parts: list[str], *, pg_e: bool) -> int:
@@ -413,7 +430,7 @@ class _Lexer:
                 # Hex/bit literals and MySQL charset introducers: sqlglot reads the
                 # prefix itself; the body is re-emitted in canonical form.
                 self.out.append(word)
-                return self._string(j + 1, "'", backslash=self._plain_backslash())
+                return self._string(j + 1, "'", backslash=self._plain_backslash(), prefixed=True)
         if not self.mysql and upper == "U" and nxt == "&" and j + 1 < n and s[j + 1] in "'\"":
             return self._unicode_escaped(j + 1)
         self.words.append(upper)
