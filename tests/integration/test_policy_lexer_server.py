@@ -90,7 +90,9 @@ def test_mysql_literals_match_the_server(mariadb_server: ServerInfo, sql_mode: s
                     cur.execute(sql)
                 except pymysql.err.MySQLError:
                     continue  # the server refuses it; so does nothing else here
-                (value,) = cur.fetchone()
+                row = cur.fetchone()
+                assert row is not None
+                value = row[0]
                 if isinstance(value, bytes):
                     value = value.decode("utf-8")
                 assert _mysql_value(stmt.text) == str(value), (sql_mode, literal)
