@@ -554,3 +554,49 @@ def test_a_failed_warm_up_marks_the_path_before_any_round(tmp_path: Path) -> Non
     _measure_rounds(parse_args(["--rounds", "2", "--only", "mysql"]), env, [load], coll)
     assert coll.figure("w", "sqlbastion").reason == "FATAL: unable to connect"
     assert coll.figure("w", "direct").samples == (1.0, 1.0)
+
+
+async def test_relay_stops_reading_upstream_while_the_client_does_not_read() -> None:
+    """Backpressure: a client that reads nothing must not make the relay buffer the whole stream."""
+    total = 32 << 20
+    upstream_writer: list[asyncio.StreamWriter] = []
+    sent = asyncio.Event()
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_writer.append(writer)
+        chunk = b"x" * (1 << 20)
+        for _ in range(total // len(chunk)):
+            writer.write(chunk)
+            await writer.drain()
+        sent.set()
+        writer.close()
+
+    upstream = await asyncio.start_server(flood, "127.0.0.1", 0)
+    relay = await start_relay(("127.0.0.1", 0), ("127.0.0.1", upstream.sockets[0].getsockname()[1]))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.sockets[0].getsockname()[1], limit=1 << 16)
+        await asyncio.sleep(1.0)  # the client reads nothing meanwhile
+        assert not sent.is_set()  # the flood is held back: the relay stopped reading upstream
+        received = 0
+        while chunk := await asyncio.wait_for(reader.read(1 << 20), 10):
+            received += len(chunk)
+        assert received == total
+        assert sent.is_set()
+        writer.close()
+    finally:
+        relay.close()
+        upstream.close()
+        await relay.wait_closed()
+        await upstream.wait_closed()
+
+
+def test_profile_brief_names_functions_without_start_up_frames() -> None:
+    raw = (
+        "thread (0x1): MainThread;<module> (/x/src/sqlbastion/cli.py:266);main (/x/src/sqlbastion/cli.py:260);"
+        "run (/x/src/sqlbastion/proxy/server.py:109);_data_row (/x/src/sqlbastion/proxy/postgres/relay.py:500) 3\n"
+    )
+    brief = summarize_collapsed(raw, only_under=("sqlbastion", "thread (")).brief()
+    assert brief.startswith("3 samples. Self: `_data_row (postgres/relay.py)` 100%.")
+    assert "`thread (0x1): MainThread` 100%" in brief
+    assert "cli.py" not in brief
+    assert "server.py" not in brief
