@@ -92,6 +92,10 @@ STATEMENTS: tuple[str, ...] = (
     "SET sql_mode = 'ANSI_QUOTES'",
     f'SELECT "mobile" FROM "{C}" {ONE}',
     "SET sql_mode = DEFAULT",
+    "BEGIN",
+    f"DELETE FROM {C} {ONE} RETURNING mobile, name, id_card",
+    f"INSERT INTO {C} (id, name, mobile) SELECT id + 1000000, name, mobile FROM {C} {ONE} RETURNING mobile, name",
+    "ROLLBACK",
 )
 
 MULTI: tuple[str, ...] = (
@@ -378,3 +382,20 @@ def test_inference_guard_and_allowed_lookups(proxy: MaskingProxy, my_bank: Loade
             assert cur.fetchone() == (1, mobile(canary.mobile))
     finally:
         conn.close()
+
+
+def test_returning_rows_are_masked(proxy: MaskingProxy, my_bank: LoadedBank) -> None:
+    canary = my_bank.canary
+    conn = _pymysql(proxy.ports["my"], "dev")
+    try:
+        conn.begin()
+        with conn.cursor() as cur:
+            cur.execute(f"DELETE FROM {C} {ONE} RETURNING id, mobile, name")
+            row = cur.fetchone()
+        conn.rollback()
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT COUNT(*) FROM {C} {ONE}")
+            assert cur.fetchone() == (1,)  # rolled back
+    finally:
+        conn.close()
+    assert row == (1, mobile(canary.mobile), chinese_name(canary.name))
