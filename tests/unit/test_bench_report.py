@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -557,8 +558,13 @@ def test_a_failed_warm_up_marks_the_path_before_any_round(tmp_path: Path) -> Non
 
 
 async def test_relay_stops_reading_upstream_while_the_client_does_not_read() -> None:
-    """Backpressure: a client that reads nothing must not make the relay buffer the whole stream."""
-    total = 32 << 20
+    """Backpressure: a client that reads nothing must not make the relay buffer the whole stream.
+
+    64 MiB is more than every buffer on the way can hold even with Linux's largest
+    default autotuned socket buffers (tcp_rmem 32 MiB, tcp_wmem 4 MiB, and the
+    client's receive buffer pinned small below).
+    """
+    total = 64 << 20
     upstream_writer: list[asyncio.StreamWriter] = []
     sent = asyncio.Event()
 
@@ -574,7 +580,11 @@ async def test_relay_stops_reading_upstream_while_the_client_does_not_read() -> 
     upstream = await asyncio.start_server(flood, "127.0.0.1", 0)
     relay = await start_relay(("127.0.0.1", 0), ("127.0.0.1", upstream.sockets[0].getsockname()[1]))
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", relay.sockets[0].getsockname()[1], limit=1 << 16)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)  # no autotuning on the client side
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", relay.sockets[0].getsockname()[1]))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 16)
         await asyncio.sleep(1.0)  # the client reads nothing meanwhile
         assert not sent.is_set()  # the flood is held back: the relay stopped reading upstream
         received = 0
