@@ -265,7 +265,7 @@ def test_kill_only_own_sessions(proxy: Proxy, mariadb_server: ServerInfo) -> Non
                 cur.execute("KILL USER bastion_admin")
             assert info.value.args[0] == 1227
             with pytest.raises(pymysql.err.OperationalError):
-                cur.execute("SHOW PROCESSLIST")
+                cur.execute("SELECT * FROM information_schema.PROCESSLIST")
             # Kill the person's other session by its client-facing id (what Ctrl-C in the CLI uses).
             cur.execute(f"KILL CONNECTION {victim.thread_id()}")
         with pytest.raises(pymysql.err.OperationalError), victim.cursor() as vcur:
@@ -281,6 +281,26 @@ def test_kill_only_own_sessions(proxy: Proxy, mariadb_server: ServerInfo) -> Non
         for c in (admin, mine, victim):
             with contextlib.suppress(Exception):
                 c.close()
+
+
+def test_process_list_shows_only_own_sessions(proxy: Proxy) -> None:
+    mine = proxy.connect()
+    other_mine = proxy.connect()
+    someone_else = proxy.connect(user=SHA2_PERSON, password=SHA2_PASSWORD)
+    admin = proxy.admin()
+    try:
+        ids = {_own_backend_id(c) for c in (mine, other_mine)}
+        with mine.cursor() as cur:
+            cur.execute("SHOW FULL PROCESSLIST")
+            rows = cur.fetchall()
+        assert {int(r[0]) for r in rows} == ids
+        assert any(r[7] == "SHOW FULL PROCESSLIST" for r in rows)  # Info of the running statement
+        with someone_else.cursor() as cur:
+            cur.execute("SHOW PROCESSLIST")
+            assert {int(r[0]) for r in cur.fetchall()} == {_own_backend_id(someone_else)}
+    finally:
+        for c in (mine, other_mine, someone_else, admin):
+            c.close()
 
 
 def test_large_query_20mib(proxy: Proxy) -> None:

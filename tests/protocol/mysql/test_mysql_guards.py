@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from sqlbastion.proxy.mysql.guards import KILL_OTHERS, PROCESS_LIST, SESSION_TRACK, KillRequest, check_statement
+from sqlbastion.proxy.mysql.guards import (
+    KILL_OTHERS,
+    PROCESS_LIST,
+    SESSION_TRACK,
+    KillRequest,
+    OwnProcessList,
+    check_statement,
+)
 from sqlbastion.proxy.mysql.registry import SessionRegistry
 
 
@@ -25,7 +32,10 @@ from sqlbastion.proxy.mysql.registry import SessionRegistry
         ("KILL @id", KILL_OTHERS),
         ("SELECT 'kill bill' AS film", None),
         ("SELECT skills FROM t", None),
-        ("SHOW FULL PROCESSLIST", PROCESS_LIST),
+        ("SHOW FULL PROCESSLIST", OwnProcessList(full=True)),
+        ("show processlist;", OwnProcessList(full=False)),
+        ("SHOW /* x */ PROCESSLIST", PROCESS_LIST),
+        ("SHOW PROCESSLIST; SELECT 1", PROCESS_LIST),
         ("select * from information_schema.`PROCESSLIST`", PROCESS_LIST),
         ("SELECT * FROM performance_schema.threads", PROCESS_LIST),
         ("SELECT * FROM information_schema.INNODB_TRX", PROCESS_LIST),

@@ -39,7 +39,7 @@ from sqlbastion.proxy.mysql.framing import frame
 from sqlbastion.proxy.mysql.handshake import PersonHandshake
 from sqlbastion.proxy.mysql.packets import ColumnDefinition, ErrPacket
 from sqlbastion.proxy.mysql.registry import SessionRegistry
-from sqlbastion.proxy.mysql.results import ResponseKind, ResponseRelay, ResultSummary
+from sqlbastion.proxy.mysql.results import ResponseKind, ResponseRelay, ResultSummary, RowFilter
 from sqlbastion.proxy.mysql.state import SETUP_SQL, STATE_SQL, apply_state_changes, quote_ident, set_sql_mode
 from sqlbastion.proxy.mysql.wire import PayloadReader
 from sqlbastion.proxy.session import (
@@ -301,6 +301,7 @@ class CommandLoop:
         plan: MaskPlan | None = None,
         types: list[int] | None = None,
         plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] | None = None,
+        keep_row: RowFilter | None = None,
     ) -> tuple[ResultSummary, ResponseRelay]:
         session = self.session
 
@@ -322,6 +323,7 @@ class CommandLoop:
             types=types,
             first_seq=self._reply_seq,
             plan_cache=plan_cache,
+            keep_row=keep_row,
         )
         fut: asyncio.Future[ResultSummary] = self._loop.create_future()
         client = self.client
@@ -372,11 +374,14 @@ class CommandLoop:
         *,
         binary: bool = False,
         plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] | None = None,
+        keep_row: RowFilter | None = None,
     ) -> tuple[ResultSummary, ResponseRelay] | None:
         """Forward an allowed statement, relay its response, record the outcome."""
         started = time.perf_counter_ns()
         try:
-            summary, relay = await self._relay(payload, kind, verdict=verdict, binary=binary, plan_cache=plan_cache)
+            summary, relay = await self._relay(
+                payload, kind, verdict=verdict, binary=binary, plan_cache=plan_cache, keep_row=keep_row
+            )
         except BackendLost:
             self.session.finish(verdict, StatementOutcome(backend_error="backend connection lost"))
             raise
@@ -417,7 +422,9 @@ class CommandLoop:
 
     # -- statement text checks ---------------------------------------------
 
-    def _checked_text(self, raw: bytes) -> tuple[str, Verdict | None, guards.KillRequest | None]:
+    def _checked_text(
+        self, raw: bytes
+    ) -> tuple[str, Verdict | None, guards.KillRequest | guards.OwnProcessList | None]:
         """The decoded statement, and a refusal verdict or a KILL to resolve, from the proxy's own checks."""
         if len(raw) > self.max_statement_bytes:
             text = f"<{len(raw)} bytes>"
@@ -449,6 +456,9 @@ class CommandLoop:
         if refusal is not None:
             self._refuse(refusal)
             return
+        if isinstance(kill, guards.OwnProcessList):
+            await self._own_process_list(payload, text)
+            return
         if kill is not None:
             backend_id = self.registry.resolve_kill(self.session.person, self.session.backend.name, kill.target)
             if backend_id is None:
@@ -466,6 +476,23 @@ class CommandLoop:
             self._refuse(verdict)
             return
         await self._run_statement(payload, verdict, "query", plan_cache=self._text_plan_cache(verdict))
+
+    async def _own_process_list(self, payload: bytes, text: str) -> None:
+        """SHOW [FULL] PROCESSLIST with only the rows of the person's own sessions."""
+        verdict = self.session.authorize(text)
+        if not verdict.allowed:
+            self._refuse(verdict)
+            return
+        own = self.registry.own_backend_ids(self.session.person, self.session.backend.name)
+
+        def keep(cols: list[ColumnDefinition], values: list[bytes | None]) -> bool:
+            for i, c in enumerate(cols):
+                if c.name.lower() == b"id":
+                    v = values[i]
+                    return v is not None and v.isdigit() and int(v) in own
+            return False  # no Id column: nothing can be attributed to the person
+
+        await self._run_statement(payload, verdict, "query", keep_row=keep)
 
     async def _prepare(self, payload: bytes) -> None:
         text, refusal, kill = self._checked_text(payload[1:])

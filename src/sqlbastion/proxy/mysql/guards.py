@@ -25,7 +25,7 @@ from sqlglot.dialects.mysql import MySQL
 from sqlglot.errors import SqlglotError
 from sqlglot.tokenizer_core import Token, TokenType
 
-__all__ = ["GuardRefusal", "KillRequest", "check_statement"]
+__all__ = ["GuardRefusal", "KillRequest", "OwnProcessList", "check_statement"]
 
 _MYSQL = MySQL()
 
@@ -50,6 +50,13 @@ class KillRequest:
 
     def statement(self, backend_id: int) -> str:
         return f"KILL {self.modifier}{backend_id}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OwnProcessList:
+    """A plain ``SHOW [FULL] PROCESSLIST``: allowed, with the rows cut to the person's own sessions."""
+
+    full: bool
 
 
 KILL_OTHERS = GuardRefusal(
@@ -98,13 +105,30 @@ def _plain_kill(text: str, tokens: list[Token]) -> KillRequest | None:
     return KillRequest(modifier=modifier, target=target)
 
 
-def check_statement(text: str) -> GuardRefusal | KillRequest | None:
-    """None when the guards have nothing to say; a KillRequest to resolve; or a refusal."""
+def _plain_show_processlist(text: str) -> OwnProcessList | None:
+    if any(marker in text for marker in ("/*", "--", "#", "\\")):
+        return None
+    tokens = _tokens(text)
+    if tokens is None:
+        return None
+    words = [t.text.upper() for t in tokens if t.token_type != TokenType.SEMICOLON]
+    if len(words) != len(tokens) - (1 if tokens and tokens[-1].token_type == TokenType.SEMICOLON else 0):
+        return None  # a semicolon anywhere but at the end: several statements
+    if words == ["SHOW", "PROCESSLIST"]:
+        return OwnProcessList(full=False)
+    if words == ["SHOW", "FULL", "PROCESSLIST"]:
+        return OwnProcessList(full=True)
+    return None
+
+
+def check_statement(text: str) -> GuardRefusal | KillRequest | OwnProcessList | None:
+    """None when the guards have nothing to say; a KillRequest to resolve; a process list to
+    filter; or a refusal."""
     lower = text.lower()
     if "session_track" in lower:
         return SESSION_TRACK
     if any(v in lower for v in _PROCESS_VIEWS):
-        return PROCESS_LIST
+        return _plain_show_processlist(text) or PROCESS_LIST
     needs_tokens = "kill" in lower or "engine" in lower
     if not needs_tokens:
         return None

@@ -63,6 +63,13 @@ class SessionRegistry:
                 return s.backend_id
         return None
 
+    def own_backend_ids(self, person: str, backend: str) -> frozenset[int]:
+        """The backend connection ids of the person's live sessions (what process lists show)."""
+        with self._lock:
+            return frozenset(
+                s.backend_id for s in self._by_proxy_id.values() if s.person == person and s.backend == backend
+            )
+
     def own_ids(self, person: str, backend: str) -> list[int]:
         with self._lock:
             return sorted(s.proxy_id for s in self._by_proxy_id.values() if s.person == person and s.backend == backend)

@@ -32,7 +32,7 @@ from sqlbastion.proxy.mysql.constants import MAX_PACKET_PAYLOAD, Capability, Err
 from sqlbastion.proxy.mysql.errors import MalformedPacket, MySQLProtocolError
 from sqlbastion.proxy.mysql.framing import frame_into
 from sqlbastion.proxy.mysql.packets import ColumnDefinition, EofPacket, ErrPacket, OkPacket, StmtPrepareOk
-from sqlbastion.proxy.mysql.rows import mask_binary_row, mask_text_row
+from sqlbastion.proxy.mysql.rows import decode_text_row, mask_binary_row, mask_text_row
 from sqlbastion.proxy.session import EMPTY_MASK_PLAN, MaskPlan
 
 __all__ = ["MAX_COLUMNS", "ResponseKind", "ResponseRelay", "ResultSummary"]
@@ -44,6 +44,8 @@ MAX_HELD_BYTES = 8 << 20  # column definitions held while a result's mask plan i
 
 # Given the columns of one result set and whether its rows are binary, the plan for it.
 Planner = Callable[[list[ColumnDefinition], bool], MaskPlan]
+# Given the columns and one text row's values: keep the row (True) or drop it.
+RowFilter = Callable[[list[ColumnDefinition], list[bytes | None]], bool]
 
 # Internal states.
 _FIRST, _PREPARE_PARAMS, _COLDEFS, _COLDEFS_EOF, _ROWS, _DISCARD, _DONE = range(7)
@@ -119,6 +121,7 @@ class ResponseRelay:
         "_held_count",
         "_held_first_seq",
         "_held_in_order",
+        "_keep_row",
         "_max_packet",
         "_ncols",
         "_nparams",
@@ -152,8 +155,10 @@ class ResponseRelay:
         max_packet: int = 64 << 20,
         first_seq: int = 1,
         plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] | None = None,
+        keep_row: RowFilter | None = None,
     ) -> None:
         self.kind = kind
+        self._keep_row = keep_row
         self.binary = binary or kind == "fetch"
         self._planner = planner
         self._plan_cache = plan_cache
@@ -436,6 +441,17 @@ class ResponseRelay:
         return [ColumnDefinition.decode(p) for p in self._pending]
 
     def _make_plan(self, out: bytearray) -> None:
+        if self._keep_row is not None:
+            # Rows are filtered (process lists): every row is decoded, nothing is cached.
+            cols = self.columns()
+            self.summary.columns = cols
+            self._types = [c.type for c in cols]
+            plan = self._planner(cols, self.binary) if self._planner is not None else EMPTY_MASK_PLAN
+            self._plan = plan
+            self._fast = False
+            if plan.refuse is not None:
+                self._refuse(out, plan.refuse)
+            return
         cache = self._plan_cache
         key = bytes(self._held) + (b"B" if self.binary else b"T")
         cached = cache.get(key) if cache is not None else None
@@ -528,9 +544,16 @@ class ResponseRelay:
             self.summary.results += 1
             self._state = _FIRST if status & _MORE_RESULTS and self.kind == "query" else _DONE
             return
+        if self._keep_row is not None and not self.binary:
+            try:
+                values = decode_text_row(payload, self._ncols)
+            except MySQLProtocolError:
+                values = []
+            if not values or not self._keep_row(self.summary.columns, values):
+                return  # not the person's: dropped
         self.summary.rows += 1
         plan = self._plan
-        if self._fast or plan is None:
+        if self._fast or plan is None or plan.empty:
             self._forward(out, payload, raw, seq)
             return
         try:
