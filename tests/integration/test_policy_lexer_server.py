@@ -52,6 +52,9 @@ PG_LITERALS = [
     "'semi;colon'",
     "'dash -- dash'",
     "'/* not a comment */'",
+    "'a'\n-- a comment\n'b'",
+    "'a' /* c */\n'b'",
+    "'a'\n/* c */ 'b'",
 ]
 
 

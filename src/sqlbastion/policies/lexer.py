@@ -317,13 +317,11 @@ class _Lexer:
                     i = k + 1
                     continue
                 break
-            # PostgreSQL: continuation only across whitespace holding a newline.
-            k = i
-            newline = False
-            while k < n and s[k] in _WS:
-                newline = newline or s[k] == "\n"
-                k += 1
-            if newline and k < n and s[k] == "'":
+            # PostgreSQL (scan.l quotecontinue): the next literal continues this one
+            # when what lies between holds a newline and only whitespace and
+            # "--" comments (not /* */ comments).
+            k = _pg_continuation(s, i)
+            if k is not None:
                 i = k + 1
                 continue
             break
@@ -461,6 +459,28 @@ class _Lexer:
         else:
             self._emit_ident(value)
         return i
+
+
+def _pg_continuation(s: str, i: int) -> int | None:
+    """Index of the quote that continues the literal ending at ``i``, or None."""
+    n = len(s)
+    k = i
+    newline = False
+    while k < n:
+        c = s[k]
+        if c in " \t\f\v":
+            k += 1
+        elif c in "\n\r":
+            newline = True
+            k += 1
+        elif s.startswith("--", k):
+            while k < n and s[k] not in "\n\r":
+                k += 1
+        else:
+            break
+    if newline and k < n and s[k] == "'":
+        return k
+    return None
 
 
 def _chr(code: int) -> str:
