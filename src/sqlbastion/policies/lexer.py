@@ -320,9 +320,9 @@ class _Lexer:
             # PostgreSQL (scan.l quotecontinue): the next literal continues this one
             # when what lies between holds a newline and only whitespace and
             # "--" comments (not /* */ comments).
-            k = _pg_continuation(s, i)
-            if k is not None:
-                i = k + 1
+            quote_at = _pg_continuation(s, i)
+            if quote_at is not None:
+                i = quote_at + 1
                 continue
             break
         value = "".join(parts)
