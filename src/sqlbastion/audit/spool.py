@@ -523,6 +523,7 @@ class SpoolReader:
                     continue
                 break  # the writer is still on this segment
             payload, mac = split_record(line[:-1])
+            record: SpooledRecord | None = None
             if payload.startswith(_EVENT_PREFIX) or payload.startswith(_INTAKE_PREFIX):
                 # Event records are laid out {"type":"event"[,"intake":I],"event":{…},"seq":N}
                 # (Spool.append, ChainSealer): cut the event's JSON out instead of parsing it all.
@@ -532,9 +533,20 @@ class SpoolReader:
                     event_at = payload.index(_EVENT_KEY, len(_INTAKE_PREFIX)) + len(_EVENT_KEY)
                 at = payload.rindex(_SEQ_KEY)
                 seq, rtype = int(payload[at + len(_SEQ_KEY) : -1]), "event"
+                body = payload[event_at : at - 1]  # without the event's closing brace
+                chain = b',"chain":{"seq":%d,"mac":"%s"}}' % (seq, mac.hex().encode("ascii"))
+                record = SpooledRecord(seq=seq, json_text=(body + chain).decode("utf-8"))
             else:
+                # Markers, and any record not laid out as written (the verifier says why).
                 obj = json.loads(payload)
-                seq, rtype = obj["seq"], obj.get("type")
+                if not isinstance(obj, dict) or not isinstance(obj.get("seq"), int):
+                    raise ValueError("spool record without a seq")
+                seq, rtype = obj["seq"], str(obj.get("type"))
+                if rtype == "event":
+                    event = obj.get("event")
+                    if not isinstance(event, dict):
+                        raise ValueError("event record without an event")
+                    record = SpooledRecord(seq=seq, event={**event, "chain": {"seq": seq, "mac": mac.hex()}})
             if seq > limit_seq:
                 self._file.seek(pos)
                 break
@@ -543,9 +555,7 @@ class SpoolReader:
             if seq <= cursor:
                 continue
             cursor = seq
-            if rtype == "event":
-                body = payload[event_at : at - 1]  # without the event's closing brace
-                chain = b',"chain":{"seq":%d,"mac":"%s"}}' % (seq, mac.hex().encode("ascii"))
-                out.append(SpooledRecord(seq=seq, json_text=(body + chain).decode("utf-8")))
+            if record is not None:
+                out.append(record)
         self.after_seq = cursor
         return out, cursor
