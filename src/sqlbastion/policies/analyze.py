@@ -170,40 +170,38 @@ class _Analyzer(StatementBase):
             facts = self._parsed("SELECT" + st.text[2:] if st.text[:2].upper() == "DO" else st.text)
             return replace(facts, kind="do", outputs=(), produces_rows=False)
         if h0 in ("PREPARE", "EXECUTE", "CALL", "DO"):
-            return self._feature("dynamic_sql", f"{h0} runs SQL the proxy cannot see at this point", kind=h0.lower())
+            return self.feature("dynamic_sql", f"{h0} runs SQL the proxy cannot see at this point", kind=h0.lower())
         if h0 == "DEALLOCATE" or (h0 in ("FETCH", "MOVE", "CLOSE") and not self.mysql):
             return StatementFacts(kind="cursor" if h0 != "DEALLOCATE" else "deallocate")
         if h0 == "DECLARE" and not self.mysql:
             return self._declare(st)
         if h0 in ("GRANT", "REVOKE"):
-            return self._feature("grant", f"{h0} changes privileges", kind=h0.lower(), admin=True)
+            return self.feature("grant", f"{h0} changes privileges", kind=h0.lower(), admin=True)
         if h0 == "LOCK":
-            return self._feature("lock_statement", "LOCK holds locks other sessions wait on", kind="lock")
+            return self.feature("lock_statement", "LOCK holds locks other sessions wait on", kind="lock")
         if h0 == "UNLOCK":
             return StatementFacts(kind="unlock")
         if h0 in _MAINTENANCE:
             return StatementFacts(kind="maintenance", needs=frozenset({("ddl", ())}))
         if h0 in _SERVER_ADMIN or (h0 in ("START", "STOP") and h1 in ("SLAVE", "REPLICA", "GROUP_REPLICATION")):
-            return self._feature(
+            return self.feature(
                 "server_settings",
                 f"{h0} {h1}".strip() + " is a server administration command",
                 kind="admin",
                 admin=True,
             )
         if h0 in ("LISTEN", "NOTIFY"):
-            return self._feature(
-                "other_sessions", f"{h0} crosses sessions on the shared backend account", kind="notify"
-            )
+            return self.feature("other_sessions", f"{h0} crosses sessions on the shared backend account", kind="notify")
         if h0 == "UNLISTEN":
             return StatementFacts(kind="notify")
         if h0 == "KILL":
-            return self._feature("other_sessions", "KILL ends another session", kind="kill")
+            return self.feature("other_sessions", "KILL ends another session", kind="kill")
         if h0 == "HANDLER":
-            return self._feature("handler", "HANDLER reads rows bypassing SQL analysis", kind="handler")
+            return self.feature("handler", "HANDLER reads rows bypassing SQL analysis", kind="handler")
         if h0 == "LOAD":
             if h1 in ("DATA", "XML"):
-                return self._feature("file_access", f"LOAD {h1} reads a file", kind="load_data")
-            return self._feature(
+                return self.feature("file_access", f"LOAD {h1} reads a file", kind="load_data")
+            return self.feature(
                 "server_settings", "LOAD INDEX is a server administration command", kind="admin", admin=True
             )
         if h0 == "DISCARD":
@@ -211,14 +209,12 @@ class _Analyzer(StatementBase):
         if h0 == "RESET" and not self.mysql:
             return self._pg_reset(head)
         if h0 == "RESET":
-            return self._feature(
-                "server_settings", "RESET is a server administration command", kind="admin", admin=True
-            )
+            return self.feature("server_settings", "RESET is a server administration command", kind="admin", admin=True)
         if h0 == "HELP":
             return StatementFacts(kind="help")
         if h0 == "RENAME":
             if h1 == "USER":
-                return self._feature("user_admin", "RENAME USER changes accounts", kind="rename_user", admin=True)
+                return self.feature("user_admin", "RENAME USER changes accounts", kind="rename_user", admin=True)
             return self._ddl_keywords(st, "rename")
         if h0 in ("COMMENT", "SECURITY", "IMPORT", "REFRESH"):
             return self._ddl_keywords(st, h0.lower())
@@ -231,7 +227,7 @@ class _Analyzer(StatementBase):
         if h0 in ("EXPLAIN", "DESCRIBE", "DESC"):
             return self._explain(st)
         if self.mysql and "INTO" in words and ("OUTFILE" in words or "DUMPFILE" in words):
-            return self._feature(
+            return self.feature(
                 "file_access", "SELECT ... INTO OUTFILE/DUMPFILE writes a server file", kind="select_into_file"
             )
         if h0 == "SET":
@@ -250,16 +246,16 @@ class _Analyzer(StatementBase):
         words = st.head[1:6]
         lower = verb.lower()
         if any(w in _USER_OBJECTS for w in words[:2]):
-            return self._feature("user_admin", f"{verb} {words[0]} changes accounts", kind=f"{lower}_user", admin=True)
+            return self.feature("user_admin", f"{verb} {words[0]} changes accounts", kind=f"{lower}_user", admin=True)
         if verb == "ALTER" and words[:1] == ("SYSTEM",):
-            return self._feature(
+            return self.feature(
                 "server_settings", "ALTER SYSTEM changes server settings", kind="alter_system", admin=True
             )
         if verb == "ALTER" and words[:2] == ("DEFAULT", "PRIVILEGES"):
-            return self._feature("grant", "ALTER DEFAULT PRIVILEGES changes privileges", kind="grant", admin=True)
+            return self.feature("grant", "ALTER DEFAULT PRIVILEGES changes privileges", kind="grant", admin=True)
         if verb in ("CREATE", "ALTER") and any(w in _CODE_OBJECTS for w in words):
             what = next(w for w in words if w in _CODE_OBJECTS)
-            return self._feature(
+            return self.feature(
                 "code_create", f"{verb} {what} creates code that runs later", kind=f"{lower}_{what.lower()}"
             )
         if verb == "DROP" and any(w in _CODE_OBJECTS for w in words[:2]):
@@ -312,7 +308,7 @@ class _Analyzer(StatementBase):
     def _create(self, tree: exp.Create, r: Resolver, acc: Acc) -> StatementFacts:
         kind = str(tree.args.get("kind") or "").upper()
         if kind in _CODE_OBJECTS:
-            return self._feature(
+            return self.feature(
                 "code_create", f"CREATE {kind} creates code that runs later", kind=f"create_{kind.lower()}"
             )
         if kind in ("DATABASE", "SCHEMA"):
@@ -340,7 +336,7 @@ class _Analyzer(StatementBase):
             acc.feature("data_copy", f"CREATE {kind} ... AS copies query results")
             if kind == "TABLE":
                 needs.add(("insert", path))
-        return self._finish(f"create_{kind.lower()}", acc, writes={path}, needs=needs)
+        return self.finish(f"create_{kind.lower()}", acc, writes={path}, needs=needs)
 
     def _drop(self, tree: exp.Drop, r: Resolver) -> StatementFacts:
         kind = str(tree.args.get("kind") or "").upper()
@@ -359,7 +355,7 @@ class _Analyzer(StatementBase):
         if kind in ("DATABASE", "SCHEMA", "TABLE", "VIEW"):
             features = (("drop_object", f"DROP {kind} destroys {', '.join('.'.join(p) for p in paths)}"),)
         elif kind in _USER_OBJECTS:
-            return self._feature("user_admin", f"DROP {kind} changes accounts", kind="drop_user", admin=True)
+            return self.feature("user_admin", f"DROP {kind} changes accounts", kind="drop_user", admin=True)
         return StatementFacts(
             kind=f"drop_{kind.lower() or 'object'}",
             writes=frozenset(paths),
@@ -389,7 +385,7 @@ class _Analyzer(StatementBase):
         )
 
     def _declare(self, st: LexedStatement) -> StatementFacts:
-        toks = self._tokens(st.text)
+        toks = self.tokens_of(st.text)
         for i, tok in enumerate(toks):
             if tok.upper == "FOR":
                 facts = self._parsed(st.text[tok.end :])
@@ -401,7 +397,7 @@ class _Analyzer(StatementBase):
         raise Unprovable("parse", "DECLARE without FOR <query>")
 
     def _explain(self, st: LexedStatement) -> StatementFacts:
-        toks = self._tokens(st.text)
+        toks = self.tokens_of(st.text)
         analyze_run = False
         i = 0
         while i < len(toks):
@@ -429,7 +425,7 @@ class _Analyzer(StatementBase):
             raise Unprovable("parse", "EXPLAIN without a statement")
         first = toks[i].upper
         if first == "FOR":
-            return self._feature("other_sessions", "EXPLAIN FOR CONNECTION inspects another session", kind="explain")
+            return self.feature("other_sessions", "EXPLAIN FOR CONNECTION inspects another session", kind="explain")
         inner_text = st.text[toks[i].start :]
         if first not in (*_QUERY_HEADS, "INSERT", "UPDATE", "DELETE", "REPLACE", "MERGE", "(", "CREATE", "EXECUTE"):
             # MySQL DESCRIBE t [column]: table metadata.
@@ -468,15 +464,15 @@ class _Analyzer(StatementBase):
     def _show(self, head: tuple[str, ...]) -> StatementFacts:
         words = head[1:3]
         if words[:2] == ("CREATE", "USER"):
-            return self._feature("user_admin", "SHOW CREATE USER shows account credentials", kind="show", admin=True)
+            return self.feature("user_admin", "SHOW CREATE USER shows account credentials", kind="show", admin=True)
         if any(w in _SHOW_OTHER_SESSIONS for w in words):
-            return self._feature("other_sessions", f"SHOW {' '.join(words)} shows other sessions", kind="show")
+            return self.feature("other_sessions", f"SHOW {' '.join(words)} shows other sessions", kind="show")
         if any(w in _SHOW_ADMIN for w in words):
-            return self._feature(
+            return self.feature(
                 "server_settings", f"SHOW {' '.join(words)} is server administration", kind="show", admin=True
             )
         if words and words[0] in ("WARNINGS", "ERRORS"):
-            return self._feature("diagnostics", "SHOW WARNINGS/ERRORS can echo values", kind="show")
+            return self.feature("diagnostics", "SHOW WARNINGS/ERRORS can echo values", kind="show")
         if not self.mysql or (words and words[0] in _SHOW_SAFE) or (words and words[0] == "GLOBAL"):
             return StatementFacts(kind="show")
         return _unprovable("show", "type", f"SHOW {' '.join(words)} is not analysed")
@@ -484,9 +480,7 @@ class _Analyzer(StatementBase):
     def _pg_reset(self, head: tuple[str, ...]) -> StatementFacts:
         what = head[1] if len(head) > 1 else ""
         if what in ("ROLE", "SESSION"):
-            return self._feature(
-                "set_role", "RESET ROLE/SESSION AUTHORIZATION changes the acting role", kind="set_role"
-            )
+            return self.feature("set_role", "RESET ROLE/SESSION AUTHORIZATION changes the acting role", kind="set_role")
         return StatementFacts(kind="set", effects=(("reset", what.lower() or "all"),), lexer_change=True)
 
     def _set(self, st: LexedStatement) -> StatementFacts:

@@ -258,10 +258,10 @@ class Resolver:
     def _select(self, node: exp.Select, scope: Scope) -> list[tuple[str, Col]]:
         from_ = node.args.get("from_")
         if from_ is not None:
-            self._add_source(from_.this, scope)
+            self.add_source(from_.this, scope)
         for join in node.args.get("joins") or ():
             before = list(scope.sources)
-            self._add_source(join.this, scope)
+            self.add_source(join.this, scope)
             if str(join.args.get("method") or "").upper() == "NATURAL":
                 self._natural_join(before, scope.sources[-1])
             on = join.args.get("on")
@@ -274,10 +274,10 @@ class Resolver:
                     if col is not None:
                         self._pred_sources(col, "join")
         for lateral in node.args.get("laterals") or ():
-            self._add_source(lateral, scope)
+            self.add_source(lateral, scope)
         outputs: list[tuple[str, Col]] = []
         for e in node.expressions:
-            outputs.extend(self._projection(e, scope))
+            outputs.extend(self.projection(e, scope))
         where = node.args.get("where")
         if where is not None:
             self.expr(where.this, scope, clause="where")
@@ -341,7 +341,7 @@ class Resolver:
                     self._pred_sources(c, clause)
         self.expr(e, scope, clause=clause, outputs=outputs)
 
-    def _projection(self, e: exp.Expr, scope: Scope) -> list[tuple[str, Col]]:
+    def projection(self, e: exp.Expr, scope: Scope) -> list[tuple[str, Col]]:
         if isinstance(e, exp.Star):
             out: list[tuple[str, Col]] = []
             for src in scope.sources:
@@ -374,7 +374,7 @@ class Resolver:
 
     # -- FROM items -------------------------------------------------------------
 
-    def _add_source(self, item: exp.Expr, scope: Scope) -> None:
+    def add_source(self, item: exp.Expr, scope: Scope) -> None:
         alias_node = item.args.get("alias")
         alias = self.norm(alias_node.this) if isinstance(alias_node, exp.TableAlias) and alias_node.this else ""
         if isinstance(item, exp.Table):
@@ -394,9 +394,9 @@ class Resolver:
                 cols = self._rename(scope.ctes[name], alias_node)
                 scope.sources.append(Source(alias=alias or name, columns=dict(cols)))
             else:
-                scope.sources.append(self._table_source(item, alias, alias_node))
+                scope.sources.append(self.table_source(item, alias, alias_node))
             for join in item.args.get("joins") or ():
-                self._add_source(join.this, scope)
+                self.add_source(join.this, scope)
                 if join.args.get("on") is not None:
                     self.expr(join.args["on"], scope, clause="join")
             return
@@ -425,7 +425,7 @@ class Resolver:
             return
         raise Unprovable("unsupported", f"a FROM item of type {type(item).__name__}")
 
-    def _table_source(self, item: exp.Table, alias: str, alias_node: exp.Expr | None) -> Source:
+    def table_source(self, item: exp.Table, alias: str, alias_node: exp.Expr | None) -> Source:
         database, schema, name, info = self.table_identity(item)
         path = self.path_of(database, schema, name)
         self.acc.reads.add(path)

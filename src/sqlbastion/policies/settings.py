@@ -101,13 +101,13 @@ def session_setting(an: _Analyzer, st: LexedStatement) -> StatementFacts:
 def _mysql_set(an: _Analyzer, st: LexedStatement) -> StatementFacts:
     h1 = st.head[1] if len(st.head) > 1 else ""
     if h1 in ("PASSWORD", "DEFAULT"):
-        return an._feature("user_admin", f"SET {h1} changes accounts", kind="set_user", admin=True)
+        return an.feature("user_admin", f"SET {h1} changes accounts", kind="set_user", admin=True)
     if h1 == "ROLE":
-        return an._feature("set_role", "SET ROLE changes the acting role", kind="set_role")
+        return an.feature("set_role", "SET ROLE changes the acting role", kind="set_role")
     if h1 in ("TRANSACTION",) or st.head[1:3] in (("SESSION", "TRANSACTION"), ("LOCAL", "TRANSACTION")):
         return StatementFacts(kind="set")
     if h1 in ("GLOBAL", "PERSIST", "PERSIST_ONLY"):
-        return an._feature("server_settings", f"SET {h1} changes server settings", kind="set_global", admin=True)
+        return an.feature("server_settings", f"SET {h1} changes server settings", kind="set_global", admin=True)
     if h1 == "STATEMENT":
         raise Unprovable("lexer", "SET STATEMENT ... FOR is not analysed")
     try:
@@ -170,7 +170,7 @@ def _mysql_set(an: _Analyzer, st: LexedStatement) -> StatementFacts:
             lexer_change = True
         else:
             r.expr(value, Scope(None, {}))
-    facts = an._finish("set", acc)
+    facts = an.finish("set", acc)
     return _with(facts, effects, lexer_change)
 
 
@@ -184,7 +184,7 @@ def _with(facts: StatementFacts, effects: list[tuple[str, str]], lexer_change: b
 
 
 def _pg_set(an: _Analyzer, st: LexedStatement) -> StatementFacts:
-    toks = an._tokens(st.text)
+    toks = an.tokens_of(st.text)
     upper = [tok.upper for tok in toks]
     i = 1
     local = False
@@ -203,7 +203,7 @@ def _pg_set(an: _Analyzer, st: LexedStatement) -> StatementFacts:
         raise Unprovable("parse", "SET without a setting")
     name = upper[i]
     if name == "ROLE" or (name == "SESSION" and upper[i + 1 : i + 2] == ["AUTHORIZATION"]):
-        return an._feature("set_role", "SET ROLE / SESSION AUTHORIZATION changes the acting role", kind="set_role")
+        return an.feature("set_role", "SET ROLE / SESSION AUTHORIZATION changes the acting role", kind="set_role")
     if name in ("TRANSACTION", "CONSTRAINTS") or (name == "SESSION" and upper[i + 1 : i + 2] == ["CHARACTERISTICS"]):
         return StatementFacts(kind="set")
     if name == "TIME" and upper[i + 1 : i + 2] == ["ZONE"]:
@@ -256,5 +256,5 @@ def _pg_set(an: _Analyzer, st: LexedStatement) -> StatementFacts:
             return StatementFacts(kind="set", effects=(("reset", "search_path"),), lexer_change=True)
         return StatementFacts(kind="set", effects=(("search_path", ",".join(values)),), lexer_change=True)
     if setting in ("role", "session_authorization"):
-        return an._feature("set_role", f"SET {setting} changes the acting role", kind="set_role")
+        return an.feature("set_role", f"SET {setting} changes the acting role", kind="set_role")
     return StatementFacts(kind="set")

@@ -42,7 +42,7 @@ class StatementBase:
 
     # -- dispatch ---------------------------------------------------------------
 
-    def _feature(self, feature: str, why: str, *, kind: str, admin: bool = False) -> StatementFacts:
+    def feature(self, feature: str, why: str, *, kind: str, admin: bool = False) -> StatementFacts:
         needs: frozenset[tuple[str, ObjectPath]] = frozenset({("admin", ())}) if admin else frozenset()
         return StatementFacts(kind=kind, features=((feature, why),), needs=needs)
 
@@ -76,7 +76,7 @@ class StatementBase:
         """
         if self.mysql:
             return None
-        toks = self._tokens(text)
+        toks = self.tokens_of(text)
         cut = [
             (a.start, b.end)
             for a, b in itertools.pairwise(toks)
@@ -92,7 +92,7 @@ class StatementBase:
         out.append(text[pos:])
         return "".join(out)
 
-    def _finish(
+    def finish(
         self,
         kind: str,
         acc: Acc,
@@ -159,20 +159,16 @@ class StatementBase:
         where_node = tree.args.get("where")
         where = where_node.this if isinstance(where_node, exp.Where) else None
         if into is None:
-            return self._finish(
-                "select", acc, outputs=outputs, where=where, limit=self._limit(tree), produces_rows=True
-            )
+            return self.finish("select", acc, outputs=outputs, where=where, limit=self._limit(tree), produces_rows=True)
         for _, c in outputs:
             acc.copies |= c.sources
         target = into.this
         if isinstance(target, exp.Table) and isinstance(target.this, exp.Identifier) and not self.mysql:
             path = self._target(target, r)
             acc.feature("data_copy", "SELECT ... INTO creates a table from a query")
-            return self._finish(
-                "create_table", acc, writes={path}, needs={("ddl", path), ("insert", path)}, where=where
-            )
+            return self.finish("create_table", acc, writes={path}, needs={("ddl", path), ("insert", path)}, where=where)
         acc.feature("user_variable", "SELECT ... INTO stores values in variables")
-        return self._finish("select_into", acc, where=where)
+        return self.finish("select_into", acc, where=where)
 
     def _target(self, t: exp.Expr, r: Resolver) -> ObjectPath:
         while isinstance(t, exp.Schema):
@@ -191,7 +187,7 @@ class StatementBase:
         alias_node = t.args.get("alias")
         alias = r.norm(alias_node.this) if alias_node is not None and alias_node.this else ""
         before = set(r.acc.reads)
-        source = r._table_source(t, alias, None)
+        source = r.table_source(t, alias, None)
         # Being written is not being read: only WHERE/SET/RETURNING references count as reads.
         if source.path not in before:
             r.acc.reads.discard(source.path or ())
@@ -204,7 +200,7 @@ class StatementBase:
             return None
         out: list[tuple[str, Col]] = []
         for e in ret.expressions:
-            out.extend(r._projection(e, scope))
+            out.extend(r.projection(e, scope))
         return out
 
     def _insert(self, tree: exp.Insert, r: Resolver, acc: Acc, kind: str) -> StatementFacts:
@@ -232,7 +228,7 @@ class StatementBase:
                 value = r.expr(e.expression if isinstance(e, exp.EQ) else e, excluded)
                 acc.copies |= value.sources
         returning = self._returning(tree, r, scope)
-        return self._finish(
+        return self.finish(
             kind, acc, outputs=returning, writes={path}, needs=needs, produces_rows=returning is not None
         )
 
@@ -241,12 +237,12 @@ class StatementBase:
         path = self._target_scope(tree.this, r, scope)
         writes = {path}
         for join in tree.this.args.get("joins") or ():
-            r._add_source(join.this, scope)
+            r.add_source(join.this, scope)
             if join.args.get("on") is not None:
                 r.expr(join.args["on"], scope, clause="join")
         from_ = tree.args.get("from_")
         if from_ is not None:
-            r._add_source(from_.this, scope)
+            r.add_source(from_.this, scope)
         for assignment in tree.expressions:
             if not isinstance(assignment, exp.EQ):
                 raise Unprovable("unsupported", "an UPDATE assignment that is not column = value")
@@ -263,7 +259,7 @@ class StatementBase:
         if where is not None:
             r.expr(where, scope, clause="where")
         returning = self._returning(tree, r, scope)
-        return self._finish(
+        return self.finish(
             "update",
             acc,
             outputs=returning,
@@ -279,11 +275,11 @@ class StatementBase:
         path = self._target_scope(tree.this, r, scope)
         writes = {path}
         for join in tree.this.args.get("joins") or ():
-            r._add_source(join.this, scope)
+            r.add_source(join.this, scope)
             if join.args.get("on") is not None:
                 r.expr(join.args["on"], scope, clause="join")
         for u in tree.args.get("using") or ():
-            r._add_source(u, scope)
+            r.add_source(u, scope)
         for t in tree.args.get("tables") or ():
             # MySQL multi-table DELETE: the listed names (aliases or tables) are the targets.
             name = r.norm(t.this) if isinstance(t, exp.Table) else ""
@@ -295,7 +291,7 @@ class StatementBase:
         if where is not None:
             r.expr(where, scope, clause="where")
         returning = self._returning(tree, r, scope)
-        return self._finish(
+        return self.finish(
             "delete",
             acc,
             outputs=returning,
@@ -311,7 +307,7 @@ class StatementBase:
         path = self._target_scope(tree.this, r, scope)
         using = tree.args.get("using")
         if using is not None:
-            r._add_source(using, scope)
+            r.add_source(using, scope)
             for c in (scope.sources[-1].columns or {}).values():
                 acc.copies |= c.sources
         if tree.args.get("on") is not None:
@@ -320,7 +316,7 @@ class StatementBase:
         if whens is not None:
             r.expr(whens, scope)
         acc.feature("data_copy", "MERGE copies rows from its source")
-        return self._finish(
+        return self.finish(
             "merge",
             acc,
             writes={path},
@@ -355,12 +351,12 @@ class StatementBase:
                 for _, c in outputs:
                     acc.columns_read |= c.sources
         if copy_from:
-            return self._finish(
+            return self.finish(
                 "copy_from", acc, writes={path} if path else set(), needs={("insert", path)} if path else set()
             )
-        return self._finish("copy_to", acc, outputs=outputs, needs={("export", path or ())}, produces_rows=True)
+        return self.finish("copy_to", acc, outputs=outputs, needs={("export", path or ())}, produces_rows=True)
 
     # -- keyword-driven statements ----------------------------------------------
 
-    def _tokens(self, text: str) -> list[Token]:
+    def tokens_of(self, text: str) -> list[Token]:
         return tokens(text, mysql=self.mysql)
