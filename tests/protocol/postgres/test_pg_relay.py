@@ -369,3 +369,88 @@ def test_state_words() -> None:
     assert may_change_state(b"set search_path = x")
     assert may_change_state(b'SELECT U&"\\0073et_config"(1)')
     assert not may_change_state(b"SELECT abalance FROM pgbench_accounts WHERE aid = $1")
+
+
+def test_failed_parse_forgets_the_statement() -> None:
+    relay, _ = make_relay()
+    relay.client_data(P(b"dup", "SELECT 1") + S)
+    relay.take_to_backend()
+    relay.backend_data(server_error("42P05", 'prepared statement "dup" already exists') + Z())
+    relay.take_to_client()
+    relay.client_data(B(b"", b"dup") + E() + S)
+    sent = relay.take_to_backend()
+    assert b"dup" not in sent  # the proxy never saw "dup" prepared: a stand-in goes instead
+    relay.backend_data(server_error("26000", "no such statement") + Z())
+    assert sqlstates(relay.take_to_client()) == ["42501"]
+
+
+def test_closed_statement_cannot_be_bound() -> None:
+    relay, _ = make_relay()
+    relay.client_data(P(b"s", "SELECT 1") + p.encode_message(p.CLOSE, b"Ss\x00") + B(b"", b"s") + S)
+    sent = relay.take_to_backend()
+    assert sent.count(b"SELECT 1") == 1
+    assert b"\x00s\x00" not in sent[sent.index(b"B") :]
+
+
+def test_statements_over_the_size_limit_are_refused_before_analysis() -> None:
+    relay, audit = make_relay()
+    relay.client_data(Q("SELECT '" + "x" * 70000 + "'"))
+    assert relay.take_to_backend() == b""
+    out = relay.take_to_client()
+    assert sqlstates(out) == ["42501"]
+    assert b"longer than" in out
+    assert audit.events[-1]["decision"] == "block"
+
+
+def test_terminate_is_forwarded_and_closes() -> None:
+    relay, _ = make_relay()
+    relay.client_data(p.encode_message(p.TERMINATE) + Q("SELECT 1"))
+    assert relay.take_to_backend() == p.encode_message(p.TERMINATE)
+    assert relay.close_reason == "client terminated"
+
+
+def test_unsafe_client_encoding_from_the_server_closes_the_session() -> None:
+    relay, _ = make_relay()
+    relay.client_data(Q("SET client_encoding TO 'SJIS'"))
+    relay.take_to_backend()
+    relay.backend_data(p.encode_parameter_status("client_encoding", "SJIS") + C("SET") + Z())
+    out = relay.take_to_client()
+    assert sqlstates(out) == ["0A000"]
+    assert relay.close_reason == "unsafe client_encoding"
+
+
+def test_copy_in_data_flows_while_statements_wait() -> None:
+    relay, _ = make_relay()
+    # The word "set" (a table name here) makes the proxy refresh search_path after this statement, so the
+    # relay holds later statements; the COPY data must still reach the server.
+    relay.client_data(Q('COPY "set" FROM STDIN'))
+    assert relay.take_to_backend() == Q('COPY "set" FROM STDIN')
+    relay.backend_data(p.encode_message(p.COPY_IN_RESPONSE, b"\x00\x00\x01\x00\x00"))
+    copy = p.encode_message(p.COPY_DATA, b"1\n") + p.encode_message(p.COPY_DONE)
+    relay.client_data(copy + Q("SELECT 2"))
+    assert relay.take_to_backend() == copy
+    relay.backend_data(C("COPY 1") + Z())
+    assert relay.take_to_backend() == Q("SHOW search_path")
+
+
+def test_portal_suspension_gives_one_event_per_execute() -> None:
+    relay, audit = make_relay()
+    relay.client_data(P(b"", "SELECT g FROM t") + D_portal() + B() + D_portal() + E(b"", 1) + E(b"", 1) + S)
+    relay.take_to_backend()
+    suspended = p.encode_message(p.PORTAL_SUSPENDED)
+    relay.backend_data(
+        ONE
+        + p.encode_message(p.ERROR_RESPONSE, b"SERROR\x00C26000\x00Mno portal\x00\x00")[:0]
+        + p.encode_message(p.NO_DATA)
+        + TWO
+        + row_description("g")
+        + p.encode_data_row([b"1"])
+        + suspended
+        + p.encode_data_row([b"2"])
+        + suspended
+        + Z()
+    )
+    out = relay.take_to_client()
+    assert [k for k, _ in frames(out)] == ["1", "n", "2", "T", "D", "s", "D", "s", "Z"]
+    assert [e["rows"] for e in audit.events] == [1, 1]
+    assert len({e["event_id"] for e in audit.events}) == 2
