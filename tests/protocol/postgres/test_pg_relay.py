@@ -440,7 +440,6 @@ def test_portal_suspension_gives_one_event_per_execute() -> None:
     suspended = p.encode_message(p.PORTAL_SUSPENDED)
     relay.backend_data(
         ONE
-        + p.encode_message(p.ERROR_RESPONSE, b"SERROR\x00C26000\x00Mno portal\x00\x00")[:0]
         + p.encode_message(p.NO_DATA)
         + TWO
         + row_description("g")
