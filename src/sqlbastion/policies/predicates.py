@@ -19,6 +19,11 @@ _PRED_PARENTS = (exp.And, exp.Or, exp.Not, exp.Paren, exp.Where, exp.Having, exp
 _CONSTANTS = (exp.Literal, exp.Placeholder, exp.Parameter, exp.Null, exp.Boolean)
 
 
+# An IN list longer than this is enumeration, not a lookup: it is treated as a
+# comparison (the inference guard refuses it on masked columns).
+MAX_LOOKUP_VALUES = 100
+
+
 def is_lookup(col: exp.Column) -> bool:
     """``col = constant`` or ``col IN (constants)`` directly under boolean connectives."""
     parent = col.parent
@@ -26,7 +31,8 @@ def is_lookup(col: exp.Column) -> bool:
         other = parent.expression if parent.this is col else parent.this
         ok = isinstance(other, _CONSTANTS) or (isinstance(other, exp.Neg) and isinstance(other.this, exp.Literal))
     elif isinstance(parent, exp.In) and parent.this is col and not parent.args.get("query"):
-        ok = all(isinstance(e, _CONSTANTS) for e in parent.expressions)
+        values = parent.expressions
+        ok = len(values) <= MAX_LOOKUP_VALUES and all(isinstance(e, _CONSTANTS) for e in values)
     else:
         return False
     up = parent.parent

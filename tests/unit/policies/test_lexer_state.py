@@ -245,3 +245,10 @@ def test_unsafe_session_encoding_refuses_everything() -> None:
         ("postgres", "UTF8"),
     ):
         assert decide("dev", "SELECT 1", dialect, client_encoding=encoding).allowed  # type: ignore[arg-type]  # as above
+
+
+def test_long_in_lists_are_enumeration_not_lookups() -> None:
+    few = ", ".join(f"'1380000{i:04d}'" for i in range(100))
+    many = ", ".join(f"'1380000{i:04d}'" for i in range(101))
+    assert decide("dev", f"SELECT id FROM customers WHERE mobile IN ({few})").allowed
+    assert decide("dev", f"SELECT id FROM customers WHERE mobile IN ({many})").rule_ids == ("MASK-INFERENCE",)
