@@ -18,14 +18,18 @@ lineage when its decision touched sensitive columns: a position that cannot be
 tied to its sources cannot be proven clear.
 
 Everything per row is precomputed here: each masker is a converter built once
-per (function, wire type, format, encoding) and cached; the plan only wraps it
-with a cheap tally for the ``sqlbastion_masked_values_total`` metric.
+per (function, wire type, format, encoding), wrapped with a cheap shared tally
+for the ``sqlbastion_masked_values_total`` metric, and cached; plans hold no
+per-result state, so they are cached too. The policy and the caches derived
+from it live in one ``_PolicyState`` swapped by a single assignment on reload,
+so a plan is never cached against a policy other than the one it was built from.
 """
 
 from __future__ import annotations
 
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlbastion.config import ConfigError, Settings
@@ -107,19 +111,29 @@ def _counted(
     return masker
 
 
+@dataclass(frozen=True, slots=True)
+class _PolicyState:
+    """A policy with the caches computed from it (replaced together, never mutated apart)."""
+
+    policy: MaskingPolicy
+    plans: dict[tuple[object, ...], MaskPlan] = field(default_factory=dict)
+
+
 class MaskingPlanner:
     """``proxy.session.MaskPlanner`` backed by a ``MaskingPolicy`` and the masking keys."""
 
     def __init__(self, policy: MaskingPolicy, *, keys: Mapping[str, bytes] | None = None) -> None:
-        self.policy = policy
         self._keys = dict(keys or {})
         self._functions: dict[str, MaskFunction] = {}
         self._converters: dict[tuple[str, str, str, bool, str], tuple[Converter, FastPath]] = {}
         self._maskers: dict[tuple[str, str, str, str, bool, str], ColumnMasker] = {}
         self._counters: dict[tuple[str, str], tuple[list[int], Any]] = {}
-        self._plans: dict[tuple[object, ...], MaskPlan] = {}
-        self._restricted: dict[tuple[str, ...], bool] = {}
         self._check_keys(policy)
+        self._state = _PolicyState(policy)
+
+    @property
+    def policy(self) -> MaskingPolicy:
+        return self._state.policy
 
     def _check_keys(self, policy: MaskingPolicy) -> None:
         # A missing key fails at start-up (or reload), never in the middle of a result.
@@ -130,9 +144,7 @@ class MaskingPlanner:
     def replace_policy(self, policy: MaskingPolicy) -> None:
         """Swap in a reloaded policy atomically (the old one stays if the new one is unusable)."""
         self._check_keys(policy)
-        self._restricted = {}
-        self._plans = {}
-        self.policy = policy
+        self._state = _PolicyState(policy)
 
     def flush_metrics(self) -> None:
         """Add every value counted but not yet added to ``sqlbastion_masked_values_total``."""
@@ -143,10 +155,10 @@ class MaskingPlanner:
 
     # -- per column treatments ---------------------------------------------------------
 
-    def _lineage(self, oc: OutputColumn, roles: tuple[str, ...], backend: str) -> Treatment:
+    @staticmethod
+    def _lineage(policy: MaskingPolicy, oc: OutputColumn, roles: tuple[str, ...], backend: str) -> Treatment:
         if oc.opaque:
             return FULL
-        policy = self.policy
         result = CLEAR
         masked = False
         for src in oc.sources:
@@ -168,7 +180,8 @@ class MaskingPlanner:
             return _stricter(FULL, result)
         return result
 
-    def _metadata(self, rc: ResultColumn, ctx: StatementContext) -> Treatment:
+    @staticmethod
+    def _metadata(policy: MaskingPolicy, rc: ResultColumn, ctx: StatementContext) -> Treatment:
         if not rc.table or not rc.column:
             return CLEAR
         if ctx.dialect == "mysql":
@@ -176,27 +189,20 @@ class MaskingPlanner:
         else:
             schema = rc.schema or (ctx.search_path[0] if ctx.search_path else "public")
             ref = ColumnRef(database=ctx.database, schema=schema, table=rc.table, column=rc.column)
-        return self.policy.treatment(ctx.roles, ctx.backend, ref)
-
-    def _is_restricted(self, roles: tuple[str, ...]) -> bool:
-        r = self._restricted.get(roles)
-        if r is None:
-            r = self.policy.restricted(roles)
-            if len(self._restricted) > 4096:
-                self._restricted.clear()
-            self._restricted[roles] = r
-        return r
+        return policy.treatment(ctx.roles, ctx.backend, ref)
 
     # -- the plan ------------------------------------------------------------------------
 
     def plan(self, decision: Decision, ctx: StatementContext, columns: Sequence[ResultColumn]) -> MaskPlan:
         """The mask plan for one result set of the statement ``decision`` describes."""
-        if not columns or self.policy.empty or not self._is_restricted(ctx.roles):
+        state = self._state  # one read: the policy and its caches belong together
+        policy = state.policy
+        if not columns or policy.empty or not policy.restricted(ctx.roles):
             return EMPTY_MASK_PLAN
         if self._counters:
             self.flush_metrics()  # the previous results' remainders: the metric lags by one result at most
         if len(columns) > MAX_PLAN_COLUMNS:
-            return self._plan(decision, ctx, columns)
+            return self._plan(policy, decision, ctx, columns)
         # Everything the plan depends on; plans hold no per-result state, so equal keys share one.
         key = (
             ctx.roles,
@@ -210,15 +216,17 @@ class MaskingPlanner:
             decision.statement_types,
             tuple(columns),
         )
-        plan = self._plans.get(key)
+        plan = state.plans.get(key)
         if plan is None:
-            plan = self._plan(decision, ctx, columns)
-            if len(self._plans) >= MAX_PLANS:
-                self._plans.clear()
-            self._plans[key] = plan
+            plan = self._plan(policy, decision, ctx, columns)
+            if len(state.plans) >= MAX_PLANS:
+                state.plans.clear()
+            state.plans[key] = plan
         return plan
 
-    def _plan(self, decision: Decision, ctx: StatementContext, columns: Sequence[ResultColumn]) -> MaskPlan:
+    def _plan(
+        self, policy: MaskingPolicy, decision: Decision, ctx: StatementContext, columns: Sequence[ResultColumn]
+    ) -> MaskPlan:
         n = len(columns)
         candidates = [s for s in decision.output_columns if len(s) == n]
         if decision.output_columns and not candidates:
@@ -236,20 +244,15 @@ class MaskingPlanner:
             # A result without lineage (a cursor FETCH, EXECUTE of an SQL-level prepared
             # statement, a procedure's result) is masked by metadata where the server
             # names the source; positions it does not name are fully masked.
-            return self._build(ctx, columns, [self._unproven(rc, ctx) for rc in columns])
+            unproven = [self._metadata(policy, rc, ctx) if rc.table and rc.column else FULL for rc in columns]
+            return self._build(ctx, columns, unproven)
         treatments: list[Treatment] = []
         for i, rc in enumerate(columns):
-            t = self._metadata(rc, ctx)
+            t = self._metadata(policy, rc, ctx)
             for s in candidates:
-                t = _stricter(t, self._lineage(s[i], ctx.roles, ctx.backend))
+                t = _stricter(t, self._lineage(policy, s[i], ctx.roles, ctx.backend))
             treatments.append(t)
         return self._build(ctx, columns, treatments)
-
-    def _unproven(self, rc: ResultColumn, ctx: StatementContext) -> Treatment:
-        t = self._metadata(rc, ctx)
-        if rc.table and rc.column:
-            return t
-        return FULL
 
     def _build(self, ctx: StatementContext, columns: Sequence[ResultColumn], ts: Sequence[Treatment]) -> MaskPlan:
         maskers: list[ColumnMasker | None] = []
