@@ -3,8 +3,10 @@ live sink; nothing secret in any audit file; kill -9 of ``sqlbastion serve`` und
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -18,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import psycopg
 import pymysql
 import pytest
+from tests.integration.test_audit_sinks import Rsyslog
 
 from sqlbastion.config import load
 from sqlbastion.devtools.harness import ProxyThread
@@ -34,6 +38,7 @@ PASSWORD = "Auditee-Pw-9931"
 MYSQL_PW_ENV = "SQLBASTION_TEST_AUDIT_MYSQL_PW"
 PG_PW_ENV = "SQLBASTION_TEST_AUDIT_PG_PW"
 CANARY = "Canary-Literal-7731"
+PG_AUDIT_DSN_ENV = "SQLBASTION_TEST_AUDIT_PG_DSN"
 
 
 @dataclass
@@ -85,6 +90,7 @@ enabled = false
 spool_dir = "spool"
 fsync = "interval"
 fsync_interval_ms = 20
+sink_grace_s = 30.0
 
 [[audit.sinks]]
 type = "sqlite"
@@ -134,8 +140,27 @@ def _probe_events(conn: sqlite3.Connection, tag: str) -> list[str]:
     ]
 
 
-def test_statement_events_equal_statements_sent_through_both_proxies(setup: Setup) -> None:
+def test_statement_events_equal_statements_sent_through_both_proxies(setup: Setup, tmp_path: Path) -> None:
     tag = "p" + uuid.uuid4().hex[:8]
+    # Every live sink at once: SQLite and JSONL (in the fixture), PostgreSQL and rsyslog.
+    rsyslog = Rsyslog(tmp_path / "rsyslog")
+    rsyslog.start()
+    pg_table = f"audit_{tag}"
+    pg = setup.postgres
+    os.environ[PG_AUDIT_DSN_ENV] = f"postgresql://{pg.admin_user}:{pg.admin_password}@{pg.host}:{pg.port}/postgres"
+    with setup.config.open("a", encoding="utf-8") as f:
+        f.write(
+            f"""
+[[audit.sinks]]
+type = "postgres"
+dsn = "env:{PG_AUDIT_DSN_ENV}"
+table = "{pg_table}"
+
+[[audit.sinks]]
+type = "syslog"
+address = "127.0.0.1:{rsyslog.port}"
+"""
+        )
     per_worker = 150
     sent = {"mysql": 0, "postgres": 0}
     lock = threading.Lock()
@@ -162,6 +187,7 @@ def test_statement_events_equal_statements_sent_through_both_proxies(setup: Setu
             errors.append(exc)
 
     settings = load(setup.config)
+    assert [k.type for k in settings.audit.sinks] == ["sqlite", "jsonl", "postgres", "syslog"]
     with ProxyThread(settings):
         threads = [threading.Thread(target=mysql_worker, args=(w,)) for w in range(3)]
         threads += [threading.Thread(target=pg_worker, args=(w,)) for w in range(3)]
@@ -189,6 +215,25 @@ def test_statement_events_equal_statements_sent_through_both_proxies(setup: Setu
     jsonl = [json.loads(line) for line in (setup.directory / "audit.jsonl").read_text().splitlines()]
     jsonl_probes = [e for e in jsonl if e["kind"] == "statement" and tag in (e.get("statement_text") or "")]
     assert len(jsonl_probes) == 3 * per_worker * 2 + 2
+
+    async def pg_count() -> int:
+        conn = await asyncpg.connect(os.environ[PG_AUDIT_DSN_ENV])
+        try:
+            n = await conn.fetchval(
+                f"SELECT count(DISTINCT event_id) FROM {pg_table} "  # a test table name
+                "WHERE kind = 'statement' AND event->>'statement_text' LIKE $1",
+                f"%{tag}%",
+            )
+            await conn.execute(f"DROP TABLE {pg_table}")
+            return int(n)
+        finally:
+            await conn.close()
+
+    assert asyncio.run(pg_count()) == 3 * per_worker * 2 + 2
+    syslog_lines = [line for line in rsyslog.out.read_text(encoding="utf-8").splitlines() if tag in line]
+    rsyslog.stop()
+    syslog_ids = {re.search(r'event_id="([^"]+)"', line).group(1) for line in syslog_lines}  # type: ignore[union-attr]  # every message has one
+    assert len(syslog_ids) == 3 * per_worker * 2 + 2
     kinds = {r[0] for r in db.execute("SELECT DISTINCT kind FROM audit_events")}
     assert {"statement", "connection_opened", "connection_closed", "auth_succeeded"} <= kinds
     failed = db.execute(
@@ -200,6 +245,7 @@ def test_statement_events_equal_statements_sent_through_both_proxies(setup: Setu
 
     # Nothing secret anywhere under the audit directory: spool, stores, keys.
     secrets = [CANARY, PASSWORD, setup.mariadb.service_password, setup.postgres.service_password]
+    secrets += [setup.postgres.admin_password]  # in the PostgreSQL sink's DSN
     for path in setup.directory.rglob("*"):
         if (path.is_file() and path.suffix in (".log", ".db", ".jsonl", ".db-wal")) or path.name.startswith("seg-"):
             data = path.read_bytes()
