@@ -431,6 +431,13 @@ class _Lexer:
                 return self._string(j + 1, "'", backslash=self._plain_backslash(), prefixed=True)
         if not self.mysql and upper == "U" and nxt == "&" and j + 1 < n and s[j + 1] in "'\"":
             return self._unicode_escaped(j + 1)
+        if not word.isascii() and any(not c.isascii() and not c.isalnum() for c in word):
+            # The servers take every non-ASCII character into an unquoted identifier
+            # (MySQL U+0080-U+FFFF, PostgreSQL any high-bit byte); sqlglot may read
+            # some (NBSP, zero-width space) as whitespace. Quote it so both agree.
+            folded = word if self.mysql else "".join(c.lower() if c.isascii() else c for c in word)
+            self._emit_ident(folded)
+            return j
         self.words.append(upper)
         self.out.append(word)
         return j

@@ -41,6 +41,8 @@ def texts(sql: str, state: LexerState) -> list[str]:
         ("SELECT 1; SELECT 2;", ["SELECT 1", "SELECT 2"]),
         ("SELECT ';'", ["SELECT ';'"]),
         ("SELECT `a;b`", ["SELECT `a;b`"]),
+        ("SELECT id\u00a0FROM customers", ["SELECT `id\u00a0FROM` customers"]),
+        ("SELECT 客户 FROM t", ["SELECT 客户 FROM t"]),
     ],
 )
 def test_mysql_lexing(sql: str, expected: list[str]) -> None:
@@ -63,6 +65,7 @@ def test_mysql_lexing(sql: str, expected: list[str]) -> None:
         ("SELECT 'a'\n'b'", ["SELECT 'ab'"]),
         ("SELECT 'a' 'b'", ["SELECT 'a' 'b'"]),
         ("SELECT $1, a$b", ["SELECT $1, a$b"]),
+        ("SELECT Id\u200bX FROM t", ['SELECT "id\u200bx" FROM t']),
         ("SELECT 1 -- c ; DROP\n", ["SELECT 1"]),
     ],
 )
