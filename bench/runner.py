@@ -585,6 +585,26 @@ def _measure_policy() -> list[WorkloadResult]:
     return results
 
 
+def _measure_rows() -> WorkloadResult:
+    """bench/rows_bench.py: CPU µs per masked PostgreSQL DataRow rewritten in process (no sockets)."""
+    name = "masked DataRow rewrite in process (4 columns, 2 masked)"
+    figures = _external("rows_bench.py", 300)
+    if isinstance(figures, str):
+        return _one(name, "µs", None, figures, None)
+    current = external.named(figures, "current_us_per_row")
+    parts = [
+        f"{label} {value:.2f} µs"
+        for label, key in (
+            ("splitting frames only", "floor_us_per_row"),
+            ("the two maskers only", "maskers_only_us_per_row"),
+            ("a chunk-at-a-time reference loop", "chunked_us_per_row"),
+        )
+        if (value := external.named(figures, key)) is not None
+    ]
+    note = "per row: " + ", ".join(parts) if parts else None
+    return _one(name, "µs", current, "rows_bench.py printed no figure", None, note)
+
+
 def _measure_audit() -> WorkloadResult:
     """bench/audit_bench.py: events per second end to end into the SQLite sink."""
     name = "audit events into the SQLite sink, sustained"
@@ -696,6 +716,9 @@ def run(opts: Options) -> list[WorkloadResult]:
     if "policy" in opts.groups:
         _say("policy decision benchmark")
         results += _measure_policy()
+    if "masking" in opts.groups:
+        _say("masked row rewrite, in process")
+        results.append(_measure_rows())
     if "audit" in opts.groups:
         _say("audit sink benchmark")
         results.append(_measure_audit())

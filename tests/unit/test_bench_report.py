@@ -610,3 +610,37 @@ def test_profile_brief_names_functions_without_start_up_frames() -> None:
     assert "`thread (0x1): MainThread` 100%" in brief
     assert "cli.py" not in brief
     assert "server.py" not in brief
+
+
+# -- the row-rewrite reference loop --------------------------------------------------
+
+
+def test_chunked_row_rewrite_matches_the_current_path_including_nulls_and_other_messages() -> None:
+    from bench.rows_bench import rewrite_chunked, rewrite_current, sample_rows, split_frames
+
+    from sqlbastion.proxy.postgres import protocol as pg
+
+    def star(value: bytes) -> bytes:
+        return b"*" * len(value)
+
+    def drop(value: bytes) -> bytes | None:
+        return None
+
+    maskers = [None, star, drop, None]
+    rows = sample_rows(50) + pg.encode_data_row([b"51", None, b"x", None]) + pg.encode_data_row([None, b"", b"", b"y"])
+    complete = pg.encode_message(ord("C"), b"SELECT 52\x00")  # CommandComplete
+    chunk = rows + complete
+    out, tail = rewrite_chunked(chunk + b"D\x00\x00", maskers)  # a message cut short stays for the next chunk
+    assert tail == len(chunk)
+
+    def current(v: list[bytes | None]) -> list[bytes | None]:
+        return [v[0], None if v[1] is None else star(v[1]), None, v[3]]
+
+    expected = b"".join(pg.encode_data_row(current(pg.decode_data_row(f[5:]))) for f in split_frames(rows))
+    assert out == expected + complete
+    assert (
+        rewrite_current(split_frames(sample_rows(3)), [None, star, None, None])
+        == rewrite_chunked(sample_rows(3), [None, star, None, None])[0]
+    )
+    with pytest.raises(ValueError, match="RowDescription"):
+        rewrite_chunked(pg.encode_data_row([b"1"]), maskers)
