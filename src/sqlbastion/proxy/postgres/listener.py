@@ -87,6 +87,8 @@ class _CancelTarget:
 
 
 _CANCEL_KEYS: dict[int, _CancelTarget] = {}
+# Client connections open per backend, against server.max_connections.
+_ACTIVE: dict[str, int] = {}
 
 
 def _new_cancel_key(target: _CancelTarget) -> tuple[int, int]:
@@ -223,6 +225,8 @@ class _Connection(asyncio.Protocol):
         self._loop_time = asyncio.get_running_loop().time
         self._last_activity = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._person = ""
+        self._counted = False
         self._catalog_task: asyncio.Task[None] | None = None
 
     # --- asyncio callbacks ---------------------------------------------------------------
@@ -232,6 +236,12 @@ class _Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("", 0)
         self.peer = (str(peer[0]), int(peer[1]))
         self.transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
+        active = _ACTIVE.get(self.backend.name, 0)
+        if active >= self.settings.server.max_connections:
+            self._send_and_close(_fatal("53300", "sorry, too many clients already"))
+            return
+        _ACTIVE[self.backend.name] = active + 1
+        self._counted = True
         self._task = asyncio.get_running_loop().create_task(self._start(), name=f"pg-client-{self.peer[1]}")
 
     def data_received(self, data: bytes) -> None:
@@ -269,7 +279,7 @@ class _Connection(asyncio.Protocol):
         try:
             await asyncio.wait_for(self._handshake(), self.settings.server.handshake_timeout_s)
         except TimeoutError:
-            self._record_auth_failure("", "timeout")
+            self._record_auth_failure(self._person, "timeout")
             self._send_and_close(_fatal("08006", "sqlbastion: the start-up took too long"))
         except ProtocolViolation as exc:
             self._send_and_close(exc.reply())
@@ -330,11 +340,15 @@ class _Connection(asyncio.Protocol):
         startup = await self._read_startup()
         if startup is None:
             return
-        person = startup.user
+        person = self._person = startup.user
         if self.backend.require_tls and not self.tls:
             self._record_auth_failure(person, "tls_required")
             raise ProtocolViolation("sqlbastion requires an SSL connection (sslmode=require)", sqlstate="28000")
-        passed, dropped = filter_parameters(startup)
+        try:
+            passed, dropped = filter_parameters(startup)
+        except ProtocolViolation:
+            self._record_auth_failure(person, "protocol")  # e.g. options/replication: worth an audit event
+            raise
         if dropped:
             log.info("startup parameters dropped", parameters=dropped[:20])
         if startup.protocol_options or startup.minor_version:
@@ -702,6 +716,9 @@ class _Connection(asyncio.Protocol):
         if self.closing:
             return
         self.closing = True
+        if self._counted:
+            self._counted = False
+            _ACTIVE[self.backend.name] -= 1
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         if self.cancel_pid is not None:
