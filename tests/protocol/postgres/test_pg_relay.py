@@ -453,3 +453,24 @@ def test_portal_suspension_gives_one_event_per_execute() -> None:
     assert [k for k, _ in frames(out)] == ["1", "n", "2", "T", "D", "s", "D", "s", "Z"]
     assert [e["rows"] for e in audit.events] == [1, 1]
     assert len({e["event_id"] for e in audit.events}) == 2
+
+
+def test_refusal_skipped_by_an_earlier_error_is_still_audited() -> None:
+    relay, audit = make_relay()
+    relay.client_data(P(b"", "SELECT 1/0") + B() + E() + P(b"x", "DROP TABLE t") + S)
+    relay.backend_data(ONE + TWO + server_error("22012", "division by zero") + Z())
+    out = relay.take_to_client()
+    assert sqlstates(out) == ["22012"]  # what the server says first is what the client sees
+    blocked = [e for e in audit.events if e["decision"] == "block"]
+    assert len(blocked) == 1
+    assert "earlier error" in str(blocked[0]["backend_error"])
+
+
+def test_backend_loss_audits_statements_in_flight() -> None:
+    relay, audit = make_relay(status=b"T")
+    relay.client_data(Q("SELECT pg_sleep(10)") + Q("DROP TABLE t"))
+    relay.abort_pending("backend connection lost")
+    assert [(e["decision"], e["backend_error"]) for e in audit.events] == [
+        ("allow", "backend connection lost"),
+        ("block", "backend connection lost"),
+    ]

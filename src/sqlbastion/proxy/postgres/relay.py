@@ -184,7 +184,11 @@ class QueryRelay:
         """The backend is gone: audit what was in flight as failed."""
         while self._items:
             item = self._items.popleft()
-            if item.verdict is not None and not item.swallow and item.kind in (Kind.QUERY, Kind.EXECUTE):
+            if (
+                item.verdict is not None
+                and not item.swallow
+                and (item.refused or item.kind in (Kind.QUERY, Kind.EXECUTE))
+            ):
                 item.outcome.backend_error = reason
                 self._finish(item)
 
@@ -740,7 +744,12 @@ class QueryRelay:
     def _drop_to_sync(self) -> None:
         """The server ignores an extended-query batch's messages after an error, up to Sync."""
         while self._items and self._items[0].kind != Kind.SYNC:
-            self._forget(self._items.popleft())
+            dropped = self._items.popleft()
+            self._forget(dropped)
+            if dropped.refused:
+                # The refusal was decided; it is audited even though the batch never reached it.
+                dropped.outcome.backend_error = "skipped after an earlier error in the batch"
+                self._finish(dropped)
 
     def _ready(self, item: Pending, frame: bytes, body: bytes) -> None:
         if item.kind not in (Kind.QUERY, Kind.SYNC, Kind.INTERNAL):
