@@ -727,7 +727,8 @@ def run(opts: Options) -> list[WorkloadResult]:
         "rounds": f"{opts.rounds} × {opts.duration} s per path (warm-up {opts.warmup} s), paths alternating",
         "clients": f"{opts.clients} (pgbench clients, sysbench threads)",
         "data": f"pgbench scale {opts.scale}; sysbench 4 × 100,000 rows; {opts.mask_rows:,} masked-scan rows",
-        "sqlbastion": "one `sqlbastion serve` process per protocol, policy and SQLite audit on",
+        "sqlbastion": "one `sqlbastion serve` process per protocol, policy and SQLite audit on"
+        + ("; with `--bare`, also its listeners with an allow-all runtime" if opts.bare else ""),
         "run time": f"{elapsed / 60:.1f} min",
     }
     info = RunInfo(started=started, machine=describe_machine(env.server_versions), settings=settings, findings=findings)
