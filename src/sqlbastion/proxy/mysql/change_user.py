@@ -106,6 +106,7 @@ async def change_user(loop: CommandLoop, payload: bytes) -> None:
     loop.session = new
     loop.statements.clear()
     loop._plan_caches.clear()
+    loop._text_shortcuts.clear()
     loop.last_prepared = None
     await loop._internal(SETUP_SQL)
     await loop.refresh_state()

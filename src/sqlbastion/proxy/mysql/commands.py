@@ -39,7 +39,7 @@ from sqlbastion.proxy.mysql.framing import frame
 from sqlbastion.proxy.mysql.handshake import PersonHandshake
 from sqlbastion.proxy.mysql.packets import ColumnDefinition, ErrPacket
 from sqlbastion.proxy.mysql.registry import SessionRegistry
-from sqlbastion.proxy.mysql.results import ResponseKind, ResponseRelay, ResultSummary, RowFilter
+from sqlbastion.proxy.mysql.results import MetadataShortcut, ResponseKind, ResponseRelay, ResultSummary, RowFilter
 from sqlbastion.proxy.mysql.state import SETUP_SQL, STATE_SQL, apply_state_changes, quote_ident, set_sql_mode
 from sqlbastion.proxy.mysql.wire import PayloadReader
 from sqlbastion.proxy.session import (
@@ -79,6 +79,7 @@ class PreparedStatement:
     types: list[int] = dataclasses.field(default_factory=list)
     # Plans by the exact bytes of the result's column definitions: valid while the verdict is.
     plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] = dataclasses.field(default_factory=dict)
+    shortcut: MetadataShortcut | None = None
 
 
 class CommandLoop:
@@ -113,6 +114,7 @@ class CommandLoop:
         self.idle_timeout_s = idle_timeout_s
         self.statements: dict[int, PreparedStatement] = {}
         self._plan_caches: dict[tuple[object, ...], dict[bytes, tuple[MaskPlan, list[int]]]] = {}
+        self._text_shortcuts: dict[tuple[object, ...], MetadataShortcut] = {}
         self.last_prepared: int | None = None
         self._last_activity = time.monotonic()
         self._loop = asyncio.get_running_loop()
@@ -302,6 +304,7 @@ class CommandLoop:
         types: list[int] | None = None,
         plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] | None = None,
         keep_row: RowFilter | None = None,
+        shortcut: MetadataShortcut | None = None,
     ) -> tuple[ResultSummary, ResponseRelay]:
         session = self.session
 
@@ -324,6 +327,7 @@ class CommandLoop:
             first_seq=self._reply_seq,
             plan_cache=plan_cache,
             keep_row=keep_row,
+            shortcut=shortcut,
         )
         fut: asyncio.Future[ResultSummary] = self._loop.create_future()
         client = self.client
@@ -375,12 +379,19 @@ class CommandLoop:
         binary: bool = False,
         plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] | None = None,
         keep_row: RowFilter | None = None,
+        shortcut: MetadataShortcut | None = None,
     ) -> tuple[ResultSummary, ResponseRelay] | None:
         """Forward an allowed statement, relay its response, record the outcome."""
         started = time.perf_counter_ns()
         try:
             summary, relay = await self._relay(
-                payload, kind, verdict=verdict, binary=binary, plan_cache=plan_cache, keep_row=keep_row
+                payload,
+                kind,
+                verdict=verdict,
+                binary=binary,
+                plan_cache=plan_cache,
+                keep_row=keep_row,
+                shortcut=shortcut,
             )
         except BackendLost:
             self.session.finish(verdict, StatementOutcome(backend_error="backend connection lost"))
@@ -475,7 +486,16 @@ class CommandLoop:
         if not verdict.allowed:
             self._refuse(verdict)
             return
-        await self._run_statement(payload, verdict, "query", plan_cache=self._text_plan_cache(verdict))
+        key = self._text_cache_key(verdict)
+        cache = self._text_plan_cache(key)
+        done = await self._run_statement(
+            payload, verdict, "query", plan_cache=cache, shortcut=self._text_shortcuts.get(key) if key else None
+        )
+        if done is not None and key is not None:
+            if done[1].new_shortcut is not None:
+                self._text_shortcuts[key] = done[1].new_shortcut
+            else:
+                self._text_shortcuts.pop(key, None)
 
     async def _own_process_list(self, payload: bytes, text: str) -> None:
         """SHOW [FULL] PROCESSLIST with only the rows of the person's own sessions."""
@@ -537,22 +557,29 @@ class CommandLoop:
             )
         return stmt
 
-    def _text_plan_cache(self, verdict: Verdict) -> dict[bytes, tuple[MaskPlan, list[int]]] | None:
-        """Plans for text statements, shared by statements with equal decisions in equal session state.
+    def _text_cache_key(self, verdict: Verdict) -> tuple[object, ...] | None:
+        """The key under which text statements share plans: equal decisions in equal session state.
 
         A mask plan is a function of the decision, the session context and the
         result's columns (DESIGN.md: masking is a pure function), so two statements
         whose decisions are equal by value, in the same session state, with
         byte-identical column definitions get the same plan.
         """
+        key = (verdict.decision, self._state_key())
         try:
-            key = (verdict.decision, self._state_key())
-            cache = self._plan_caches.get(key)
+            hash(key)
         except TypeError:  # a decision holding something unhashable: no caching
             return None
+        return key
+
+    def _text_plan_cache(self, key: tuple[object, ...] | None) -> dict[bytes, tuple[MaskPlan, list[int]]] | None:
+        if key is None:
+            return None
+        cache = self._plan_caches.get(key)
         if cache is None:
             if len(self._plan_caches) >= TEXT_PLAN_CACHE_ENTRIES:
                 self._plan_caches.clear()
+                self._text_shortcuts.clear()
             cache = self._plan_caches[key] = {}
         return cache
 
@@ -562,6 +589,7 @@ class CommandLoop:
             stmt.verdict = self.session.authorize(stmt.sql)
             stmt.state_key = self._state_key()
             stmt.plan_cache.clear()
+            stmt.shortcut = None
             return stmt.verdict
         self.session.statements += 1
         v = stmt.verdict
@@ -581,9 +609,12 @@ class CommandLoop:
         if not verdict.allowed:
             self._refuse(verdict)
             return
-        done = await self._run_statement(payload, verdict, "query", binary=True, plan_cache=stmt.plan_cache)
+        done = await self._run_statement(
+            payload, verdict, "query", binary=True, plan_cache=stmt.plan_cache, shortcut=stmt.shortcut
+        )
         if done is not None:
             summary, relay = done
+            stmt.shortcut = relay.new_shortcut
             if summary.status is not None and summary.status & _CURSOR_EXISTS:
                 stmt.plan = relay.plan
                 stmt.types = relay.types

@@ -24,6 +24,7 @@ parameter and column definitions; ``field_list``: column definitions then EOF;
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -35,7 +36,7 @@ from sqlbastion.proxy.mysql.packets import ColumnDefinition, EofPacket, ErrPacke
 from sqlbastion.proxy.mysql.rows import decode_text_row, mask_binary_row, mask_text_row
 from sqlbastion.proxy.session import EMPTY_MASK_PLAN, MaskPlan
 
-__all__ = ["MAX_COLUMNS", "ResponseKind", "ResponseRelay", "ResultSummary"]
+__all__ = ["MAX_COLUMNS", "MetadataShortcut", "ResponseKind", "ResponseRelay", "ResultSummary"]
 
 ResponseKind = Literal["query", "prepare", "field_list", "fetch", "single"]
 
@@ -99,6 +100,26 @@ class ResultSummary:
     refused: str | None = None
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MetadataShortcut:
+    """A result's metadata bytes exactly as last received, and what they led to.
+
+    When the next response of the same statement (same decision, same session
+    state) starts with exactly these bytes, the relay forwards them and goes
+    straight to the rows with the same plan: identical column definitions get
+    an identical plan, and nothing needs decoding.
+    """
+
+    meta: bytes
+    first_seq: int
+    next_seq: int
+    plan: MaskPlan
+    types: list[int]
+    ncols: int
+    state_after: int
+    status: int | None
+
+
 class ResponseRelay:
     """One command's response: backend bytes in, client bytes out (sans-IO).
 
@@ -133,11 +154,13 @@ class ResponseRelay:
         "_plan_cache",
         "_planner",
         "_rewrite_ok",
+        "_shortcut",
         "_state",
         "_types",
         "_withhold",
         "binary",
         "kind",
+        "new_shortcut",
         "summary",
     )
 
@@ -156,9 +179,12 @@ class ResponseRelay:
         first_seq: int = 1,
         plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] | None = None,
         keep_row: RowFilter | None = None,
+        shortcut: MetadataShortcut | None = None,
     ) -> None:
         self.kind = kind
         self._keep_row = keep_row
+        self._shortcut = shortcut
+        self.new_shortcut: MetadataShortcut | None = None
         self.binary = binary or kind == "fetch"
         self._planner = planner
         self._plan_cache = plan_cache
@@ -246,6 +272,20 @@ class ResponseRelay:
         out = bytearray()
         pos = 0
         n = len(data)
+        sc = self._shortcut
+        if sc is not None and self._state == _FIRST and sc.first_seq == self._out_seq and data.startswith(sc.meta):
+            # The same metadata as last time: forward it as is and go straight to the rows.
+            self._shortcut = None
+            out += sc.meta
+            pos = len(sc.meta)
+            self._out_seq = sc.next_seq
+            self._plan = sc.plan
+            self._types = sc.types
+            self._fast = sc.plan is EMPTY_MASK_PLAN or sc.plan.empty
+            self._ncols = sc.ncols
+            self._state = sc.state_after
+            self.summary.status = sc.status
+            self.new_shortcut = sc
         run_start = -1  # start of a run of raw row packets forwarded unchanged
         rows = 0
         eof_limit = self._eof_limit
@@ -344,6 +384,8 @@ class ResponseRelay:
             self._hold(payload, raw, seq)
             self._release_held(out)
             self._state = _DONE if status & _CURSOR_EXISTS else _ROWS
+            if self._state == _DONE and self.new_shortcut is not None:
+                self.new_shortcut = dataclasses.replace(self.new_shortcut, state_after=_DONE)
         else:
             raise MalformedPacket("unexpected packet")
 
@@ -618,8 +660,20 @@ class ResponseRelay:
         if self._held_in_order and self._held_first_seq == self._out_seq:
             # The common case: the held bytes are exactly what came in, numbered as the client expects.
             out += held
+            first = self._out_seq
             self._out_seq = (self._out_seq + self._held_count) & 0xFF
             self._held = bytearray()
+            if self._plan is not None and self.summary.results == 0 and self._keep_row is None:
+                self.new_shortcut = MetadataShortcut(
+                    meta=bytes(held),
+                    first_seq=first,
+                    next_seq=self._out_seq,
+                    plan=self._plan,
+                    types=self._types,
+                    ncols=self._ncols,
+                    state_after=_ROWS,
+                    status=self.summary.status,
+                )
             return
         pos = 0
         while pos < len(held):
