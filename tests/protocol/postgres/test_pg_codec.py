@@ -382,3 +382,14 @@ def test_md5_password() -> None:
         .hexdigest()
         .encode()
     )
+
+
+def test_fake_salt_is_stable_for_a_users_file() -> None:
+    from sqlbastion.proxy.postgres.scram import fake_key_for
+
+    key = fake_key_for(["SCRAM-SHA-256$4096:a$b:c"])
+    assert key == fake_key_for(["SCRAM-SHA-256$4096:a$b:c"])
+    assert key != fake_key_for(["SCRAM-SHA-256$4096:x$b:c"])
+    first = ScramServer(None, person="ghost", fake_key=key).first(b"n,,n=,r=abc")
+    again = ScramServer(None, person="ghost", fake_key=key).first(b"n,,n=,r=abc")
+    assert first.split(b",")[1] == again.split(b",")[1]  # the same salt after a restart

@@ -38,7 +38,7 @@ from sqlbastion.proxy.postgres import protocol as p
 from sqlbastion.proxy.postgres.catalog import Catalog, backend_ssl_context, catalog_for
 from sqlbastion.proxy.postgres.protocol import ProtocolViolation
 from sqlbastion.proxy.postgres.relay import QueryRelay
-from sqlbastion.proxy.postgres.scram import ScramClient, ScramFailed, ScramServer, md5_password
+from sqlbastion.proxy.postgres.scram import ScramClient, ScramFailed, ScramServer, fake_key_for, md5_password
 from sqlbastion.proxy.postgres.startup import (
     CancelRequest,
     EncryptionRequest,
@@ -116,6 +116,21 @@ async def _forward_cancel(request: CancelRequest, connect_timeout_s: float) -> N
             await writer.wait_closed()
     except (OSError, TimeoutError):
         METRICS.backend_errors.labels("postgres", "cancel", "connect").inc()
+
+
+_FAKE_KEYS: dict[int, tuple[object, bytes]] = {}
+
+
+def _fake_key(services: ProxyServices) -> bytes:
+    """The fake-salt key for the current users file (computed once per users object)."""
+    users = services.users
+    cached = _FAKE_KEYS.get(id(users))
+    if cached is not None and cached[0] is users:
+        return cached[1]
+    key = fake_key_for([c.scram_sha_256 or "" for c in users.persons.values()])
+    _FAKE_KEYS.clear()  # one users file per process; a reload replaces it
+    _FAKE_KEYS[id(users)] = (users, key)
+    return key
 
 
 def _fatal(sqlstate: str, message: str) -> bytes:
@@ -402,7 +417,7 @@ class _Connection(asyncio.Protocol):
                 verifier = parse_scram_verifier(creds.scram_sha_256)
             except UsersFileError:
                 log.warning("unusable SCRAM verifier", person=person)
-        scram = ScramServer(verifier, person=person)
+        scram = ScramServer(verifier, person=person, fake_key=_fake_key(self.services))
         self._write(p.encode_authentication(p.AUTH_SASL, b"SCRAM-SHA-256\x00\x00"))
         kind, body = await inbox.message()
         if kind != p.PASSWORD:

@@ -29,7 +29,7 @@ import unicodedata
 
 from sqlbastion.proxy.postgres.protocol import ProtocolViolation
 
-__all__ = ["ScramClient", "ScramFailed", "ScramServer", "md5_password"]
+__all__ = ["ScramClient", "ScramFailed", "ScramServer", "fake_key_for", "md5_password"]
 
 MECHANISM = "SCRAM-SHA-256"
 _FAKE_SECRET = os.urandom(32)
@@ -94,11 +94,21 @@ class ScramServer:
         verifier: (iterations, salt, StoredKey, ServerKey), or None for an
             unknown person (the exchange then runs with fake keys and fails).
         person: the person name, used only to derive the fake salt.
+        fake_key: the key the fake salt is derived with. It should stay the
+            same across restarts (see ``fake_key_for``), so that comparing salts
+            over time does not tell unknown persons from known ones.
     """
 
-    def __init__(self, verifier: tuple[int, bytes, bytes, bytes] | None, *, person: str, nonce: str | None = None):
+    def __init__(
+        self,
+        verifier: tuple[int, bytes, bytes, bytes] | None,
+        *,
+        person: str,
+        nonce: str | None = None,
+        fake_key: bytes | None = None,
+    ):
         if verifier is None:
-            fake = _hmac(_FAKE_SECRET, person.encode("utf-8"))
+            fake = _hmac(fake_key or _FAKE_SECRET, person.encode("utf-8"))
             self._known = False
             self._iterations, self._salt = 4096, fake[:16]
             self._stored_key, self._server_key = _h(fake), fake
@@ -192,6 +202,15 @@ class ScramClient:
             raise ScramFailed(f"the backend refused the SCRAM exchange: {attrs['e']}")
         if not hmac.compare_digest(_unb64(attrs.get("v", "")), self._expected_server_signature):
             raise ScramFailed("the backend's SCRAM server signature does not verify")
+
+
+def fake_key_for(verifiers: list[str]) -> bytes:
+    """A stable secret key for fake salts: a hash of every stored verifier.
+
+    It changes only when the users file does, and reveals nothing about the
+    verifiers (they are only ever an HMAC key's input).
+    """
+    return hashlib.sha256(b"sqlbastion fake SCRAM salt\x00" + "\x00".join(sorted(verifiers)).encode()).digest()
 
 
 def md5_password(user: str, password: str, salt: bytes) -> bytes:
