@@ -780,7 +780,15 @@ def parse_args(argv: list[str] | None = None) -> Options:
         action="store_true",
         help="also measure sqlbastion's listener with an allow-all runtime (no policy, masking, audit)",
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run in about three minutes: 1 round of 3 s, 100,000 masked rows, 500 idle connections, no record",
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.rounds, args.warmup = 3, 1, 1
+        args.mask_rows, args.connections, args.no_record = 100_000, 500, True
     groups = frozenset(g.strip() for g in args.only.split(",") if g.strip())
     unknown = groups - set(GROUPS)
     if unknown:

@@ -27,7 +27,7 @@ from bench.report import (
     render_run,
     results_data,
 )
-from bench.runner import Collector, Environment, Workload, _measure_rounds, _rotate, parse_args
+from bench.runner import GROUPS, Collector, Environment, Workload, _measure_rounds, _rotate, parse_args
 from bench.workloads import Endpoint, WorkloadError, parse_pgbench_tps, parse_sysbench, pgbench_command
 
 from sqlbastion.app import validate_policy
@@ -406,6 +406,9 @@ def test_options_are_validated(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         parse_args(["--duration", "0"])
     assert "unknown group" in capsys.readouterr().err
+    quick = parse_args(["--quick"])
+    assert (quick.rounds, quick.duration, quick.mask_rows, quick.record) == (1, 3, 100_000, None)
+    assert quick.groups == frozenset(GROUPS)
 
 
 # -- the bare relay ------------------------------------------------------------
