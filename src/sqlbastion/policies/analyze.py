@@ -232,6 +232,10 @@ class _Analyzer(StatementBase):
             )
         if h0 == "SET":
             return self._set(st)
+        if self.mysql and h0 in ("SELECT", "WITH") and "INTO" in st.words:
+            trailing = self._trailing_into(st.text)
+            if trailing is not None:
+                return trailing
         text = st.text
         kind_override = None
         if h0 == "REPLACE" and self.mysql:
@@ -383,6 +387,36 @@ class _Analyzer(StatementBase):
             needs=frozenset({("ddl", path)}),
             features=features,
         )
+
+    def _trailing_into(self, text: str) -> StatementFacts | None:
+        """MySQL ``SELECT … FROM … INTO @a, @b`` (INTO last, which sqlglot does not read)."""
+        toks = self.tokens_of(text)
+        depth = 0
+        for i, tok in enumerate(toks):
+            if tok.text == "(":
+                depth += 1
+            elif tok.text == ")":
+                depth -= 1
+            elif depth == 0 and tok.upper == "INTO" and i > 0:
+                rest = toks[i + 1 :]
+                if rest and all(t.text in ("@", ",") or t.kind in ("word", "ident") for t in rest):
+                    facts = self._parsed(text[: tok.start])
+                    if facts.kind != "select":
+                        return None
+                    copies = set(facts.copies)
+                    for o in facts.outputs:
+                        copies |= o.sources
+                    feats = (*facts.features, ("user_variable", "SELECT ... INTO stores values in variables"))
+                    return replace(
+                        facts,
+                        kind="select_into",
+                        outputs=(),
+                        produces_rows=False,
+                        copies=frozenset(copies),
+                        features=feats,
+                    )
+                return None
+        return None
 
     def _declare(self, st: LexedStatement) -> StatementFacts:
         toks = self.tokens_of(st.text)

@@ -472,6 +472,9 @@ dev|b|block|MASK-COPY|UPDATE accounts SET branch = (SELECT mobile FROM customers
 dev|b|block|MASK-COPY|CREATE TABLE stolen AS SELECT mobile FROM customers
 dev|b|block|MASK-COPY|CREATE VIEW v2 AS SELECT mobile FROM customers
 dev|m|block|MASK-COPY|SELECT mobile INTO @m FROM customers LIMIT 1
+dev|m|block|MASK-COPY|SELECT id, mobile FROM customers WHERE id = 1 INTO @a, @b
+dev|m|block|MASK-COPY|SELECT x.m FROM (SELECT mobile AS m FROM customers) x LIMIT 1 INTO @a
+dev|m|allow|-|SELECT id, city FROM customers WHERE id = 1 INTO @a, @b
 dev|m|block|MASK-COPY|SET @m = (SELECT mobile FROM customers LIMIT 1)
 dev|m|block|MASK-COPY|SELECT @m := mobile FROM customers
 dev|m|block|MASK-COPY|CREATE TEMPORARY TABLE t AS SELECT id_card FROM customers
