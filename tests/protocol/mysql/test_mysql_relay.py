@@ -240,3 +240,28 @@ def test_local_infile_request_is_a_protocol_error() -> None:
     relay = _relay(EOF_CAPS, planner=_no_mask)
     with pytest.raises(MalformedPacket):
         relay.feed(packets([b"\xfb/etc/passwd"]))
+
+
+@pytest.mark.parametrize("caps", [EOF_CAPS, DEPRECATE_CAPS])
+def test_metadata_shortcut_reuses_the_plan(caps: int) -> None:
+    calls: list[int] = []
+
+    def planner(cols: Sequence[ColumnDefinition], binary: bool) -> MaskPlan:
+        calls.append(len(cols))
+        return _mask_secret(cols, binary)
+
+    stream = packets(result_set_payloads(COLS, ROWS, caps=caps))
+    first = _relay(caps, planner=planner)
+    out1 = first.feed(stream)
+    assert first.new_shortcut is not None
+    second = _relay(caps, planner=planner, shortcut=first.new_shortcut)
+    out2 = feed_in_pieces(second, stream, [4096])
+    assert out2 == out1
+    assert calls == [3]  # planned once
+    assert second.summary.rows == 3
+    # Different metadata (another column name) never takes the shortcut.
+    other = packets(result_set_payloads([column("id"), column("other"), column("name")], ROWS, caps=caps))
+    third = _relay(caps, planner=planner, shortcut=first.new_shortcut)
+    out3 = _payloads(third.feed(other))
+    assert calls == [3, 3]
+    assert b"hunter2" in b"".join(p for _, p in out3)
