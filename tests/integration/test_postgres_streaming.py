@@ -267,3 +267,20 @@ def test_idle_session_timeout(postgres_server: ServerInfo, tmp_path: Path) -> No
     finally:
         for _ in gen:
             pass
+
+
+def test_notices_and_notifications_pass_through(proxy: Proxy) -> None:
+    with proxy.connect() as conn:
+        notices: list[str] = []
+        conn.add_notice_handler(lambda diag: notices.append(str(diag.message_primary)))
+        conn.execute("DO $$ BEGIN RAISE NOTICE 'hello from the server'; END $$")
+        assert notices == ["hello from the server"]
+        conn.execute("LISTEN bastion_channel")
+        with proxy.admin() as admin:
+            admin.execute("NOTIFY bastion_channel, 'payload-1'")
+        received = []
+        for notify in conn.notifies(timeout=5, stop_after=1):
+            received.append((notify.channel, notify.payload))
+        assert received == [("bastion_channel", "payload-1")]
+        row = conn.execute("SHOW application_name").fetchone()
+        assert row is not None
