@@ -56,6 +56,11 @@ _MYSQL_CHARSET_VARS = frozenset(
 )
 _PG_LEXER_VARS = frozenset({"standard_conforming_strings", "client_encoding", "names"})
 
+# Session variables that switch off logging, replication safety or triggers: server
+# administration even when set for one session.
+MYSQL_ADMIN_VARS = frozenset({"sql_log_bin", "sql_log_off", "pseudo_thread_id", "pseudo_slave_mode", "gtid_next"})
+PG_ADMIN_VARS = frozenset({"session_replication_role", "log_statement", "log_min_duration_statement", "role"})
+
 
 def encoding_is_safe(dialect: str, encoding: str) -> bool:
     """Whether the session's client encoding keeps every 0x5C byte a backslash (so the lexer is right)."""
@@ -149,6 +154,9 @@ def _mysql_set(an: _Analyzer, st: LexedStatement) -> StatementFacts:
                 continue
         else:
             name = str(var.name).lower()
+        if name in MYSQL_ADMIN_VARS:
+            acc.feature("server_settings", f"SET {name} changes logging or replication behaviour")
+            continue
         if name == "sql_mode":
             text = _literal_text(value)
             if text is None:
@@ -257,4 +265,6 @@ def _pg_set(an: _Analyzer, st: LexedStatement) -> StatementFacts:
         return StatementFacts(kind="set", effects=(("search_path", ",".join(values)),), lexer_change=True)
     if setting in ("role", "session_authorization"):
         return an.feature("set_role", f"SET {setting} changes the acting role", kind="set_role")
+    if setting in PG_ADMIN_VARS:
+        return an.feature("server_settings", f"SET {setting} changes logging or trigger behaviour", kind="set")
     return StatementFacts(kind="set")

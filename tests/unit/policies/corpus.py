@@ -228,6 +228,10 @@ dev|p|block|HR-SERVER-SETTINGS|SELECT set_config('search_path', 'evil', false)
 dev|p|block|HR-SERVER-SETTINGS|SELECT set_config('role', 'postgres', false)
 dev|p|block|HR-SERVER-SETTINGS|SELECT pg_reload_conf()
 dev|p|block|HR-SERVER-SETTINGS|CHECKPOINT
+dev|m|block|HR-SERVER-SETTINGS|SET sql_log_bin = 0
+dev|m|block|HR-SERVER-SETTINGS|SET @@session.sql_log_off = 1
+dev|p|block|HR-SERVER-SETTINGS|SET session_replication_role = replica
+dev|p|block|HR-SERVER-SETTINGS|SET log_statement = 'none'
 
 ## HR-FILE-ACCESS
 dev|m|block|HR-FILE-ACCESS|SELECT * FROM customers INTO OUTFILE '/tmp/x'
