@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator, Sequence
 from http import HTTPStatus
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sqlbastion.config import AdminSettings, BackendSettings, SecretRef, loads
 from sqlbastion.devtools.servers import free_port
 from sqlbastion.observability.admin import AdminEndpoint, PolicyReloader
-from sqlbastion.observability.httpwire import Limits
+from sqlbastion.observability.httpwire import Limits, Request
 from sqlbastion.observability.metrics import Metrics
 from sqlbastion.observability.readiness import (
     CheckResult,
@@ -445,3 +447,32 @@ async def test_smuggled_request_in_a_body_is_not_served(endpoint: AdminEndpoint)
     status, _, body = await http(port_of(endpoint), raw)
     assert status == 401  # the POST itself, without a token; its body is never read as a request
     assert b"sqlbastion_" not in body
+
+
+_FUZZ_ENDPOINT = AdminEndpoint(listen="127.0.0.1:9187", token=TOKEN, metrics=Metrics())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"]),
+    path=st.sampled_from(["/metrics", "/readyz", "/-/reload", "/healthz", "/", "/metrics/", "/METRICS", "/-/reload/x"]),
+    auth=st.one_of(
+        st.none(),
+        st.just(f"Bearer {TOKEN}"),
+        st.sampled_from([f"bearer {TOKEN}", f"Bearer  {TOKEN} ", f"Bearer {TOKEN}x", f"Basic {TOKEN}", TOKEN]),
+        st.text(max_size=60).map(lambda t: "Bearer " + t),
+        st.text(max_size=60),
+    ),
+)
+def test_fuzzed_requests_never_reach_a_protected_route_without_the_token(
+    method: str, path: str, auth: str | None
+) -> None:
+    headers = (("authorization", auth),) if auth is not None else ()
+    request = Request(method=method, path=path, query="", version="HTTP/1.1", headers=headers)
+    response = asyncio.run(_FUZZ_ENDPOINT.respond(request))
+    scheme, _, credentials = (auth or "").partition(" ")
+    authorized = scheme.lower() == "bearer" and credentials.strip() == TOKEN
+    if response.status is HTTPStatus.OK and path != "/healthz":
+        assert authorized
+    if path == "/healthz" and method in ("GET", "HEAD"):
+        assert response.status is HTTPStatus.OK
