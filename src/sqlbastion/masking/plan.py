@@ -47,13 +47,14 @@ from sqlbastion.masking.wire import Converter, ascii_fast_path, build_converter,
 from sqlbastion.observability.metrics import METRICS
 from sqlbastion.policies.model import ColumnRef, Decision, OutputColumn, StatementContext
 from sqlbastion.proxy.session import EMPTY_MASK_PLAN, ColumnMasker, MaskPlan, ResultColumn
-from sqlbastion.settings_schema import SecretUnavailable
+from sqlbastion.settings_schema import SecretRef, SecretUnavailable
 
 __all__ = ["MaskingPlanner", "load_masking_policy", "planner_from_settings", "refusal_text"]
 
 FastPath = Callable[[bytes], bytes | None] | None
 FULL = Treatment(kind="mask", function=STRONGEST, lookup_allowed=False)
 MAX_CONVERTERS = 4096
+MIN_KEY_BYTES = 16
 TALLY_FLUSH = 256
 MAX_PLANS = 4096
 MAX_PLAN_COLUMNS = 256  # wider results are planned every time rather than cached
@@ -122,8 +123,15 @@ class _PolicyState:
 class MaskingPlanner:
     """``proxy.session.MaskPlanner`` backed by a ``MaskingPolicy`` and the masking keys."""
 
-    def __init__(self, policy: MaskingPolicy, *, keys: Mapping[str, bytes] | None = None) -> None:
+    def __init__(
+        self,
+        policy: MaskingPolicy,
+        *,
+        keys: Mapping[str, bytes] | None = None,
+        key_refs: Mapping[str, SecretRef] | None = None,
+    ) -> None:
         self._keys = dict(keys or {})
+        self._key_refs = dict(key_refs or {})  # resolved when a (reloaded) policy first uses them
         self._functions: dict[str, MaskFunction] = {}
         self._converters: dict[tuple[str, str, str, bool, str], tuple[Converter, FastPath]] = {}
         self._maskers: dict[tuple[str, str, str, str, bool, str], ColumnMasker] = {}
@@ -137,9 +145,19 @@ class MaskingPlanner:
 
     def _check_keys(self, policy: MaskingPolicy) -> None:
         # A missing key fails at start-up (or reload), never in the middle of a result.
-        for ref in sorted(policy.key_refs()):
-            if ref not in self._keys:
-                raise MissingKey(f"a masking rule uses key {ref!r}, which [masking] keys does not define")
+        for name in sorted(policy.key_refs()):
+            if name in self._keys:
+                continue
+            secret = self._key_refs.get(name)
+            if secret is None:
+                raise MissingKey(f"a masking rule uses key {name!r}, which [masking] keys does not define")
+            try:
+                value = secret.reveal_bytes()
+            except SecretUnavailable as exc:
+                raise MissingKey(f"masking key {name!r}: {exc}") from None
+            if len(value) < MIN_KEY_BYTES:
+                raise MissingKey(f"masking key {name!r} must hold at least {MIN_KEY_BYTES} bytes")
+            self._keys[name] = value
 
     def replace_policy(self, policy: MaskingPolicy) -> None:
         """Swap in a reloaded policy atomically (the old one stays if the new one is unusable)."""
@@ -325,21 +343,14 @@ def load_masking_policy(settings: Settings) -> MaskingPolicy:
 def planner_from_settings(settings: Settings, policy: MaskingPolicy | None = None) -> MaskingPlanner:
     """The planner for ``serve``: the policy files' masking rules and the ``[masking] keys``.
 
-    Raises ConfigError when a policy file is invalid or a key cannot be resolved.
+    Only the keys a rule uses are read (now, or when a reloaded policy first uses
+    them). Raises ConfigError when a policy file is invalid or a used key cannot
+    be resolved.
     """
     policy = policy if policy is not None else load_masking_policy(settings)
-    keys: dict[str, bytes] = {}
-    used = policy.key_refs()
-    for name, ref in settings.masking.keys.items():
-        if name not in used:
-            continue  # a key no rule uses is never read
-        try:
-            keys[name] = ref.reveal_bytes()
-        except SecretUnavailable as exc:
-            raise ConfigError(settings.source, f"masking.keys.{name}", str(exc)) from None
-        if len(keys[name]) < 16:
-            raise ConfigError(settings.source, f"masking.keys.{name}", "a masking key must hold at least 16 bytes")
     try:
-        return MaskingPlanner(policy, keys=keys)
+        return MaskingPlanner(policy, key_refs=settings.masking.keys)
     except MissingKey as exc:
-        raise ConfigError(settings.source, "masking.keys", str(exc)) from None
+        name = next((k for k in sorted(policy.key_refs()) if repr(k) in str(exc)), None)
+        key = f"masking.keys.{name}" if name and name in settings.masking.keys else "masking.keys"
+        raise ConfigError(settings.source, key, str(exc)) from None

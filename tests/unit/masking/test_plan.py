@@ -331,3 +331,18 @@ def test_plan_is_never_weaker_than_lineage_or_metadata(cols: list[tuple[OutputCo
         if ("mask" in lineage and (not o.direct or o.whole_row_of)) or o.opaque:
             # an expression, opaque or whole-row value over a masked column is fully masked
             assert plan.functions[i] in ("full", "null")
+
+
+def test_a_reloaded_policy_may_use_a_key_first_needed_then(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlbastion.config import SecretRef
+
+    start = parse_masking_policy({"roles": [{"name": "r", "masks": {"x": "full"}}]}, file="a")
+    planner = MaskingPlanner(start, key_refs={"late": SecretRef("env:SQLBASTION_TEST_LATE_KEY")})
+    later = parse_masking_policy({"roles": [{"name": "r", "masks": {"x": "pseudonym(key=late)"}}]}, file="b")
+    monkeypatch.delenv("SQLBASTION_TEST_LATE_KEY", raising=False)
+    with pytest.raises(MissingKey, match="late"):
+        planner.replace_policy(later)
+    assert planner.policy is start
+    monkeypatch.setenv("SQLBASTION_TEST_LATE_KEY", "a-key-that-is-long-enough")
+    planner.replace_policy(later)
+    assert planner.policy is later
