@@ -284,3 +284,23 @@ def test_notices_and_notifications_pass_through(proxy: Proxy) -> None:
         assert received == [("bastion_channel", "payload-1")]
         row = conn.execute("SHOW application_name").fetchone()
         assert row is not None
+
+
+def test_flood_during_start_up_is_cut_off(proxy: Proxy) -> None:
+    from sqlbastion.proxy.postgres.startup import encode_startup
+
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        s.sendall(encode_startup({"user": "alice", "database": "postgres"}))
+        s.recv(1024)  # AuthenticationSASL
+        closed = False
+        try:
+            for _ in range(64):
+                s.sendall(b"x" * 65536)  # 4 MiB of garbage instead of a SASL response
+        except OSError:
+            closed = True
+        if not closed:
+            s.settimeout(10)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            assert b"08P01" in data

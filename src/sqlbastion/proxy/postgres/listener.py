@@ -60,6 +60,7 @@ __all__ = ["start_listener"]
 log = get_logger("proxy.postgres")
 
 AUTH_MESSAGE_LIMIT = 16 << 10
+HANDSHAKE_BUFFER_LIMIT = 1 << 20
 HIGH_WATER = 1 << 20
 LOW_WATER = 256 << 10
 _I32 = struct.Struct("!i")
@@ -261,6 +262,10 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.inbox is not None:
+            if len(self.inbox.data) + len(data) > HANDSHAKE_BUFFER_LIMIT:
+                # Nothing legitimate sends this much before authentication completes.
+                self._send_and_close(_fatal("08P01", "too much data during start-up"))
+                return
             self.inbox.feed(data)
             return
         relay = self.relay
