@@ -59,11 +59,11 @@ TALLY_FLUSH = 256
 MAX_PLANS = 4096
 MAX_PLAN_COLUMNS = 256  # wider results are planned every time rather than cached
 
-# Statements whose results describe the server rather than table data. Without
-# lineage their columns are checked against protocol metadata only.
-METADATA_STATEMENTS = frozenset(
-    {"show", "describe", "desc", "explain", "set", "use", "begin", "commit", "rollback", "savepoint", "release"}
-)
+# Statement kinds (``StatementFacts.kind`` from the policy engine) whose results
+# describe the server rather than table data. Without lineage their columns are
+# checked against protocol metadata only; every other result without lineage
+# has its unnamed columns fully masked.
+METADATA_STATEMENTS = frozenset({"show", "describe", "explain", "set", "use", "transaction", "help", "empty"})
 
 
 def refusal_text(why: str) -> str:
