@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from sqlbastion.proxy.session import Runtime
 
 __all__ = [
+    "MIN_SPOOL_FREE_BYTES",
     "CheckResult",
     "Readiness",
     "ReadinessCheck",
@@ -101,8 +102,15 @@ def backend_reachable(backend: BackendSettings, *, timeout_s: float = 2.0) -> Re
     return ReadinessCheck(name=f"backend:{backend.name}", probe=probe)
 
 
-def spool_writable(directory: Path) -> ReadinessCheck:
-    """A file can be created (and removed) in the audit spool directory."""
+MIN_SPOOL_FREE_BYTES = 16 << 20
+"""Below this much free space the spool cannot take a batch for long: not ready."""
+
+
+def spool_writable(directory: Path, *, min_free_bytes: int = MIN_SPOOL_FREE_BYTES) -> ReadinessCheck:
+    """A file can be created (and removed) in the audit spool directory, and its file system has room.
+
+    The probe file's name (``.readyz-*``) is never taken for a spool segment.
+    """
 
     def try_write() -> tuple[bool, str]:
         if not directory.is_dir():
@@ -111,9 +119,13 @@ def spool_writable(directory: Path) -> ReadinessCheck:
             fd, path = tempfile.mkstemp(prefix=".readyz-", dir=directory)
             os.close(fd)
             os.unlink(path)
+            st = os.statvfs(directory)
         except OSError as exc:
             return False, f"{directory} is not writable: {exc.strerror}"
-        return True, f"{directory} writable"
+        free = st.f_bavail * st.f_frsize
+        if free < min_free_bytes:
+            return False, f"{directory} has only {free >> 20} MiB free"
+        return True, f"{directory} writable, {free >> 20} MiB free"
 
     async def probe() -> tuple[bool, str]:
         return await asyncio.to_thread(try_write)

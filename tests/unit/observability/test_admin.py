@@ -328,6 +328,9 @@ async def test_spool_writable(tmp_path: object) -> None:
     assert ok.ok
     [missing] = await run_checks([spool_writable(tmp_path / "absent")])
     assert not missing.ok
+    [full] = await run_checks([spool_writable(tmp_path, min_free_bytes=1 << 62)])
+    assert not full.ok
+    assert "free" in full.detail
     assert list(tmp_path.iterdir()) == []
 
 
