@@ -238,3 +238,51 @@ def test_provisioning_files() -> None:
     [provider] = dash_doc["providers"]
     assert provider["type"] == "file"
     assert provider["options"]["path"]
+
+
+def _label_names() -> dict[str, set[str]]:
+    """Metric name (as exported, with suffixes) → its label names, plus Prometheus's target labels."""
+    out: dict[str, set[str]] = {}
+    m = Metrics()
+    for family in m.registry.collect():
+        for sample in family.samples:
+            out.setdefault(sample.name, set()).update(sample.labels)
+    for collector in vars(m).values():
+        names = getattr(collector, "_labelnames", None)
+        name = getattr(collector, "_name", None)
+        if names is not None and name:
+            for suffix in ("", "_total", "_bucket", "_sum", "_count"):
+                out.setdefault(name + suffix, set()).update(names)
+    for labels in out.values():
+        labels |= {"instance", "job", "le"}
+    return out
+
+
+def _grouped(expr: str) -> list[tuple[set[str], str]]:
+    """Each ``by (labels) (argument)`` / ``by (labels)`` clause: the labels and the argument it aggregates."""
+    out = []
+    for m in re.finditer(r"\bby\s*\(([^)]*)\)\s*\(", expr):
+        depth, i = 1, m.end()
+        while depth and i < len(expr):
+            depth += {"(": 1, ")": -1}.get(expr[i], 0)
+            i += 1
+        labels = {label.strip() for label in m.group(1).split(",") if label.strip()}
+        out.append((labels, expr[m.end() : i - 1]))
+    return out
+
+
+def test_aggregations_group_by_labels_the_metrics_have() -> None:
+    """``sum by (rule_id) (metric)`` over a metric without rule_id would chart one meaningless series."""
+    known = _label_names()
+    exprs = [q.query for b in all_dashboards().values() for q in panel_queries(b) if q.datasource_type == "prometheus"]
+    exprs += [r.expr for r in rule_queries(yaml.safe_load(RULES.read_text()))]
+    checked = 0
+    for expr in exprs:
+        for labels, argument in _grouped(expr):
+            metrics = set(re.findall(r"\b((?:sqlbastion|process)_\w+|up)\b", argument))
+            for metric in metrics:
+                assert metric in known, f"{metric} in {expr}"
+                missing = labels - known[metric]
+                assert not missing, f"{expr}: {metric} has no label {sorted(missing)}"
+                checked += 1
+    assert checked > 50
