@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from sqlbastion.audit.events import SCHEMA_VERSION, AuditEvent, EventBuilder, format_ts
+from sqlbastion.audit.events import KINDS, SCHEMA_VERSION, AuditEvent, EventBuilder, format_ts
 
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 
@@ -112,3 +112,18 @@ def test_auth_failed_and_connection_events() -> None:
 def test_format_ts_is_utc_with_microseconds() -> None:
     assert format_ts(0) == "1970-01-01T00:00:00.000000Z"
     assert format_ts(1_500_000_001_999_999) == "1970-01-18T08:40:00.001999Z"
+
+
+def test_the_json_schema_documents_every_field_and_nothing_else() -> None:
+    from dataclasses import fields
+    from pathlib import Path
+
+    schema = json.loads((Path(__file__).parents[3] / "docs" / "audit-schema.json").read_text(encoding="utf-8"))
+    documented = set(schema["properties"])
+    emitted = {f.name for f in fields(AuditEvent)}
+    assert emitted <= documented
+    assert documented - emitted == {"chain", "@timestamp"}  # added on delivery
+    assert set(schema["properties"]["kind"]["enum"]) == set(KINDS)
+    record = EventBuilder().build_record(_statement(), 0, "x")
+    assert set(record) == emitted
+    assert set(schema["required"]) <= set(record)
