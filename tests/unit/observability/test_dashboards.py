@@ -286,3 +286,19 @@ def test_aggregations_group_by_labels_the_metrics_have() -> None:
                 assert not missing, f"{expr}: {metric} has no label {sorted(missing)}"
                 checked += 1
     assert checked > 50
+
+
+def test_legends_name_labels_the_result_has() -> None:
+    known = _label_names()
+    for board in all_dashboards().values():
+        for q in panel_queries(board):
+            used = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", q.legend))
+            if not used or q.datasource_type != "prometheus":
+                continue
+            grouped = _grouped(q.query)
+            if grouped:
+                available = set().union(*(labels for labels, _ in grouped))
+            else:
+                metrics = set(re.findall(r"\b((?:sqlbastion|process)_\w+)\b", q.query))
+                available = set().union(*(known[m] for m in metrics))
+            assert used <= available, f"{q.dashboard} / {q.title}: legend {q.legend!r} names {sorted(used - available)}"
