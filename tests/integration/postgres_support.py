@@ -176,6 +176,7 @@ def settings_text(
     require_tls: bool,
     with_tls: bool,
     idle_timeout_s: float = 28800.0,
+    backend_tls: str = "disable",
 ) -> str:
     users = directory / "users.toml"
     tls = ""
@@ -201,6 +202,7 @@ user = "{server.service_user}"
 password = "env:{SECRET_ENV}"
 database = "postgres"
 require_tls = {"true" if require_tls else "false"}
+tls = {{ mode = "{backend_tls}" }}
 """
 
 
@@ -227,6 +229,7 @@ def run_proxy(
     require_tls: bool = False,
     with_tls: bool = True,
     idle_timeout_s: float = 28800.0,
+    backend_tls: str = "disable",
 ) -> Iterator[Proxy]:
     """Start a proxy (as a generator, for fixtures); stops it and restores the environment after."""
     env = _Env()
@@ -244,7 +247,13 @@ def run_proxy(
     port = free_port()
     settings = loads(
         settings_text(
-            server, directory, port, require_tls=require_tls, with_tls=with_tls, idle_timeout_s=idle_timeout_s
+            server,
+            directory,
+            port,
+            require_tls=require_tls,
+            with_tls=with_tls,
+            idle_timeout_s=idle_timeout_s,
+            backend_tls=backend_tls,
         )
     )
     engine, masker, audit = BlockingEngine(), SecretMasker(), RecordingAudit()

@@ -304,3 +304,22 @@ def test_flood_during_start_up_is_cut_off(proxy: Proxy) -> None:
             while chunk := s.recv(65536):
                 data += chunk
             assert b"08P01" in data
+
+
+@pytest.mark.parametrize(("mode", "works"), [("prefer", True), ("require", False)])
+def test_backend_tls_modes_against_a_server_without_tls(
+    postgres_server: ServerInfo, tmp_path: Path, mode: str, works: bool
+) -> None:
+    # The test server has no certificate: "prefer" falls back to plain, "require" refuses to go on.
+    gen = run_proxy(postgres_server, tmp_path, with_tls=False, backend_tls=mode)
+    proxy = next(gen)
+    try:
+        if works:
+            with proxy.connect() as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+        else:
+            with pytest.raises(psycopg.OperationalError, match="backend pg is unavailable"):
+                proxy.connect()
+    finally:
+        for _ in gen:
+            pass
