@@ -7,9 +7,11 @@ COM_STMT_EXECUTE and read it with COM_STMT_FETCH, pipeline packets.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pymysql
 import pytest
@@ -18,6 +20,7 @@ from tests.integration.mysql_support import PASSWORD, PERSON, Proxy, prepare_tes
 from sqlbastion.devtools.servers import ServerInfo
 from sqlbastion.proxy.mysql import auth
 from sqlbastion.proxy.mysql.constants import Capability, FieldType, ServerStatus
+from sqlbastion.proxy.mysql.errors import MySQLProtocolError
 from sqlbastion.proxy.mysql.framing import Packet, PacketFramer, frame
 from sqlbastion.proxy.mysql.packets import (
     ColumnDefinition,
@@ -232,3 +235,64 @@ def test_unknown_database_at_connect(proxy: Proxy) -> None:
     with pytest.raises(pymysql.err.OperationalError) as info:
         proxy.connect(database="no_such_db_here")
     assert info.value.args[0] == 1049
+
+
+def test_plaintext_after_ssl_request_is_not_authenticated(mariadb_server: ServerInfo, tmp_path: Path) -> None:
+    # A client that sends the SSLRequest and then its HandshakeResponse in clear text (a downgrade
+    # or injection attempt) gets no session: the bytes go into the TLS handshake, which fails.
+    gen = run_proxy(mariadb_server, tmp_path / "tls", with_tls=True)
+    proxy = next(gen)
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            framer = PacketFramer()
+            framer.receive_data(sock.recv(4096))
+            greeting = framer.next_packet()
+            assert greeting is not None
+            nonce = HandshakeV10.decode(greeting.payload).auth_data
+            caps = CAPS | int(Capability.SSL)
+            ssl_request = caps.to_bytes(4, "little") + (1 << 24).to_bytes(4, "little") + b"\x2d" + b"\x00" * 23
+            resp = HandshakeResponse(
+                capabilities=CAPS,
+                max_packet=1 << 24,
+                charset=45,
+                user=PERSON.encode(),
+                auth_response=auth.native_scramble(PASSWORD.encode(), nonce),
+                auth_plugin=auth.NATIVE,
+            )
+            sock.sendall(frame(1, ssl_request)[0] + frame(2, resp.encode())[0])
+            reply = b""
+            with contextlib.suppress(OSError):
+                while chunk := sock.recv(4096):
+                    reply += chunk
+            # Whatever came back (a TLS alert, or nothing), it is never a MySQL OK packet.
+            check = PacketFramer()
+            check.receive_data(reply)
+            with contextlib.suppress(MySQLProtocolError):
+                while (p := check.next_packet()) is not None:
+                    assert p.payload[:1] != b"\x00"
+        assert proxy.audit.of_kind("auth_failed")[-1]["reason"] == "protocol"
+        assert not [e for e in proxy.audit.of_kind("connection_opened") if e["person"] == PERSON]
+    finally:
+        with contextlib.suppress(StopIteration):
+            gen.send(None)
+
+
+def test_garbage_clients_do_not_disturb_others(proxy: Proxy) -> None:
+    import random
+
+    rng = random.Random(7)
+    with proxy.connect() as bystander:
+        for i in range(40):
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+                sock.recv(4096)
+                junk = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300)))
+                if i % 2:
+                    junk = frame(1, junk)[0]  # well framed, nonsense inside
+                with contextlib.suppress(OSError):
+                    sock.sendall(junk)
+                    sock.shutdown(socket.SHUT_WR)
+                    while sock.recv(4096):
+                        pass
+        with bystander.cursor() as cur:
+            cur.execute("SELECT 11")
+            assert cur.fetchone() == (11,)
