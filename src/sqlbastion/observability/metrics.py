@@ -59,6 +59,7 @@ AUTH_FAILURE_REASONS = (
     "time_window",
     "expired",
     "unknown_person",
+    "disabled",
     "max_sessions",
     "tls_required",
     "timeout",
