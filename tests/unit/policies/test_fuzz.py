@@ -161,3 +161,64 @@ def test_an_engine_failure_is_a_block() -> None:
     d = decide("dev", "SELECT 1", engine=engine)
     assert d.action is Action.BLOCK
     assert d.rule_ids == ("SB-UNPROVABLE-ANALYSIS",)
+
+
+FAST_ALPHABET = [
+    "SELECT",
+    "id",
+    "FROM",
+    "t",
+    "WHERE",
+    "a",
+    "=",
+    "'x'",
+    "'it''s'",
+    "'",
+    "12",
+    "3.5",
+    "1e5",
+    "x1",
+    "$1",
+    "$",
+    "(",
+    ")",
+    ",",
+    " ",
+    "\n",
+    "E",
+    "N",
+    "X",
+    "_utf8",
+    "''",
+    "-",
+    "*",
+    "/",
+    ";",
+    "+",
+    "::",
+    "int",
+    "ARRAY",
+    "[",
+    "]",
+]
+
+
+@FUZZ
+@given(
+    parts=st.lists(st.sampled_from(FAST_ALPHABET), min_size=1, max_size=25),
+    dialect=st.sampled_from(["mysql", "postgres"]),
+    joiner=st.sampled_from(["", " "]),
+)
+def test_fast_path_agrees_with_the_full_lexer(parts: list[str], dialect: str, joiner: str) -> None:
+    from sqlbastion.policies.lexer import _Lexer, _plain_statement
+
+    sql = joiner.join(parts)
+    state = LexerState(dialect=dialect)  # type: ignore[arg-type]  # sampled from the two dialects
+    fast = _plain_statement(sql, state)
+    try:
+        slow = _Lexer(sql, state).run()
+    except LexError:
+        assert fast is None
+        return
+    if fast is not None:
+        assert fast == slow
