@@ -474,3 +474,15 @@ def test_backend_loss_audits_statements_in_flight() -> None:
         ("allow", "backend connection lost"),
         ("block", "backend connection lost"),
     ]
+
+
+def test_malformed_message_held_behind_a_refresh_closes_as_the_clients_fault() -> None:
+    relay, _ = make_relay()
+    relay.client_data(Q("SET search_path TO x") + b"P\x00\x00\x00\x06ab")
+    relay.take_to_backend()
+    relay.backend_data(C("SET") + Z())
+    relay.backend_data(row_description("search_path", table=0) + p.encode_data_row([b"x"]) + C("SHOW") + Z())
+    out = relay.take_to_client()
+    assert sqlstates(out) == ["08P01"]
+    assert relay.close_reason is not None
+    assert relay.close_reason.startswith("client protocol violation")

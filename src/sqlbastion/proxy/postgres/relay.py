@@ -38,7 +38,6 @@ from collections import deque
 from collections.abc import Callable
 
 from sqlbastion.logs import get_logger
-from sqlbastion.observability.metrics import METRICS
 from sqlbastion.policies.model import Action, Decision
 from sqlbastion.proxy.postgres import protocol as p
 from sqlbastion.proxy.postgres.protocol import ProtocolViolation, RowColumn
@@ -178,7 +177,15 @@ class QueryRelay:
         """Continue after ``need_catalog`` was satisfied."""
         self.need_catalog = None
         self._pump_backend()
-        self._pump_client()
+        self._pump_held_client()
+
+    def _pump_held_client(self) -> None:
+        """Process client messages that waited, from the backend's side of the relay."""
+        try:
+            self._pump_client()
+        except ProtocolViolation as exc:  # the client's fault, not the backend's
+            self._to_client += exc.reply()
+            self.close_reason = f"client protocol violation: {exc.message}"
 
     def abort_pending(self, reason: str) -> None:
         """The backend is gone: audit what was in flight as failed."""
@@ -768,7 +775,7 @@ class QueryRelay:
             self._to_client += frame
         if item.kind == Kind.INTERNAL:
             self._hold = False
-            self._pump_client()
+            self._pump_held_client()
         elif item.refresh_state:
             self._forward(Kind.INTERNAL, p.encode_message(p.QUERY, b"SHOW search_path\x00"), swallow=True)
 
@@ -778,6 +785,5 @@ class QueryRelay:
             return
         if verdict.allowed:
             item.outcome.backend_us = (time.perf_counter_ns() - item.sent_ns) // 1000
-        if item.outcome.backend_error and verdict.allowed:
-            METRICS.backend_errors.labels("postgres", self.session.backend.name, "statement")
+        # Session.finish counts backend errors (sqlbastion_backend_errors_total{kind="statement"}).
         self.session.finish(verdict, item.outcome)
