@@ -375,6 +375,16 @@ class AuditPipeline:
             # the schema records the authentication as its own event first.
             auth = dict(built, kind="auth_succeeded", event_id=_new_event_id())
             return [auth, built]
+        if built["kind"] == "statement" and built["decision"] == "alert":
+            # A rule with action "alert" let the statement through: SIEMs get an alert event too.
+            alert = dict(
+                built,
+                kind="alert",
+                event_id=_new_event_id(),
+                details={"alert": "rule", "severity": "warning", "statement_event_id": eid,
+                         "message": built["reason"] or ",".join(built["rule_ids"])},
+            )  # fmt: skip
+            return [built, alert]
         return [built]
 
     def _write_loop(self) -> None:

@@ -277,3 +277,21 @@ async def test_barrier_resolves_once_emitted_events_are_in_the_spool(spool_dir: 
         assert p.spool.written_seq >= 200  # start marker + 200 events
     finally:
         await p.stop()
+
+
+def test_a_statement_allowed_with_an_alert_rule_also_writes_an_alert_event(spool_dir: Path) -> None:
+    sink = MemorySink()
+    p = _pipeline(Spool(spool_dir, secret=SECRET), sink)
+    p.emit({**_statement(1), "decision": "alert", "rule_ids": ["HR-BULK-EXPORT"], "reason": "large export"})
+    _wait(lambda: len(sink.events) == 2)
+    p.close()
+    statement, alert = sink.events
+    assert statement["kind"] == "statement"
+    assert alert["kind"] == "alert"
+    assert alert["rule_ids"] == ["HR-BULK-EXPORT"]
+    assert alert["details"] == {
+        "alert": "rule",
+        "severity": "warning",
+        "statement_event_id": statement["event_id"],
+        "message": "large export",
+    }
