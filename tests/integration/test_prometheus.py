@@ -38,6 +38,7 @@ from sqlbastion.devtools.servers import ServerInfo, free_port
 from sqlbastion.observability.metrics import METRICS
 from sqlbastion.observability.queries import (
     alert_signals,
+    annotation_queries,
     dashboard_files,
     expand_promql,
     expand_sql,
@@ -427,7 +428,7 @@ def _queries() -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for path in dashboard_files(DASHBOARDS):
         board = load_dashboard(path)
-        for q in panel_queries(board):
+        for q in panel_queries(board) + annotation_queries(board):
             if q.datasource_type != "prometheus":
                 continue
             # $__rate_interval as Grafana computes it for a 15-minute view; $__range for that view.
@@ -540,7 +541,12 @@ def test_audit_explorer_queries_read_the_postgres_sink(stack: Stack) -> None:
         assert time.monotonic() < deadline, "the PostgreSQL sink did not catch up"
         time.sleep(0.5)
     board = load_dashboard(DASHBOARDS / "sqlbastion-audit-explorer.json")
-    queries = [q for q in panel_queries(board) if q.datasource_type == "grafana-postgresql-datasource"]
+    queries = [
+        q
+        for q in panel_queries(board) + annotation_queries(board)
+        if q.datasource_type == "grafana-postgresql-datasource"
+    ]
+    assert any(q.panel_id == 0 for q in queries)  # the policy-reload annotation (the traffic made one)
     queries_by_title = {q.title: q.query for q in queries}
     [person_variable] = [v for v in board["templating"]["list"] if v["name"] == "person"]
     server = stack.postgres

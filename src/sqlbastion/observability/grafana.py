@@ -77,6 +77,7 @@ class Dashboard:
     variables: list[dict[str, Any]]
     tags: tuple[str, ...] = ("sqlbastion",)
     time_from: str = "now-6h"
+    annotations: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _prom_variable(name: str, label: str, query: str) -> dict[str, Any]:
@@ -229,7 +230,8 @@ def render(d: Dashboard) -> dict[str, Any]:
                     "iconColor": "rgba(0, 211, 255, 1)",
                     "name": "Annotations & Alerts",
                     "type": "dashboard",
-                }
+                },
+                *d.annotations,
             ]
         },
         "links": [
@@ -256,6 +258,19 @@ def _overview() -> Dashboard:
         title="sqlbastion / Overview",
         description="Traffic, latency, errors and saturation per backend.",
         variables=[INSTANCE_VAR, BACKEND_VAR],
+        annotations=[
+            {
+                "name": "Policy reloads",
+                "datasource": PROM,
+                "enable": True,
+                "iconColor": "purple",
+                "expr": f"changes(sqlbastion_policy_last_reload_timestamp_seconds{{{I}}}[2m]) > 0",
+                "step": "60s",
+                "titleFormat": "Policy reload on {{instance}}",
+                "textFormat": "",
+                "useValueForTime": False,
+            }
+        ],
         rows=[
             Row(
                 title="Now",
@@ -859,6 +874,22 @@ def _audit_explorer() -> Dashboard:
         title="sqlbastion / Audit explorer",
         description=f"Reads the PostgreSQL audit sink (table {t}) with Grafana's PostgreSQL data source.",
         time_from="now-24h",
+        annotations=[
+            {
+                "name": "Policy reloads",
+                "datasource": AUDIT_PG,
+                "enable": True,
+                "iconColor": "purple",
+                "target": {
+                    "refId": "Anno",
+                    "rawSql": "SELECT ts AS time, 'policy reload: ' || coalesce(event -> 'details' ->> 'result', 'unknown') AS text\n"
+                    f"FROM {t}\nWHERE $__timeFilter(ts) AND kind = 'policy_reloaded'\nORDER BY ts",
+                    "format": "table",
+                    "rawQuery": True,
+                    "editorMode": "code",
+                },
+            }
+        ],
         variables=[
             {
                 "name": "person",

@@ -23,6 +23,7 @@ __all__ = [
     "PanelQuery",
     "RuleQuery",
     "alert_signals",
+    "annotation_queries",
     "dashboard_files",
     "expand_promql",
     "expand_sql",
@@ -97,6 +98,29 @@ def panel_queries(dashboard: Mapping[str, Any]) -> list[PanelQuery]:
                     legend=str(target.get("legendFormat", "")),
                 )
             )
+    return out
+
+
+def annotation_queries(dashboard: Mapping[str, Any]) -> list[PanelQuery]:
+    """Every annotation query (Grafana's built-in one has none), as a ``PanelQuery`` with ``panel_id`` 0."""
+    out: list[PanelQuery] = []
+    for n, annotation in enumerate(dashboard.get("annotations", {}).get("list", [])):
+        ds = annotation.get("datasource") or {}
+        target = annotation.get("target") or {}
+        query = annotation.get("expr") or target.get("rawSql") or target.get("expr")
+        if not query:
+            continue
+        out.append(
+            PanelQuery(
+                dashboard=str(dashboard.get("uid", "")),
+                panel_id=0,
+                title=f"annotation {annotation.get('name', n)}",
+                ref_id=str(target.get("refId", "Anno")),
+                datasource_type=str(ds.get("type", "")),
+                datasource_uid=str(ds.get("uid", "")),
+                query=str(query),
+            )
+        )
     return out
 
 

@@ -15,6 +15,7 @@ from sqlbastion.observability import grafana
 from sqlbastion.observability.metrics import Metrics
 from sqlbastion.observability.queries import (
     alert_signals,
+    annotation_queries,
     dashboard_files,
     expand_promql,
     expand_sql,
@@ -95,6 +96,7 @@ def test_datasource_references_match_provisioning(name: str) -> None:
         refs.append(p["datasource"])
         refs.extend(t["datasource"] for t in p["targets"])
     refs.extend(v["datasource"] for v in board["templating"]["list"] if "datasource" in v)
+    refs.extend(a["datasource"] for a in board["annotations"]["list"] if not a.get("builtIn"))
     assert refs
     for ref in refs:
         assert ref["uid"] in provisioned, f"{name}: data source uid {ref['uid']!r} is not provisioned"
@@ -113,7 +115,7 @@ def test_every_variable_used_is_defined(name: str) -> None:
 
 def test_prometheus_selectors_carry_the_instance_matcher() -> None:
     for board in all_dashboards().values():
-        for q in panel_queries(board):
+        for q in panel_queries(board) + annotation_queries(board):
             if q.datasource_type != "prometheus":
                 continue
             for selector in re.findall(r"\b(sqlbastion_\w+|process_\w+)\{([^}]*)\}", q.query):
@@ -145,7 +147,7 @@ def test_prometheus_queries_parse_with_promtool(tmp_path: Path) -> None:
     """promtool parses every expanded dashboard expression (as recording rules)."""
     rules = []
     for board in all_dashboards().values():
-        for q in panel_queries(board):
+        for q in panel_queries(board) + annotation_queries(board):
             if q.datasource_type == "prometheus":
                 expr = expand_promql(q.query, rate_interval="1m", range_="1h", interval="15s", variables=VARIABLES)
                 rules.append({"record": f"check:{q.dashboard.replace('-', '_')}:{q.panel_id}_{q.ref_id}", "expr": expr})
@@ -302,3 +304,12 @@ def test_legends_name_labels_the_result_has() -> None:
                 metrics = set(re.findall(r"\b((?:sqlbastion|process)_\w+)\b", q.query))
                 available = set().union(*(known[m] for m in metrics))
             assert used <= available, f"{q.dashboard} / {q.title}: legend {q.legend!r} names {sorted(used - available)}"
+
+
+def test_annotations() -> None:
+    boards = {b["uid"]: b for b in all_dashboards().values()}
+    overview = annotation_queries(boards["sqlbastion-overview"])
+    explorer = annotation_queries(boards["sqlbastion-audit-explorer"])
+    assert [q.datasource_type for q in overview] == ["prometheus"]
+    assert [q.datasource_type for q in explorer] == ["grafana-postgresql-datasource"]
+    assert "policy_reloaded" in explorer[0].query
