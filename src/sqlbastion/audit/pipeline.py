@@ -1,17 +1,20 @@
 """The audit pipeline: non-blocking emit → writer thread → chained spool → sinks.
 
-Threads and ownership (DESIGN.md decision 8):
+Threads, processes and ownership (DESIGN.md decision 8; docs/audit.md):
 
-* ``emit`` runs on the data path. It appends ``(time, dict)`` to a bounded
-  deque and sets an event: no I/O, no lock held beyond the deque's own.
-* The writer thread owns the ``Spool``. It turns dicts into ``AuditEvent``
-  values (redaction happens here, off the data path), seals and writes them,
-  fsyncs per ``audit.fsync`` and wakes the sinks.
-* The delivery thread runs its own asyncio loop with one task per sink. Each
-  task reads the spool from its own cursor (``<spool>/cursors/<sink>``),
-  delivers, retries with backoff, and saves its cursor. A slow or dead sink
-  only grows its lag: the data path never waits for a sink.
+* ``emit`` runs on the data path. It copies the event into the shared-memory
+  intake ring (intake.py: survives ``kill -9``) and appends ``(time, dict,
+  intake number)`` to a bounded deque, then sets an event. No system call, no
+  lock held beyond a short one that numbers events in order.
+* The writer thread owns the ``Spool``. It turns dicts into event records
+  (redaction happens here, off the data path), seals and writes them, fsyncs
+  per ``audit.fsync``, and publishes how far it wrote (``writer.state``).
+* Delivery (delivery.py) runs one task per sink, each reading the spool from
+  its own cursor, in a child process (``audit.delivery = "process"``, the
+  default) or on a thread. A slow or dead sink only grows its lag.
 * Segments are deleted once every *required* sink's cursor is past them.
+* At start, events a killed process left in the intake ring and never spooled
+  are spooled first, with their original timestamps.
 
 Failure policy: when the spool cannot take a batch (disk full, I/O error,
 ``max_spool_bytes``), ``fail_closed`` keeps the batch and retries it, and
@@ -114,7 +117,6 @@ class AuditPipeline:
         self._emit_lock = threading.Lock()
         self._intake_next = 0
         self._ring = intake_ring
-        self._ring_path = intake_ring.path if intake_ring is not None else None
         self._wake = threading.Event()
         self._written = threading.Condition()
         self._barriers: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
