@@ -399,3 +399,29 @@ def test_returning_rows_are_masked(proxy: MaskingProxy, my_bank: LoadedBank) -> 
     finally:
         conn.close()
     assert row == (1, mobile(canary.mobile), chinese_name(canary.name))
+
+
+NOT_SENSITIVE = (
+    "SELECT 1",
+    "SHOW TABLES",
+    f"SELECT COUNT(*) FROM {C}",
+    f"SELECT city, COUNT(*) FROM {C} GROUP BY city ORDER BY city LIMIT 5",
+    f"EXPLAIN SELECT mobile FROM {C} {ONE}",
+    "SELECT id, customer_id, account_type, status FROM accounts ORDER BY id LIMIT 5",
+)
+
+
+def test_statements_that_read_nothing_sensitive_are_untouched(proxy: MaskingProxy, my_bank: LoadedBank) -> None:
+    results = {}
+    for person in ("dba", "dev"):
+        conn = _pymysql(proxy.ports["my"], person)
+        try:
+            with conn.cursor() as cur:
+                out = []
+                for sql in NOT_SENSITIVE:
+                    cur.execute(sql)
+                    out.append(cur.fetchall())
+                results[person] = out
+        finally:
+            conn.close()
+    assert results["dev"] == results["dba"]

@@ -351,3 +351,21 @@ def test_inference_guard_and_allowed_lookups(proxy: MaskingProxy, pg_bank: Loade
         # mobile is a lookup column for developers: equality finds the customer, masked
         row = conn.execute(f"SELECT id, mobile FROM {C} WHERE mobile = '{canary.mobile}'".encode()).fetchone()
         assert row == (1, mobile(canary.mobile))
+
+
+NOT_SENSITIVE = (
+    "SELECT 1",
+    "SHOW search_path",
+    f"SELECT count(*) FROM {C}",
+    f"SELECT city, count(*) FROM {C} GROUP BY city ORDER BY city LIMIT 5",
+    f"EXPLAIN (COSTS OFF) SELECT mobile FROM {C} {ONE}",
+    "SELECT id, customer_id, account_type, status FROM accounts ORDER BY id LIMIT 5",
+)
+
+
+def test_statements_that_read_nothing_sensitive_are_untouched(proxy: MaskingProxy, pg_bank: LoadedBank) -> None:
+    results = {}
+    for person in ("dba", "dev"):
+        with psycopg.connect(_dsn(proxy.ports["pg"], person), autocommit=True) as conn:
+            results[person] = [conn.execute(sql.encode()).fetchall() for sql in NOT_SENSITIVE]
+    assert results["dev"] == results["dba"]

@@ -246,19 +246,25 @@ class MaskingPlanner:
         self, policy: MaskingPolicy, decision: Decision, ctx: StatementContext, columns: Sequence[ResultColumn]
     ) -> MaskPlan:
         n = len(columns)
-        candidates = [s for s in decision.output_columns if len(s) == n]
-        if decision.output_columns and not candidates:
-            counts = sorted({len(s) for s in decision.output_columns})
+        # An empty tuple is a statement whose result shape analysis does not describe
+        # (SHOW, EXPLAIN …): no lineage, handled below like a statement without any.
+        described = [s for s in decision.output_columns if s]
+        candidates = [s for s in described if len(s) == n]
+        if described and not candidates:
+            counts = sorted({len(s) for s in described})
             return MaskPlan(
                 refuse=refusal_text(
                     f"the result has {n} columns but the statement's lineage describes {counts}; "
                     "its columns cannot be traced to their sources"
                 )
             )
-        if not decision.output_columns and decision.sensitive_columns:
-            return MaskPlan(refuse=refusal_text("the result's columns cannot be traced to their sources"))
-        metadata_only = bool(decision.statement_types) and set(decision.statement_types) <= METADATA_STATEMENTS
-        if not decision.output_columns and not metadata_only:
+        if not described:
+            if bool(decision.statement_types) and set(decision.statement_types) <= METADATA_STATEMENTS:
+                # SHOW, EXPLAIN …: their rows describe the server or a plan, not table data,
+                # even when the statement they explain names a sensitive column.
+                return self._build(ctx, columns, [self._metadata(policy, rc, ctx) for rc in columns])
+            if decision.sensitive_columns:
+                return MaskPlan(refuse=refusal_text("the result's columns cannot be traced to their sources"))
             # A result without lineage (a cursor FETCH, EXECUTE of an SQL-level prepared
             # statement, a procedure's result) is masked by metadata where the server
             # names the source; positions it does not name are fully masked.

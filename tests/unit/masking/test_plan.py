@@ -346,3 +346,19 @@ def test_a_reloaded_policy_may_use_a_key_first_needed_then(monkeypatch: pytest.M
     monkeypatch.setenv("SQLBASTION_TEST_LATE_KEY", "a-key-that-is-long-enough")
     planner.replace_policy(later)
     assert planner.policy is later
+
+
+def test_empty_lineage_tuples_mean_no_lineage(planner: MaskingPlanner) -> None:
+    show = Decision(action=Action.ALLOW, output_columns=((),), statement_types=("show",))
+    assert planner.plan(show, ctx("developer"), [rc("Tables_in_bank")]).empty
+    assert planner.plan(show, ctx("developer"), [rc("mobile", "customers", "mobile")]).functions == ("mobile",)
+    unknown = Decision(action=Action.ALLOW, output_columns=((),), statement_types=("cursor",))
+    assert planner.plan(unknown, ctx("developer"), [rc("x")]).functions == ("full",)
+    explain = Decision(
+        action=Action.ALLOW, output_columns=((),), statement_types=("explain",), sensitive_columns=(MOBILE,)
+    )
+    assert planner.plan(explain, ctx("developer"), [rc("QUERY PLAN")]).empty
+    touched = Decision(
+        action=Action.ALLOW, output_columns=((),), statement_types=("cursor",), sensitive_columns=(MOBILE,)
+    )
+    assert planner.plan(touched, ctx("developer"), [rc("x")]).refuse is not None
