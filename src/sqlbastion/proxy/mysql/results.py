@@ -267,6 +267,12 @@ class ResponseRelay:
         buf = self._buf
         if buf:
             buf += data
+            if len(buf) >= 4 and len(buf) < 4 + (buf[0] | buf[1] << 8 | buf[2] << 16):
+                # Still inside one large packet: wait for the rest without copying (a 16 MiB piece
+                # arrives in hundreds of reads).
+                if len(buf) > self._max_packet + 8:
+                    raise MalformedPacket("backend packet larger than the limit")
+                return b""
             data = bytes(buf)
             buf.clear()
         out = bytearray()
