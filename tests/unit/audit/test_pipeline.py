@@ -295,3 +295,35 @@ def test_a_statement_allowed_with_an_alert_rule_also_writes_an_alert_event(spool
         "statement_event_id": statement["event_id"],
         "message": "large export",
     }
+
+
+def test_odd_values_from_the_data_path_never_stop_the_writer(spool_dir: Path, tmp_path: Path) -> None:
+    from sqlbastion.audit.intake import IntakeRing
+
+    sink = MemorySink()
+    p = AuditPipeline(
+        spool=Spool(spool_dir, secret=SECRET),
+        sinks=[sink],
+        fsync_interval_ms=5,
+        intake_ring=IntakeRing(tmp_path / "ring", 1 << 20),
+    )
+    p.open()
+    odd: list[dict[str, object]] = [
+        {**_statement(1), "sql_text": "SELECT '\udcff' AS lone_surrogate"},
+        {**_statement(2), "person": b"\xff\xfe", "rows": 10**30, "roles": {"a", "b"}},
+        {**_statement(3), "application_name": "x" * 100_000, "objects_read": [object()] * 3},
+        {**_statement(4), "details": {"nested": {"deep": [1, 2, {"x": None}]}}, "tls": "yes"},
+        {**_statement(5), "sql_text": None, "backend_error": 1146},
+        {"kind": "statement"},  # nothing else at all
+        {"kind": None},
+    ]
+    for event in odd:
+        p.emit(event)
+    p.emit(_statement(99))
+    _wait(lambda: any(e["event_id"] == _statement(99)["event_id"] for e in sink.events))
+    p.close()
+    assert len(sink.events) == len(odd) + 1
+    assert verify(spool_dir).ok
+    by_id = {e["event_id"]: e for e in sink.events}
+    assert by_id[_statement(3)["event_id"]]["application_name"].endswith("…")  # type: ignore[union-attr]  # a str
+    assert by_id[_statement(5)["event_id"]]["backend_error"] == "1146"
