@@ -486,3 +486,67 @@ def test_malformed_message_held_behind_a_refresh_closes_as_the_clients_fault() -
     assert sqlstates(out) == ["08P01"]
     assert relay.close_reason is not None
     assert relay.close_reason.startswith("client protocol violation")
+
+
+BACKEND_MESSAGES = [
+    ONE,
+    TWO,
+    p.encode_message(p.CLOSE_COMPLETE),
+    p.encode_message(p.NO_DATA),
+    p.encode_message(p.PARAMETER_DESCRIPTION, b"\x00\x00"),
+    row_description("a"),
+    row_description("secret"),
+    p.encode_data_row([b"1"]),
+    p.encode_data_row([b"1", b"2"]),
+    C("SELECT 1"),
+    p.encode_message(p.EMPTY_QUERY),
+    p.encode_message(p.PORTAL_SUSPENDED),
+    server_error(),
+    p.encode_message(p.NOTICE_RESPONSE, b"SNOTICE\x00Mhi\x00\x00"),
+    p.encode_parameter_status("standard_conforming_strings", "on"),
+    p.encode_message(p.COPY_OUT_RESPONSE, b"\x00\x00\x00"),
+    p.encode_message(p.COPY_IN_RESPONSE, b"\x00\x00\x00"),
+    p.encode_message(p.COPY_DATA, b"x"),
+    p.encode_message(p.COPY_DONE),
+    Z(),
+    Z(b"T"),
+    p.encode_message(p.NOTIFICATION, b"\x00\x00\x00\x01ch\x00pl\x00"),
+]
+CLIENT_MESSAGES = [
+    Q("SELECT a FROM t"),
+    Q("SELECT secret FROM t"),
+    Q("DROP t"),
+    Q("SET search_path TO x"),
+    P(b"", "SELECT secret FROM t"),
+    P(b"n", "SELECT a FROM t"),
+    B(),
+    B(b"", b"n"),
+    D_portal(),
+    E(),
+    E(b"", 1),
+    S,
+    p.encode_message(p.FLUSH),
+    p.encode_message(p.CLOSE, b"Sn\x00"),
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.sampled_from(CLIENT_MESSAGES), max_size=10),
+    st.lists(st.sampled_from(BACKEND_MESSAGES), max_size=14),
+    st.binary(max_size=12),
+)
+def test_fuzz_conversations_raise_only_protocol_violation(
+    client: list[bytes], backend: list[bytes], tail: bytes
+) -> None:
+    """Any order of plausible backend answers: either relayed or a ProtocolViolation, never a crash."""
+    relay, _ = make_relay()
+    try:
+        relay.client_data(b"".join(client))
+        for message in backend:
+            relay.backend_data(message)
+        relay.backend_data(tail)
+    except ProtocolViolation:
+        return
+    out = relay.take_to_client()
+    assert b"pin" not in out

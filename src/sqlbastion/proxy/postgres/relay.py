@@ -76,6 +76,27 @@ __all__ = ["ColumnMeta", "ColumnResolver", "QueryRelay", "python_codec"]
 log = get_logger("proxy.postgres")
 
 _I32 = p._I32  # the protocol module's Int32 struct
+_RESULTS = frozenset({Kind.QUERY, Kind.EXECUTE, Kind.INTERNAL})
+# Which pending message each backend answer may belong to (§55.2.2, §55.2.3). Errors,
+# notices, notifications and ParameterStatus may come at any time and are not listed.
+_ANSWERS: dict[int, frozenset[Kind]] = {
+    p.PARSE_COMPLETE: frozenset({Kind.PARSE}),
+    p.BIND_COMPLETE: frozenset({Kind.BIND}),
+    p.CLOSE_COMPLETE: frozenset({Kind.CLOSE}),
+    p.NO_DATA: frozenset({Kind.DESCRIBE}),
+    p.PARAMETER_DESCRIPTION: frozenset({Kind.DESCRIBE}),
+    p.ROW_DESCRIPTION: frozenset({Kind.DESCRIBE, Kind.QUERY, Kind.INTERNAL}),
+    p.DATA_ROW: _RESULTS,
+    p.COMMAND_COMPLETE: _RESULTS,
+    p.EMPTY_QUERY: _RESULTS,
+    p.PORTAL_SUSPENDED: frozenset({Kind.EXECUTE}),
+    p.COPY_IN_RESPONSE: _RESULTS,
+    p.COPY_OUT_RESPONSE: _RESULTS,
+    p.COPY_BOTH_RESPONSE: _RESULTS,
+    p.COPY_DATA: _RESULTS,
+    p.COPY_DONE: _RESULTS,
+    p.READY_FOR_QUERY: frozenset({Kind.QUERY, Kind.SYNC, Kind.INTERNAL}),
+}
 # Bind of a statement that cannot exist into the unnamed portal, no parameters, no formats.
 _BIND_STAND_IN = p.encode_message(p.BIND, b"\x00" + REFUSED_NAME + b"\x00" + b"\x00" * 6)
 
@@ -473,6 +494,10 @@ class QueryRelay:
             self._to_client += frame  # e.g. FATAL on administrator shutdown or termination
             return True
         item = self._head(kind)
+        allowed = _ANSWERS.get(kind)
+        if allowed is not None and item.kind not in allowed:
+            # An answer the pending message cannot have: the two sides no longer agree.
+            raise ProtocolViolation(f"backend sent {chr(kind)!r} while {item.kind.value} was pending")
         if kind == p.DATA_ROW:
             return self._data_row(item, frame, body)
         if kind == p.ROW_DESCRIPTION:
@@ -487,8 +512,7 @@ class QueryRelay:
             self._complete(item, kind, frame, body)
             return True
         if kind in (p.PARSE_COMPLETE, p.BIND_COMPLETE, p.CLOSE_COMPLETE, p.NO_DATA):
-            if item.kind in (Kind.PARSE, Kind.BIND, Kind.CLOSE, Kind.DESCRIBE):
-                self._items.popleft()
+            self._items.popleft()
             if not item.swallow:
                 self._to_client += frame
             return True
