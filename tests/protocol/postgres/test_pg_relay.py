@@ -550,3 +550,21 @@ def test_fuzz_conversations_raise_only_protocol_violation(
         return
     out = relay.take_to_client()
     assert b"pin" not in out
+
+
+_frames = st.builds(
+    p.encode_message,
+    st.sampled_from(b"123ACDEGHIKNRSTVWZnstvBFHPQXcdfp"),
+    st.binary(max_size=24),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_frames, max_size=8), st.lists(_frames, max_size=8))
+def test_fuzz_random_frames_both_ways(client: list[bytes], backend: list[bytes]) -> None:
+    relay, _ = make_relay()
+    try:
+        relay.client_data(b"".join(client))
+        relay.backend_data(b"".join(backend))
+    except ProtocolViolation:
+        pass
