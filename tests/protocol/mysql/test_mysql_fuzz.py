@@ -163,3 +163,26 @@ def test_backend_handshake_raises_only_typed_errors(payloads: list[bytes]) -> No
 def test_guards_never_crash(text: str) -> None:
     check_statement(text)
     check_statement("kill " + text)
+
+
+@FUZZ
+@given(
+    values=st.lists(st.one_of(st.none(), st.binary(max_size=300)), min_size=1, max_size=8),
+    mask_bits=st.integers(0, 255),
+    junk=st.binary(max_size=3),
+)
+def test_mask_text_row_matches_the_reference(values: list[bytes | None], mask_bits: int, junk: bytes) -> None:
+    from sqlbastion.proxy.mysql.rows import encode_text_row, mask_text_row
+
+    def star(value: bytes | None) -> bytes | None:
+        return None if value is None else b"*" * (len(value) % 5)
+
+    maskers = [star if mask_bits >> i & 1 else None for i in range(len(values))]
+    row = encode_text_row(values)
+    expected = encode_text_row([star(v) if m else v for v, m in zip(values, maskers, strict=True)])
+    assert mask_text_row(row, maskers) == (expected, sum(1 for m in maskers if m))
+    try:
+        mask_text_row(row + junk, maskers)
+        assert not junk
+    except MySQLProtocolError:
+        assert junk

@@ -49,15 +49,52 @@ def encode_text_row(values: Sequence[bytes | None]) -> bytes:
     return bytes(out)
 
 
+_LENENC_HEADER = {0xFC: 3, 0xFD: 4, 0xFE: 9}
+
+
 def mask_text_row(payload: bytes, maskers: Sequence[ColumnMasker | None]) -> tuple[bytes, int]:
-    """The masked row and how many values were masked."""
-    values = decode_text_row(payload, len(maskers))
+    """The masked row and how many values were masked.
+
+    Runs of unmasked values are copied as they are, without decoding: this is the
+    per-row hot path of a masked result.
+    """
+    out = bytearray()
+    pos = 0
+    n = len(payload)
+    copy_from = 0
     masked = 0
     for i, m in enumerate(maskers):
+        if pos >= n:
+            raise MalformedPacket(f"text row ends before column {i}")
+        b = payload[pos]
+        if b == 0xFB:
+            header, length = 1, 0
+        elif b < 0xFB:
+            header, length = 1, b
+        else:
+            header = _LENENC_HEADER.get(b, 0)
+            if not header or pos + header > n:
+                raise MalformedPacket(f"column {i}: bad length prefix 0x{b:02X}")
+            length = int.from_bytes(payload[pos + 1 : pos + header], "little")
+        end = pos + header + length
+        if end > n:
+            raise MalformedPacket(f"column {i} runs past the end of the row")
         if m is not None:
-            values[i] = m(values[i])
+            out += payload[copy_from:pos]
+            value = None if b == 0xFB else payload[pos + header : end]
+            replacement = m(value)
+            if replacement is None:
+                out.append(0xFB)
+            else:
+                out += lenenc_int(len(replacement))
+                out += replacement
             masked += 1
-    return encode_text_row(values), masked
+            copy_from = end
+        pos = end
+    if pos != n:
+        raise MalformedPacket(f"text row has {n - pos} bytes after its {len(maskers)} values")
+    out += payload[copy_from:pos]
+    return bytes(out), masked
 
 
 def _binary_value(r: PayloadReader, type_code: int, i: int) -> bytes:
