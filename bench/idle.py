@@ -67,8 +67,17 @@ def open_idle_mysql(ep: Endpoint, count: int, *, deadline_s: float = 180.0, work
         with lock:
             opened.append(conn)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
         list(pool.map(one, range(count)))
+    except BaseException:
+        # Interrupted: do not open the thousands still queued, and close what is open.
+        pool.shutdown(wait=True, cancel_futures=True)
+        for c in opened:
+            with contextlib.suppress(Exception):
+                c.close()
+        raise
+    pool.shutdown(wait=True)
     return IdleConnections(
         connections=opened,
         wanted=count,
