@@ -115,10 +115,14 @@ def redact_literals(sql: str, dialect: str) -> str:
         tokens = _tokenize(sql, dialect)
     except Exception as exc:  # sqlglot raises TokenError and, in its C tokenizer, others
         raise ValueError(f"cannot tokenize: {type(exc).__name__}") from None
+    fast = _fast_path(sql, tokens)
+    if fast is not None:
+        return fast
     parts: list[str] = []
     append = parts.append
     last_end = -1
     previous_type: Any = None
+    previous_redacted = False
     literal_types, identifier, parameter, var = _LITERAL_TYPES, TokenType.IDENTIFIER, TokenType.PARAMETER, TokenType.VAR
     for tok in tokens:
         start, end, ttype = tok.start, tok.end, tok.token_type
@@ -137,10 +141,49 @@ def redact_literals(sql: str, dialect: str) -> str:
                 and ('"' not in raw or ttype is var)
                 and not (raw.startswith("$") and not raw[1:].isdigit())
             )
-        append(raw if keep else "?")
+        if keep and previous_redacted and start == last_end + 1 and (raw[:1].isalnum() or raw[:1] == "_"):
+            # A word glued to a number is part of it (PostgreSQL 16's 1_000 or 0o17, which the
+            # tokenizer splits into a number and a word): redact it with the number.
+            keep = False
+        if keep:
+            append(raw)
+        elif not previous_redacted or start != last_end + 1:
+            append("?")
+        previous_redacted = not keep
         last_end = end
         previous_type = ttype
     return "".join(parts)
+
+
+# Characters that send a statement down the token-by-token path: comment openers (comments
+# are dropped there), "$" (PostgreSQL placeholders and dollar quoting) and quotes, checked in
+# the fast path's output.
+_SLOW_MARKERS = ("--", "/*", "#", "$")
+_GLUED = re.compile(r"\?\w")
+
+
+def _fast_path(sql: str, tokens: list[Token]) -> str | None:
+    """The common case in one pass over the literal tokens only: copy the text between them
+    (whitespace and tokens, no comments) and put ``?`` for each. None when the statement
+    needs the careful path (comments, ``$``, or a quote left outside a literal)."""
+    if any(m in sql for m in _SLOW_MARKERS):
+        return None
+    literal_types = _LITERAL_TYPES
+    spans = [(t.start, t.end) for t in tokens if t.token_type in literal_types]
+    parts: list[str] = []
+    last = 0
+    for start, end in spans:
+        parts.append(sql[last:start])
+        parts.append("?")
+        last = end + 1
+    parts.append(sql[last:])
+    text = "".join(parts).strip()
+    # Belt and braces: a quote that survived is either in an identifier (fine) or a literal the
+    # tokenizer did not type as one (not fine), and a word glued to a "?" may be the rest of a
+    # number the tokenizer split; the careful path tells them apart.
+    if "'" in text or '"' in text or _GLUED.search(text):
+        return None
+    return text
 
 
 def _has_credential(sql: str, dialect: str) -> bool:

@@ -107,3 +107,15 @@ def test_huge_statements_are_cut_and_oversize_ones_withheld() -> None:
     assert result.text.endswith("more characters]")
     oversize = statement_text("SELECT '" + "x" * (2 << 20) + "'", dialect="mysql", raw_allowed=True, sensitive=False)
     assert oversize.mode == "withheld"
+
+
+@pytest.mark.parametrize(
+    ("dialect", "sql", "fragment"),
+    [
+        ("postgres", "SELECT * FROM t WHERE mobile = 138_0013_8000", "0013"),
+        ("postgres", "SELECT 0o1777, 0x1F", "1777"),
+        ("postgres", 'SELECT "Col" FROM t WHERE n = 1_000_555', "555"),
+    ],
+)
+def test_numbers_the_tokenizer_splits_are_redacted_whole(dialect: str, sql: str, fragment: str) -> None:
+    assert fragment not in redact_literals(sql, dialect)
