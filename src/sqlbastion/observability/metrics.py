@@ -42,7 +42,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Plat
 
 from sqlbastion import __version__
 
-__all__ = ["AUTH_FAILURE_REASONS", "METRICS", "OTHER_PERSONS", "MaskedResult", "Metrics", "StatementRecorder"]
+__all__ = [
+    "AUTH_FAILURE_REASONS",
+    "METRICS",
+    "OTHER_PERSONS",
+    "STATEMENT_TYPES",
+    "MaskedResult",
+    "Metrics",
+    "StatementRecorder",
+    "statement_type_label",
+]
 
 # Latency buckets from 50 µs to 10 s: the proxy's own overhead lives in the
 # first few, backend time in the rest.
@@ -66,6 +75,41 @@ AUTH_FAILURE_REASONS = (
     "protocol",
 )
 """The closed set of ``reason`` labels of ``sqlbastion_auth_failures_total`` (see ``proxy.session.auth_failed``)."""
+
+# Statement types the analyser names (policies.analyze). Some of its kinds are built from the
+# statement's own words (an unknown verb, ``CREATE <object>``), so a client could otherwise mint
+# a new label value per statement: anything outside this vocabulary is counted as ``other``
+# (or ``create_other`` …). The label set stays closed whatever clients send.
+STATEMENT_TYPES = frozenset(
+    {
+        "select", "insert", "update", "delete", "replace", "merge", "values", "table", "copy", "copy_to",
+        "copy_from", "select_into", "select_into_file", "load_data", "call", "do", "prepare", "execute",
+        "deallocate", "declare", "declare_cursor", "cursor", "fetch", "move", "close", "transaction", "set",
+        "set_global", "set_role", "set_user", "show", "describe", "explain", "help", "use", "lock", "unlock",
+        "truncate", "rename", "rename_user", "grant", "revoke", "comment", "security", "import", "reassign",
+        "refresh", "maintenance", "admin", "alter_system", "notify", "kill", "handler", "discard", "signal", "get",
+        "drop_code", "drop_object", "create", "alter", "drop", "empty", "multi", "unknown",
+    }
+)  # fmt: skip
+_DDL_OBJECTS = frozenset(
+    {
+        "table", "view", "materialized_view", "index", "function", "procedure", "trigger", "event", "schema",
+        "database", "user", "role", "sequence", "type", "extension", "rule", "policy", "server", "domain",
+        "aggregate", "operator", "collation", "publication", "subscription", "tablespace", "language", "cast",
+        "foreign_table", "code", "object", "destructive", "system",
+    }
+)  # fmt: skip
+
+
+def statement_type_label(statement_type: str) -> str:
+    """The ``statement_type`` label for an analyser kind: itself when in the vocabulary, else a closed fallback."""
+    if statement_type in STATEMENT_TYPES:
+        return statement_type
+    verb, sep, obj = statement_type.partition("_")
+    if sep and verb in ("create", "alter", "drop"):
+        return statement_type if obj in _DDL_OBJECTS else f"{verb}_other"
+    return "other"
+
 
 _DECISIONS = ("allow", "alert", "review", "block")
 _MAX_CACHED_CHILDREN = 4096  # per backend: statement type × decision × rule is a closed set, this is a backstop
@@ -387,10 +431,10 @@ class _BackendChildren:
         self.statements: dict[tuple[str, str, str], Any] = {}
 
     def statement(self, statement_type: str, decision: str, rule_id: str) -> Any:
-        key = (statement_type, decision, rule_id)
+        key = (statement_type_label(statement_type), decision, rule_id)
         child = self.statements.get(key)
         if child is None:
-            child = self.metrics.statements.labels(self.protocol, self.backend, statement_type, decision, rule_id)
+            child = self.metrics.statements.labels(self.protocol, self.backend, *key)
             if len(self.statements) < _MAX_CACHED_CHILDREN:
                 self.statements[key] = child
         return child

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlbastion.observability.metrics import AUTH_FAILURE_REASONS, OTHER_PERSONS, Metrics
+from sqlbastion.observability.metrics import AUTH_FAILURE_REASONS, OTHER_PERSONS, Metrics, statement_type_label
 
 
 @dataclass(frozen=True)
@@ -158,3 +158,53 @@ def test_recorder_without_person_labels_creates_no_person_series() -> None:
     )
     names = {s.name for f in m.registry.collect() for s in f.samples}
     assert not any(n.startswith("sqlbastion_person_") for n in names)
+
+
+def test_statement_type_labels_are_a_closed_set() -> None:
+    assert statement_type_label("select") == "select"
+    assert statement_type_label("create_table") == "create_table"
+    assert statement_type_label("drop_view") == "drop_view"
+    assert statement_type_label("create_foobar1") == "create_other"
+    assert statement_type_label("alter_x9") == "alter_other"
+    assert statement_type_label("foobar1") == "other"
+    assert statement_type_label("") == "other"
+    assert statement_type_label("select_" + "x" * 1000) == "other"
+
+
+def test_clients_cannot_mint_statement_type_series() -> None:
+    """Unknown verbs are named after the client's own words by the analyser; the metric stays bounded."""
+    from sqlbastion.policies.engine import PolicyEngine
+    from sqlbastion.policies.loader import loads_policy
+    from sqlbastion.policies.model import StatementContext
+
+    engine = PolicyEngine(
+        loads_policy(
+            '[[persons]]\nname = "eve"\nroles = ["r"]\n\n[[roles]]\nname = "r"\n'
+            'grants = [{ actions = ["all"], objects = ["core:*"] }]\nunprovable = "audit_only"\n',
+            file="policy.toml",
+        ).policy
+    )
+    m = Metrics()
+    rec = m.recorder(protocol="mysql", backend="core", person="eve")
+    ctx = StatementContext(person="eve", roles=("r",), backend="core", dialect="mysql", database="d")
+    seen_types: set[str] = set()
+    for i in range(200):
+        for sql in (f"FOOBAR{i} x", f"CREATE WIDGET{i} w", f"ALTER GADGET{i} g"):
+            d = engine.decide(sql, ctx)
+            seen_types.update(d.statement_types)
+            rec.record(
+                statement_type=d.statement_types[0] if d.statement_types else "unknown",
+                decision=d.action.value,
+                rule_id=d.rule_ids[0] if d.rule_ids else "none",
+                allowed=d.allowed,
+                sensitive_columns=0,
+                proxy_s=0.0,
+                backend_s=0.0,
+                rows=0,
+                backend_error=False,
+            )
+    labels = {
+        s.labels["statement_type"] for f in m.registry.collect() if f.name == "sqlbastion_statements" for s in f.samples
+    }
+    assert len(seen_types) > 100  # the analyser did name them after the client's words
+    assert labels <= {"other", "create_other", "alter_other", "create", "alter", "unknown"}
