@@ -79,7 +79,7 @@ _I32 = p._I32  # the protocol module's Int32 struct
 _RESULTS = frozenset({Kind.QUERY, Kind.EXECUTE, Kind.INTERNAL})
 # Which pending message each backend answer may belong to (§55.2.2, §55.2.3). Errors,
 # notices, notifications and ParameterStatus may come at any time and are not listed.
-_ANSWERS: dict[int, frozenset[Kind]] = {
+_ANSWERS: dict[int, frozenset[str]] = {
     p.PARSE_COMPLETE: frozenset({Kind.PARSE}),
     p.BIND_COMPLETE: frozenset({Kind.BIND}),
     p.CLOSE_COMPLETE: frozenset({Kind.CLOSE}),
@@ -262,10 +262,33 @@ class QueryRelay:
     def _flush_message(self, body: bytes, frame: bytes) -> None:
         self._to_backend += frame
 
-    def _forward(self, kind: Kind, frame: bytes, **fields: object) -> Pending:
-        # Only statements are audited: the others share a scratch outcome nobody reads.
-        outcome = StatementOutcome() if "verdict" in fields or kind is Kind.INTERNAL else SCRATCH_OUTCOME
-        item = Pending(kind=kind, sent_ns=time.perf_counter_ns(), outcome=outcome, **fields)  # type: ignore[arg-type]  # fields are Pending's own
+    def _forward(
+        self,
+        kind: str,
+        frame: bytes,
+        verdict: Verdict | None = None,
+        *,
+        statement: Prepared | None = None,
+        portal: Portal | None = None,
+        refused: bool = False,
+        swallow: bool = False,
+        refresh_state: bool = False,
+    ) -> Pending:
+        if verdict is None and kind != Kind.INTERNAL:
+            # Not a statement: no timing, and a scratch outcome nobody reads.
+            item = Pending(kind, None, refused, swallow, statement, portal, refresh_state, 0, SCRATCH_OUTCOME)
+        else:
+            item = Pending(
+                kind,
+                verdict,
+                refused,
+                swallow,
+                statement,
+                portal,
+                refresh_state,
+                time.perf_counter_ns(),
+                StatementOutcome(),
+            )
         self._items.append(item)
         self._to_backend += frame
         return item
@@ -339,7 +362,7 @@ class QueryRelay:
             self._statements[b""] = stmt
         self._forward(Kind.PARSE, frame, statement=stmt, verdict=verdict)
 
-    def _refuse_extended(self, verdict: Verdict, stand_in: bytes, kind: Kind) -> None:
+    def _refuse_extended(self, verdict: Verdict, stand_in: bytes, kind: str) -> None:
         self._forward(kind, stand_in, verdict=verdict, refused=True)
         self._skip_to_sync = True
 
@@ -440,7 +463,7 @@ class QueryRelay:
                 if (
                     kind in SIMPLE_COMPLETIONS
                     and items
-                    and items[0].kind is SIMPLE_COMPLETIONS[kind]
+                    and items[0].kind == SIMPLE_COMPLETIONS[kind]
                     and not items[0].swallow
                 ):
                     # ParseComplete / BindComplete / CloseComplete: relayed as part of the span.
@@ -497,7 +520,7 @@ class QueryRelay:
         allowed = _ANSWERS.get(kind)
         if allowed is not None and item.kind not in allowed:
             # An answer the pending message cannot have: the two sides no longer agree.
-            raise ProtocolViolation(f"backend sent {chr(kind)!r} while {item.kind.value} was pending")
+            raise ProtocolViolation(f"backend sent {chr(kind)!r} while {item.kind!r} was pending")
         if kind == p.DATA_ROW:
             return self._data_row(item, frame, body)
         if kind == p.ROW_DESCRIPTION:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Protocol
+from typing import Final, Protocol
 
 from sqlbastion.proxy.postgres import protocol as p
 from sqlbastion.proxy.postgres.protocol import RowColumn
@@ -97,15 +96,17 @@ class ColumnResolver(Protocol):
         ...
 
 
-class Kind(Enum):
-    QUERY = "Q"
-    PARSE = "P"
-    BIND = "B"
-    DESCRIBE = "D"
-    EXECUTE = "E"
-    CLOSE = "C"
-    SYNC = "S"
-    INTERNAL = "internal"  # sqlbastion's own SHOW search_path; everything it returns is swallowed
+class Kind:
+    """What a pending message is: its frontend message type letter (plain strings: they hash fast)."""
+
+    QUERY: Final = "Q"
+    PARSE: Final = "P"
+    BIND: Final = "B"
+    DESCRIBE: Final = "D"
+    EXECUTE: Final = "E"
+    CLOSE: Final = "C"
+    SYNC: Final = "S"
+    INTERNAL: Final = "internal"  # sqlbastion's own SHOW search_path; everything it returns is swallowed
 
 
 @dataclass(slots=True)
@@ -130,7 +131,10 @@ class Portal:
 
 @dataclass(slots=True)
 class Pending:
-    kind: Kind
+    """One forwarded message awaiting its answer. QueryRelay._forward builds it positionally:
+    keep the field order."""
+
+    kind: str
     verdict: Verdict | None = None
     refused: bool = False  # the backend was sent a stand-in that fails; rewrite its error
     swallow: bool = False  # injected by sqlbastion: the client never sees the answer
