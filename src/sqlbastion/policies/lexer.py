@@ -538,7 +538,13 @@ def lex(sql: str, state: LexerState) -> list[LexedStatement]:
 # two agree exactly on such statements (tests compare them).
 
 _FAST_REFUSE = re.compile(r"[\\\"`#\x00;{}]|--|/\*|\$(?!\d)|[^\x00-\x7f]")
-_FAST_TOKEN = re.compile(r"'(?:[^']|'')*'|[A-Za-z_][A-Za-z0-9_$]*|[0-9][A-Za-z0-9_$.]*|\s+|.", re.DOTALL)
+_FAST_STRING = re.compile(r"'(?:[^']|'')*'")
+_FAST_PREFIXED_OR_ADJACENT = re.compile(r"[A-Za-z0-9_$&]'\?'|'\?'\s+'\?'")  # E'' N'' X'' U&'' _cs''; 'a' 'b'
+# A plain number starts a token: not inside a word; "$1" (a PostgreSQL parameter) counts.
+_FAST_NUMBER = re.compile(r"(?:(?<![A-Za-z0-9_$])|(?<=[^A-Za-z0-9_$]\$)|(?<=^\$))[0-9]+(?:\.[0-9]*)?(?![A-Za-z0-9_$.])")
+# A number run on into letters or dots (1e5, 0x1F, 1.2.3, 1.WHERE): the full lexer reads those.
+_FAST_ODD_NUMBER = re.compile(r"(?:(?<![A-Za-z0-9_$])|(?<=[^A-Za-z0-9_$]\$)|(?<=^\$))[0-9]+(?:\.[0-9]*)?[A-Za-z_$.]")
+_FAST_WORD = re.compile(r"(?<![A-Za-z0-9_$])[A-Za-z_][A-Za-z0-9_$]*")
 
 
 def _plain_statement(sql: str, state: LexerState) -> list[LexedStatement] | None:
@@ -549,35 +555,26 @@ def _plain_statement(sql: str, state: LexerState) -> list[LexedStatement] | None
         return None
     if state.dialect == "mysql" and "$" in text:  # MySQL words may start with "$"
         return None
-    words: list[str] = []
-    pieces: list[str] = []
-    last_string_end = -2
-    prev = ""
-    for m in _FAST_TOKEN.finditer(text):
-        tok = m.group()
-        first = tok[0]
-        if first == "'":
-            if len(tok) < 2 or tok[-1] != "'" or (prev and (prev[-1].isalnum() or prev[-1] in "_$")):
-                return None  # unterminated, or a prefixed literal (E'', N'', X'', _charset'')
-            if last_string_end >= 0 and text[last_string_end : m.start()].isspace():
-                return None  # adjacent literals: the servers join them
-            pieces.append("'?'")
-            last_string_end = m.end()
-        elif first.isalpha() or first == "_":
-            words.append(tok.upper())
-            pieces.append(tok)
-        elif first.isdigit():
-            pieces.append("?" if _PLAIN_NUMBER.fullmatch(tok) else tok)
-        else:
-            pieces.append(tok)
-        if not tok.isspace():
-            prev = tok
+    quotes = text.count("'")
+    if quotes:
+        strings = _FAST_STRING.findall(text)
+        if sum(s.count("'") for s in strings) != quotes:
+            return None  # an unterminated literal
+        masked = _FAST_STRING.sub("'?'", text)
+        if _FAST_PREFIXED_OR_ADJACENT.search(masked):
+            return None  # E'', N'', X'', _charset'' or adjacent literals the servers join
+    else:
+        masked = text
+    if _FAST_ODD_NUMBER.search(masked):
+        return None
+    words = [w.upper() for w in _FAST_WORD.findall(masked)]
+    fingerprint = _FAST_NUMBER.sub("?", masked)
     return [
         LexedStatement(
             text=text,
             head=tuple(words[:6]),
             words=frozenset(words),
-            fingerprint="".join(pieces),
+            fingerprint=fingerprint,
             source=text,
         )
     ]

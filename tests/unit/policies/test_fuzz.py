@@ -84,6 +84,7 @@ FRAGMENTS = [
 sql_text = st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=30).map(" ".join)
 any_text = st.text(max_size=300)
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST_FUZZ = settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @FUZZ
@@ -188,6 +189,9 @@ FAST_ALPHABET = [
     "E",
     "N",
     "X",
+    "U",
+    "&",
+    "U&",
     "_utf8",
     "''",
     "-",
@@ -200,10 +204,24 @@ FAST_ALPHABET = [
     "ARRAY",
     "[",
     "]",
+    ".5",
+    "1.",
+    "a.b",
+    "1.2.3",
+    "t1.c2",
+    "a$1",
+    "$12",
+    "0x1F",
+    "'a b'",
+    "@v",
+    "?",
+    "<>",
+    "\t",
+    "UESCAPE",
 ]
 
 
-@FUZZ
+@FAST_FUZZ
 @given(
     parts=st.lists(st.sampled_from(FAST_ALPHABET), min_size=1, max_size=25),
     dialect=st.sampled_from(["mysql", "postgres"]),
