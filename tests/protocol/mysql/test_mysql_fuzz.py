@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tests.protocol.mysql.mysql_codec_support import DEPRECATE_CAPS, EOF_CAPS
 
 from sqlbastion.proxy.mysql import auth
-from sqlbastion.proxy.mysql.constants import FieldType
+from sqlbastion.proxy.mysql.constants import FIXED_WIDTH, FieldType
 from sqlbastion.proxy.mysql.errors import BackendAuthError, MySQLProtocolError
 from sqlbastion.proxy.mysql.framing import Packet
 from sqlbastion.proxy.mysql.guards import check_statement
@@ -186,3 +186,49 @@ def test_mask_text_row_matches_the_reference(values: list[bytes | None], mask_bi
         assert not junk
     except MySQLProtocolError:
         assert junk
+
+
+_BINARY_TYPES = [
+    FieldType.LONGLONG,
+    FieldType.LONG,
+    FieldType.TINY,
+    FieldType.VAR_STRING,
+    FieldType.DATE,
+    FieldType.NULL,
+]
+
+
+@st.composite
+def _binary_rows(draw: st.DrawFn) -> tuple[list[int], list[bytes | None]]:
+    types: list[int] = [int(t) for t in draw(st.lists(st.sampled_from(_BINARY_TYPES), min_size=1, max_size=7))]
+    values: list[bytes | None] = []
+    for t in types:
+        if t == FieldType.NULL or draw(st.booleans()):
+            values.append(None)
+        elif t == FieldType.VAR_STRING:
+            values.append(draw(st.binary(max_size=300)))
+        elif t == FieldType.DATE:
+            values.append(draw(st.sampled_from([b"", b"\xe8\x07\x01\x02", b"\xe8\x07\x01\x02\x03\x04\x05"])))
+        else:
+            width = FIXED_WIDTH[t]
+            values.append(draw(st.binary(min_size=width, max_size=width)))
+    return types, values
+
+
+@FUZZ
+@given(row=_binary_rows(), mask_bits=st.integers(0, 255))
+def test_mask_binary_row_matches_the_reference(row: tuple[list[int], list[bytes | None]], mask_bits: int) -> None:
+    from sqlbastion.proxy.mysql.rows import decode_binary_row, encode_binary_row, mask_binary_row
+
+    types, values = row
+
+    def same_width(value: bytes | None) -> bytes | None:
+        return None if value is None else bytes(len(value))
+
+    maskers = [same_width if mask_bits >> i & 1 else None for i in range(len(types))]
+    payload = encode_binary_row(values, types)
+    got, count = mask_binary_row(payload, types, maskers)
+    expected = [same_width(v) if m else v for v, m in zip(values, maskers, strict=True)]
+    assert decode_binary_row(got, types) == expected
+    assert got == encode_binary_row(expected, types)
+    assert count == sum(1 for m in maskers if m)

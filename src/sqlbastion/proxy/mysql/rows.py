@@ -154,11 +154,79 @@ def encode_binary_row(values: Sequence[bytes | None], types: Sequence[int]) -> b
     return b"\x00" + bytes(bitmap) + bytes(body)
 
 
+def _encode_binary_value(v: bytes, type_code: int, i: int) -> bytes:
+    width = FIXED_WIDTH.get(type_code)
+    if width is not None:
+        if len(v) != width:
+            raise LocalProtocolError(f"column {i}: a {width}-byte binary value cannot become {len(v)} bytes")
+        return v
+    if type_code in TEMPORAL_TYPES:
+        if len(v) > 12:
+            raise LocalProtocolError(f"column {i}: temporal value of {len(v)} bytes")
+        return bytes((len(v),)) + v
+    return lenenc_int(len(v)) + v
+
+
 def mask_binary_row(payload: bytes, types: Sequence[int], maskers: Sequence[ColumnMasker | None]) -> tuple[bytes, int]:
-    values = decode_binary_row(payload, types)
+    """The masked binary row and how many values were masked; unmasked runs are copied as they are."""
+    n = len(types)
+    nb = (n + 7 + 2) // 8
+    if len(payload) < 1 + nb or payload[0] != 0x00:
+        raise MalformedPacket("binary row does not start with 0x00 and its NULL bitmap")
+    bitmap = bytearray(payload[1 : 1 + nb])
+    body = bytearray()
+    pos = copy_from = 1 + nb
+    end_of_row = len(payload)
     masked = 0
-    for i, m in enumerate(maskers):
-        if m is not None:
-            values[i] = m(values[i])
+    for i, t in enumerate(types):
+        m = maskers[i]
+        bit = i + 2
+        mask_bit = 1 << (bit & 7)
+        if bitmap[bit >> 3] & mask_bit:  # NULL: no bytes in the row
+            if m is None:
+                continue
             masked += 1
-    return encode_binary_row(values, types), masked
+            replacement = m(None)
+            if replacement is not None:
+                body += payload[copy_from:pos]
+                copy_from = pos
+                bitmap[bit >> 3] &= ~mask_bit
+                body += _encode_binary_value(replacement, t, i)
+            continue
+        width = FIXED_WIDTH.get(t)
+        if width is not None:
+            start, end = pos, pos + width
+        elif t in TEMPORAL_TYPES:
+            if pos >= end_of_row:
+                raise MalformedPacket(f"column {i} runs past the end of the row")
+            start, end = pos + 1, pos + 1 + payload[pos]
+            if payload[pos] > 12:
+                raise MalformedPacket(f"column {i}: temporal value of {payload[pos]} bytes")
+        else:
+            if pos >= end_of_row:
+                raise MalformedPacket(f"column {i} runs past the end of the row")
+            b = payload[pos]
+            if b < 0xFB:
+                start, end = pos + 1, pos + 1 + b
+            else:
+                header = _LENENC_HEADER.get(b, 0)
+                if not header or pos + header > end_of_row:
+                    raise MalformedPacket(f"column {i}: bad length prefix 0x{b:02X}")
+                start = pos + header
+                end = start + int.from_bytes(payload[pos + 1 : pos + header], "little")
+        if end > end_of_row:
+            raise MalformedPacket(f"column {i} runs past the end of the row")
+        if m is not None:
+            masked += 1
+            body += payload[copy_from:pos]
+            replacement = m(payload[start:end])
+            if replacement is None:
+                bitmap[bit >> 3] |= mask_bit
+            else:
+                body += _encode_binary_value(replacement, t, i)
+            copy_from = end
+        pos = end
+    if pos != end_of_row:
+        raise MalformedPacket(f"binary row has {end_of_row - pos} bytes after its {n} values")
+    body += payload[copy_from:pos]
+    return b"\x00" + bytes(bitmap) + bytes(body), masked
