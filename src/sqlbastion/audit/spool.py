@@ -62,8 +62,10 @@ _CHECKPOINT_EVERY_S = 1.0
 _MARKER_RESERVE = 1024
 
 
-class SpoolError(Exception):
-    """The spool cannot accept records (I/O error, broken chain, locked by another process)."""
+class SpoolError(OSError):
+    """The spool cannot accept records (I/O error, broken chain, locked by another process).
+
+    An ``OSError`` so that ``sqlbastion serve`` reports it as a start-up failure with its reason."""
 
 
 class SpoolFull(SpoolError):

@@ -327,3 +327,16 @@ def test_odd_values_from_the_data_path_never_stop_the_writer(spool_dir: Path, tm
     by_id = {e["event_id"]: e for e in sink.events}
     assert str(by_id[_statement(3)["event_id"]]["application_name"]).endswith("…")
     assert by_id[_statement(5)["event_id"]]["backend_error"] == "1146"
+
+
+def test_serve_refuses_to_start_on_a_spool_another_process_writes(spool_dir: Path) -> None:
+    from sqlbastion.config import loads
+    from sqlbastion.proxy.server import run
+
+    holder = Spool(spool_dir, secret=SECRET)
+    holder.open()
+    try:
+        settings = loads(f'[admin]\nenabled = false\n\n[audit]\nspool_dir = "{spool_dir}"\ndelivery = "thread"\n')
+        assert run(settings) == 1
+    finally:
+        holder.close()
