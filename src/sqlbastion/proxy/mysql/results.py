@@ -495,7 +495,7 @@ class ResponseRelay:
             self.summary.columns = cols
             self._types = [c.type for c in cols]
             plan = self._planner(cols, self.binary) if self._planner is not None else EMPTY_MASK_PLAN
-            self._plan = plan
+            self._plan = None if plan.empty else plan  # None: rows pass unmasked (but still filtered)
             self._fast = False
             if plan.refuse is not None:
                 self._refuse(out, plan.refuse)
@@ -601,7 +601,7 @@ class ResponseRelay:
                 return  # not the person's: dropped
         self.summary.rows += 1
         plan = self._plan
-        if self._fast or plan is None or plan.empty:
+        if self._fast or plan is None:
             self._forward(out, payload, raw, seq)
             return
         try:
