@@ -77,6 +77,8 @@ log = get_logger("proxy.postgres")
 
 _I32 = p._I32  # the protocol module's Int32 struct
 _RESULTS = frozenset({Kind.QUERY, Kind.EXECUTE, Kind.INTERNAL})
+_COMPLETIONS = frozenset({p.COMMAND_COMPLETE, p.EMPTY_QUERY, p.PORTAL_SUSPENDED})
+_DONE_MESSAGES = frozenset({p.PARSE_COMPLETE, p.BIND_COMPLETE, p.CLOSE_COMPLETE, p.NO_DATA})
 # Which pending message each backend answer may belong to (§55.2.2, §55.2.3). Errors,
 # notices, notifications and ParameterStatus may come at any time and are not listed.
 _ANSWERS: dict[int, frozenset[str]] = {
@@ -492,63 +494,56 @@ class QueryRelay:
         if self._items:
             self._items[0].outcome.bytes_sent += end - start
 
-    def _head(self, kind_byte: int) -> Pending:
-        if not self._items:
-            raise ProtocolViolation(f"backend sent an unexpected message {chr(kind_byte)!r}")
-        return self._items[0]
-
     def _backend_message(self, kind: int, buf: bytearray, start: int, end: int) -> bool:
         """Handle one backend frame. Returns False to pause before it (catalog lookup needed)."""
         frame = bytes(buf[start:end])
         body = frame[5:]
-        if kind == p.NOTICE_RESPONSE:
-            item = self._items[0] if self._items else None
-            if item is None or not item.swallow:
-                self._to_client += self._withhold(item, kind, body) or frame
+        allowed = _ANSWERS.get(kind)
+        if allowed is not None:
+            # An answer to the pending message at the head (most frequent first).
+            if not self._items:
+                raise ProtocolViolation(f"backend sent an unexpected message {chr(kind)!r}")
+            item = self._items[0]
+            if item.kind not in allowed:
+                # An answer the pending message cannot have: the two sides no longer agree.
+                raise ProtocolViolation(f"backend sent {chr(kind)!r} while {item.kind!r} was pending")
+            if kind == p.DATA_ROW:
+                return self._data_row(item, frame, body)
+            if kind in _COMPLETIONS:
+                self._complete(item, kind, frame, body)
+            elif kind == p.READY_FOR_QUERY:
+                self._ready(item, frame, body)
+            elif kind == p.ROW_DESCRIPTION:
+                return self._row_description(item, frame, body)
+            elif kind in _DONE_MESSAGES:
+                self._items.popleft()
+                if not item.swallow:
+                    self._to_client += frame
+            elif kind == p.PARAMETER_DESCRIPTION:
+                if not item.swallow:
+                    self._to_client += frame
+            else:
+                self._copy(item, kind, frame)
             return True
-        if kind == p.PARAMETER_STATUS:
+        if kind == p.ERROR_RESPONSE:
+            if self._items:
+                self._error(self._items[0], frame, body)
+            else:
+                self._to_client += frame  # e.g. FATAL on administrator shutdown or termination
+        elif kind == p.NOTICE_RESPONSE:
+            head = self._items[0] if self._items else None
+            if head is None or not head.swallow:
+                self._to_client += self._withhold(head, kind, body) or frame
+        elif kind == p.PARAMETER_STATUS:
             self._parameter_status(body)
             self._to_client += frame
-            return True
-        if kind == p.NOTIFICATION:
+        elif kind == p.NOTIFICATION:
             self._to_client += frame
-            return True
-        if kind == p.ERROR_RESPONSE and not self._items:
-            self._to_client += frame  # e.g. FATAL on administrator shutdown or termination
-            return True
-        item = self._head(kind)
-        allowed = _ANSWERS.get(kind)
-        if allowed is not None and item.kind not in allowed:
-            # An answer the pending message cannot have: the two sides no longer agree.
-            raise ProtocolViolation(f"backend sent {chr(kind)!r} while {item.kind!r} was pending")
-        if kind == p.DATA_ROW:
-            return self._data_row(item, frame, body)
-        if kind == p.ROW_DESCRIPTION:
-            return self._row_description(item, frame, body)
-        if kind == p.ERROR_RESPONSE:
-            self._error(item, frame, body)
-            return True
-        if kind == p.READY_FOR_QUERY:
-            self._ready(item, frame, body)
-            return True
-        if kind in (p.COMMAND_COMPLETE, p.EMPTY_QUERY, p.PORTAL_SUSPENDED):
-            self._complete(item, kind, frame, body)
-            return True
-        if kind in (p.PARSE_COMPLETE, p.BIND_COMPLETE, p.CLOSE_COMPLETE, p.NO_DATA):
-            self._items.popleft()
-            if not item.swallow:
-                self._to_client += frame
-            return True
-        if kind == p.PARAMETER_DESCRIPTION:
-            if not item.swallow:
-                self._to_client += frame
-            return True
-        if kind in (p.COPY_OUT_RESPONSE, p.COPY_IN_RESPONSE, p.COPY_BOTH_RESPONSE, p.COPY_DATA, p.COPY_DONE):
-            self._copy(item, kind, frame)
-            return True
-        if kind == p.FUNCTION_CALL_RESPONSE:
+        elif kind == p.FUNCTION_CALL_RESPONSE:
             raise ProtocolViolation("backend answered a FunctionCall that was never sent")
-        raise ProtocolViolation(f"backend sent an unknown message type {kind}")
+        else:
+            raise ProtocolViolation(f"backend sent an unknown message type {kind}")
+        return True
 
     def _withhold(self, item: Pending | None, kind: int, body: bytes) -> bytes | None:
         """An ErrorResponse/NoticeResponse with its text replaced, for statements on sensitive columns."""
