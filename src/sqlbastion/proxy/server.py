@@ -68,20 +68,22 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-    from sqlbastion.audit.pipeline import AuditPipeline
-
-    # The audit pipeline starts before any listener and drains after the last one closed.
-    audit = services.runtime.audit if isinstance(services.runtime.audit, AuditPipeline) else None
-    if audit is not None:
-        await audit.start()
     from sqlbastion.app import start_policy_tasks
+    from sqlbastion.audit.pipeline import AuditPipeline
     from sqlbastion.observability.service import start_observability
 
-    # Catalogs load before the first listener so SELECT * and views resolve from the start.
-    policy_tasks = await start_policy_tasks(services.runtime)
-    observability = await start_observability(settings, services)
-    servers = []
+    # The audit pipeline starts before any listener and drains after the last
+    # one closed; whatever fails during start-up, what was started is stopped.
+    audit = services.runtime.audit if isinstance(services.runtime.audit, AuditPipeline) else None
+    policy_tasks: list[asyncio.Task[None]] = []
+    servers: list[asyncio.AbstractServer] = []
+    observability = None
+    if audit is not None:
+        await audit.start()
     try:
+        # Catalogs load before the first listener so SELECT * and views resolve from the start.
+        policy_tasks = await start_policy_tasks(services.runtime)
+        observability = await start_observability(settings, services)
         for backend in settings.backends:
             servers.append(await start_backend_listener(backend, services))
             log.info("listening", backend=backend.name, protocol=backend.protocol, listen=backend.listen)
@@ -89,17 +91,18 @@ async def serve(
             ready()
         await stop.wait()
     finally:
-        await observability.close()
-    log.info("stopping", drain_timeout_s=settings.server.drain_timeout_s)
-    for s in servers:
-        s.close()
-    for s in servers:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(s.wait_closed(), settings.server.drain_timeout_s)
-    for task in policy_tasks:
-        task.cancel()
-    if audit is not None:
-        await audit.stop()
+        if observability is not None:
+            await observability.close()
+        log.info("stopping", drain_timeout_s=settings.server.drain_timeout_s)
+        for s in servers:
+            s.close()
+        for s in servers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(s.wait_closed(), settings.server.drain_timeout_s)
+        for task in policy_tasks:
+            task.cancel()
+        if audit is not None:
+            await audit.stop()
 
 
 def run(settings: Settings) -> int:
