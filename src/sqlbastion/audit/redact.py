@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -59,7 +60,7 @@ _DIALECTS = {"mysql": "mysql", "postgres": "postgres"}
 
 # Identical statement texts (prepared statements, ORMs, pools repeating one query) are
 # redacted once: a bounded FIFO cache of short texts.
-_CACHE: dict[tuple[str, str], str] = {}
+_CACHE: OrderedDict[tuple[str, str], str] = OrderedDict()
 _CACHE_ENTRIES = 4096
 _CACHE_MAX_SQL = 4096
 _UNTOKENIZABLE = "\x00untokenizable"
@@ -224,7 +225,7 @@ def statement_text(
             cached = _UNTOKENIZABLE
         if len(sql) <= _CACHE_MAX_SQL:
             if len(_CACHE) >= _CACHE_ENTRIES:
-                _CACHE.pop(next(iter(_CACHE)))  # the oldest entry (dicts keep insertion order)
+                _CACHE.popitem(last=False)  # the oldest entry
             _CACHE[key] = cached
     if cached is _UNTOKENIZABLE:
         return RedactedText(text=None, mode="withheld")
