@@ -259,6 +259,10 @@ def test_refused_startup_parameters(proxy: Proxy) -> None:
         psycopg.connect(proxy.dsn() + " options='-c search_path=evil'")
     with pytest.raises(psycopg.OperationalError, match="client_encoding"):
         psycopg.connect(proxy.dsn() + " client_encoding=SJIS")
+    with pytest.raises(psycopg.OperationalError, match='startup parameter "replication"'):
+        psycopg.connect(proxy.dsn() + " replication=database")
+    refusals = [e["reason"] for e in proxy.audit.of_kind("auth_failed")][-3:]
+    assert refusals == ["protocol", "protocol", "protocol"]
     with psycopg.connect(proxy.dsn() + " application_name=bastion-test client_encoding=LATIN1") as conn:
         assert conn.execute("SHOW application_name").fetchone() == ("bastion-test",)
         assert conn.execute("SHOW client_encoding").fetchone() == ("LATIN1",)
