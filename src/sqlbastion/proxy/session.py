@@ -18,6 +18,7 @@ playbook tests without sockets.
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,11 +34,18 @@ if TYPE_CHECKING:
 Protocol_ = Literal["mysql", "postgres"]
 
 
+# Event ids need uniqueness, not secrecy: a generator seeded once from the OS
+# (and again in a forked child, so parent and child never share a sequence)
+# saves a getrandom system call per statement.
+_ids = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
+
+
 def new_event_id() -> str:
-    """A time-ordered unique id (UUIDv7 layout, RFC 9562): 48-bit ms time, then randomness."""
+    """A time-ordered unique id (UUIDv7 layout, RFC 9562): 48-bit ms time, version, 74 random bits."""
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms << 80) | (0x7 << 76) | ((rand >> 68) & 0xFFF) << 64 | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    rand = _ids.getrandbits(74)
+    value = (ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
@@ -225,10 +233,30 @@ class Session:
         self.state = SessionState(database=backend.database)
         self.statements = 0
         self._metrics = METRICS.recorder(protocol=client.protocol, backend=backend.name, person=person)
+        self._context_key: tuple[object, ...] = ()
+        self._context: StatementContext | None = None
 
     def context(self) -> StatementContext:
+        """The statement context for the current session state.
+
+        Rebuilt only when the state changed or the clock moved to another
+        second: time windows are judged to the second, and building the
+        context is a measurable share of a cached decision's cost.
+        """
         s = self.state
-        return StatementContext(
+        key = (
+            s.database,
+            s.search_path,
+            s.ansi_quotes,
+            s.no_backslash_escapes,
+            s.standard_conforming_strings,
+            s.client_encoding,
+            s.in_transaction,
+            int(time.time()),
+        )
+        if key == self._context_key and self._context is not None:
+            return self._context
+        ctx = StatementContext(
             person=self.person,
             roles=self.roles,
             backend=self.backend.name,
@@ -243,6 +271,9 @@ class Session:
             now=datetime.now(UTC),
             in_transaction=s.in_transaction,
         )
+        self._context_key = key
+        self._context = ctx
+        return ctx
 
     def authorize(self, sql: str) -> Verdict:
         """Decide on one client message. Never raises for bad SQL: that is a block."""
