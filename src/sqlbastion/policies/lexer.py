@@ -538,13 +538,12 @@ def lex(sql: str, state: LexerState) -> list[LexedStatement]:
 # two agree exactly on such statements (tests compare them).
 
 _FAST_REFUSE = re.compile(r"[\\\"`#\x00;{}]|--|/\*|\$(?!\d)|[^\x00-\x7f]")
-_FAST_STRING = re.compile(r"'(?:[^']|'')*'")
-_FAST_PREFIXED_OR_ADJACENT = re.compile(r"[A-Za-z0-9_$&]'\?'|'\?'\s+'\?'")  # E'' N'' X'' U&'' _cs''; 'a' 'b'
-# A plain number starts a token: not inside a word; "$1" (a PostgreSQL parameter) counts.
-_FAST_NUMBER = re.compile(r"(?:(?<![A-Za-z0-9_$])|(?<=[^A-Za-z0-9_$]\$)|(?<=^\$))[0-9]+(?:\.[0-9]*)?(?![A-Za-z0-9_$.])")
-# A number run on into letters or dots (1e5, 0x1F, 1.2.3, 1.WHERE): the full lexer reads those.
-_FAST_ODD_NUMBER = re.compile(r"(?:(?<![A-Za-z0-9_$])|(?<=[^A-Za-z0-9_$]\$)|(?<=^\$))[0-9]+(?:\.[0-9]*)?[A-Za-z_$.]")
-_FAST_WORD = re.compile(r"(?<![A-Za-z0-9_$])[A-Za-z_][A-Za-z0-9_$]*")
+# One pass: a literal, a word, a number (with an optional PostgreSQL "$" before it,
+# running on into letters and dots exactly as the full lexer's number token does),
+# or a run of anything else.
+_FAST_TOKEN = re.compile(
+    r"('(?:[^']|'')*')|([A-Za-z_][A-Za-z0-9_$]*)|(\$?[0-9][A-Za-z0-9_$.]*)|([^'A-Za-z_0-9$]+|[$'])"
+)
 
 
 def _plain_statement(sql: str, state: LexerState) -> list[LexedStatement] | None:
@@ -555,20 +554,33 @@ def _plain_statement(sql: str, state: LexerState) -> list[LexedStatement] | None
         return None
     if state.dialect == "mysql" and "$" in text:  # MySQL words may start with "$"
         return None
-    quotes = text.count("'")
-    if quotes:
-        strings = _FAST_STRING.findall(text)
-        if sum(s.count("'") for s in strings) != quotes:
-            return None  # an unterminated literal
-        masked = _FAST_STRING.sub("'?'", text)
-        if _FAST_PREFIXED_OR_ADJACENT.search(masked):
-            return None  # E'', N'', X'', _charset'' or adjacent literals the servers join
-    else:
-        masked = text
-    if _FAST_ODD_NUMBER.search(masked):
-        return None
-    words = [w.upper() for w in _FAST_WORD.findall(masked)]
-    fingerprint = _FAST_NUMBER.sub("?", masked)
+    words: list[str] = []
+    pieces: list[str] = []
+    previous = ""  # the previous token's group: "s", "w", "n" or "o"
+    string_then_space = False  # a literal followed so far only by whitespace
+    for s, w, n, o in _FAST_TOKEN.findall(text):
+        if s:
+            if previous in ("w", "n") or (previous == "o" and pieces[-1].endswith("&")) or string_then_space:
+                return None  # E'', N'', X'', U&'', _charset'', or adjacent literals the servers join
+            pieces.append("'?'")
+            previous, string_then_space = "s", True
+        elif w:
+            words.append(w.upper())
+            pieces.append(w)
+            previous, string_then_space = "w", False
+        elif n:
+            if n[0] == "$":
+                pieces.append("$?" if _PLAIN_NUMBER.fullmatch(n, 1) else n)
+            else:
+                pieces.append("?" if _PLAIN_NUMBER.fullmatch(n) else n)
+            previous, string_then_space = "n", False
+        else:
+            if o == "'":
+                return None  # an unterminated literal
+            pieces.append(o)
+            string_then_space = string_then_space and o.isspace()
+            previous = "o"
+    fingerprint = "".join(pieces)
     return [
         LexedStatement(
             text=text,
