@@ -82,8 +82,8 @@ class MaskFunction:
     date: DateOp = _null
     datetime: DatetimeOp = _null
     text_is_date: bool = False  # text values are dates/timestamps (the date function)
-    # The same text operation on an ASCII-only value given as bytes (any ASCII-compatible
-    # encoding): the hot path for the common partial masks, with no decode or encode.
+    # The same text operation on an all-ASCII UTF-8 value given as bytes (one byte per
+    # character): the hot path for the common partial masks, with no decode or encode.
     ascii_bytes: Callable[[bytes], bytes | None] | None = None
 
 
