@@ -12,7 +12,9 @@ must hold no form of any canary value; the clear person's bytes must hold them.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from datetime import date
@@ -35,6 +37,18 @@ from tests.integration.masking_support import (
 from sqlbastion.devtools.sample_bank import LoadedBank
 from sqlbastion.devtools.servers import ServerInfo
 from sqlbastion.masking.functions import build_function, chinese_name, keep, keep_digits, mobile
+from sqlbastion.proxy.mysql import auth
+from sqlbastion.proxy.mysql.constants import Capability, ServerStatus
+from sqlbastion.proxy.mysql.framing import Packet, PacketFramer, frame
+from sqlbastion.proxy.mysql.packets import (
+    ColumnDefinition,
+    EofPacket,
+    ErrPacket,
+    HandshakeResponse,
+    HandshakeV10,
+    StmtPrepareOk,
+)
+from sqlbastion.proxy.mysql.rows import decode_binary_row
 
 pytestmark = pytest.mark.integration
 
@@ -425,3 +439,93 @@ def test_statements_that_read_nothing_sensitive_are_untouched(proxy: MaskingProx
         finally:
             conn.close()
     assert results["dev"] == results["dba"]
+
+
+class CursorClient:
+    """A minimal blocking client over sqlbastion's own MySQL codec: prepare, execute with a cursor, fetch."""
+
+    def __init__(self, port: int, person: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        self.framer = PacketFramer()
+        self.received = bytearray()
+        greeting = HandshakeV10.decode(self.read().payload)
+        caps = int(
+            Capability.PROTOCOL_41
+            | Capability.SECURE_CONNECTION
+            | Capability.PLUGIN_AUTH
+            | Capability.LONG_PASSWORD
+            | Capability.TRANSACTIONS
+            | Capability.CONNECT_WITH_DB
+        )
+        response = HandshakeResponse(
+            capabilities=caps,
+            max_packet=1 << 24,
+            charset=45,  # utf8mb4_general_ci
+            user=person.encode(),
+            auth_response=auth.native_scramble(PASSWORDS[person].encode(), greeting.auth_data),
+            database=b"bank",
+            auth_plugin=auth.NATIVE,
+        )
+        self.sock.sendall(frame(1, response.encode())[0])
+        assert self.read().payload[0] == 0x00
+
+    def read(self) -> Packet:
+        while (p := self.framer.next_packet()) is None:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.received += chunk
+            self.framer.receive_data(chunk)
+        return p
+
+    def command(self, payload: bytes) -> Packet:
+        self.sock.sendall(frame(0, payload)[0])
+        return self.read()
+
+    def cursor_rows(self, sql: str, fetch: int) -> list[list[bytes | None]]:
+        """COM_STMT_PREPARE, COM_STMT_EXECUTE with CURSOR_TYPE_READ_ONLY, then COM_STMT_FETCH."""
+        p = self.command(b"\x16" + sql.encode())
+        if p.payload[0] == 0xFF:
+            raise RuntimeError(ErrPacket.decode(p.payload).message)
+        ok = StmtPrepareOk.decode(p.payload)
+        for _ in range(ok.num_params + bool(ok.num_params) + ok.num_columns + bool(ok.num_columns)):
+            self.read()
+        sid = ok.statement_id.to_bytes(4, "little")
+        first = self.command(b"\x17" + sid + b"\x01" + (1).to_bytes(4, "little"))
+        if first.payload[0] == 0xFF:
+            raise RuntimeError(ErrPacket.decode(first.payload).message)
+        types = [ColumnDefinition.decode(self.read().payload).type for _ in range(first.payload[0])]
+        assert EofPacket.decode(self.read().payload).status & ServerStatus.CURSOR_EXISTS
+        self.sock.sendall(frame(0, b"\x1c" + sid + fetch.to_bytes(4, "little"))[0])
+        rows: list[list[bytes | None]] = []
+        while True:
+            p = self.read()
+            if p.payload[0] == 0xFE and len(p.payload) < 9:
+                return rows
+            if p.payload[0] == 0xFF:
+                raise RuntimeError(ErrPacket.decode(p.payload).message)
+            rows.append(decode_binary_row(p.payload, types))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.sendall(frame(0, b"\x01")[0])
+        self.sock.close()
+
+
+def test_server_side_cursor_rows_are_masked(proxy: MaskingProxy, my_bank: LoadedBank) -> None:
+    sql = f"SELECT id, mobile, id_card, city FROM {C} WHERE id <= 3 ORDER BY id"
+    clear, masked = CursorClient(proxy.ports["my"], "dba"), CursorClient(proxy.ports["my"], "dev")
+    try:
+        truth = clear.cursor_rows(sql, 10)
+        rows = masked.cursor_rows(sql, 10)
+    finally:
+        clear.close()
+        masked.close()
+    assert len(truth) == len(rows) == 3
+    for t, r in zip(truth, rows, strict=True):
+        assert r[0] == t[0]
+        assert r[3] == t[3]
+        assert r[1] == mobile((t[1] or b"").decode()).encode()
+        assert r[2] == keep((t[2] or b"").decode(), 6, 4).encode()
+    assert find_leaks(bytes(masked.received), my_bank.canary.sensitive_values()) == []
+    assert my_bank.canary.mobile.encode() in clear.received
