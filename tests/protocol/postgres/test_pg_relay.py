@@ -50,6 +50,8 @@ class Engine:
 
 class Masker:
     def plan(self, decision: Decision, ctx: StatementContext, columns: Sequence[ResultColumn]) -> MaskPlan:
+        if any(c.column == "hidden" for c in columns):
+            return MaskPlan(refuse="sqlbastion: the column hidden may not be read")
         if not any(c.column == "secret" for c in columns):
             return EMPTY_MASK_PLAN
         return MaskPlan(
@@ -568,3 +570,40 @@ def test_fuzz_random_frames_both_ways(client: list[bytes], backend: list[bytes])
         relay.backend_data(b"".join(backend))
     except ProtocolViolation:
         pass
+
+
+def test_refused_result_in_simple_query_hides_the_rest_until_ready() -> None:
+    relay, audit = make_relay()
+    relay.client_data(Q("SELECT hidden FROM t; SELECT a FROM t"))
+    relay.take_to_backend()
+    relay.backend_data(
+        row_description("hidden") + p.encode_data_row([b"h"]) + C("SELECT 1")
+        + row_description("a") + p.encode_data_row([b"1"]) + C("SELECT 1") + Z()
+    )  # fmt: skip
+    out = relay.take_to_client()
+    assert [k for k, _ in frames(out)] == ["E", "Z"]
+    assert sqlstates(out) == ["42501"]
+    assert b"hidden may not be read" in out
+    assert b"h" not in b"".join(body for k, body in frames(out) if k == "D")
+    relay.client_data(Q("SELECT a FROM t"))
+    relay.take_to_backend()
+    answer = row_description("a") + p.encode_data_row([b"2"]) + C("SELECT 1") + Z()
+    relay.backend_data(answer)
+    assert relay.take_to_client() == answer  # relaying resumes after ReadyForQuery
+    assert len(audit.events) == 2
+
+
+def test_refused_result_in_a_pipeline_hides_the_rest_until_sync() -> None:
+    relay, audit = make_relay()
+    relay.client_data(
+        P(b"", "SELECT hidden FROM t") + B() + D_portal() + E() + P(b"", "SELECT a FROM t") + B() + D_portal() + E() + S
+    )
+    relay.take_to_backend()
+    relay.backend_data(
+        ONE + TWO + row_description("hidden") + p.encode_data_row([b"h"]) + C("SELECT 1")
+        + ONE + TWO + row_description("a") + p.encode_data_row([b"1"]) + C("SELECT 1") + Z()
+    )  # fmt: skip
+    out = relay.take_to_client()
+    assert [k for k, _ in frames(out)] == ["1", "2", "T", "E", "Z"]
+    assert sqlstates(out) == ["42501"]
+    assert [e["rows"] for e in audit.events] == [1, 1]  # both ran on the server; both are audited

@@ -144,6 +144,7 @@ class QueryRelay:
         self._plan: MaskPlan | None = None
         self._row_passthrough = False
         self._discarding = False  # a refused result: drop its rows, error at its end
+        self._muted = False  # after a refused result, until ReadyForQuery
         self._rows_passthrough = 0  # rows relayed on the fast path for the current item
         self._columns_cache: dict[tuple[tuple[RowColumn, ...], tuple[int, ...] | None], list[ResultColumn]] = {}
         self._row_cache: dict[bytes, tuple[RowColumn, ...]] = {}
@@ -490,12 +491,16 @@ class QueryRelay:
             self._bpos = 0
 
     def _flush_span(self, buf: bytearray, start: int, end: int) -> None:
+        if self._muted:
+            return
         self._to_client += memoryview(buf)[start:end]
         if self._items:
             self._items[0].outcome.bytes_sent += end - start
 
     def _backend_message(self, kind: int, buf: bytearray, start: int, end: int) -> bool:
         """Handle one backend frame. Returns False to pause before it (catalog lookup needed)."""
+        if self._muted:
+            return self._muted_message(kind, buf, start, end)
         frame = bytes(buf[start:end])
         body = frame[5:]
         allowed = _ANSWERS.get(kind)
@@ -544,6 +549,19 @@ class QueryRelay:
         else:
             raise ProtocolViolation(f"backend sent an unknown message type {kind}")
         return True
+
+    def _muted_message(self, kind: int, buf: bytearray, start: int, end: int) -> bool:
+        """After a refused result: process answers as usual, send the client only ReadyForQuery."""
+        mark = len(self._to_client)
+        self._muted = False
+        try:
+            done = self._backend_message(kind, buf, start, end)
+        finally:
+            ready = kind == p.READY_FOR_QUERY
+            if not ready:
+                del self._to_client[mark:]
+            self._muted = not ready
+        return done
 
     def _withhold(self, item: Pending | None, kind: int, body: bytes) -> bytes | None:
         """An ErrorResponse/NoticeResponse with its text replaced, for statements on sensitive columns."""
@@ -740,8 +758,10 @@ class QueryRelay:
         if item.kind == Kind.EXECUTE:
             self._items.popleft()
             self._finish(item)
-            if refused:
-                self._drop_to_sync()
+        if refused:
+            # The client saw an error; as after a server error, it sees nothing more until
+            # ReadyForQuery, although the server goes on (docs/postgres.md, "Refusal").
+            self._muted = True
 
     def _copy(self, item: Pending, kind: int, frame: bytes) -> None:
         if item.swallow:
