@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ssl
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -135,6 +136,21 @@ ORDER BY n.nspname, c.relname, a.attnum
 """
 
 
+def _tls_context(backend: BackendSettings) -> ssl.SSLContext | None:
+    """The catalog connection's TLS, as strict as the backend's ``tls`` settings ask."""
+    mode = backend.tls.mode
+    if mode in ("disable", "prefer"):
+        return None
+    if mode == "require":
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    ctx = ssl.create_default_context(cafile=backend.tls.ca_file)
+    ctx.check_hostname = mode == "verify-full"
+    return ctx
+
+
 def _load_mysql_sync(backend: BackendSettings, password: str | None) -> list[TableInfo]:
     import pymysql
 
@@ -143,8 +159,9 @@ def _load_mysql_sync(backend: BackendSettings, password: str | None) -> list[Tab
         port=backend.port,
         user=backend.user,
         password=password or "",
-        connect_timeout=int(backend.connect_timeout_s),
+        connect_timeout=max(1, int(backend.connect_timeout_s)),
         charset="utf8mb4",
+        ssl=_tls_context(backend),
     )
     try:
         with conn.cursor() as cur:
@@ -181,7 +198,7 @@ async def load_postgres(backend: BackendSettings) -> Catalog:
         password=password,
         database=backend.database or backend.user,
         timeout=backend.connect_timeout_s,
-        ssl=False if backend.tls.mode == "disable" else "prefer",
+        ssl=_tls_context(backend) or (False if backend.tls.mode == "disable" else backend.tls.mode),
     )
     try:
         database = await conn.fetchval("SELECT current_database()")
