@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import subprocess
 from collections.abc import Iterator
 from datetime import date
@@ -29,10 +30,12 @@ from tests.integration.masking_support import (
     find_leaks,
     run_masking_proxy,
 )
+from tests.integration.postgres_support import RawClient
 
 from sqlbastion.devtools.sample_bank import LoadedBank
 from sqlbastion.devtools.servers import ServerInfo
 from sqlbastion.masking.functions import build_function, chinese_name, keep, mobile
+from sqlbastion.proxy.postgres import protocol as pgp
 
 pytestmark = pytest.mark.integration
 
@@ -369,3 +372,46 @@ def test_statements_that_read_nothing_sensitive_are_untouched(proxy: MaskingProx
         with psycopg.connect(_dsn(proxy.ports["pg"], person), autocommit=True) as conn:
             results[person] = [conn.execute(sql.encode()).fetchall() for sql in NOT_SENSITIVE]
     assert results["dev"] == results["dba"]
+
+
+def _bind(portal: bytes, stmt: bytes, formats: tuple[int, ...] = ()) -> bytes:
+    body = portal + b"\x00" + stmt + b"\x00" + b"\x00\x00" + b"\x00\x00"
+    body += struct.pack("!h", len(formats)) + b"".join(struct.pack("!h", f) for f in formats)
+    return pgp.encode_message(pgp.BIND, body)
+
+
+def _execute(portal: bytes) -> bytes:
+    return pgp.encode_message(pgp.EXECUTE, portal + b"\x00" + struct.pack("!i", 0))
+
+
+def test_pipelines_mask_the_statement_actually_executed(proxy: MaskingProxy, pg_bank: LoadedBank) -> None:
+    """Re-Parse of the unnamed statement, portals bound before and after, executed out of order, mixed formats."""
+    canary = pg_bank.canary
+    raw = RawClient(proxy.ports["pg"], user="dev", password=PASSWORDS["dev"], database="bank")
+    try:
+        batch = (
+            pgp.encode_parse(b"", f"SELECT city FROM {C} {ONE}".encode())
+            + _bind(b"p_city", b"")
+            + pgp.encode_parse(b"", f"SELECT mobile FROM {C} {ONE}".encode())
+            + _bind(b"p_mobile", b"", (1,))
+            + pgp.encode_parse(b"named", f"SELECT id_card, city FROM {C} {ONE}".encode())
+            + _bind(b"p_named", b"named", (0, 1))
+            + _execute(b"p_mobile")
+            + _execute(b"p_city")
+            + _execute(b"p_named")
+            + pgp.encode_message(pgp.SYNC)
+        )
+        raw.send_raw(batch)
+        out = raw.until_ready()
+    finally:
+        raw.close()
+    rows = [pgp.decode_data_row(body) for kind, body in out if kind == "D"]
+    errors = [body for kind, body in out if kind == "E"]
+    assert not errors, errors
+    assert rows == [
+        [mobile(canary.mobile).encode()],
+        [canary.city.encode()],
+        [keep(canary.id_card, 6, 4).encode(), canary.city.encode()],
+    ]
+    wire = b"".join(body for _, body in out)
+    assert find_leaks(wire, canary.sensitive_values()) == []
