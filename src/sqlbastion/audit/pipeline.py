@@ -238,6 +238,7 @@ class AuditPipeline:
     def open(self) -> None:
         """Open the spool and start the writer and delivery threads (synchronous form of ``start``)."""
         self.spool.open()
+        METRICS.audit_spool_writable.set(1)
         self._recover_intake()
         self._running = True
         self._stopping = False
@@ -467,7 +468,7 @@ class AuditPipeline:
                 log.error("audit spool failure", error=str(exc), policy=self.on_failure)
             self._failed = True
             self._failure = str(exc)
-            METRICS.audit_sink_up.labels("spool").set(0)
+            METRICS.audit_spool_writable.set(0)
             return 0
         kinds: dict[str, int] = {}
         for e in events[:written]:
@@ -502,7 +503,7 @@ class AuditPipeline:
         self._full = False
         self._failure = None
         self._lost_since_alert = 0
-        METRICS.audit_sink_up.labels("spool").set(1)
+        METRICS.audit_spool_writable.set(1)
 
     def _mark_written(self, n: int) -> None:
         with self._written:

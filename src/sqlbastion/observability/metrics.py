@@ -254,6 +254,11 @@ class Metrics:
         self.audit_spool_capacity = Gauge(
             "sqlbastion_audit_spool_capacity_bytes", "Configured maximum spool size", registry=r
         )
+        self.audit_spool_writable = Gauge(
+            "sqlbastion_audit_spool_writable",
+            "1 while the audit spool takes events, 0 while it fails (disk full, I/O error, max_spool_bytes)",
+            registry=r,
+        )
         self.audit_sink_lag = Gauge(
             "sqlbastion_audit_sink_lag_events",
             "Events spooled but not yet acknowledged by a sink",

@@ -157,11 +157,13 @@ def test_fail_closed_refuses_while_the_spool_fails_and_loses_nothing(spool_dir: 
     spool.broken = True
     p.emit(_statement(1))
     _wait(lambda: not p.accepting())
+    assert METRICS.audit_spool_writable._value.get() == 0
     p.emit(_statement(2))  # a connection event can still arrive while statements are refused
     time.sleep(0.2)
     assert len(sink.events) == 1
     spool.broken = False
     _wait(p.accepting)
+    assert METRICS.audit_spool_writable._value.get() == 1
     _wait(lambda: len(sink.events) == 4)
     p.close()
     kinds = [e["kind"] for e in sink.events]
