@@ -229,3 +229,24 @@ def test_malformed_command_closes_only_that_session(proxy: Proxy) -> None:
         with bystander.cursor() as cur:
             cur.execute("SELECT 9")
             assert cur.fetchone() == (9,)
+
+
+def test_warnings_of_sensitive_statements_are_cleared(proxy: Proxy) -> None:
+    with proxy.connect(database="proxytest") as conn, conn.cursor() as cur:
+        cur.execute("SELECT CAST(name AS SIGNED) FROM t WHERE id = 1")  # not sensitive: warnings stay readable
+        cur.execute("SHOW WARNINGS")
+        assert any("one" in str(r[2]) for r in cur.fetchall())
+        cur.execute("SELECT CAST(secret AS SIGNED) FROM t WHERE id = 1")  # the warning would echo 'hunter2'
+        cur.execute("SHOW WARNINGS")
+        assert not any("hunter2" in str(r[2]) for r in cur.fetchall())
+
+
+def test_diagnostics_beside_sensitive_statement_refused(proxy: Proxy) -> None:
+    flags = pymysql.constants.CLIENT.MULTI_STATEMENTS
+    with proxy.connect(database="proxytest", client_flag=flags) as conn, conn.cursor() as cur:
+        with pytest.raises(pymysql.err.OperationalError) as info:
+            cur.execute("SELECT CAST(secret AS SIGNED) FROM t WHERE id = 1; SHOW WARNINGS")
+        assert info.value.args[0] == 1227
+        assert "MYSQL-DIAGNOSTICS" in info.value.args[1]
+        cur.execute("SELECT 1; SHOW WARNINGS")  # nothing sensitive: allowed
+        assert cur.fetchall() == ((1,),)

@@ -57,6 +57,9 @@ __all__ = ["SETUP_SQL", "BackendLost", "CommandLoop", "PreparedStatement", "appl
 log = logs.get_logger("proxy.mysql")
 
 MAX_PREPARED_STATEMENTS = 1024  # per connection; MySQL's max_prepared_stmt_count is per server
+# A statement that reads a table and produces no diagnostics: only such statements clear the
+# server's diagnostics area (statements without tables, like DO 0, leave the warnings in place).
+CLEAR_DIAGNOSTICS_SQL = "DO (SELECT 1 FROM information_schema.ENGINES LIMIT 1)"
 TEXT_PLAN_CACHE_ENTRIES = 64  # distinct (decision, session state) pairs whose plans a connection keeps
 WITHHELD = "sqlbastion: backend message withheld (the statement touched sensitive columns). Audit ref {}."
 
@@ -418,7 +421,7 @@ class CommandLoop:
         )
         if verdict.decision.sensitive_columns and summary.warnings:
             # SHOW WARNINGS would echo values of sensitive columns: clear the diagnostics area.
-            await self._internal("DO 0")
+            await self._internal(CLEAR_DIAGNOSTICS_SQL)
         return summary, relay
 
     async def _internal(self, sql: str) -> None:
@@ -485,6 +488,10 @@ class CommandLoop:
         verdict = self.session.authorize(text)
         if not verdict.allowed:
             self._refuse(verdict)
+            return
+        if verdict.decision.sensitive_columns and guards.reads_diagnostics(text):
+            # SHOW WARNINGS beside a statement on sensitive columns would echo their values.
+            self._refuse(self._proxy_block(text, guards.DIAGNOSTICS))
             return
         key = self._text_cache_key(verdict)
         cache = self._text_plan_cache(key)

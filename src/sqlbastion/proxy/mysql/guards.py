@@ -25,7 +25,7 @@ from sqlglot.dialects.mysql import MySQL
 from sqlglot.errors import SqlglotError
 from sqlglot.tokenizer_core import Token, TokenType
 
-__all__ = ["GuardRefusal", "KillRequest", "OwnProcessList", "check_statement"]
+__all__ = ["DIAGNOSTICS", "GuardRefusal", "KillRequest", "OwnProcessList", "check_statement", "reads_diagnostics"]
 
 _MYSQL = MySQL()
 
@@ -69,6 +69,19 @@ PROCESS_LIST = GuardRefusal(
     title="Process list of the shared backend account",
     why="process and session lists would show other persons' statements",
 )
+DIAGNOSTICS = GuardRefusal(
+    rule_id="MYSQL-DIAGNOSTICS",
+    title="Diagnostics beside a statement on sensitive columns",
+    why="SHOW WARNINGS / SHOW ERRORS / GET DIAGNOSTICS in the same message would echo sensitive values",
+)
+
+
+def reads_diagnostics(text: str) -> bool:
+    """Whether a message may read the diagnostics area (matched loosely: a false alarm only refuses)."""
+    lower = text.lower()
+    return "warnings" in lower or "errors" in lower or "diagnostics" in lower
+
+
 SESSION_TRACK = GuardRefusal(
     rule_id="MYSQL-SESSION-TRACK",
     title="Changing sqlbastion's session tracking",
