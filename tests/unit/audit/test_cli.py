@@ -122,3 +122,34 @@ def test_verify_exit_codes(store: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert report["problem"]["line"] == 4
     code, _ = _run(capsys, "audit", "verify", "--spool", str(tmp_path / "nowhere"), "-c", str(store))
     assert code == 1
+
+
+def test_verify_with_a_configured_chain_key_and_an_explicit_key_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key_file = tmp_path / "chain.secret"
+    key_file.write_text("a chain secret from the vault\n", encoding="utf-8")
+    config = tmp_path / "sqlbastion.toml"
+    config.write_text(
+        f'[audit]\nspool_dir = "spool"\nchain_algorithm = "hmac-sm3"\nchain_key = "file:{key_file}"\n', encoding="utf-8"
+    )
+    spool = Spool(tmp_path / "spool", secret=b"a chain secret from the vault", algorithm="hmac-sm3")
+    spool.open()
+    spool.append([{"kind": "statement", "event_id": "e1"}])
+    spool.close()
+    assert not (tmp_path / "spool" / "chain.key").exists()  # the configured key is never stored beside the spool
+    code, out = _run(capsys, "audit", "verify", "-c", str(config))
+    assert code == 0, out
+    code, out = _run(
+        capsys, "audit", "verify", "--spool", str(tmp_path / "spool"), "--key-file", str(key_file), "--algorithm",
+        "hmac-sm3",
+    )  # fmt: skip
+    assert code == 0, out
+    wrong = tmp_path / "wrong.secret"
+    wrong.write_text("not it\n", encoding="utf-8")
+    code, out = _run(
+        capsys, "audit", "verify", "--spool", str(tmp_path / "spool"), "--key-file", str(wrong), "--algorithm",
+        "hmac-sm3",
+    )  # fmt: skip
+    assert code == 4
+    assert "modified" in out
