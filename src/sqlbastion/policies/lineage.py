@@ -320,7 +320,8 @@ class Resolver:
         for key in ("limit", "offset"):
             lim = node.args.get(key)
             if lim is not None and lim.args.get("expression") is not None:
-                self.expr(lim.args["expression"], scope)
+                # How many rows come back is itself an answer: a masked column here infers.
+                self.expr(lim.args["expression"], scope, clause="limit")
 
     def _by_item(self, e: exp.Expr, scope: Scope, outputs: list[tuple[str, Col]], clause: str) -> None:
         """GROUP BY / ORDER BY / DISTINCT ON item: a position, an output alias or an expression."""
@@ -380,7 +381,7 @@ class Resolver:
         if isinstance(item, exp.Table):
             target = item.this
             if isinstance(target, exp.Func) or isinstance(item.this, exp.Anonymous):
-                col = self.expr(target, scope)
+                col = self.expr(target, scope, clause="from")
                 scope.sources.append(Source(alias=alias or self.norm(target.name), columns=None))
                 if col.sources or col.opaque:
                     scope.sources[-1].columns = {"?": Col(col.sources, False, True)}
@@ -410,7 +411,7 @@ class Resolver:
                 cols = self._rename(self.query(inner.this, scope), alias_node)
                 scope.sources.append(Source(alias=alias, columns=dict(cols)))
             else:
-                col = self.expr(inner, scope)
+                col = self.expr(inner, scope, clause="from")
                 scope.sources.append(Source(alias=alias, columns={"?": Col(col.sources, False, True)}))
             return
         if isinstance(item, exp.Values):
@@ -418,7 +419,7 @@ class Resolver:
             scope.sources.append(Source(alias=alias, columns=dict(cols)))
             return
         if isinstance(item, exp.Unnest):
-            col = merge_cols([self.expr(e, scope) for e in item.expressions])
+            col = merge_cols([self.expr(e, scope, clause="from") for e in item.expressions])
             names = [self.norm(c) for c in alias_node.args.get("columns") or ()] if alias_node else []
             by_name = {n: Col(col.sources, False, col.opaque) for n in names} or {"?": Col(col.sources, False, True)}
             scope.sources.append(Source(alias=alias or "unnest", columns=by_name))

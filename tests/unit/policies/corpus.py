@@ -430,6 +430,11 @@ dev|b|block|MASK-INFERENCE|SELECT mobile AS id FROM customers ORDER BY id
 dev|b|block|MASK-INFERENCE|SELECT (SELECT count(*) FROM customers c2 WHERE c2.mobile < c.mobile) FROM customers c
 dev|b|block|MASK-INFERENCE|SELECT id, count(*) OVER (PARTITION BY mobile) FROM customers
 dev|b|block|MASK-INFERENCE|DELETE FROM customers WHERE mobile LIKE '1%'
+dev|p|block|MASK-INFERENCE|SELECT 1 FROM accounts LIMIT CASE WHEN (SELECT mobile FROM customers WHERE id = 1) LIKE '1%' THEN 1 ELSE 0 END
+dev|p|block|MASK-INFERENCE|SELECT 1 FROM accounts OFFSET (SELECT length(mobile) FROM customers WHERE id = 1)
+dev|p|block|MASK-INFERENCE|SELECT * FROM generate_series(1, (SELECT length(mobile) FROM customers WHERE id = 1))
+dev|p|allow|-|SELECT * FROM generate_series(1, 10)
+dev|b|allow|-|SELECT id FROM accounts LIMIT 10 OFFSET 20
 dev|b|allow|-|DELETE FROM customers WHERE mobile = '13800000000'
 dev|b|block|MASK-UNPROVABLE|SELECT customers.mobile FROM customers AS c
 
