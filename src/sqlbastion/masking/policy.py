@@ -110,13 +110,19 @@ def column_path(column: ColumnRef) -> tuple[str, ...]:
     return column_paths(column)[0]
 
 
+MAX_EXPANSION = 1024
+
+
 def _expand_braces(part: str) -> list[str]:
+    """``a{b,c}d`` → ``abd``, ``acd``; raises ValueError past ``MAX_EXPANSION`` alternatives."""
     m = re.search(r"\{([^{}]*)\}", part)
     if m is None:
         return [part]
     out: list[str] = []
     for alt in m.group(1).split(","):
         out.extend(_expand_braces(part[: m.start()] + alt.strip() + part[m.end() :]))
+        if len(out) > MAX_EXPANSION:
+            raise ValueError(f"expands to more than {MAX_EXPANSION} patterns")
     return out
 
 
@@ -148,9 +154,13 @@ class ObjectPattern:
             )
         expanded: list[list[str]] = [[]]
         for p in raw_parts:
-            expanded = [[*prefix, alt] for prefix in expanded for alt in _expand_braces(p)]
-            if len(expanded) > 1024:
-                raise ConfigError(file, key, f"{text!r} expands to more than 1024 patterns")
+            try:
+                alternatives = _expand_braces(p)
+            except ValueError as exc:
+                raise ConfigError(file, key, f"{text!r} {exc}") from None
+            expanded = [[*prefix, alt] for prefix in expanded for alt in alternatives]
+            if len(expanded) > MAX_EXPANSION:
+                raise ConfigError(file, key, f"{text!r} expands to more than {MAX_EXPANSION} patterns")
         out = []
         for parts in expanded:
             out.append(

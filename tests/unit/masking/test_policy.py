@@ -5,6 +5,8 @@ from __future__ import annotations
 import tomllib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sqlbastion.config import ConfigError
 from sqlbastion.masking.policy import (
@@ -233,6 +235,15 @@ def test_policy_engine_keys_are_ignored() -> None:
         ('[[classifications]]\nobjects = ["c:a.b.c"]\ntype = "x"\nlevel = true', "classifications[0].level"),
         ('[[classifications]]\nobjects = ["c:a.b.c"]\ntype = "x"\nlevel = 1\nlevl = 2', "classifications[0].levl"),
         ("classifications = 3", "classifications"),
+        (
+            '[[classifications]]\nobjects = ["c:a.b.' + "{x,y}" * 12 + '"]\ntype = "x"\nlevel = 1',
+            "classifications[0].objects[0]",
+        ),
+        (
+            '[[classifications]]\nobjects = ["c:{a,b,c,d,e,f}.{a,b,c,d,e,f}.{a,b,c,d,e,f}.{a,b,c,d,e,f}"]\n'
+            'type = "x"\nlevel = 1',
+            "classifications[0].objects[0]",
+        ),
         ('[[roles]]\nname = "r"\nmasks = { mobile = "mobil" }', "roles[0].masks.mobile"),
         ('[[roles]]\nname = "r"\nmasks = { mobile = "keep(first=x)" }', "roles[0].masks.mobile"),
         ('[[roles]]\nname = "r"\nmasks = { mobile = "keep(middle=1)" }', "roles[0].masks.mobile"),
@@ -316,3 +327,48 @@ def test_spec_spellings_are_canonical() -> None:
         parse_spec("keep(first=999)")
     with pytest.raises(SpecError):
         parse_spec("x" * 600)
+
+
+_KEYS = [
+    "classifications",
+    "roles",
+    "objects",
+    "type",
+    "level",
+    "name",
+    "masks",
+    "lookups",
+    "function",
+    "first",
+    "mobile",
+    "level_4",
+    "default",
+    "x",
+]
+_SCALARS = st.one_of(
+    st.text(max_size=12),
+    st.integers(-3, 9),
+    st.booleans(),
+    st.sampled_from(["clear", "deny", "full", "mobile", "keep(first=1)", "c:a.b.c", "c:a.b.c.d", "level_3", "*:*.*.*"]),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(_KEYS), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(_KEYS), _VALUES, max_size=4))
+def test_any_document_parses_or_raises_a_config_error(doc: dict[str, object]) -> None:
+    failed: ConfigError | None = None
+    try:
+        policy = parse_masking_policy(doc, file="fuzz.toml")
+    except ConfigError as exc:
+        failed = exc
+    if failed is not None:
+        assert failed.file == "fuzz.toml"
+        return
+    ref = ColumnRef(database="a", schema="b", table="c", column="d")
+    t = policy.treatment(("name", "x"), "c", ref)
+    assert t.kind in ("clear", "mask", "deny")
