@@ -257,7 +257,10 @@ class SinkRunner:
                     st.confirmed = confirmed
                     _save_cursor(self.spool_dir, sink.name, confirmed)
                     if self._on_confirmed is not None:
-                        self._on_confirmed()
+                        try:
+                            self._on_confirmed()
+                        except Exception:  # releasing segments must never stop a sink's delivery
+                            log.exception("releasing acknowledged spool segments failed")
                 if self._export:
                     METRICS.audit_sink_lag.labels(sink.name).set(max(0, self._limit() - st.confirmed))
                 if not records and st.delivered >= self._limit():

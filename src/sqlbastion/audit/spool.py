@@ -418,12 +418,13 @@ class Spool:
     def release(self, through_seq: int) -> int:
         """Delete closed segments whose every record has seq <= ``through_seq``. Returns bytes freed."""
         freed = 0
+        live = self._live  # read once: the writer thread replaces it when it rotates
         with self._segments_lock:
             keep: list[_Segment] = []
             closed = self._closed_segments
             for i, seg in enumerate(closed):
                 next_first = closed[i + 1].first_seq if i + 1 < len(closed) else (
-                    self._live.first_seq if self._live else None
+                    live.first_seq if live is not None else None
                 )  # fmt: skip
                 if next_first is not None and next_first - 1 <= through_seq and not keep:
                     with contextlib.suppress(FileNotFoundError):
