@@ -70,13 +70,16 @@ def _mask_int4(value: bytes | None) -> bytes | None:
 
 
 class SecretMasker:
-    """Masks columns named ``secret`` (text → ``***``, binary int4 → 0, other binary → ``***``)."""
+    """Masks columns named ``secret`` (text → ``***``, binary int4 → 0, other binary → ``***``);
+    refuses results with a column labelled ``refuse_me``."""
 
     def __init__(self) -> None:
         self.planned: list[tuple[ResultColumn, ...]] = []
 
     def plan(self, decision: Decision, ctx: StatementContext, columns: Sequence[ResultColumn]) -> MaskPlan:
         self.planned.append(tuple(columns))
+        if any(c.name == "refuse_me" for c in columns):
+            return MaskPlan(refuse="sqlbastion: this result may not be sent (test refusal)")
         if not any(c.column == "secret" for c in columns):
             return EMPTY_MASK_PLAN
         maskers: list[ColumnMasker | None] = []

@@ -311,3 +311,24 @@ def test_transaction_state_and_encoding_tracked(proxy: Proxy) -> None:
             conn.execute("SET client_encoding TO 'SJIS'")
         with pytest.raises(psycopg.OperationalError):
             conn.execute("SELECT 'after'")  # the session was closed: its text could not be read safely
+
+
+def test_refused_result_keeps_client_and_server_in_agreement(proxy: Proxy, secret_table: str) -> None:
+    raw = RawClient(proxy.port)
+    try:
+        out = raw.query("SELECT code AS refuse_me FROM t")
+        assert kinds(out) == "EZ"
+        assert sqlstates(out) == ["42501"]
+        assert out[-1] == ("Z", b"I")
+        raw.query("BEGIN")
+        out = raw.query("SELECT code AS refuse_me FROM t; SELECT 1")
+        assert kinds(out) == "EZ"
+        assert out[-1] == ("Z", b"E")  # the server's transaction failed too
+        out = raw.query("COMMIT")
+        assert [b for k, b in out if k == "C"] == [b"ROLLBACK\x00"]
+    finally:
+        raw.close()
+    with proxy.connect() as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="test refusal"):
+            conn.execute("SELECT code AS refuse_me FROM t WHERE id = %s", (1,))
+        assert conn.execute("SELECT 5").fetchone() == (5,)

@@ -607,3 +607,18 @@ def test_refused_result_in_a_pipeline_hides_the_rest_until_sync() -> None:
     assert [k for k, _ in frames(out)] == ["1", "2", "T", "E", "Z"]
     assert sqlstates(out) == ["42501"]
     assert [e["rows"] for e in audit.events] == [1, 1]  # both ran on the server; both are audited
+
+
+def test_refused_result_inside_a_transaction_fails_it_on_the_server_too() -> None:
+    relay, _ = make_relay(status=b"T")
+    relay.client_data(Q("SELECT hidden FROM t"))
+    relay.take_to_backend()
+    relay.backend_data(row_description("hidden") + p.encode_data_row([b"h"]) + C("SELECT 1") + Z(b"T"))
+    out = relay.take_to_client()
+    assert [k for k, _ in frames(out)] == ["E"]  # ReadyForQuery waits for the server to agree
+    assert relay.take_to_backend() == Q(REFUSED_SQL.decode())
+    relay.client_data(Q("COMMIT"))
+    assert relay.take_to_backend() == b""  # held until the server's transaction has failed
+    relay.backend_data(server_error() + Z(b"E"))
+    assert relay.take_to_client() == Z(b"E")
+    assert relay.take_to_backend() == Q("COMMIT")

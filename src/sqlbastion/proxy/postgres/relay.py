@@ -551,16 +551,27 @@ class QueryRelay:
         return True
 
     def _muted_message(self, kind: int, buf: bytearray, start: int, end: int) -> bool:
-        """After a refused result: process answers as usual, send the client only ReadyForQuery."""
+        """After a refused result: process answers as usual, send the client only ReadyForQuery.
+
+        Inside a transaction block, when nothing else is in flight, the server's transaction is
+        made to fail too (a stand-in it rejects), so that client and server agree: the client saw
+        an error, and a later COMMIT answers ROLLBACK.
+        """
         mark = len(self._to_client)
+        ready = kind == p.READY_FOR_QUERY
+        fail_transaction = ready and buf[start + 5] == ord("T") and len(self._items) == 1
         self._muted = False
         try:
             done = self._backend_message(kind, buf, start, end)
         finally:
-            ready = kind == p.READY_FOR_QUERY
-            if not ready:
+            if not ready or fail_transaction:
                 del self._to_client[mark:]
             self._muted = not ready
+        if fail_transaction and self.close_reason is None:
+            stand_in = p.encode_message(p.QUERY, REFUSED_SQL + b"\x00")
+            item = self._forward(Kind.INTERNAL, stand_in, swallow=True)
+            item.forward_ready = True  # its ReadyForQuery ('E') is the one the client gets
+            self._hold = True
         return done
 
     def _withhold(self, item: Pending | None, kind: int, body: bytes) -> bytes | None:
@@ -833,7 +844,7 @@ class QueryRelay:
         self.session.state.in_transaction = body != b"I"
         if item.kind == Kind.QUERY and item.verdict is not None:
             self._finish(item)
-        if not item.swallow:
+        if not item.swallow or item.forward_ready:
             self._to_client += frame
         if item.kind == Kind.INTERNAL:
             self._hold = False

@@ -143,6 +143,7 @@ class Pending:
     refresh_state: bool = False
     sent_ns: int = 0
     outcome: StatementOutcome = field(default_factory=StatementOutcome)
+    forward_ready: bool = False  # a swallowed stand-in whose ReadyForQuery the client must see
 
 
 # The outcome of forwarded messages that are not statements (Bind, Describe, Close, Sync):
