@@ -35,6 +35,7 @@ PASSWORDS = {
     "outsider": "outsider-pass-1",
     "night": "night-pass-1",
     "ops": "ops-pass-1",
+    "solo": "solo-pass-1",
 }
 MY_ENV = "SQLBASTION_TEST_POLICY_MY_PW"
 PG_ENV = "SQLBASTION_TEST_POLICY_PG_PW"
@@ -64,6 +65,11 @@ time_windows = [{ days = "sun", start = "03:00", end = "03:01", tz = "Pacific/Ki
 [[persons]]
 name = "ops"
 roles = ["ops"]
+
+[[persons]]
+name = "solo"
+roles = ["developer"]
+max_sessions = 1
 
 [[roles]]
 name = "ops"
@@ -426,3 +432,23 @@ def test_views_created_through_the_proxy_are_resolved(running: Running) -> None:
             outcome = run_as(running, "dev", probe)
         assert "MASK-INFERENCE" in outcome
         assert run_as(running, "ops", drop) == "allowed"
+
+
+def test_max_sessions_is_enforced_at_login(running: Running) -> None:
+    import time
+
+    first = running.mysql("solo")
+    try:
+        with pytest.raises(pymysql.err.OperationalError) as info:
+            running.mysql("solo")
+        assert info.value.args[0] == 1045
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            running.pg("solo")
+    finally:
+        first.close()
+    # The proxy sees the close asynchronously.
+    deadline = time.monotonic() + 10
+    while running.store.sessions_of("solo") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with running.pg("solo") as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
