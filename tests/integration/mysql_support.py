@@ -199,6 +199,7 @@ def settings_text(
     max_statement_bytes: int = 32 << 20,
     database: str | None = None,
     handshake_timeout_s: float = 5.0,
+    max_connections: int = 10000,
 ) -> str:
     tls = ""
     if with_tls:
@@ -209,6 +210,7 @@ users_file = "{directory / "users.toml"}"
 {tls}
 [server]
 handshake_timeout_s = {handshake_timeout_s}
+max_connections = {max_connections}
 max_statement_bytes = {max_statement_bytes}
 
 [admin]
@@ -266,6 +268,7 @@ def run_proxy(
     max_statement_bytes: int = 32 << 20,
     database: str | None = None,
     handshake_timeout_s: float = 5.0,
+    max_connections: int = 10000,
 ) -> Generator[Proxy, None, None]:
     """Start a proxy (as a generator, for fixtures); stops it and restores the environment after."""
     env = _Env()
@@ -291,6 +294,7 @@ def run_proxy(
             max_statement_bytes=max_statement_bytes,
             database=database,
             handshake_timeout_s=handshake_timeout_s,
+            max_connections=max_connections,
         )
     )
     engine, masker, audit = BlockingEngine(), SecretMasker(), RecordingAudit()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import mysql.connector
@@ -169,3 +171,26 @@ def test_plain_tls_client_context_rejects_wrong_ca(proxy: Proxy, tmp_path: Any) 
     other_ca.write_bytes(cert.read_bytes())
     with pytest.raises((pymysql.err.OperationalError, ssl.SSLError)):
         proxy.connect(ssl={"ca": str(other_ca)}, connect_timeout=5)
+
+
+def test_connection_limit(mariadb_server: ServerInfo, tmp_path: Path) -> None:
+    gen = run_proxy(mariadb_server, tmp_path / "limit", with_tls=False, max_connections=2)
+    proxy = next(gen)
+    try:
+        first, second = proxy.connect(), proxy.connect()
+        with pytest.raises(pymysql.err.OperationalError) as info:
+            proxy.connect()
+        assert info.value.args[0] == 1040
+        first.close()
+        for _ in range(50):  # the slot frees once the proxy has seen the close
+            try:
+                proxy.connect().close()
+                break
+            except pymysql.err.OperationalError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the connection slot was not freed")
+        second.close()
+    finally:
+        with contextlib.suppress(StopIteration):
+            gen.send(None)
