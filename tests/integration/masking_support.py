@@ -71,6 +71,7 @@ address = "address"
 bank_card = "bank_card"
 amount = "band"
 date_of_birth = "date"
+level_5 = "deny"
 
 [[roles]]
 name = "analyst"
@@ -85,6 +86,11 @@ objects = [
 ]
 type = "name"
 level = 3
+
+[[classifications]]
+objects = ["*:bank.transactions.memo", "*:bank.*.transactions.memo"]
+type = "memo"
+level = 5
 
 [[classifications]]
 objects = ["*:bank.accounts.balance", "*:bank.*.accounts.balance"]

@@ -529,3 +529,24 @@ def test_server_side_cursor_rows_are_masked(proxy: MaskingProxy, my_bank: Loaded
         assert r[2] == keep((t[2] or b"").decode(), 6, 4).encode()
     assert find_leaks(bytes(masked.received), my_bank.canary.sensitive_values()) == []
     assert my_bank.canary.mobile.encode() in clear.received
+
+
+def test_denied_columns_are_refused(proxy: MaskingProxy, my_bank: LoadedBank) -> None:
+    for sql in (
+        "SELECT memo FROM transactions WHERE id = 1",
+        "SELECT * FROM transactions WHERE id = 1",
+        "SELECT x.m FROM (SELECT memo AS m FROM transactions WHERE id = 1) x",
+    ):
+        conn = _pymysql(proxy.ports["my"], "dev")
+        try:
+            with conn.cursor() as cur, pytest.raises(pymysql.MySQLError, match="sqlbastion: "):
+                cur.execute(sql)
+        finally:
+            conn.close()
+        conn = _pymysql(proxy.ports["my"], "dba")
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                assert cur.fetchall()
+        finally:
+            conn.close()

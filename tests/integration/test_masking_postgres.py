@@ -415,3 +415,18 @@ def test_pipelines_mask_the_statement_actually_executed(proxy: MaskingProxy, pg_
     ]
     wire = b"".join(body for _, body in out)
     assert find_leaks(wire, canary.sensitive_values()) == []
+
+
+def test_denied_columns_are_refused(proxy: MaskingProxy, pg_bank: LoadedBank) -> None:
+    for sql in (
+        "SELECT memo FROM transactions WHERE id = 1",
+        "SELECT * FROM transactions WHERE id = 1",
+        "SELECT t.id, x.m FROM transactions t, LATERAL (SELECT t.memo AS m) x WHERE t.id = 1",
+    ):
+        with (
+            psycopg.connect(_dsn(proxy.ports["pg"], "dev"), autocommit=True) as conn,
+            pytest.raises(psycopg.errors.InsufficientPrivilege, match="sqlbastion: "),
+        ):
+            conn.execute(sql.encode())
+        with psycopg.connect(_dsn(proxy.ports["pg"], "dba"), autocommit=True) as conn:
+            assert conn.execute(sql.encode()).fetchall()
