@@ -1,7 +1,8 @@
 """asyncio glue for the PostgreSQL proxy: one client connection ↔ one backend connection.
 
-Only this module does I/O; the protocol work is in the sans-IO modules
-(``startup``, ``scram``, ``protocol``, ``relay``). Per connection:
+Only this module and ``backend`` (the backend login and its protocol) do I/O;
+the protocol work is in the sans-IO modules (``startup``, ``scram``,
+``protocol``, ``relay``). Per connection:
 
 1. start-up: SSLRequest (TLS with sqlbastion's certificate, or 'N'),
    GSSENCRequest ('N'), CancelRequest, StartupMessage — all within
@@ -15,108 +16,60 @@ Only this module does I/O; the protocol work is in the sans-IO modules
 4. the query phase: ``QueryRelay`` with asyncio Protocols on both sides and
    backpressure both ways (a slow reader pauses the other side's reads).
 
-Cancel requests: each client is given its own random BackendKeyData; a
-CancelRequest carrying it is forwarded to the backend with the real key on a
-fresh connection. Unknown keys are ignored, as PostgreSQL does.
+Cancel requests (``backend.forward_cancel``): each client is given its own
+random BackendKeyData; a CancelRequest carrying it is forwarded to the backend
+with the real key on a fresh connection. Unknown keys are ignored, as
+PostgreSQL does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import secrets
 import ssl
 import struct
-from dataclasses import dataclass
 from typing import NoReturn, cast
 
 from sqlbastion.config import BackendSettings
 from sqlbastion.logs import get_logger
 from sqlbastion.observability.metrics import METRICS
 from sqlbastion.proxy.postgres import protocol as p
-from sqlbastion.proxy.postgres.catalog import Catalog, backend_ssl_context, catalog_for
+from sqlbastion.proxy.postgres.backend import (
+    BackendProtocol,
+    BackendUnavailable,
+    Closed,
+    Inbox,
+    forget_cancel_key,
+    forward_cancel,
+    login,
+)
+from sqlbastion.proxy.postgres.catalog import Catalog, catalog_for
 from sqlbastion.proxy.postgres.protocol import ProtocolViolation
 from sqlbastion.proxy.postgres.relay import QueryRelay
-from sqlbastion.proxy.postgres.scram import ScramClient, ScramFailed, ScramServer, fake_key_for, md5_password
+from sqlbastion.proxy.postgres.scram import ScramFailed, ScramServer, fake_key_for
 from sqlbastion.proxy.postgres.startup import (
     CancelRequest,
     EncryptionRequest,
     StartupMessage,
     StartupReader,
-    encode_cancel_request,
     encode_negotiate_protocol_version,
-    encode_ssl_request,
-    encode_startup,
     filter_parameters,
 )
 from sqlbastion.proxy.services import ProxyServices
 from sqlbastion.proxy.session import ClientInfo, Session, auth_failed
-from sqlbastion.settings_schema import SecretUnavailable
 from sqlbastion.users import UsersFileError, parse_scram_verifier
 
 __all__ = ["start_listener"]
 
 log = get_logger("proxy.postgres")
 
-AUTH_MESSAGE_LIMIT = 16 << 10
+# Client connections open per backend, against server.max_connections.
+_ACTIVE: dict[str, int] = {}
+
 HANDSHAKE_BUFFER_LIMIT = 1 << 20
 HIGH_WATER = 1 << 20
 LOW_WATER = 256 << 10
 _I32 = struct.Struct("!i")
-
-
-class BackendUnavailable(Exception):
-    """The backend could not be reached or refused sqlbastion's login."""
-
-    def __init__(self, message: str, *, reply: bytes | None = None) -> None:
-        super().__init__(message)
-        self.reply = reply
-
-
-class _Closed(Exception):
-    """The peer closed the connection during the handshake."""
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class _CancelTarget:
-    secret: int
-    host: str
-    port: int
-    pid: int
-    key: int
-
-
-_CANCEL_KEYS: dict[int, _CancelTarget] = {}
-# Client connections open per backend, against server.max_connections.
-_ACTIVE: dict[str, int] = {}
-
-
-def _new_cancel_key(target: _CancelTarget) -> tuple[int, int]:
-    while True:
-        pid = secrets.randbelow((1 << 31) - 2) + 1
-        if pid not in _CANCEL_KEYS:
-            break
-    secret = int.from_bytes(secrets.token_bytes(4), "big", signed=True)
-    _CANCEL_KEYS[pid] = _CancelTarget(secret=secret, host=target.host, port=target.port, pid=target.pid, key=target.key)
-    return pid, secret
-
-
-async def _forward_cancel(request: CancelRequest, connect_timeout_s: float) -> None:
-    target = _CANCEL_KEYS.get(request.pid)
-    if target is None or not hmac.compare_digest(
-        _I32.pack(target.secret), _I32.pack(request.secret)
-    ):  # constant time: the secret is the capability
-        return
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(target.host, target.port), connect_timeout_s)
-        writer.write(encode_cancel_request(target.pid, target.key))
-        await writer.drain()
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-    except (OSError, TimeoutError):
-        METRICS.backend_errors.labels("postgres", "cancel", "connect").inc()
 
 
 _FAKE_KEYS: dict[int, tuple[object, bytes]] = {}
@@ -138,85 +91,6 @@ def _fatal(sqlstate: str, message: str) -> bytes:
     return p.encode_error("FATAL", sqlstate, message)
 
 
-class _Inbox:
-    """Bytes received during a handshake, and a way to wait for more."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.eof = False
-        self._waiter: asyncio.Future[None] | None = None
-
-    def feed(self, data: bytes) -> None:
-        self.data += data
-        self._wake()
-
-    def close(self) -> None:
-        self.eof = True
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def wait(self) -> None:
-        if self.eof:
-            raise _Closed
-        self._waiter = asyncio.get_running_loop().create_future()
-        await self._waiter
-        self._waiter = None
-
-    async def message(self, limit: int = AUTH_MESSAGE_LIMIT) -> tuple[int, bytes]:
-        """One typed message (§55.7 framing)."""
-        while True:
-            if len(self.data) >= 5:
-                length = _I32.unpack_from(self.data, 1)[0]
-                if length < 4 or length > limit:
-                    raise ProtocolViolation(f"invalid message length {length}")
-                if len(self.data) >= 1 + length:
-                    kind = self.data[0]
-                    body = bytes(self.data[5 : 1 + length])
-                    del self.data[: 1 + length]
-                    return kind, body
-            await self.wait()
-
-    async def byte(self) -> int:
-        while not self.data:
-            await self.wait()
-        b = self.data[0]
-        del self.data[:1]
-        return b
-
-
-class _BackendProtocol(asyncio.Protocol):
-    def __init__(self, conn: _Connection) -> None:
-        self.conn = conn
-        self.inbox: _Inbox | None = _Inbox()
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
-
-    def data_received(self, data: bytes) -> None:
-        if self.inbox is not None:
-            self.inbox.feed(data)
-        else:
-            self.conn.backend_data(data)
-
-    def eof_received(self) -> bool | None:
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.inbox is not None:
-            self.inbox.close()
-        self.conn.backend_lost()
-
-    def pause_writing(self) -> None:
-        self.conn.set_flow("backend_full", True)
-
-    def resume_writing(self) -> None:
-        self.conn.set_flow("backend_full", False)
-
-
 class _Connection(asyncio.Protocol):
     """One client connection: handshake, then the relay."""
 
@@ -225,13 +99,13 @@ class _Connection(asyncio.Protocol):
         self.services = services
         self.settings = services.settings
         self.transport: asyncio.Transport | None = None
-        self.inbox: _Inbox | None = _Inbox()
+        self.inbox: Inbox | None = Inbox()
         self.tls = False
         self.peer = ("", 0)
         self.session: Session | None = None
         self.relay: QueryRelay | None = None
         self.catalog: Catalog | None = None
-        self.backend_proto: _BackendProtocol | None = None
+        self.backend_proto: BackendProtocol | None = None
         self.cancel_pid: int | None = None
         self.closing = False
         self._paused: set[str] = set()
@@ -303,7 +177,7 @@ class _Connection(asyncio.Protocol):
             self._send_and_close(_fatal("08006", "sqlbastion: the start-up took too long"))
         except ProtocolViolation as exc:
             self._send_and_close(exc.reply())
-        except _Closed:
+        except Closed:
             self._shutdown("client closed during start-up")
         except BackendUnavailable as exc:
             METRICS.backend_errors.labels("postgres", self.backend.name, "connect").inc()
@@ -333,7 +207,7 @@ class _Connection(asyncio.Protocol):
                     break
                 await inbox.wait()
             if isinstance(packet, CancelRequest):
-                await _forward_cancel(packet, self.backend.connect_timeout_s)
+                await forward_cancel(packet, self.backend.connect_timeout_s)
                 self._shutdown("cancel request")
                 return None
             if isinstance(packet, EncryptionRequest):
@@ -347,7 +221,7 @@ class _Connection(asyncio.Protocol):
                 loop = asyncio.get_running_loop()
                 new = await loop.start_tls(self.transport, self, self.services.server_tls, server_side=True)
                 if new is None:
-                    raise _Closed
+                    raise Closed
                 self.transport = new
                 new.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
                 self.tls = True
@@ -388,7 +262,9 @@ class _Connection(asyncio.Protocol):
             ),
         )
         session.state.database = database
-        status, greeting = await self._backend_login(database, passed, session)
+        proto = self.backend_proto = BackendProtocol(self)
+        result = await login(proto, self.backend, database=database, passed=passed, session=session)
+        status, greeting, self.cancel_pid = result.status, result.greeting, result.cancel_pid
         self.session = session
         self.catalog = catalog_for(self.backend, database)
         relay = QueryRelay(
@@ -462,149 +338,6 @@ class _Connection(asyncio.Protocol):
             client_address=self.peer[0],
             reason=reason,
         )
-
-    # --- backend login -------------------------------------------------------------------
-
-    async def _backend_login(self, database: str, passed: dict[str, str], session: Session) -> tuple[bytes, bytes]:
-        """Log in to the backend. Returns (transaction status, the greeting for the client)."""
-        b = self.backend
-        loop = asyncio.get_running_loop()
-        timeout = b.connect_timeout_s
-        try:
-            password = b.password.reveal() if b.password is not None else None
-        except SecretUnavailable as exc:
-            raise BackendUnavailable(str(exc)) from None
-        try:
-            transport, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: _BackendProtocol(self), b.host, b.port), timeout
-            )
-        except (OSError, TimeoutError) as exc:
-            raise BackendUnavailable(f"cannot connect: {type(exc).__name__}") from None
-        self.backend_proto = proto
-        inbox = proto.inbox
-        assert inbox is not None
-        try:
-            return await asyncio.wait_for(
-                self._login_exchange(
-                    transport=transport,
-                    proto=proto,
-                    inbox=inbox,
-                    password=password,
-                    database=database,
-                    passed=passed,
-                    session=session,
-                ),
-                timeout,
-            )
-        except (TimeoutError, _Closed, OSError, ssl.SSLError) as exc:
-            raise BackendUnavailable(f"login failed: {type(exc).__name__}") from None
-        except ProtocolViolation as exc:
-            raise BackendUnavailable(f"login failed: {exc.message}") from None
-
-    async def _login_exchange(
-        self,
-        *,
-        transport: asyncio.Transport,
-        proto: _BackendProtocol,
-        inbox: _Inbox,
-        password: str | None,
-        database: str,
-        passed: dict[str, str],
-        session: Session,
-    ) -> tuple[bytes, bytes]:
-        b = self.backend
-        if b.tls.mode != "disable":
-            transport.write(encode_ssl_request())
-            answer = await inbox.byte()
-            if answer == ord("S"):
-                if inbox.data:
-                    raise ProtocolViolation("backend sent data before the TLS handshake")
-                ctx = backend_ssl_context(b)
-                assert isinstance(ctx, ssl.SSLContext)
-                new = await asyncio.get_running_loop().start_tls(transport, proto, ctx, server_hostname=b.host)
-                if new is None:
-                    raise _Closed
-                transport = new
-                proto.transport = new
-            elif b.tls.mode != "prefer":
-                raise BackendUnavailable("the backend does not offer TLS")
-        transport.write(encode_startup({"user": b.user, "database": database, **passed}))
-        scram: ScramClient | None = None
-        greeting = bytearray()
-        key: tuple[int, int] | None = None
-        while True:
-            kind, body = await inbox.message(limit=1 << 20)
-            if kind == p.AUTHENTICATION:
-                code, data = p.decode_authentication(body)
-                if code == p.AUTH_OK:
-                    continue
-                if password is None:
-                    raise BackendUnavailable("the backend asks for a password and none is configured")
-                if code == p.AUTH_CLEARTEXT:
-                    transport.write(p.encode_message(p.PASSWORD, password.encode() + b"\x00"))
-                elif code == p.AUTH_MD5:
-                    transport.write(p.encode_message(p.PASSWORD, md5_password(b.user, password, data[:4]) + b"\x00"))
-                elif code == p.AUTH_SASL:
-                    if b"SCRAM-SHA-256\x00" not in data:
-                        raise BackendUnavailable("the backend offers no supported SASL mechanism")
-                    scram = ScramClient(password)
-                    first = scram.first()
-                    transport.write(p.encode_message(p.PASSWORD, b"SCRAM-SHA-256\x00" + _I32.pack(len(first)) + first))
-                elif code == p.AUTH_SASL_CONTINUE and scram is not None:
-                    transport.write(p.encode_message(p.PASSWORD, scram.final(data)))
-                elif code == p.AUTH_SASL_FINAL and scram is not None:
-                    try:
-                        scram.verify(data)
-                    except ScramFailed as exc:
-                        raise BackendUnavailable(str(exc)) from None
-                else:
-                    raise BackendUnavailable(f"unsupported backend authentication request {code}")
-            elif kind == p.ERROR_RESPONSE:
-                sqlstate = dict(p.decode_error_fields(body)).get(b"C", "")
-                if sqlstate.startswith("28"):
-                    # The service account's own failure is the operator's business, not the client's.
-                    raise BackendUnavailable(f"backend refused the service account: SQLSTATE {sqlstate}")
-                raise BackendUnavailable(f"backend error {sqlstate}", reply=p.encode_message(kind, body))
-            elif kind == p.PARAMETER_STATUS:
-                name, value = p.decode_parameter_status(body)
-                if name == "client_encoding":
-                    session.state.client_encoding = value
-                elif name == "standard_conforming_strings":
-                    session.state.standard_conforming_strings = value == "on"
-                greeting += p.encode_message(kind, body)
-            elif kind == p.BACKEND_KEY_DATA:
-                key = p.decode_backend_key_data(body)
-            elif kind == p.NOTICE_RESPONSE:
-                greeting += p.encode_message(kind, body)
-            elif kind == p.NEGOTIATE_PROTOCOL_VERSION:
-                continue
-            elif kind == p.READY_FOR_QUERY:
-                status = body
-                break
-            else:
-                raise ProtocolViolation(f"unexpected backend message {kind} during login")
-        session.state.search_path = await self._show_search_path(transport, inbox)
-        if key is not None:
-            target = _CancelTarget(secret=0, host=b.host, port=b.port, pid=key[0], key=key[1])
-            self.cancel_pid, secret = _new_cancel_key(target)
-            greeting += p.encode_backend_key_data(self.cancel_pid, secret)
-        if status not in (b"I", b"T", b"E"):
-            raise ProtocolViolation("invalid ReadyForQuery from backend")
-        out = p.encode_authentication(p.AUTH_OK) + bytes(greeting) + p.encode_ready_for_query(status)
-        return status, out
-
-    async def _show_search_path(self, transport: asyncio.Transport, inbox: _Inbox) -> tuple[str, ...]:
-        transport.write(p.encode_message(p.QUERY, b"SHOW search_path\x00"))
-        value: tuple[str, ...] = ()
-        while True:
-            kind, body = await inbox.message(limit=1 << 20)
-            if kind == p.DATA_ROW:
-                row = p.decode_data_row(body)
-                if row and row[0] is not None:
-                    text = row[0].decode("utf-8", "replace")
-                    value = tuple(s.strip().strip('"') for s in text.split(",") if s.strip())
-            elif kind == p.READY_FOR_QUERY:
-                return value
 
     # --- query phase ---------------------------------------------------------------------
 
@@ -742,7 +475,7 @@ class _Connection(asyncio.Protocol):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         if self.cancel_pid is not None:
-            _CANCEL_KEYS.pop(self.cancel_pid, None)
+            forget_cancel_key(self.cancel_pid)
         bp = self.backend_proto
         if bp is not None and bp.transport is not None and not bp.transport.is_closing():
             with contextlib.suppress(RuntimeError):
