@@ -355,3 +355,59 @@ def test_kill_9_of_serve_under_load_loses_no_answered_statement(setup: Setup) ->
         check=False,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def _with_audit(setup: Setup, audit: str) -> Path:
+    """The fixture's configuration with its [audit] part (and sinks) replaced."""
+    text = setup.config.read_text(encoding="utf-8")
+    head, _, rest = text.partition("[audit]")
+    backends = rest[rest.index("[[backends]]") :]
+    config = setup.directory / f"audit-{uuid.uuid4().hex[:6]}.toml"
+    config.write_text(head + audit + "\n" + backends, encoding="utf-8")
+    return config
+
+
+@pytest.mark.parametrize("policy", ["fail_closed", "fail_open"])
+def test_a_full_spool_refuses_statements_or_counts_losses_through_the_proxy(setup: Setup, policy: str) -> None:
+    # A required sink that never answers, so nothing is released, and a spool of a few kilobytes.
+    config = _with_audit(
+        setup,
+        f"""[server]
+drain_timeout_s = 1.0
+
+[audit]
+spool_dir = "spool-{policy}"
+on_audit_failure = "{policy}"
+max_spool_bytes = 40000
+segment_bytes = 8000
+sink_grace_s = 0.5
+
+[[audit.sinks]]
+type = "syslog"
+address = "127.0.0.1:{free_port()}"
+""",
+    )
+    from sqlbastion.observability.metrics import METRICS
+
+    refusals_before = METRICS.audit_refusals._value.get()
+    lost_before = METRICS.audit_lost._value.get()
+    refused: list[str] = []
+    answered = 0
+    with ProxyThread(load(config)), setup.pg() as conn:
+        for i in range(400):
+            try:
+                conn.execute(f"SELECT {i} AS filler_{i}").fetchall()
+                answered += 1
+            except psycopg.Error as exc:
+                refused.append(str(exc))
+                if len(refused) >= 3:
+                    break
+            time.sleep(0.002)  # let the writer see the spool fill up
+    if policy == "fail_closed":
+        assert refused, "the spool filled up but statements were still answered"
+        assert "audit spool cannot record statements" in refused[0]
+        assert METRICS.audit_refusals._value.get() - refusals_before >= 1
+    else:
+        assert not refused
+        assert answered == 400
+        assert METRICS.audit_lost._value.get() - lost_before > 0

@@ -197,6 +197,9 @@ class AuditPipeline:
             fsync_interval_ms=audit.fsync_interval_ms,
         )
         pipeline.sink_grace_s = audit.sink_grace_s
+        # At shutdown, events a failing spool cannot take are left to the intake ring (the next
+        # start spools them) after the server's own drain timeout.
+        pipeline.drain_timeout_s = settings.server.drain_timeout_s
         pipeline._log_settings = {"log_format": settings.logging.format, "log_level": settings.logging.level}
         return pipeline
 
