@@ -223,7 +223,7 @@ class _Analyzer(StatementBase):
             if special is not None:
                 return special
         if h0 == "SHOW":
-            return self._show(head)
+            return self._show(head, st.text)
         if h0 in ("EXPLAIN", "DESCRIBE", "DESC"):
             return self._explain(st)
         if self.mysql and "INTO" in words and ("OUTFILE" in words or "DUMPFILE" in words):
@@ -495,8 +495,12 @@ class _Analyzer(StatementBase):
             transformed=frozenset(),
         )
 
-    def _show(self, head: tuple[str, ...]) -> StatementFacts:
+    def _show(self, head: tuple[str, ...], text: str = "") -> StatementFacts:
         words = head[1:3]
+        if self.mysql and text:
+            table = self._shown_table(text)
+            if table is not None:
+                return table
         if words[:2] == ("CREATE", "USER"):
             return self.feature("user_admin", "SHOW CREATE USER shows account credentials", kind="show", admin=True)
         if any(w in _SHOW_OTHER_SESSIONS for w in words):
@@ -510,6 +514,32 @@ class _Analyzer(StatementBase):
         if not self.mysql or (words and words[0] in _SHOW_SAFE) or (words and words[0] == "GLOBAL"):
             return StatementFacts(kind="show")
         return _unprovable("show", "type", f"SHOW {' '.join(words)} is not analysed")
+
+    def _shown_table(self, text: str) -> StatementFacts | None:
+        """MySQL SHOW COLUMNS / INDEX / CREATE TABLE of one table: needs some grant on that table."""
+        toks = self.tokens_of(text)
+        kinds = [t.upper for t in toks[1:4]]
+        if kinds[:1] == ["FULL"]:
+            kinds = kinds[1:]
+        start: int | None = None
+        if kinds[:1] and kinds[0] in ("COLUMNS", "FIELDS", "INDEX", "INDEXES", "KEYS"):
+            start = next((i + 1 for i, t in enumerate(toks) if t.upper in ("FROM", "IN")), None)
+        elif kinds[:2] in (["CREATE", "TABLE"], ["CREATE", "VIEW"]):
+            start = next((i + 1 for i, t in enumerate(toks) if t.upper in ("TABLE", "VIEW")), None)
+        if start is None or start >= len(toks):
+            return None
+        parts = [toks[start]]
+        if start + 2 < len(toks) and toks[start + 1].text == ".":
+            parts.append(toks[start + 2])
+        if any(p.kind not in ("word", "ident") for p in parts):
+            return None
+        names = [p.text.lower() for p in parts]
+        # SHOW COLUMNS FROM t FROM db / IN db names the database after the table.
+        after = start + (3 if len(parts) == 2 else 1)
+        if len(parts) == 1 and after + 1 < len(toks) and toks[after].upper in ("FROM", "IN"):
+            names = [toks[after + 1].text.lower(), names[0]]
+        path = (names[0], names[1]) if len(names) == 2 else ((self.ctx.database or "").lower(), names[0])
+        return StatementFacts(kind="show", reads=frozenset({path}), needs=frozenset({("select", path)}))
 
     def _pg_reset(self, head: tuple[str, ...]) -> StatementFacts:
         what = head[1] if len(head) > 1 else ""

@@ -42,6 +42,12 @@ dev|m|allow|-|SELECT @@version_comment LIMIT 1
 dev|m|allow|-|SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED
 dev|m|allow|-|SHOW FULL TABLES FROM `bank` LIKE 'customers'
 dev|m|allow|-|SHOW CREATE TABLE customers
+dev|m|block|SB-GRANT-DENIED|SHOW COLUMNS FROM notes FROM other
+dev|m|block|SB-GRANT-DENIED|SHOW FULL COLUMNS FROM other.notes
+dev|m|block|SB-GRANT-DENIED|SHOW CREATE TABLE `other`.`notes`
+dev|m|allow|-|SHOW INDEX FROM accounts
+analyst|m|allow|-|SHOW COLUMNS FROM customers
+analyst|m|block|SB-GRANT-DENIED|SHOW COLUMNS FROM branches
 dev|p|allow|-|SELECT typname, typnamespace, typtype FROM pg_type WHERE oid = ANY($1::oid[])
 dev|p|allow|-|SELECT $1::oid[], ARRAY[1, 2]::int8[]
 dev|p|allow|-|SET extra_float_digits = 3
