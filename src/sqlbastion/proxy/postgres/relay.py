@@ -41,8 +41,8 @@ from sqlbastion.logs import get_logger
 from sqlbastion.policies.model import Action, Decision
 from sqlbastion.proxy.postgres import protocol as p
 from sqlbastion.proxy.postgres.protocol import ProtocolViolation, RowColumn
+from sqlbastion.proxy.postgres.results import ResultHandling
 from sqlbastion.proxy.postgres.tracking import (
-    COLUMN_CACHE_ENTRIES,
     COPY_MESSAGES,
     MAX_PENDING_ITEMS,
     MAX_PORTALS,
@@ -51,7 +51,6 @@ from sqlbastion.proxy.postgres.tracking import (
     REFUSED_SQL,
     SCRATCH_OUTCOME,
     SIMPLE_COMPLETIONS,
-    WITHHELD,
     ColumnMeta,
     ColumnResolver,
     Kind,
@@ -103,7 +102,7 @@ _ANSWERS: dict[int, frozenset[str]] = {
 _BIND_STAND_IN = p.encode_message(p.BIND, b"\x00" + REFUSED_NAME + b"\x00" + b"\x00" * 6)
 
 
-class QueryRelay:
+class QueryRelay(ResultHandling):
     """Relays one authenticated connection's query phase.
 
     Call ``client_data`` / ``backend_data`` with received bytes; then send
@@ -574,15 +573,6 @@ class QueryRelay:
             self._hold = True
         return done
 
-    def _withhold(self, item: Pending | None, kind: int, body: bytes) -> bytes | None:
-        """An ErrorResponse/NoticeResponse with its text replaced, for statements on sensitive columns."""
-        if item is None or item.verdict is None or not item.verdict.decision.sensitive_columns:
-            return None
-        fields = p.decode_error_fields(body)
-        kept = [(c, v) for c, v in fields if c in (b"S", b"V", b"C")]
-        kept.append((b"M", WITHHELD.format(item.verdict.event_id)))
-        return p.encode_error_fields(kind, kept)
-
     def _parameter_status(self, body: bytes) -> None:
         name, value = p.decode_parameter_status(body)
         state = self.session.state
@@ -601,146 +591,6 @@ class QueryRelay:
             self._encoding = python_codec(safe)
         elif name == "standard_conforming_strings":
             state.standard_conforming_strings = value == "on"
-
-    def _result_columns(self, row: tuple[RowColumn, ...], formats: tuple[int, ...] | None) -> list[ResultColumn] | None:
-        key = (row, formats)
-        cached = self._columns_cache.get(key)
-        if cached is not None:
-            return cached
-        columns = self._resolve_columns(row, formats)
-        if columns is not None:
-            if len(self._columns_cache) >= COLUMN_CACHE_ENTRIES:
-                self._columns_cache.clear()  # also lets renamed columns be seen again
-            self._columns_cache[key] = columns
-        return columns
-
-    def _resolve_columns(
-        self, row: tuple[RowColumn, ...], formats: tuple[int, ...] | None
-    ) -> list[ResultColumn] | None:
-        metas = self.resolver.resolve(row)
-        if metas is None:
-            self.need_catalog = tuple(row)
-            return None
-        out = []
-        for i, (col, meta) in enumerate(zip(row, metas, strict=True)):
-            if formats is None:
-                binary = col.format == 1
-            elif not formats:
-                binary = False
-            else:
-                binary = (formats[0] if len(formats) == 1 else formats[i] if i < len(formats) else 0) == 1
-            out.append(
-                ResultColumn(
-                    name=col.name.decode(self._encoding, "replace"),
-                    schema=meta.schema,
-                    table=meta.table,
-                    column=meta.column,
-                    type_name=meta.type_name,
-                    binary=binary,
-                )
-            )
-        return out
-
-    def _start_result(self, item: Pending, row: tuple[RowColumn, ...] | None, formats: tuple[int, ...] | None) -> bool:
-        """Choose the mask plan for a result set. False when paused for the catalog."""
-        verdict = item.verdict
-        if verdict is None or item.swallow:
-            self._plan, self._row_passthrough = None, False  # swallowed rows go through _data_row
-            return True
-        plans = item.portal.statement.plans if item.portal is not None and formats is not None else None
-        if plans is not None and row is not None and formats is not None:
-            cached = plans.get((row, formats))
-            if cached is not None:
-                self._plan = cached
-                self._row_passthrough = cached.empty
-                self._discarding = cached.refuse is not None
-                return True
-        if row is None:
-            # Rows whose columns were never described: fail closed.
-            self._plan = MaskPlan(refuse="sqlbastion: result columns could not be described; the result is withheld")
-        else:
-            columns = self._result_columns(row, formats)
-            if columns is None:
-                return False
-            self._plan = self.session.mask_plan(verdict, columns)
-            if not self._plan.refuse and self._plan.columns and len(self._plan.columns) != len(columns):
-                self._plan = MaskPlan(refuse="sqlbastion: the masking plan does not match the result; withheld")
-            if plans is not None and formats is not None:
-                if len(plans) >= 16:
-                    plans.clear()
-                plans[(row, formats)] = self._plan
-        self._row_passthrough = self._plan.empty
-        self._discarding = self._plan.refuse is not None
-        return True
-
-    def _end_result(self) -> None:
-        self._plan = None
-        self._row_passthrough = False
-        self._discarding = False
-
-    def _row_description(self, item: Pending, frame: bytes, body: bytes) -> bool:
-        row = self._row_cache.get(body)
-        if row is None:
-            row = p.decode_row_description(body)
-            if len(self._row_cache) >= COLUMN_CACHE_ENTRIES:
-                self._row_cache.clear()
-            self._row_cache[body] = row
-        if item.kind == Kind.DESCRIBE:
-            target = item.portal if item.portal is not None else item.statement
-            if target is not None:
-                target.row = row
-            self._items.popleft()
-            if not item.swallow:
-                self._to_client += frame
-            return True
-        if item.kind in (Kind.QUERY, Kind.INTERNAL):
-            if not self._start_result(item, row, None):
-                return False
-            if not self._discarding and not item.swallow:
-                self._to_client += frame
-            return True
-        raise ProtocolViolation("backend sent RowDescription out of turn")
-
-    def _data_row(self, item: Pending, frame: bytes, body: bytes) -> bool:
-        if item.swallow:
-            if item.kind == Kind.INTERNAL:
-                self._internal_row(body)
-            return True
-        if self._plan is None and not self._row_passthrough:
-            if item.kind == Kind.EXECUTE and item.portal is not None:
-                portal = item.portal
-                row = portal.row if portal.row is not None else portal.statement.row
-                if not self._start_result(item, row, portal.formats):
-                    return False
-            elif not self._start_result(item, None, None):
-                return False
-        if self._row_passthrough:
-            self._rows_passthrough += 1
-            if not item.swallow:
-                self._to_client += frame
-            return True
-        if self._discarding:
-            return True
-        plan = self._plan
-        assert plan is not None  # set by _start_result
-        values = p.decode_data_row(body)
-        if len(values) != len(plan.columns):
-            raise ProtocolViolation("backend DataRow does not match its RowDescription")
-        masked = 0
-        for i, masker in enumerate(plan.columns):
-            if masker is not None:
-                values[i] = masker(values[i])
-                masked += 1
-        item.outcome.masked_values += masked
-        item.outcome.rows += 1
-        self._to_client += p.encode_data_row(values)
-        return True
-
-    def _internal_row(self, body: bytes) -> None:
-        values = p.decode_data_row(body)
-        if len(values) == 1 and values[0] is not None:
-            text = values[0].decode(self._encoding, "replace")
-            self.session.state.search_path = tuple(s.strip().strip('"') for s in text.split(",") if s.strip())
 
     def _complete(self, item: Pending, kind: int, frame: bytes, body: bytes) -> None:
         if item.kind == Kind.EXECUTE and self._plan is None and not self._row_passthrough:
@@ -773,19 +623,6 @@ class QueryRelay:
             # The client saw an error; as after a server error, it sees nothing more until
             # ReadyForQuery, although the server goes on (docs/postgres.md, "Refusal").
             self._muted = True
-
-    def _copy(self, item: Pending, kind: int, frame: bytes) -> None:
-        if item.swallow:
-            return
-        verdict = item.verdict
-        if kind == p.COPY_OUT_RESPONSE and verdict is not None and verdict.decision.sensitive_columns:
-            # COPY TO STDOUT carries no per-column metadata to mask by: refuse the data.
-            self._plan = MaskPlan(refuse="sqlbastion: COPY TO STDOUT of sensitive columns is refused; use SELECT")
-            self._discarding = True
-            return
-        if self._discarding and kind in (p.COPY_DATA, p.COPY_DONE):
-            return
-        self._to_client += frame
 
     def _error(self, item: Pending, frame: bytes, body: bytes) -> None:
         self._end_result()
