@@ -350,7 +350,7 @@ class CommandLoop:
                 fut.set_result(relay.summary)
 
         bp = self.backend.protocol
-        leftover = bp.framer.take_buffered()
+        leftover = bp.framer.take_buffered() if bp.framer.buffered else b""
         bp.relay_to = on_data
         self._response = fut
         try:
