@@ -41,7 +41,7 @@ from sqlbastion.audit import jsontext
 from sqlbastion.audit.delivery import DeliveryProcess, SinkRunner, WriterState, load_cursor
 from sqlbastion.audit.events import EventBuilder
 from sqlbastion.audit.intake import IntakeRing, ring_path_for
-from sqlbastion.audit.sinks.base import Sink, build_sink
+from sqlbastion.audit.sinks.base import Sink, SinkError, build_sink
 from sqlbastion.audit.spool import Spool, SpoolError, SpoolFull
 from sqlbastion.observability.metrics import METRICS
 from sqlbastion.settings_schema import SecretUnavailable, describe
@@ -78,6 +78,26 @@ def spool_directory(settings: Settings) -> Path:
             _MEMORY_SPOOLS[key] = Path(tempfile.mkdtemp(prefix="sqlbastion-audit-")) / "spool"
         return _MEMORY_SPOOLS[key]
     return settings.resolve_path(settings.audit.spool_dir)
+
+
+def validate_sinks(settings: Settings) -> None:
+    """Build every configured sink once (opening nothing) so that a bad sink setting stops
+    ``serve`` at start with its key, instead of failing delivery after delivery later."""
+    import importlib.util
+
+    from sqlbastion.config import ConfigError
+
+    for i, s in enumerate(settings.audit.sinks):
+        if s.type == "kafka" and importlib.util.find_spec("aiokafka") is None:
+            raise ConfigError(
+                settings.source,
+                f"audit.sinks[{i}].type",
+                "a kafka sink needs aiokafka: pip install 'sqlbastion[kafka]'",
+            )
+        try:
+            build_sink(s, settings.resolve_path)
+        except (ValueError, SinkError) as exc:
+            raise ConfigError(settings.source, f"audit.sinks[{i}]", str(exc)) from None
 
 
 def default_sqlite_path(settings: Settings) -> Path:
@@ -160,6 +180,8 @@ class AuditPipeline:
             max_bytes=audit.max_spool_bytes,
         )
         process = None
+        if sinks is None:
+            validate_sinks(settings)
         if sinks is None and audit.delivery == "process":
             tables = [describe(s) for s in audit.sinks] or [
                 {"type": "sqlite", "path": str(default_sqlite_path(settings))}

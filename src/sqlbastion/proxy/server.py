@@ -17,7 +17,7 @@ from collections.abc import Callable
 import uvloop
 
 from sqlbastion import logs
-from sqlbastion.config import BackendSettings, Settings
+from sqlbastion.config import BackendSettings, ConfigError, Settings
 from sqlbastion.proxy.services import ProxyServices, server_ssl_context
 from sqlbastion.settings_schema import SecretUnavailable
 from sqlbastion.users import UsersFile, UsersFileError
@@ -110,7 +110,7 @@ def run(settings: Settings) -> int:
     logs.configure(settings.logging)
     try:
         uvloop.run(serve(settings))
-    except (UsersFileError, OSError, SecretUnavailable) as exc:
+    except (UsersFileError, OSError, SecretUnavailable, ConfigError) as exc:
         log.error("cannot start", error=str(exc))
         return 1
     return 0

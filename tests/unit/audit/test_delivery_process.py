@@ -91,3 +91,16 @@ def test_a_killed_delivery_process_is_restarted_and_resumes(tmp_path: Path) -> N
         _wait(lambda: _count(tmp_path / "audit.db") == 200, timeout=30)
     finally:
         p.close()
+
+
+def test_a_bad_sink_setting_is_a_configuration_error_at_start(tmp_path: Path) -> None:
+    import pytest
+
+    from sqlbastion.config import ConfigError
+
+    settings = loads(
+        '[audit]\nspool_dir = "spool"\n\n[[audit.sinks]]\ntype = "postgres"\ndsn = "env:X"\ntable = "Bad Name; DROP"\n',
+        source=str(tmp_path / "c.toml"),
+    )
+    with pytest.raises(ConfigError, match=r"audit\.sinks\[0\]"):
+        AuditPipeline.from_settings(settings)

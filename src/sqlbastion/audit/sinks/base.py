@@ -108,12 +108,14 @@ def build_sink(settings: SinkSettings, resolve_path: Callable[[str], Path]) -> S
     if settings.type == "postgres":
         from sqlbastion.audit.sinks.postgres import PostgresSink
 
-        assert settings.dsn is not None  # config validation requires it
+        if settings.dsn is None:
+            raise SinkError(f"a {settings.type} sink needs dsn")
         return PostgresSink(dsn=settings.dsn, table=settings.table, **common)
     if settings.type == "syslog":
         from sqlbastion.audit.sinks.syslog import SyslogSink
 
-        assert settings.address is not None  # config validation requires it
+        if settings.address is None:
+            raise SinkError(f"a {settings.type} sink needs address")
         return SyslogSink(
             address=settings.address,
             tls=settings.tls,
@@ -127,7 +129,8 @@ def build_sink(settings: SinkSettings, resolve_path: Callable[[str], Path]) -> S
         return KafkaSink(bootstrap_servers=list(settings.bootstrap_servers), topic=settings.topic, **common)
     from sqlbastion.audit.sinks.http import ElasticsearchSink, LokiSink
 
-    assert settings.url is not None  # config validation requires it
+    if settings.url is None:
+        raise SinkError(f"a {settings.type} sink needs url")
     if settings.type == "elasticsearch":
         return ElasticsearchSink(url=settings.url, index=settings.index, auth_header=settings.auth_header, **common)
     return LokiSink(url=settings.url, auth_header=settings.auth_header, **common)
