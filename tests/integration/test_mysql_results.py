@@ -250,3 +250,30 @@ def test_diagnostics_beside_sensitive_statement_refused(proxy: Proxy) -> None:
         assert "MYSQL-DIAGNOSTICS" in info.value.args[1]
         cur.execute("SELECT 1; SHOW WARNINGS")  # nothing sensitive: allowed
         assert cur.fetchall() == ((1,),)
+
+
+def test_graceful_drain(mariadb_server: ServerInfo, tmp_path: Path) -> None:
+    gen = run_proxy(mariadb_server, tmp_path / "drain", with_tls=False)
+    proxy = next(gen)
+    idle = proxy.connect()
+    busy = proxy.connect(read_timeout=30)
+    result: list[object] = []
+
+    def long_query() -> None:
+        with busy.cursor() as cur:
+            cur.execute("SELECT SLEEP(1.5), 'finished'")
+            result.append(cur.fetchone())
+
+    worker = threading.Thread(target=long_query)
+    worker.start()
+    time.sleep(0.5)  # the statement is running
+    started = time.monotonic()
+    with contextlib.suppress(StopIteration):
+        gen.send(None)  # stops the proxy: stop accepting, close idle sessions, let the busy one finish
+    worker.join(10)
+    assert result == [(0, "finished")]  # the running statement completed and its result arrived
+    assert time.monotonic() - started < 10
+    with pytest.raises(pymysql.err.OperationalError), idle.cursor() as cur:
+        cur.execute("SELECT 1")
+    with pytest.raises(pymysql.err.OperationalError):
+        proxy.connect(connect_timeout=2)
