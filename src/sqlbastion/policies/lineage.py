@@ -28,14 +28,10 @@ from typing import TYPE_CHECKING
 
 from sqlglot import exp
 
+from sqlbastion.policies.calls import FLAGGED, record_call
 from sqlbastion.policies.facts import (
     COUNTING_FUNCTIONS,
-    DYNAMIC_FUNCTIONS,
-    FILE_FUNCTIONS,
     SAFE_BUILTINS,
-    SERVER_FUNCTIONS,
-    SESSION_FUNCTIONS,
-    TIMING_FUNCTIONS,
     ObjectPath,
     PredicateUse,
 )
@@ -661,12 +657,12 @@ class Resolver:
                 stack.append(node.this)
                 continue
             if isinstance(node, exp.Func):
-                name = self._function(node)
+                name = record_call(node, self.acc)
                 if name in COUNTING_FUNCTIONS:
                     counted = merge_cols([self.expr(a, scope) for a in node.iter_expressions()])
                     self.acc.counted |= counted.sources
                     continue
-                if name not in SAFE_BUILTINS and isinstance(node, exp.Anonymous) and name not in _FLAGGED:
+                if name not in SAFE_BUILTINS and isinstance(node, exp.Anonymous) and name not in FLAGGED:
                     args = merge_cols([self.expr(a, scope) for a in node.iter_expressions()])
                     self.acc.unknown_functions.add(name)
                     self.acc.unknown_function_columns |= args.sources
@@ -681,36 +677,3 @@ class Resolver:
         direct = isinstance(root_inner, exp.Column) and len(collected) == 1 and collected[0].direct
         merged = merge_cols(collected)
         return Col(merged.sources, direct, merged.opaque, merged.whole_row_of)
-
-    def _function(self, node: exp.Func) -> str:
-        name = node.name.lower() if isinstance(node, exp.Anonymous) else node.sql_name().lower()
-        self.acc.functions.add(name)
-        if name in FILE_FUNCTIONS:
-            self.acc.feature("file_function", f"calls {name}()")
-        elif name in TIMING_FUNCTIONS:
-            self.acc.feature("timing_function", f"calls {name}()")
-        elif name in SESSION_FUNCTIONS:
-            self.acc.feature("other_sessions", f"calls {name}()")
-        elif name in SERVER_FUNCTIONS:
-            self.acc.feature("server_settings", f"calls {name}()")
-        elif name in DYNAMIC_FUNCTIONS:
-            self.acc.feature("dynamic_sql", f"calls {name}(), which runs SQL text")
-        elif name == "set_config":
-            self._set_config(node)
-        return name
-
-    def _set_config(self, node: exp.Func) -> None:
-        self.acc.literal_sensitive = True
-        args: list[exp.Expr] = list(node.iter_expressions())
-        first = args[0] if args else None
-        if not isinstance(first, exp.Literal) or not first.is_string:
-            self.acc.feature("server_settings", "calls set_config() with a computed setting name")
-            return
-        setting = str(first.this).lower()
-        if setting in ("role", "session_authorization", "search_path"):
-            self.acc.feature("server_settings", f"calls set_config('{setting}', ...)")
-        elif setting in ("standard_conforming_strings", "client_encoding", "backslash_quote"):
-            self.acc.feature("lexer_change", f"set_config('{setting}') changes how statements are read")
-
-
-_FLAGGED = FILE_FUNCTIONS | TIMING_FUNCTIONS | SESSION_FUNCTIONS | SERVER_FUNCTIONS | DYNAMIC_FUNCTIONS | {"set_config"}
