@@ -215,7 +215,8 @@ class _Analyzer(StatementBase):
         if h0 == "RENAME":
             if h1 == "USER":
                 return self.feature("user_admin", "RENAME USER changes accounts", kind="rename_user", admin=True)
-            return self._ddl_keywords(st, "rename")
+            facts = self._ddl_keywords(st, "rename")
+            return replace(facts, features=(("alter_destructive", "RENAME TABLE renames tables"),))
         if h0 in ("COMMENT", "SECURITY", "IMPORT", "REFRESH"):
             return self._ddl_keywords(st, h0.lower())
         if h0 in ("CREATE", "ALTER", "DROP"):
@@ -380,6 +381,9 @@ class _Analyzer(StatementBase):
                 why.append("changes a column's type")
             elif type(action).__name__ in ("ModifyColumn", "ChangeColumn"):
                 why.append("redefines a column")
+            elif type(action).__name__ in ("RenameColumn", "AlterRename"):
+                # Renaming breaks applications and sheds classifications bound to the old name.
+                why.append("renames a column" if type(action).__name__ == "RenameColumn" else "renames the table")
         features = (("alter_destructive", "; ".join(why)),) if why else ()
         return StatementFacts(
             kind=f"alter_{kind.lower() or 'object'}",
