@@ -83,6 +83,16 @@ STATEMENTS: tuple[str, ...] = (
     f"DO $$ BEGIN RAISE NOTICE '%', (SELECT mobile FROM {C} {ONE}); END $$",
     f"DO $$ BEGIN RAISE EXCEPTION '%', (SELECT id_card FROM {C} {ONE}); END $$",
     f"SELECT 1; SELECT mobile FROM {C} {ONE}",
+    "SELECT * FROM customers JOIN accounts USING (id) WHERE id = 1",
+    "SELECT * FROM customers NATURAL JOIN accounts WHERE id = 1",
+    f"SELECT mobile AS id_card, id_card AS mobile, name AS city FROM {C} {ONE}",
+    f"SELECT DISTINCT ON (id) mobile FROM {C} {ONE}",
+    f"SELECT mobile FROM {C} {ONE} FOR UPDATE",
+    f"SELECT ALL mobile FROM ONLY {C} {ONE}",
+    f'SELECT "customers"."mobile" FROM "public"."customers" {ONE}',
+    f"SELECT s.m FROM (VALUES (1)) v(x), LATERAL (SELECT mobile AS m FROM {C} WHERE id = v.x) s",
+    f"SELECT * FROM (SELECT * FROM {C}) AS d WHERE d.id = 1",
+    "SELECT c.*, a.* FROM customers c, accounts a WHERE c.id = 1 AND a.id = 1",
 )
 
 TRANSACTION_SCRIPTS: tuple[tuple[str, ...], ...] = (
