@@ -85,7 +85,10 @@ class Closed(Exception):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CancelTarget:
+    """A client's key (the secret half) and the session it stands for on a backend."""
+
     secret: int
+    backend: str
     host: str
     port: int
     pid: int
@@ -95,14 +98,14 @@ class CancelTarget:
 CANCEL_KEYS: dict[int, CancelTarget] = {}
 
 
-def new_cancel_key(*, host: str, port: int, pid: int, key: int) -> tuple[int, int]:
+def new_cancel_key(*, backend: str, host: str, port: int, pid: int, key: int) -> tuple[int, int]:
     """A random (process ID, secret) for a client, standing for the backend's real key."""
     while True:
         fake_pid = secrets.randbelow((1 << 31) - 2) + 1
         if fake_pid not in CANCEL_KEYS:
             break
     secret = int.from_bytes(secrets.token_bytes(4), "big", signed=True)
-    CANCEL_KEYS[fake_pid] = CancelTarget(secret=secret, host=host, port=port, pid=pid, key=key)
+    CANCEL_KEYS[fake_pid] = CancelTarget(secret=secret, backend=backend, host=host, port=port, pid=pid, key=key)
     return fake_pid, secret
 
 
@@ -110,21 +113,26 @@ def forget_cancel_key(pid: int) -> None:
     CANCEL_KEYS.pop(pid, None)
 
 
-async def forward_cancel(request: CancelRequest, connect_timeout_s: float) -> None:
+async def forward_cancel(request: CancelRequest, backend: BackendSettings) -> None:
+    """Forward a CancelRequest that carries a known key of a session on this listener's backend."""
     target = CANCEL_KEYS.get(request.pid)
-    if target is None or not hmac.compare_digest(
-        _I32.pack(target.secret), _I32.pack(request.secret)
-    ):  # constant time: the secret is the capability
+    # Constant-time comparison: the secret is the capability.
+    if (
+        target is None
+        or target.backend != backend.name
+        or not hmac.compare_digest(_I32.pack(target.secret), _I32.pack(request.secret))
+    ):
         return
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(target.host, target.port), connect_timeout_s)
+        connect = asyncio.open_connection(target.host, target.port)
+        _, writer = await asyncio.wait_for(connect, backend.connect_timeout_s)
         writer.write(encode_cancel_request(target.pid, target.key))
         await writer.drain()
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
     except (OSError, TimeoutError):
-        METRICS.backend_errors.labels("postgres", "cancel", "connect").inc()
+        METRICS.backend_errors.labels("postgres", backend.name, "cancel").inc()
 
 
 class Inbox:
@@ -333,7 +341,7 @@ async def _login_exchange(
     session.state.search_path = await _show_search_path(transport, inbox)
     cancel_pid = None
     if key is not None:
-        cancel_pid, secret = new_cancel_key(host=b.host, port=b.port, pid=key[0], key=key[1])
+        cancel_pid, secret = new_cancel_key(backend=b.name, host=b.host, port=b.port, pid=key[0], key=key[1])
         greeting += p.encode_backend_key_data(cancel_pid, secret)
     if status not in (b"I", b"T", b"E"):
         raise ProtocolViolation("invalid ReadyForQuery from backend")

@@ -207,7 +207,7 @@ class _Connection(asyncio.Protocol):
                     break
                 await inbox.wait()
             if isinstance(packet, CancelRequest):
-                await forward_cancel(packet, self.backend.connect_timeout_s)
+                await forward_cancel(packet, self.backend)
                 self._shutdown("cancel request")
                 return None
             if isinstance(packet, EncryptionRequest):
