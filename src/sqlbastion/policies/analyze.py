@@ -238,6 +238,8 @@ class _Analyzer(StatementBase):
             if trailing is not None:
                 return trailing
         text = st.text
+        if h0 in ("INSERT", "REPLACE") and ("VALUES" in words or "VALUE" in words):
+            text = self._first_values_row(text)
         kind_override = None
         if h0 == "REPLACE" and self.mysql:
             text = "INSERT" + text[len("REPLACE") :] if text[:7].upper() == "REPLACE" else text
@@ -391,6 +393,61 @@ class _Analyzer(StatementBase):
             needs=frozenset({("ddl", path)}),
             features=features,
         )
+
+    def _first_values_row(self, text: str) -> str:
+        """``INSERT … VALUES (…), (…), …`` of constants only: analyse the first row alone.
+
+        Rows of plain constants add nothing the analysis looks at, and a bulk
+        insert of thousands of rows would otherwise cost seconds to parse. Any
+        other shape (functions, subqueries, ON DUPLICATE KEY / ON CONFLICT,
+        RETURNING) keeps the whole text.
+        """
+        toks = self.tokens_of(text)
+        depth = 0
+        start = None
+        for i, tok in enumerate(toks):
+            if tok.text == "(":
+                depth += 1
+            elif tok.text == ")":
+                depth -= 1
+            elif depth == 0 and tok.upper in ("VALUES", "VALUE"):
+                start = i + 1
+                break
+        if start is None:
+            return text
+        constants = {"NULL", "TRUE", "FALSE", "DEFAULT"}
+        i, rows, first_end = start, 0, -1
+        while i < len(toks):
+            if toks[i].text != "(":
+                return text
+            i += 1
+            while True:
+                if i < len(toks) and toks[i].text in ("-", "+"):
+                    i += 1
+                if i >= len(toks):
+                    return text
+                tok = toks[i]
+                if not (tok.kind in ("string", "number") or tok.upper in constants or tok.text == "?"):
+                    if not (tok.text == "$" and i + 1 < len(toks) and toks[i + 1].kind == "number"):
+                        return text
+                    i += 1
+                i += 1
+                if i < len(toks) and toks[i].text == ",":
+                    i += 1
+                    continue
+                if i < len(toks) and toks[i].text == ")":
+                    i += 1
+                    break
+                return text
+            rows += 1
+            if rows == 1:
+                first_end = toks[i - 1].end
+            if i < len(toks) and toks[i].text == ",":
+                i += 1
+                continue
+            if i < len(toks):
+                return text
+        return text[:first_end] if rows > 1 and first_end > 0 else text
 
     def _trailing_into(self, text: str) -> StatementFacts | None:
         """MySQL ``SELECT … FROM … INTO @a, @b`` (INTO last, which sqlglot does not read)."""

@@ -546,11 +546,25 @@ _FAST_TOKEN = re.compile(
 )
 
 
+def _paren_depth(text: str) -> int:
+    """The deepest parenthesis nesting (parentheses inside literals count too: an over-estimate)."""
+    depth = deepest = 0
+    for p in _PARENS.findall(text):
+        depth += 1 if p == "(" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+_PARENS = re.compile(r"[()]")
+
+
 def _plain_statement(sql: str, state: LexerState) -> list[LexedStatement] | None:
     text = sql.strip()
     if text.endswith(";"):
         text = text[:-1].rstrip()
-    if not text or _FAST_REFUSE.search(text) or text.count("(") > MAX_PAREN_DEPTH or "[" in text:
+    if not text or _FAST_REFUSE.search(text) or "[" in text:
+        return None
+    if text.count("(") > MAX_PAREN_DEPTH and _paren_depth(text) > MAX_PAREN_DEPTH:
         return None
     if state.dialect == "mysql" and "$" in text:  # MySQL words may start with "$"
         return None

@@ -255,3 +255,15 @@ def test_long_in_lists_are_enumeration_not_lookups() -> None:
     many = ", ".join(f"'1380000{i:04d}'" for i in range(101))
     assert decide("dev", f"SELECT id FROM customers WHERE mobile IN ({few})").allowed
     assert decide("dev", f"SELECT id FROM customers WHERE mobile IN ({many})").rule_ids == ("MASK-INFERENCE",)
+
+
+def test_bulk_inserts_of_constants_are_analysed_by_their_first_row() -> None:
+    rows = ",".join(f"({i}, 'branch {i}', -{i}.5, NULL)" for i in range(3000))
+    d = decide("dev", f"INSERT INTO accounts (id, branch, balance, status) VALUES {rows}")
+    assert d.allowed
+    assert d.objects_written == ("bank.accounts",)
+    tail = "(2, (SELECT mobile FROM customers LIMIT 1))"
+    d = decide("dev", f"INSERT INTO accounts (id, branch) VALUES (1, 'a'), {tail}")
+    assert d.rule_ids == ("MASK-COPY",)
+    d = decide("dev", "INSERT INTO accounts (id) VALUES (1), (sleep(5))")
+    assert d.rule_ids == ("HR-TIMING-LOCK",)
