@@ -32,13 +32,37 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["IntakeEntry", "IntakeRing", "ring_path_for"]
+__all__ = ["IntakeEntry", "IntakeRing", "remove_orphans", "ring_path_for"]
 
 _MAGIC = b"SBI1"
+_OWNER_MAGIC = b"SBIO"
+_DATA_START = 4096  # the first page names the owning spool
 _HEADER = struct.Struct("<4sIQQII")
 _ALIGN = 8
 DEFAULT_RING_BYTES = 32 << 20
 MAX_ENTRY_BYTES = 1 << 20
+
+
+def remove_orphans(directory: Path = Path("/dev/shm")) -> int:  # noqa: S108  # where rings live
+    """Delete this user's rings whose spool directory no longer exists; returns how many."""
+    removed = 0
+    for path in directory.glob("sqlbastion-intake-*"):
+        try:
+            st = path.stat(follow_symlinks=False)
+            if st.st_uid != os.getuid():
+                continue
+            with open(path, "rb") as f:
+                head = f.read(_DATA_START)
+        except OSError:
+            continue
+        if head[:4] != _OWNER_MAGIC:
+            continue
+        (length,) = struct.unpack_from("<I", head, 4)
+        owner = head[8 : 8 + length].decode("utf-8", "replace")
+        if owner and not Path(owner).exists():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def ring_path_for(spool_dir: Path) -> Path | None:
@@ -60,9 +84,12 @@ class IntakeEntry:
 class IntakeRing:
     """One process appends (under the pipeline's emit lock); recovery scans."""
 
-    def __init__(self, path: Path, size: int = DEFAULT_RING_BYTES) -> None:
+    def __init__(self, path: Path, size: int = DEFAULT_RING_BYTES, *, owner: Path | None = None) -> None:
         self.path = path
         self.size = size
+        # The spool the ring belongs to, written into the ring's first page so that a ring whose
+        # spool is gone (a test's temporary directory, a moved installation) can be cleaned up.
+        self.owner = owner
         self._map: mmap.mmap | None = None
         self._pos = 0
 
@@ -74,7 +101,10 @@ class IntakeRing:
             self._map = mmap.mmap(fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)
-        self._pos = 0
+        owner = str(self.owner or "").encode("utf-8")[: _DATA_START - 8]
+        self._map[0:8] = _OWNER_MAGIC + struct.pack("<I", len(owner))
+        self._map[8 : 8 + len(owner)] = owner
+        self._pos = _DATA_START
 
     def append(self, intake: int, ts_ns: int, payload: bytes) -> bool:
         """Copy one entry in; False when it is too large to keep (the writer still gets it)."""
@@ -87,7 +117,7 @@ class IntakeRing:
         if pos + total > self.size:
             if pos + 4 <= self.size:
                 m[pos : pos + 4] = b"\0\0\0\0"  # no entry here: the lap ends
-            pos = 0
+            pos = _DATA_START
         crc = zlib.crc32(payload, zlib.crc32(struct.pack("<QQ", intake, ts_ns)))
         end = pos + _HEADER.size + len(payload)
         m[pos + _HEADER.size : end] = payload
@@ -102,7 +132,7 @@ class IntakeRing:
         if m is None:
             return []
         found: dict[int, IntakeEntry] = {}
-        pos = 0
+        pos = _DATA_START
         data = m[:]  # one copy, then pure bytes work
         limit = len(data) - _HEADER.size
         while pos <= limit:

@@ -40,7 +40,7 @@ from sqlbastion import logs
 from sqlbastion.audit import jsontext
 from sqlbastion.audit.delivery import DeliveryProcess, SinkRunner, WriterState, load_cursor
 from sqlbastion.audit.events import EventBuilder
-from sqlbastion.audit.intake import IntakeRing, ring_path_for
+from sqlbastion.audit.intake import IntakeRing, remove_orphans, ring_path_for
 from sqlbastion.audit.sinks.base import Sink, SinkError, build_sink
 from sqlbastion.audit.spool import Spool, SpoolError, SpoolFull
 from sqlbastion.observability.metrics import METRICS
@@ -210,7 +210,7 @@ class AuditPipeline:
         ring_path = ring_path_for(spool.directory)
         pipeline = cls(
             delivery_process=process,
-            intake_ring=IntakeRing(ring_path) if ring_path is not None else None,
+            intake_ring=IntakeRing(ring_path, owner=spool.directory) if ring_path is not None else None,
             spool=spool,
             sinks=sinks,
             builder=builder,
@@ -298,6 +298,8 @@ class AuditPipeline:
         self._intake_next = self.spool.last_intake + 1
         if ring is None:
             return
+        with contextlib.suppress(OSError):
+            remove_orphans(ring.path.parent)
         try:
             ring.open()
             st = os.stat(ring.path, follow_symlinks=False)

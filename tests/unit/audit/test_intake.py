@@ -99,3 +99,21 @@ def test_recovery_spools_entries_newer_than_the_spool_once(tmp_path: Path) -> No
     p2.open()
     p2.close()
     assert [e for e in sink2.events if e["kind"] == "statement"] == []
+
+
+def test_rings_whose_spool_is_gone_are_removed(tmp_path: Path) -> None:
+    from sqlbastion.audit.intake import remove_orphans
+
+    rings = tmp_path / "shm"
+    rings.mkdir()
+    alive, gone = tmp_path / "alive-spool", tmp_path / "gone-spool"
+    alive.mkdir()
+    gone.mkdir()
+    for name, owner in (("sqlbastion-intake-a", alive), ("sqlbastion-intake-b", gone)):
+        ring = IntakeRing(rings / name, size=1 << 16, owner=owner)
+        ring.open()
+        ring.append(1, 1, b"{}")
+        ring.close()
+    gone.rmdir()
+    assert remove_orphans(rings) == 1
+    assert [p.name for p in rings.iterdir()] == ["sqlbastion-intake-a"]
