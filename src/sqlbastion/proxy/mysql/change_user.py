@@ -36,7 +36,7 @@ async def change_user(loop: CommandLoop, payload: bytes) -> None:
     """
     hs = loop.handshake
     if hs is None:
-        loop._send_err(ErrorCode.ER_NOT_SUPPORTED_YET, "sqlbastion: COM_CHANGE_USER is not available here")
+        loop.send_error(ErrorCode.ER_NOT_SUPPORTED_YET, "sqlbastion: COM_CHANGE_USER is not available here")
         return
     r = PayloadReader(payload, 1)
     user = r.nul_bytes("user")
@@ -60,7 +60,7 @@ async def change_user(loop: CommandLoop, payload: bytes) -> None:
             client_address=old.client.address,
             reason=reason,
         )
-        loop._ended = "change_user_failed"
+        loop.end("change_user_failed")
 
     loop.client.write(hs.change_user(user).data)
     try:
@@ -89,26 +89,19 @@ async def change_user(loop: CommandLoop, payload: bytes) -> None:
         if not verdict.allowed:
             new.finish(verdict, StatementOutcome())
             loop.client.write(hs.error(ErrorCode.ER_SPECIFIC_ACCESS_DENIED_ERROR, verdict.message, "42000"))
-            loop._ended = "change_user_refused"
+            loop.end("change_user_refused")
             return
-    loop._response = loop._loop.create_future()
     try:
-        await loop.backend.command_ok(bytes((Command.RESET_CONNECTION,)))
+        await loop.backend_command(bytes((Command.RESET_CONNECTION,)))
         if database:
-            await loop.backend.command_ok(bytes((Command.INIT_DB,)) + database.encode("utf-8"))
+            await loop.backend_command(bytes((Command.INIT_DB,)) + database.encode("utf-8"))
     except BackendAuthError as exc:
         loop.client.write(hs.error(ER_BAD_DB_ERROR, exc.message[:200], "42000"))
-        loop._ended = "change_user_failed"
+        loop.end("change_user_failed")
         return
-    finally:
-        loop._response = None
     old.closed("change_user")
-    loop.session = new
-    loop.statements.clear()
-    loop._plan_caches.clear()
-    loop._text_shortcuts.clear()
-    loop.last_prepared = None
-    await loop._internal(SETUP_SQL)
+    loop.replace_session(new)
+    await loop.internal(SETUP_SQL)
     await loop.refresh_state()
     loop.registry.register(
         person=new.person, proxy_id=loop.proxy_id, backend=backend.name, backend_id=loop.backend.connection_id

@@ -37,7 +37,7 @@ from sqlbastion.proxy.mysql.constants import (
 from sqlbastion.proxy.mysql.errors import MalformedPacket, MySQLProtocolError
 from sqlbastion.proxy.mysql.framing import frame
 from sqlbastion.proxy.mysql.handshake import PersonHandshake
-from sqlbastion.proxy.mysql.packets import ColumnDefinition, ErrPacket
+from sqlbastion.proxy.mysql.packets import ColumnDefinition, ErrPacket, OkPacket
 from sqlbastion.proxy.mysql.registry import SessionRegistry
 from sqlbastion.proxy.mysql.results import MetadataShortcut, ResponseKind, ResponseRelay, ResultSummary, RowFilter
 from sqlbastion.proxy.mysql.state import SETUP_SQL, STATE_SQL, apply_state_changes, quote_ident, set_sql_mode
@@ -135,6 +135,36 @@ class CommandLoop:
     def idle(self) -> bool:
         """True between commands (nothing is in flight to the backend)."""
         return self._response is None
+
+    # -- what change_user.py uses --------------------------------------------
+
+    def send_error(self, errno: int, message: str, sqlstate: str | None = None) -> None:
+        """An ERR in reply to the current command."""
+        self._send_err(errno, message, sqlstate)
+
+    def end(self, reason: str) -> None:
+        """End the session after the current command (the loop returns ``reason``)."""
+        self._ended = reason
+
+    async def backend_command(self, payload: bytes) -> OkPacket:
+        """An internal command to the backend that answers OK (raises BackendAuthError otherwise)."""
+        self._response = self._loop.create_future()
+        try:
+            return await self.backend.command_ok(payload)
+        finally:
+            self._response = None
+
+    def replace_session(self, new: Session) -> None:
+        """Serve ``new`` from now on; nothing prepared or planned for the old one carries over."""
+        self.session = new
+        self.statements.clear()
+        self.last_prepared = None
+        self._plan_caches.clear()
+        self._text_shortcuts.clear()
+
+    async def internal(self, sql: str) -> None:
+        """An internal statement whose response the client never sees."""
+        await self._internal(sql)
 
     # -- flow control and failures -----------------------------------------
 
