@@ -164,7 +164,7 @@ def _s(value: object) -> str | None:
 
 
 def _strs(value: object) -> list[str]:
-    if value is None:
+    if not value:  # None, or the common empty list
         return []
     if type(value) in (list, tuple):
         items: Any = value
