@@ -153,3 +153,32 @@ def test_verify_with_a_configured_chain_key_and_an_explicit_key_file(
     )  # fmt: skip
     assert code == 4
     assert "modified" in out
+
+
+def test_tail_follow_prints_new_events_as_they_arrive(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    import sqlbastion.audit.cli as audit_cli
+
+    calls = []
+
+    def fake_sleep(_seconds: float) -> None:
+        calls.append(1)
+        if len(calls) == 1:  # a new event lands while tail waits
+            with sqlite3.connect(tmp_path / "audit.db") as conn:
+                row = conn.execute("SELECT * FROM audit_events ORDER BY rowid DESC LIMIT 1").fetchone()
+                event = json.loads(row[-1])
+                event["event_id"] = "late-event"
+                conn.execute(
+                    "INSERT INTO audit_events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    ("late-event", *row[1:-1], json.dumps(event)),
+                )
+        else:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(audit_cli, "time", type("FakeTime", (), {"sleep": staticmethod(fake_sleep)}))
+    code, out = _run(capsys, "audit", "tail", "-c", str(store), "-n", "1", "-f", "--json")
+    assert code == 0
+    assert [json.loads(line)["event_id"] for line in out.splitlines()][-1] == "late-event"
