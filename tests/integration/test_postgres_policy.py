@@ -332,3 +332,32 @@ def test_refused_result_keeps_client_and_server_in_agreement(proxy: Proxy, secre
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="test refusal"):
             conn.execute("SELECT code AS refuse_me FROM t WHERE id = %s", (1,))
         assert conn.execute("SELECT 5").fetchone() == (5,)
+
+
+def test_psycopg_pipeline_with_a_blocked_statement(proxy: Proxy) -> None:
+    with proxy.connect() as conn:
+
+        def batch() -> None:
+            with conn.pipeline():
+                conn.execute("SELECT 1")
+                conn.execute("DROP TABLE nothing_here")
+                conn.execute("SELECT 3")
+
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="TEST-DROP"):
+            batch()
+        with conn.pipeline():
+            cur = conn.execute("SELECT %s::int", (4,))
+        assert cur.fetchone() == (4,)
+
+
+async def test_asyncpg_prepared_statement_blocked_at_prepare(proxy: Proxy) -> None:
+    conn = await asyncpg.connect(host="127.0.0.1", port=proxy.port, user=PERSON, password=PASSWORD, database="postgres")
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.prepare("SELECT 'forbidden'")
+        async with conn.transaction():
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetch("SELECT 'forbidden' || $1::text", "x")
+        assert await conn.fetchval("SELECT 6") == 6
+    finally:
+        await conn.close()
