@@ -308,3 +308,17 @@ def run_masking_proxy(
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def hidden_parts(canary: CanaryRow) -> tuple[str, ...]:
+    """The parts of the canary values that their masks hide (substrings the adversarial classes aim at).
+
+    Each is long or distinctive enough not to occur by chance in other traffic.
+    """
+    return (
+        canary.name[2:],  # the given name after the compound surname 上官
+        canary.id_card[6:-4],  # the birth date and sequence digits
+        canary.email.split("@")[0][1:],  # the local part after its first character
+        canary.address[len("广东省深圳市") :][:6],  # the district and street after the city
+        canary.card_no[6:-4],  # the account digits between the bank prefix and the last four
+    )

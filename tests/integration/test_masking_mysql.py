@@ -31,6 +31,7 @@ from tests.integration.masking_support import (
     MaskingProxy,
     RecordingRelay,
     find_leaks,
+    hidden_parts,
     run_masking_proxy,
 )
 
@@ -258,7 +259,7 @@ def _all_paths(proxy: MaskingProxy, person: str, directory: Path) -> tuple[bytes
 def test_masked_person_receives_no_canary_by_any_path(proxy: MaskingProxy, my_bank: LoadedBank, tmp_path: Path) -> None:
     wire, printed = _all_paths(proxy, "dev", tmp_path)
     assert len(wire) > 10_000, "the statements produced traffic"
-    values = my_bank.canary.sensitive_values()
+    values = my_bank.canary.sensitive_values() + hidden_parts(my_bank.canary)
     assert find_leaks(wire, values) == []
     assert find_leaks(printed.encode(), values) == []
     canary = my_bank.canary
