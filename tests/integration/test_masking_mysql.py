@@ -16,6 +16,7 @@ import contextlib
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
@@ -55,6 +56,7 @@ pytestmark = pytest.mark.integration
 
 C = "customers"
 ONE = "WHERE id = 1"
+LEAK_FILE = f"/tmp/sqlbastion-masking-leak-{os.getpid()}-{time.time_ns()}.txt"  # must never be written
 
 STATEMENTS: tuple[str, ...] = (
     f"SELECT name, id_card, mobile, email, address FROM {C} {ONE}",
@@ -100,7 +102,7 @@ STATEMENTS: tuple[str, ...] = (
     f"CREATE TEMPORARY TABLE tmp_m AS SELECT mobile FROM {C} {ONE}",
     "SELECT * FROM tmp_m",
     "SELECT a.card_no, t.counterparty_card FROM accounts a JOIN transactions t ON t.account_id = a.id WHERE a.id = 1",
-    f"SELECT mobile FROM {C} {ONE} INTO OUTFILE '/tmp/sqlbastion-masking-leak.txt'",
+    f"SELECT mobile FROM {C} {ONE} INTO OUTFILE '{LEAK_FILE}'",
     "SET NAMES gbk",
     f"SELECT name, mobile, address FROM {C} {ONE}",
     "SET NAMES utf8mb4",
@@ -265,7 +267,7 @@ def test_masked_person_receives_no_canary_by_any_path(proxy: MaskingProxy, my_ba
     canary = my_bank.canary
     for masked in (mobile(canary.mobile), keep(canary.id_card, 6, 4), chinese_name(canary.name)):
         assert masked.encode() in wire, masked
-    assert not Path("/tmp/sqlbastion-masking-leak.txt").exists()
+    assert not Path(LEAK_FILE).exists()
 
 
 def test_clear_person_sees_the_true_values(proxy: MaskingProxy, my_bank: LoadedBank, tmp_path: Path) -> None:
