@@ -156,6 +156,14 @@ class Spool:
             os.close(self._lock_fd)
             self._lock_fd = -1
             raise SpoolError(f"another process is writing the audit spool {self.directory}") from None
+        try:
+            self._open_locked()
+        except BaseException:
+            os.close(self._lock_fd)  # a spool that failed to open must not stay locked
+            self._lock_fd = -1
+            raise
+
+    def _open_locked(self) -> None:
         segments = list_segments(self.directory)
         # A segment file created but never written (a crash right after creating it) holds nothing.
         while segments and segments[-1][1].stat().st_size == 0:
@@ -227,10 +235,13 @@ class Spool:
                     except (ValueError, KeyError, TypeError):
                         good = False
                 if not good:
-                    if i != len(segments) - 1:
+                    if nl >= 0 or i != len(segments) - 1:
+                        # A complete record that does not verify is tampering, not a crash (a
+                        # write is either whole or torn): refuse to write on, and keep the evidence.
                         raise SpoolError(
                             f"the audit chain is broken in {path.name} at byte {pos}: run 'sqlbastion audit verify'"
                         )
+                    # Only a torn last record, cut short by the crash, is dropped.
                     self._cut(path, pos, len(data) - pos)
                     break
                 prev, key, seq = mac, next_key(self.algorithm, key), seq + 1

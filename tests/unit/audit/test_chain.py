@@ -190,3 +190,37 @@ def test_garbage_lines_are_reported_as_modified(spool_dir: Path, garbage: bytes)
     report = verify(spool_dir)
     assert report.problem is not None
     assert report.problem.problem == "modified"
+
+
+def test_a_tampered_live_segment_is_not_repaired_by_recovery(spool_dir: Path) -> None:
+    import pytest
+
+    from sqlbastion.audit.spool import SpoolError
+
+    spool = Spool(spool_dir, secret=SECRET)
+    spool.open()
+    spool.append([statement(i) for i in range(5)])
+    path = list_segments(spool_dir)[-1][1]
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].replace(b'"dev"', b'"eve"')
+    path.write_bytes(b"".join(lines))
+    os.close(spool._fd)  # the process dies
+    os.close(spool._lock_fd)
+    with pytest.raises(SpoolError, match="chain is broken"):
+        Spool(spool_dir, secret=SECRET).open()
+    assert path.read_bytes() == b"".join(lines)  # the evidence is untouched
+    report = verify(spool_dir)
+    assert report.problem is not None
+    assert report.problem.problem == "modified"
+
+
+def test_a_spool_that_fails_to_open_is_not_left_locked(spool_dir: Path) -> None:
+    import pytest
+
+    from sqlbastion.audit.spool import SpoolError, is_locked
+
+    write_spool(spool_dir, 3)
+    (spool_dir / "chain.state").unlink()
+    with pytest.raises(SpoolError):
+        Spool(spool_dir, secret=b"a different secret").open()  # its MACs do not verify: refused
+    assert not is_locked(spool_dir)
