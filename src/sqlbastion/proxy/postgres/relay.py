@@ -43,7 +43,10 @@ from sqlbastion.proxy.postgres import protocol as p
 from sqlbastion.proxy.postgres.protocol import ProtocolViolation, RowColumn
 from sqlbastion.proxy.postgres.results import ResultHandling
 from sqlbastion.proxy.postgres.tracking import (
+    ANSWERS,
+    COMPLETIONS,
     COPY_MESSAGES,
+    DONE_MESSAGES,
     MAX_PENDING_ITEMS,
     MAX_PORTALS,
     MAX_PREPARED,
@@ -75,29 +78,6 @@ __all__ = ["ColumnMeta", "ColumnResolver", "QueryRelay", "python_codec"]
 log = get_logger("proxy.postgres")
 
 _I32 = p._I32  # the protocol module's Int32 struct
-_RESULTS = frozenset({Kind.QUERY, Kind.EXECUTE, Kind.INTERNAL})
-_COMPLETIONS = frozenset({p.COMMAND_COMPLETE, p.EMPTY_QUERY, p.PORTAL_SUSPENDED})
-_DONE_MESSAGES = frozenset({p.PARSE_COMPLETE, p.BIND_COMPLETE, p.CLOSE_COMPLETE, p.NO_DATA})
-# Which pending message each backend answer may belong to (§55.2.2, §55.2.3). Errors,
-# notices, notifications and ParameterStatus may come at any time and are not listed.
-_ANSWERS: dict[int, frozenset[str]] = {
-    p.PARSE_COMPLETE: frozenset({Kind.PARSE}),
-    p.BIND_COMPLETE: frozenset({Kind.BIND}),
-    p.CLOSE_COMPLETE: frozenset({Kind.CLOSE}),
-    p.NO_DATA: frozenset({Kind.DESCRIBE}),
-    p.PARAMETER_DESCRIPTION: frozenset({Kind.DESCRIBE}),
-    p.ROW_DESCRIPTION: frozenset({Kind.DESCRIBE, Kind.QUERY, Kind.INTERNAL}),
-    p.DATA_ROW: _RESULTS,
-    p.COMMAND_COMPLETE: _RESULTS,
-    p.EMPTY_QUERY: _RESULTS,
-    p.PORTAL_SUSPENDED: frozenset({Kind.EXECUTE}),
-    p.COPY_IN_RESPONSE: _RESULTS,
-    p.COPY_OUT_RESPONSE: _RESULTS,
-    p.COPY_BOTH_RESPONSE: _RESULTS,
-    p.COPY_DATA: _RESULTS,
-    p.COPY_DONE: _RESULTS,
-    p.READY_FOR_QUERY: frozenset({Kind.QUERY, Kind.SYNC, Kind.INTERNAL}),
-}
 # Bind of a statement that cannot exist into the unnamed portal, no parameters, no formats.
 _BIND_STAND_IN = p.encode_message(p.BIND, b"\x00" + REFUSED_NAME + b"\x00" + b"\x00" * 6)
 
@@ -164,11 +144,15 @@ class QueryRelay(ResultHandling):
     # --- the listener's side -------------------------------------------------------------
 
     def take_to_backend(self) -> bytes:
+        if not self._to_backend:
+            return b""
         out = bytes(self._to_backend)
         self._to_backend.clear()
         return out
 
     def take_to_client(self) -> bytes:
+        if not self._to_client:
+            return b""
         out = bytes(self._to_client)
         self._to_client.clear()
         return out
@@ -502,7 +486,7 @@ class QueryRelay(ResultHandling):
             return self._muted_message(kind, buf, start, end)
         frame = bytes(buf[start:end])
         body = frame[5:]
-        allowed = _ANSWERS.get(kind)
+        allowed = ANSWERS.get(kind)
         if allowed is not None:
             # An answer to the pending message at the head (most frequent first).
             if not self._items:
@@ -513,13 +497,13 @@ class QueryRelay(ResultHandling):
                 raise ProtocolViolation(f"backend sent {chr(kind)!r} while {item.kind!r} was pending")
             if kind == p.DATA_ROW:
                 return self._data_row(item, frame, body)
-            if kind in _COMPLETIONS:
+            if kind in COMPLETIONS:
                 self._complete(item, kind, frame, body)
             elif kind == p.READY_FOR_QUERY:
                 self._ready(item, frame, body)
             elif kind == p.ROW_DESCRIPTION:
                 return self._row_description(item, frame, body)
-            elif kind in _DONE_MESSAGES:
+            elif kind in DONE_MESSAGES:
                 self._items.popleft()
                 if not item.swallow:
                     self._to_client += frame

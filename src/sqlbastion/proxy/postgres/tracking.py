@@ -162,3 +162,29 @@ SIMPLE_COMPLETIONS = {
 
 def may_change_state(sql: bytes) -> bool:
     return _STATE_WORDS.search(sql) is not None
+
+
+# Pending kinds that produce results, and the backend answers that end one.
+RESULT_KINDS = frozenset({Kind.QUERY, Kind.EXECUTE, Kind.INTERNAL})
+COMPLETIONS = frozenset({p.COMMAND_COMPLETE, p.EMPTY_QUERY, p.PORTAL_SUSPENDED})
+DONE_MESSAGES = frozenset({p.PARSE_COMPLETE, p.BIND_COMPLETE, p.CLOSE_COMPLETE, p.NO_DATA})
+# Which pending message each backend answer may belong to (§55.2.2, §55.2.3). Errors,
+# notices, notifications and ParameterStatus may come at any time and are not listed.
+ANSWERS: dict[int, frozenset[str]] = {
+    p.PARSE_COMPLETE: frozenset({Kind.PARSE}),
+    p.BIND_COMPLETE: frozenset({Kind.BIND}),
+    p.CLOSE_COMPLETE: frozenset({Kind.CLOSE}),
+    p.NO_DATA: frozenset({Kind.DESCRIBE}),
+    p.PARAMETER_DESCRIPTION: frozenset({Kind.DESCRIBE}),
+    p.ROW_DESCRIPTION: frozenset({Kind.DESCRIBE, Kind.QUERY, Kind.INTERNAL}),
+    p.DATA_ROW: RESULT_KINDS,
+    p.COMMAND_COMPLETE: RESULT_KINDS,
+    p.EMPTY_QUERY: RESULT_KINDS,
+    p.PORTAL_SUSPENDED: frozenset({Kind.EXECUTE}),
+    p.COPY_IN_RESPONSE: RESULT_KINDS,
+    p.COPY_OUT_RESPONSE: RESULT_KINDS,
+    p.COPY_BOTH_RESPONSE: RESULT_KINDS,
+    p.COPY_DATA: RESULT_KINDS,
+    p.COPY_DONE: RESULT_KINDS,
+    p.READY_FOR_QUERY: frozenset({Kind.QUERY, Kind.SYNC, Kind.INTERNAL}),
+}
