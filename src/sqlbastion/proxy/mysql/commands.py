@@ -16,13 +16,10 @@ COM_PROCESS_INFO …) are refused; COM_CHANGE_USER is refused, never relayed.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 
 from sqlbastion import logs
-from sqlbastion.observability.metrics import METRICS
-from sqlbastion.policies.model import Action, Decision, RuleHit
 from sqlbastion.proxy.mysql import guards
 from sqlbastion.proxy.mysql.change_user import change_user
 from sqlbastion.proxy.mysql.channel import BackendConnection, ConnectionClosed, PacketProtocol
@@ -31,24 +28,33 @@ from sqlbastion.proxy.mysql.constants import (
     Command,
     ErrorCode,
     ServerStatus,
-    python_codec,
-    type_name,
 )
 from sqlbastion.proxy.mysql.errors import MalformedPacket, MySQLProtocolError
 from sqlbastion.proxy.mysql.framing import frame
 from sqlbastion.proxy.mysql.handshake import PersonHandshake
-from sqlbastion.proxy.mysql.packets import ColumnDefinition, ErrPacket, OkPacket
+from sqlbastion.proxy.mysql.packets import ColumnDefinition, ErrPacket, OkPacket, result_columns
 from sqlbastion.proxy.mysql.registry import SessionRegistry
-from sqlbastion.proxy.mysql.results import MetadataShortcut, ResponseKind, ResponseRelay, ResultSummary, RowFilter
-from sqlbastion.proxy.mysql.state import SETUP_SQL, STATE_SQL, apply_state_changes, quote_ident, set_sql_mode
+from sqlbastion.proxy.mysql.results import (
+    MetadataShortcut,
+    ResponseKind,
+    ResponseRelay,
+    ResultSummary,
+    RowFilter,
+)
+from sqlbastion.proxy.mysql.state import (
+    SETUP_SQL,
+    STATE_SQL,
+    PreparedStatement,
+    apply_state_changes,
+    quote_ident,
+    set_sql_mode,
+)
 from sqlbastion.proxy.mysql.wire import PayloadReader
 from sqlbastion.proxy.session import (
     MaskPlan,
-    ResultColumn,
     Session,
     StatementOutcome,
     Verdict,
-    blocked_message,
     new_event_id,
 )
 
@@ -69,20 +75,6 @@ _CURSOR_EXISTS = int(ServerStatus.CURSOR_EXISTS)
 
 class BackendLost(Exception):
     """The backend connection ended while sqlbastion needed it."""
-
-
-@dataclass(kw_only=True, slots=True)
-class PreparedStatement:
-    statement_id: int
-    sql: str
-    verdict: Verdict
-    state_key: tuple[object, ...]
-    num_params: int
-    plan: MaskPlan | None = None  # of the open cursor, for COM_STMT_FETCH
-    types: list[int] = dataclasses.field(default_factory=list)
-    # Plans by the exact bytes of the result's column definitions: valid while the verdict is.
-    plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] = dataclasses.field(default_factory=dict)
-    shortcut: MetadataShortcut | None = None
 
 
 class CommandLoop:
@@ -162,10 +154,6 @@ class CommandLoop:
         self._plan_caches.clear()
         self._text_shortcuts.clear()
 
-    async def internal(self, sql: str) -> None:
-        """An internal statement whose response the client never sees."""
-        await self._internal(sql)
-
     # -- flow control and failures -----------------------------------------
 
     def _pause_backend(self) -> None:
@@ -189,9 +177,6 @@ class CommandLoop:
         fut = self._response
         if fut is not None and not fut.done():
             fut.set_exception(BackendLost(str(exc) if exc else "backend closed the connection"))
-        elif fut is None:
-            # Idle: nothing to answer; the client learns at its next command.
-            pass
 
     # -- small helpers -------------------------------------------------------
 
@@ -204,58 +189,14 @@ class CommandLoop:
         self._send_err(ErrorCode.ER_SPECIFIC_ACCESS_DENIED_ERROR, verdict.message, sqlstate="42000")
 
     def _proxy_block(self, sql: str, refusal: guards.GuardRefusal) -> Verdict:
-        hit = RuleHit(
-            rule_id=refusal.rule_id, title=refusal.title, severity="high", action=Action.BLOCK, why=refusal.why
-        )
-        decision = Decision(
-            action=Action.BLOCK,
-            rule_hits=(hit,),
-            reason=refusal.why,
-            policy_version=self.session.runtime.engine.version,
-        )
-        event_id = new_event_id()
-        return Verdict(
-            decision=decision,
-            event_id=event_id,
-            started_ns=time.perf_counter_ns(),
-            sql_text=sql,
-            message=blocked_message(decision, event_id),
-        )
+        return guards.refusal_verdict(sql, refusal, policy_version=self.session.runtime.engine.version)
 
     def _decode(self, raw: bytes) -> str | guards.GuardRefusal:
-        encoding = self.session.state.client_encoding
-        codec = python_codec(encoding)
-        if codec is None:
-            return guards.GuardRefusal(
-                rule_id="MYSQL-ENCODING",
-                title="Statement text in an unsupported character set",
-                why=f"sqlbastion cannot read statements in character set {encoding[:32]!r}",
-            )
-        try:
-            return raw.decode(codec)
-        except UnicodeDecodeError:
-            return guards.GuardRefusal(
-                rule_id="MYSQL-ENCODING",
-                title="Statement text that does not decode",
-                why=f"the statement is not valid {encoding[:32]}",
-            )
+        return guards.decode_statement(raw, self.session.state.client_encoding)
 
     def _state_key(self) -> tuple[object, ...]:
         s = self.session.state
         return (s.database, s.ansi_quotes, s.no_backslash_escapes, s.client_encoding)
-
-    def _columns(self, cols: list[ColumnDefinition], binary: bool) -> list[ResultColumn]:
-        return [
-            ResultColumn(
-                name=c.name.decode("utf-8", "replace"),
-                schema=c.schema.decode("utf-8", "replace") or None,
-                table=c.org_table.decode("utf-8", "replace") or None,
-                column=c.org_name.decode("utf-8", "replace") or None,
-                type_name=type_name(c.type),
-                binary=binary,
-            )
-            for c in cols
-        ]
 
     # -- the loop -------------------------------------------------------------
 
@@ -343,7 +284,7 @@ class CommandLoop:
 
         def planner(cols: list[ColumnDefinition], is_binary: bool) -> MaskPlan:
             assert verdict is not None  # planner is only passed with a verdict
-            return session.mask_plan(verdict, self._columns(cols, is_binary))
+            return session.mask_plan(verdict, result_columns(cols, is_binary))
 
         withhold = None
         if verdict is not None and verdict.decision.sensitive_columns:
@@ -451,10 +392,10 @@ class CommandLoop:
         )
         if verdict.decision.sensitive_columns and summary.warnings:
             # SHOW WARNINGS would echo values of sensitive columns: clear the diagnostics area.
-            await self._internal(CLEAR_DIAGNOSTICS_SQL)
+            await self.internal(CLEAR_DIAGNOSTICS_SQL)
         return summary, relay
 
-    async def _internal(self, sql: str) -> None:
+    async def internal(self, sql: str) -> None:
         """An internal statement whose response the client never sees."""
         self._response = self._loop.create_future()
         try:
@@ -504,16 +445,10 @@ class CommandLoop:
             await self._own_process_list(payload, text)
             return
         if kill is not None:
-            backend_id = self.registry.resolve_kill(self.session.person, self.session.backend.name, kill.target)
-            if backend_id is None:
-                self._send_err(ErrorCode.ER_KILL_DENIED_ERROR, f"You are not owner of thread {kill.target}")
-                return
-            verdict = self.session.authorize(text)
-            if not verdict.allowed:
-                self._refuse(verdict)
-                return
-            rewritten = b"\x03" + kill.statement(backend_id).encode("ascii")
-            await self._run_statement(rewritten, verdict, "query")
+            request = kill
+            await self._kill(
+                text, kill.target, lambda backend_id: b"\x03" + request.statement(backend_id).encode("ascii")
+            )
             return
         verdict = self.session.authorize(text)
         if not verdict.allowed:
@@ -541,15 +476,7 @@ class CommandLoop:
             self._refuse(verdict)
             return
         own = self.registry.own_backend_ids(self.session.person, self.session.backend.name)
-
-        def keep(cols: list[ColumnDefinition], values: list[bytes | None]) -> bool:
-            for i, c in enumerate(cols):
-                if c.name.lower() == b"id":
-                    v = values[i]
-                    return v is not None and v.isdigit() and int(v) in own
-            return False  # no Id column: nothing can be attributed to the person
-
-        await self._run_statement(payload, verdict, "query", keep_row=keep)
+        await self._run_statement(payload, verdict, "query", keep_row=guards.rows_of_sessions(own))
 
     async def _prepare(self, payload: bytes) -> None:
         text, refusal, kill = self._checked_text(payload[1:])
@@ -730,7 +657,7 @@ class CommandLoop:
         self.statements.clear()
         self.last_prepared = None
         # The reset restored the server's defaults, including session tracking: set it up again.
-        await self._internal(SETUP_SQL)
+        await self.internal(SETUP_SQL)
         await self.refresh_state()
 
     async def refresh_state(self) -> None:
@@ -751,22 +678,21 @@ class CommandLoop:
         await change_user(self, payload)
 
     async def _process_kill(self, payload: bytes) -> None:
-        try:
-            target = PayloadReader(payload, 1).int4("connection id")
-        except MalformedPacket:
+        if len(payload) < 5:
             self._send_err(ErrorCode.ER_MALFORMED_PACKET, "malformed COM_PROCESS_KILL")
             return
+        target = int.from_bytes(payload[1:5], "little")
+        command = bytes((Command.PROCESS_KILL,))
+        await self._kill(f"KILL {target}", target, lambda backend_id: command + backend_id.to_bytes(4, "little"))
+
+    async def _kill(self, text: str, target: int, command: Callable[[int], bytes]) -> None:
+        """KILL of one of the person's own sessions, rewritten to its backend connection id."""
         backend_id = self.registry.resolve_kill(self.session.person, self.session.backend.name, target)
         if backend_id is None:
             self._send_err(ErrorCode.ER_KILL_DENIED_ERROR, f"You are not owner of thread {target}")
             return
-        verdict = self.session.authorize(f"KILL {target}")
+        verdict = self.session.authorize(text)
         if not verdict.allowed:
             self._refuse(verdict)
             return
-        rewritten = bytes((Command.PROCESS_KILL,)) + backend_id.to_bytes(4, "little")
-        await self._run_statement(rewritten, verdict, "single")
-
-
-def backend_error_metric(backend: str, kind: str) -> None:
-    METRICS.backend_errors.labels("mysql", backend, kind).inc()
+        await self._run_statement(command(backend_id), verdict, "query")

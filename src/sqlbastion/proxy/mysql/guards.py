@@ -19,13 +19,30 @@ guess:
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlglot.dialects.mysql import MySQL
 from sqlglot.errors import SqlglotError
 from sqlglot.tokenizer_core import Token, TokenType
 
-__all__ = ["DIAGNOSTICS", "GuardRefusal", "KillRequest", "OwnProcessList", "check_statement", "reads_diagnostics"]
+from sqlbastion.policies.model import Action, Decision, RuleHit
+from sqlbastion.proxy.mysql.constants import python_codec
+from sqlbastion.proxy.mysql.packets import ColumnDefinition
+from sqlbastion.proxy.session import Verdict, blocked_message, new_event_id
+
+__all__ = [
+    "DIAGNOSTICS",
+    "GuardRefusal",
+    "KillRequest",
+    "OwnProcessList",
+    "check_statement",
+    "decode_statement",
+    "reads_diagnostics",
+    "refusal_verdict",
+    "rows_of_sessions",
+]
 
 _MYSQL = MySQL()
 
@@ -159,3 +176,50 @@ def check_statement(text: str) -> GuardRefusal | KillRequest | OwnProcessList | 
     if any(t.token_type == TokenType.KILL for t in tokens) or any(m in lower for m in ("/*!", "/*m!", "\\")):
         return KILL_OTHERS
     return None
+
+
+def decode_statement(raw: bytes, encoding: str) -> str | GuardRefusal:
+    """Statement bytes as text in the session's character set, or a refusal: text sqlbastion
+    cannot decode is text it cannot analyse (DESIGN.md decision 4)."""
+    codec = python_codec(encoding)
+    if codec is None:
+        return GuardRefusal(
+            rule_id="MYSQL-ENCODING",
+            title="Statement text in an unsupported character set",
+            why=f"sqlbastion cannot read statements in character set {encoding[:32]!r}",
+        )
+    try:
+        return raw.decode(codec)
+    except UnicodeDecodeError:
+        return GuardRefusal(
+            rule_id="MYSQL-ENCODING",
+            title="Statement text that does not decode",
+            why=f"the statement is not valid {encoding[:32]}",
+        )
+
+
+def refusal_verdict(sql: str, refusal: GuardRefusal, *, policy_version: str) -> Verdict:
+    """A block verdict for one of these guards, with the client-facing text of DESIGN.md."""
+    hit = RuleHit(rule_id=refusal.rule_id, title=refusal.title, severity="high", action=Action.BLOCK, why=refusal.why)
+    decision = Decision(action=Action.BLOCK, rule_hits=(hit,), reason=refusal.why, policy_version=policy_version)
+    event_id = new_event_id()
+    return Verdict(
+        decision=decision,
+        event_id=event_id,
+        started_ns=time.perf_counter_ns(),
+        sql_text=sql,
+        message=blocked_message(decision, event_id),
+    )
+
+
+def rows_of_sessions(own: frozenset[int]) -> Callable[[list[ColumnDefinition], list[bytes | None]], bool]:
+    """A row filter for process lists: keep the rows whose ``Id`` is one of ``own``."""
+
+    def keep(cols: list[ColumnDefinition], values: list[bytes | None]) -> bool:
+        for i, c in enumerate(cols):
+            if c.name.lower() == b"id":
+                v = values[i]
+                return v is not None and v.isdigit() and int(v) in own
+        return False  # no Id column: nothing can be attributed to the person
+
+    return keep

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlbastion import logs
 from sqlbastion.config import BackendSettings
+from sqlbastion.observability.metrics import METRICS
 from sqlbastion.proxy.mysql import auth
 from sqlbastion.proxy.mysql.channel import (
     BackendConnection,
@@ -31,7 +32,6 @@ from sqlbastion.proxy.mysql.commands import (
     BackendLost,
     CommandLoop,
     apply_state_changes,
-    backend_error_metric,
 )
 from sqlbastion.proxy.mysql.constants import ErrorCode, ServerStatus
 from sqlbastion.proxy.mysql.errors import BackendAuthError, MySQLProtocolError, RemoteProtocolError
@@ -329,6 +329,10 @@ async def serve_connection(ctx: ListenerContext, client: PacketProtocol) -> None
             backend_conn.close()
         with contextlib.suppress(Exception):
             client.close()
+
+
+def backend_error_metric(backend: str, kind: str) -> None:
+    METRICS.backend_errors.labels("mysql", backend, kind).inc()
 
 
 def _err(errno: int, message: str) -> bytes:

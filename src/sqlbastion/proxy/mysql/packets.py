@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlbastion.proxy.mysql.constants import Capability, ServerStatus, SessionTrack
+from sqlbastion.proxy.mysql.constants import Capability, ServerStatus, SessionTrack, type_name
 from sqlbastion.proxy.mysql.errors import MalformedPacket
 from sqlbastion.proxy.mysql.wire import PayloadReader, lenenc_bytes, lenenc_int
+from sqlbastion.proxy.session import ResultColumn
 
 __all__ = [
     "AuthMoreData",
@@ -30,6 +31,7 @@ __all__ = [
     "is_eof_packet",
     "is_err_packet",
     "is_ok_packet",
+    "result_columns",
 ]
 
 OK_HEADER = 0x00
@@ -543,3 +545,22 @@ class StmtPrepareOk:
             r.skip(1)
             warnings = r.int2("warning_count")
         return cls(statement_id=sid, num_columns=cols, num_params=params, warnings=warnings)
+
+
+def result_columns(cols: list[ColumnDefinition], binary: bool) -> list[ResultColumn]:
+    """Column definitions as the protocol-neutral ``ResultColumn`` a mask planner takes.
+
+    ``schema``/``table``/``column`` come from ColumnDefinition41 ``schema``/``org_table``/``org_name``:
+    the base table and column a value comes from, whatever the statement renamed them to.
+    """
+    return [
+        ResultColumn(
+            name=c.name.decode("utf-8", "replace"),
+            schema=c.schema.decode("utf-8", "replace") or None,
+            table=c.org_table.decode("utf-8", "replace") or None,
+            column=c.org_name.decode("utf-8", "replace") or None,
+            type_name=type_name(c.type),
+            binary=binary,
+        )
+        for c in cols
+    ]

@@ -10,11 +10,14 @@ them: ``USE``, COM_INIT_DB, ``SET``, a stored procedure
 
 from __future__ import annotations
 
-from sqlbastion.proxy.mysql.constants import ServerStatus, SessionTrack
-from sqlbastion.proxy.mysql.results import ResultSummary
-from sqlbastion.proxy.session import Session
+import dataclasses
+from dataclasses import dataclass
 
-__all__ = ["SETUP_SQL", "STATE_SQL", "apply_state_changes", "quote_ident", "set_sql_mode"]
+from sqlbastion.proxy.mysql.constants import ServerStatus, SessionTrack
+from sqlbastion.proxy.mysql.results import MetadataShortcut, ResultSummary
+from sqlbastion.proxy.session import MaskPlan, Session, Verdict
+
+__all__ = ["SETUP_SQL", "STATE_SQL", "PreparedStatement", "apply_state_changes", "quote_ident", "set_sql_mode"]
 
 SETUP_SQL = (
     "SET SESSION session_track_schema = ON, session_track_state_change = ON, "
@@ -59,3 +62,19 @@ def set_sql_mode(session: Session, value: str) -> None:
 
 def quote_ident(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
+
+
+@dataclass(kw_only=True, slots=True)
+class PreparedStatement:
+    """A statement prepared on this connection: its decision and what was learnt from its results."""
+
+    statement_id: int
+    sql: str
+    verdict: Verdict
+    state_key: tuple[object, ...]
+    num_params: int
+    plan: MaskPlan | None = None  # of the open cursor, for COM_STMT_FETCH
+    types: list[int] = dataclasses.field(default_factory=list)
+    # Plans by the exact bytes of the result's column definitions: valid while the verdict is.
+    plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] = dataclasses.field(default_factory=dict)
+    shortcut: MetadataShortcut | None = None
