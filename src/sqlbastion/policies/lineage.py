@@ -111,6 +111,37 @@ class Acc:
             self.features.append((name, why))
 
 
+# Query-node arguments the resolver reads itself (everything else is walked as a filter).
+_HANDLED_CLAUSES = frozenset(
+    {
+        "expressions",
+        "from_",
+        "joins",
+        "laterals",
+        "where",
+        "group",
+        "having",
+        "distinct",
+        "order",
+        "limit",
+        "offset",
+        "with_",
+        "into",
+        "locks",
+        "hint",
+        "kind",
+        "operation_modifiers",
+        "this",
+        "expression",
+        "by_name",
+        "side",
+        "on",
+        "match",
+        "alias",
+    }
+)
+
+
 class Resolver:
     def __init__(
         self,
@@ -315,9 +346,19 @@ class Resolver:
                 self._by_item(o.this if isinstance(o, exp.Ordered) else o, scope, outputs, "order")
         for key in ("limit", "offset"):
             lim = node.args.get(key)
-            if lim is not None and lim.args.get("expression") is not None:
+            if isinstance(lim, exp.Expr):
                 # How many rows come back is itself an answer: a masked column here infers.
-                self.expr(lim.args["expression"], scope, clause="limit")
+                for part in lim.iter_expressions():
+                    self.expr(part, scope, clause="limit")
+        # Every other clause (named WINDOW definitions, QUALIFY, FETCH, sampling,
+        # dialect extras): whatever column it reads shapes the result, so it counts
+        # as a filter. Unknown clauses are thereby covered, never ignored.
+        for key, value in node.args.items():
+            if key in _HANDLED_CLAUSES or value is None or isinstance(value, (bool, str)):
+                continue
+            for part in value if isinstance(value, list) else [value]:
+                if isinstance(part, exp.Expr):
+                    self.expr(part, scope, clause="other", outputs=outputs)
 
     def _by_item(self, e: exp.Expr, scope: Scope, outputs: list[tuple[str, Col]], clause: str) -> None:
         """GROUP BY / ORDER BY / DISTINCT ON item: a position, an output alias or an expression."""

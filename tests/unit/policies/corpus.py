@@ -444,6 +444,11 @@ dev|p|block|MASK-INFERENCE|SELECT 1 FROM accounts OFFSET (SELECT length(mobile) 
 dev|p|block|MASK-INFERENCE|SELECT * FROM generate_series(1, (SELECT length(mobile) FROM customers WHERE id = 1))
 dev|p|allow|-|SELECT * FROM generate_series(1, 10)
 dev|b|allow|-|SELECT id FROM accounts LIMIT 10 OFFSET 20
+dev|b|block|MASK-INFERENCE|SELECT id, row_number() OVER w FROM customers WINDOW w AS (ORDER BY mobile)
+dev|p|block|MASK-INFERENCE|SELECT id, rank() OVER w FROM customers WINDOW w AS (PARTITION BY mobile)
+dev|p|block|MASK-INFERENCE|SELECT id FROM customers FETCH FIRST (SELECT length(mobile) FROM customers LIMIT 1) ROWS ONLY
+dev|b|allow|-|SELECT id, row_number() OVER w FROM customers WINDOW w AS (ORDER BY id)
+dev|p|allow|-|SELECT id FROM accounts FETCH FIRST 5 ROWS ONLY
 dev|b|allow|-|DELETE FROM customers WHERE mobile = '13800000000'
 dev|b|block|MASK-UNPROVABLE|SELECT customers.mobile FROM customers AS c
 
