@@ -339,6 +339,17 @@ class Resolver:
                     self._pred_sources(col, "join")
                     self._pred_sources(other, "join")
 
+    def dml_order_limit(self, node: exp.Expr, scope: Scope) -> None:
+        """UPDATE / DELETE … ORDER BY … LIMIT: which rows change is an answer too."""
+        order = node.args.get("order")
+        if order is not None:
+            for o in order.expressions:
+                self._by_item(o.this if isinstance(o, exp.Ordered) else o, scope, [], "order")
+        lim = node.args.get("limit")
+        if isinstance(lim, exp.Expr):
+            for part in lim.iter_expressions():
+                self.expr(part, scope, clause="limit")
+
     def _order_limit(self, node: exp.Expr, scope: Scope, outputs: list[tuple[str, Col]]) -> None:
         order = node.args.get("order")
         if order is not None:

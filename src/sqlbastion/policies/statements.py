@@ -258,6 +258,7 @@ class StatementBase:
         where = where_node.this if isinstance(where_node, exp.Where) else None
         if where is not None:
             r.expr(where, scope, clause="where")
+        r.dml_order_limit(tree, scope)
         returning = self._returning(tree, r, scope)
         return self.finish(
             "update",
@@ -290,6 +291,7 @@ class StatementBase:
         where = where_node.this if isinstance(where_node, exp.Where) else None
         if where is not None:
             r.expr(where, scope, clause="where")
+        r.dml_order_limit(tree, scope)
         returning = self._returning(tree, r, scope)
         return self.finish(
             "delete",

@@ -450,6 +450,9 @@ dev|p|block|MASK-INFERENCE|SELECT id FROM customers FETCH FIRST (SELECT length(m
 dev|b|allow|-|SELECT id, row_number() OVER w FROM customers WINDOW w AS (ORDER BY id)
 dev|p|allow|-|SELECT id FROM accounts FETCH FIRST 5 ROWS ONLY
 dev|b|allow|-|DELETE FROM customers WHERE mobile = '13800000000'
+dev|m|block|MASK-INFERENCE|UPDATE customers SET city = 'x' WHERE id > 5 ORDER BY mobile LIMIT 1
+dev|m|block|MASK-INFERENCE|DELETE FROM customers WHERE id > 5 ORDER BY mobile LIMIT 1
+dev|m|allow|-|DELETE FROM accounts WHERE id > 5 ORDER BY id LIMIT 1
 dev|b|block|MASK-UNPROVABLE|SELECT customers.mobile FROM customers AS c
 
 ## MASK-TRANSFORM
