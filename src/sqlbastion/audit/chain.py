@@ -194,9 +194,13 @@ def _read_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
         yield i + 1, part, (complete_tail or i < len(parts) - 1)
 
 
-def verify_spool(directory: Path, *, algorithm: Algorithm, key0: bytes, live: bool = False) -> VerifyReport:
+def verify_spool(
+    directory: Path, *, algorithm: Algorithm, key0: bytes, live: bool = False, witness_seq: int | None = None
+) -> VerifyReport:
     """Check every segment of a spool. ``live``: the writer is running, so the
-    newest segment may lack its end marker."""
+    newest segment may lack its end marker. ``witness_seq``: the highest seq something
+    outside the spool saw (the writer's checkpoint, a sink's store); a chain that ends
+    before it lost its tail, even if what is left verifies."""
     segments = list_segments(directory)
     expected_seq: int | None = None
     key = key0
@@ -316,4 +320,11 @@ def verify_spool(directory: Path, *, algorithm: Algorithm, key0: bytes, live: bo
                     detail="the segment has no end marker (its tail was cut, or the writer stopped "
                     "without closing it and has not restarted since)",
                 ))  # fmt: skip
+    if witness_seq is not None and (expected_seq is None or witness_seq >= expected_seq):
+        newest = segments[-1][1].name if segments else "(no segment)"
+        return report(ChainProblem(
+            problem="truncated", segment=newest, line=0, seq=expected_seq,
+            detail=f"records up to seq {witness_seq} were written (checkpoint or sink store) but the spool "
+            f"ends at seq {None if expected_seq is None else expected_seq - 1}: its newest segments are gone",
+        ))  # fmt: skip
     return report(None)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlbastion.audit.chain import initial_key, verify_spool
-from sqlbastion.audit.spool import KEY_FILE, is_locked
+from sqlbastion.audit.spool import KEY_FILE, STATE_FILE, is_locked
 from sqlbastion.audit.store import SearchFilter, csv_header, csv_row, parse_time, search, table_lines
 from sqlbastion.cli import DEFAULT_CONFIG, EXIT_CHAIN_BROKEN, EXIT_FAIL, EXIT_OK, register_commands
 from sqlbastion.config import ConfigError, Settings, load
@@ -153,7 +153,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not spool.is_dir():
         _err(f"no spool directory at {spool}")
         return EXIT_FAIL
-    report = verify_spool(spool, algorithm=algorithm, key0=initial_key(algorithm, secret), live=is_locked(spool))
+    report = verify_spool(
+        spool,
+        algorithm=algorithm,
+        key0=initial_key(algorithm, secret),
+        live=is_locked(spool),
+        witness_seq=_witness_seq(spool, settings, args),
+    )
     if args.json:
         p = report.problem
         sys.stdout.write(
@@ -176,6 +182,29 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(report.describe() + "\n")
     return EXIT_OK if report.ok else EXIT_CHAIN_BROKEN
+
+
+def _witness_seq(spool: Path, settings: Settings | None, args: argparse.Namespace) -> int | None:
+    """The highest seq known outside the segments: the writer's checkpoint, the SQLite store.
+    A spool whose newest segments were deleted still verifies on its own; these tell."""
+    seen: list[int] = []
+    try:
+        state = json.loads((spool / STATE_FILE).read_text(encoding="ascii"))
+        seen.append(int(state["seq"]) - 1)  # the checkpoint holds the next seq
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    db: Path | None = Path(args.db) if getattr(args, "db", None) else None
+    if db is None and settings is not None:
+        db = next((settings.resolve_path(s.path) for s in settings.audit.sinks if s.type == "sqlite" and s.path), None)
+    if db is not None and db.exists():
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+                value = conn.execute("SELECT max(chain_seq) FROM audit_events").fetchone()[0]
+            if value is not None:
+                seen.append(int(value))
+        except sqlite3.Error:
+            pass
+    return max(seen) if seen else None
 
 
 def _common(p: argparse.ArgumentParser, *, db: bool = True) -> None:

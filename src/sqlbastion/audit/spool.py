@@ -53,7 +53,16 @@ from sqlbastion.audit.chain import (
 from sqlbastion.audit.events import format_ts
 from sqlbastion.settings_schema import SecretRef, SecretUnavailable
 
-__all__ = ["KEY_FILE", "Spool", "SpoolError", "SpoolFull", "SpoolReader", "SpooledRecord", "load_or_create_key"]
+__all__ = [
+    "KEY_FILE",
+    "STATE_FILE",
+    "Spool",
+    "SpoolError",
+    "SpoolFull",
+    "SpoolReader",
+    "SpooledRecord",
+    "load_or_create_key",
+]
 
 KEY_FILE = "chain.key"
 STATE_FILE = "chain.state"

@@ -224,3 +224,28 @@ def test_a_spool_that_fails_to_open_is_not_left_locked(spool_dir: Path) -> None:
     with pytest.raises(SpoolError):
         Spool(spool_dir, secret=b"a different secret").open()  # its MACs do not verify: refused
     assert not is_locked(spool_dir)
+
+
+def test_deleting_the_newest_segments_is_caught_by_the_witnesses(spool_dir: Path) -> None:
+    import json as _json
+
+    write_spool(spool_dir, 60, segment_bytes=2000)
+    segments = list_segments(spool_dir)
+    assert len(segments) >= 3
+    for _, path in segments[-2:]:
+        path.unlink()  # what is left ends with a proper end marker and verifies on its own
+    assert verify(spool_dir).ok
+    from sqlbastion.audit.chain import initial_key, verify_spool
+
+    witness = int(_json.loads((spool_dir / "chain.state").read_text())["seq"]) - 1
+    report = verify_spool(
+        spool_dir, algorithm="hmac-sha256", key0=initial_key("hmac-sha256", SECRET), witness_seq=witness
+    )
+    assert report.problem is not None
+    assert report.problem.problem == "truncated"
+    intact = Path(str(spool_dir) + "-intact")
+    write_spool(intact, 5)
+    witness = int(_json.loads((intact / "chain.state").read_text())["seq"]) - 1
+    assert verify_spool(
+        intact, algorithm="hmac-sha256", key0=initial_key("hmac-sha256", SECRET), witness_seq=witness
+    ).ok
