@@ -316,7 +316,7 @@ class StatementBase:
             r.expr(tree.args["on"], scope, clause="join")
         whens = tree.args.get("whens")
         if whens is not None:
-            r.expr(whens, scope)
+            r.expr(whens, scope, clause="where")  # WHEN … AND conditions pick the rows
         acc.feature("data_copy", "MERGE copies rows from its source")
         return self.finish(
             "merge",

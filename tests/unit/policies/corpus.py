@@ -453,6 +453,8 @@ dev|b|allow|-|DELETE FROM customers WHERE mobile = '13800000000'
 dev|m|block|MASK-INFERENCE|UPDATE customers SET city = 'x' WHERE id > 5 ORDER BY mobile LIMIT 1
 dev|m|block|MASK-INFERENCE|DELETE FROM customers WHERE id > 5 ORDER BY mobile LIMIT 1
 dev|m|allow|-|DELETE FROM accounts WHERE id > 5 ORDER BY id LIMIT 1
+dev|p|block|MASK-INFERENCE|MERGE INTO accounts a USING customers c ON a.customer_id = c.id WHEN MATCHED AND c.mobile LIKE '1%' THEN DELETE
+dev|p|allow|-|MERGE INTO accounts a USING branches b ON a.id = b.id WHEN MATCHED THEN UPDATE SET branch = b.city
 dev|b|block|MASK-UNPROVABLE|SELECT customers.mobile FROM customers AS c
 
 ## MASK-TRANSFORM
