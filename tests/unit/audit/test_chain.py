@@ -249,3 +249,19 @@ def test_deleting_the_newest_segments_is_caught_by_the_witnesses(spool_dir: Path
     assert verify_spool(
         intact, algorithm="hmac-sha256", key0=initial_key("hmac-sha256", SECRET), witness_seq=witness
     ).ok
+
+
+def test_a_record_being_appended_while_verifying_a_live_spool_is_not_an_error(spool_dir: Path) -> None:
+    spool = Spool(spool_dir, secret=SECRET)
+    spool.open()
+    spool.append([statement(1)])
+    path = list_segments(spool_dir)[-1][1]
+    with open(path, "ab") as f:
+        f.write(b'{"type":"event","eve')  # the writer's next record, half written
+    try:
+        assert verify(spool_dir, live=True).ok
+        report = verify(spool_dir, live=False)
+        assert report.problem is not None
+        assert report.problem.problem == "truncated"
+    finally:
+        spool.close()
