@@ -323,3 +323,53 @@ def test_backend_tls_modes_against_a_server_without_tls(
     finally:
         for _ in gen:
             pass
+
+
+def test_client_bytes_arriving_one_at_a_time(proxy: Proxy) -> None:
+    """Startup, SCRAM and queries split into single-byte TCP segments still work."""
+    import socket as socket_module
+
+    from sqlbastion.proxy.postgres.scram import ScramClient
+    from sqlbastion.proxy.postgres.startup import encode_startup
+
+    def trickle(sock: socket_module.socket, data: bytes) -> None:
+        for i in range(len(data)):
+            sock.sendall(data[i : i + 1])
+
+    reader = p.MessageReader()
+
+    def recv(sock: socket_module.socket) -> tuple[int, bytes]:
+        while True:
+            got = reader.next()
+            if isinstance(got, tuple):
+                return got
+            reader.feed(sock.recv(65536))
+
+    with socket_module.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        s.setsockopt(socket_module.IPPROTO_TCP, socket_module.TCP_NODELAY, 1)
+        trickle(s, encode_startup({"user": PERSON, "database": "postgres"}))
+        scram = ScramClient(PASSWORD)
+        while True:
+            kind, body = recv(s)
+            if kind == p.AUTHENTICATION and body[:4] == b"\x00\x00\x00\x0a":
+                first = scram.first()
+                trickle(s, p.encode_message(p.PASSWORD, b"SCRAM-SHA-256\x00" + struct.pack("!i", len(first)) + first))
+            elif kind == p.AUTHENTICATION and body[:4] == b"\x00\x00\x00\x0b":
+                trickle(s, p.encode_message(p.PASSWORD, scram.final(body[4:])))
+            elif kind == p.READY_FOR_QUERY:
+                break
+            assert kind != p.ERROR_RESPONSE, body
+        trickle(s, p.encode_message(p.QUERY, b"SELECT 41 + 1; DROP TABLE x\x00"))
+        kind, body = recv(s)
+        assert kind == p.ERROR_RESPONSE  # the whole message is refused, however it arrived
+        assert recv(s) == (p.READY_FOR_QUERY, b"I")
+        trickle(s, p.encode_parse(b"", b"SELECT 41 + 1") + p.encode_message(p.BIND, b"\x00\x00" + b"\x00" * 6))
+        trickle(s, p.encode_message(p.EXECUTE, b"\x00\x00\x00\x00\x00") + p.encode_message(p.SYNC))
+        answers = []
+        while True:
+            kind, body = recv(s)
+            answers.append((chr(kind), body))
+            if kind == p.READY_FOR_QUERY:
+                break
+        assert [k for k, _ in answers] == ["1", "2", "D", "C", "Z"]
+        assert answers[2][1] == b"\x00\x01\x00\x00\x00\x0242"
