@@ -227,6 +227,9 @@ class StatementBase:
             for e in conflict.expressions:
                 value = r.expr(e.expression if isinstance(e, exp.EQ) else e, excluded)
                 acc.copies |= value.sources
+            condition = conflict.args.get("where")
+            if isinstance(condition, exp.Expr):
+                r.expr(condition.this if isinstance(condition, exp.Where) else condition, excluded, clause="where")
         returning = self._returning(tree, r, scope)
         return self.finish(
             kind, acc, outputs=returning, writes={path}, needs=needs, produces_rows=returning is not None

@@ -455,6 +455,8 @@ dev|m|block|MASK-INFERENCE|DELETE FROM customers WHERE id > 5 ORDER BY mobile LI
 dev|m|allow|-|DELETE FROM accounts WHERE id > 5 ORDER BY id LIMIT 1
 dev|p|block|MASK-INFERENCE|MERGE INTO accounts a USING customers c ON a.customer_id = c.id WHEN MATCHED AND c.mobile LIKE '1%' THEN DELETE
 dev|p|allow|-|MERGE INTO accounts a USING branches b ON a.id = b.id WHEN MATCHED THEN UPDATE SET branch = b.city
+dev|p|block|MASK-INFERENCE|INSERT INTO customers (id, city) VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET city = excluded.city WHERE customers.mobile LIKE '1%'
+dev|p|allow|-|INSERT INTO customers (id, city) VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET city = excluded.city WHERE customers.id > 0
 dev|b|block|MASK-UNPROVABLE|SELECT customers.mobile FROM customers AS c
 
 ## MASK-TRANSFORM
