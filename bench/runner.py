@@ -26,16 +26,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import pymysql
 
-from bench import external, profile, services
-from bench.idle import hold_idle_postgres, open_idle_mysql
+from bench import services
 from bench.machine import describe_machine
+from bench.measures import measure_audit, measure_connections, measure_policy, measure_rows, profile_sqlbastion
+from bench.model import GROUPS, MASK_SQL, ROOT, Collector, Environment, Options, Workload, say
 from bench.report import (
     PATHS,
     Figure,
@@ -50,94 +50,7 @@ from bench.report import (
 from bench.workloads import Endpoint, WorkloadError, run_pgbench, run_scan, run_sysbench
 from sqlbastion.devtools.servers import ServerError, ServerInfo, start_mariadb, start_postgres, stop
 
-__all__ = ["GROUPS", "main"]
-
-ROOT = Path(__file__).resolve().parent.parent
-GROUPS = ("postgres", "mysql", "masking", "connections", "policy", "audit")
-# Each PostgreSQL client session holds a backend session; the test server allows 500.
-PG_IDLE_MAX = 400
-MASK_SQL = f"SELECT id, mobile, id_card, city FROM {services.MASK_TABLE}"
-
-
-def _say(text: str) -> None:
-    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {text}\n")
-    sys.stderr.flush()
-
-
-@dataclass(frozen=True, kw_only=True)
-class Options:
-    duration: int
-    rounds: int
-    warmup: int
-    clients: int
-    scale: int
-    mask_rows: int
-    connections: int
-    groups: frozenset[str]
-    profile: bool
-    record: Path | None
-    keep: bool
-    bare: bool = False
-
-
-@dataclass(frozen=True, kw_only=True)
-class Workload:
-    """One row of the table measured in rounds: a client tool against each path of one protocol."""
-
-    key: str
-    name: str
-    unit: str
-    protocol: str  # "mysql" or "postgres": which endpoints it runs against
-    paths: tuple[str, ...]
-    measure: Callable[[Endpoint], float]
-    target: Target | None = None
-    baseline: str | None = None
-    # Workloads of time (seconds) get no warm-up of their own beyond the first round's caches.
-    warm: Callable[[Endpoint], object] | None = None
-
-
-@dataclass
-class Collector:
-    samples: dict[tuple[str, str], list[float]] = field(default_factory=dict)
-    reasons: dict[tuple[str, str], str] = field(default_factory=dict)
-    notes: dict[str, str] = field(default_factory=dict)
-
-    def add(self, key: str, path: str, value: float) -> None:
-        self.samples.setdefault((key, path), []).append(value)
-
-    def fail(self, key: str, path: str, reason: str) -> None:
-        self.reasons.setdefault((key, path), reason)
-
-    def failed(self, key: str, path: str) -> bool:
-        return (key, path) in self.reasons
-
-    def figure(self, key: str, path: str) -> Figure:
-        if (key, path) in self.reasons:
-            return Figure(path=path, reason=self.reasons[key, path])
-        values = tuple(self.samples.get((key, path), ()))
-        return Figure(path=path, samples=values, reason=None if values else "not measured")
-
-
-@dataclass
-class Environment:
-    """What the run started: servers, and per protocol each path's endpoint or the reason it has none."""
-
-    run_dir: Path
-    servers: dict[str, ServerInfo] = field(default_factory=dict)
-    endpoints: dict[str, dict[str, Endpoint | str]] = field(default_factory=dict)
-    proxies: dict[str, services.Started] = field(default_factory=dict)
-    server_versions: dict[str, str] = field(default_factory=dict)
-
-    pids: dict[tuple[str, str], int] = field(default_factory=dict)
-
-    def endpoint(self, protocol: str, path: str) -> Endpoint | str:
-        return self.endpoints.get(protocol, {}).get(path, f"no {protocol} server")
-
-    def add(self, protocol: str, started: services.Started) -> None:
-        """A middlebox path is up: its endpoint for the clients, its process for CPU accounting."""
-        self.endpoints.setdefault(protocol, {})[started.endpoint.path] = started.endpoint
-        self.pids[protocol, started.endpoint.path] = started.proc.pid
-
+__all__ = ["main", "parse_args", "run"]
 
 # -- setting up ------------------------------------------------------------
 
@@ -167,10 +80,10 @@ def _setup_postgres(opts: Options, env: Environment) -> None:
     eps: dict[str, Endpoint | str] = {}
     env.endpoints["postgres"] = eps
     try:
-        _say("starting PostgreSQL")
+        say("starting PostgreSQL")
         server = start_postgres(env.run_dir / "postgres")
         env.servers["postgres"] = server
-        _say(f"loading pgbench scale {opts.scale} and {opts.mask_rows:,} masked-scan rows")
+        say(f"loading pgbench scale {opts.scale} and {opts.mask_rows:,} masked-scan rows")
         services.load_postgres_data(server, scale=opts.scale, mask_rows=opts.mask_rows)
         env.server_versions["PostgreSQL"] = _pg_version(server)
     except (ServerError, services.Unavailable, OSError, asyncpg.PostgresError) as exc:
@@ -194,10 +107,10 @@ def _setup_mysql(opts: Options, env: Environment) -> None:
     eps: dict[str, Endpoint | str] = {}
     env.endpoints["mysql"] = eps
     try:
-        _say("starting MariaDB")
+        say("starting MariaDB")
         server = start_mariadb(env.run_dir / "mariadb")
         env.servers["mysql"] = server
-        _say(f"loading sysbench tables and {opts.mask_rows:,} masked-scan rows")
+        say(f"loading sysbench tables and {opts.mask_rows:,} masked-scan rows")
         services.load_mysql_data(server, mask_rows=opts.mask_rows, connections=opts.connections)
         env.server_versions["MariaDB"] = _mysql_version(server)
     except (ServerError, services.Unavailable, OSError, pymysql.MySQLError) as exc:
@@ -219,7 +132,7 @@ def _start_proxy(protocol: str, server: ServerInfo, env: Environment, *, bare: b
             started = services.start_sqlbastion(protocol, server, env.run_dir, bare=path == "sqlbastion_bare")
         except (services.Unavailable, OSError) as exc:
             env.endpoints[protocol][path] = str(exc)
-            _say(f"{path} ({protocol}): n/a: {exc}")
+            say(f"{path} ({protocol}): n/a: {exc}")
             continue
         env.proxies[protocol if path == "sqlbastion" else f"{protocol}:bare"] = started
         env.add(protocol, started)
@@ -358,7 +271,7 @@ def _measure_rounds(opts: Options, env: Environment, loads: list[Workload], coll
                     w.warm(ep)
                 except WorkloadError as exc:
                     coll.fail(w.key, path, str(exc))
-                    _say(f"{w.name} / {path}: warm-up failed: {exc}")
+                    say(f"{w.name} / {path}: warm-up failed: {exc}")
     for rnd in range(opts.rounds):
         for w in loads:
             order = _rotate([p for p, _ in runnable[w.key]], rnd)
@@ -373,7 +286,7 @@ def _measure_rounds(opts: Options, env: Environment, loads: list[Workload], coll
                     value = w.measure(eps[path])
                 except WorkloadError as exc:
                     coll.fail(w.key, path, str(exc))
-                    _say(f"round {rnd + 1} {w.name} / {path}: failed: {exc}")
+                    say(f"round {rnd + 1} {w.name} / {path}: failed: {exc}")
                     continue
                 coll.add(w.key, path, value)
                 cpu_after = _cpu(pid)
@@ -391,7 +304,7 @@ def _measure_rounds(opts: Options, env: Environment, loads: list[Workload], coll
                         scale = 1e6 / (value * opts.duration) if w.unit == "tps" else 1.0
                         coll.add(f"{w.key}:cpu-loop", path, loop * scale)
                         coll.add(f"{w.key}:cpu-threads", path, (used - loop) * scale)
-                _say(f"round {rnd + 1}/{opts.rounds} {w.name} / {path}: {value:,.2f} {w.unit}{extra}")
+                say(f"round {rnd + 1}/{opts.rounds} {w.name} / {path}: {value:,.2f} {w.unit}{extra}")
 
 
 def _cpu(pid: int | None) -> float | None:
@@ -481,195 +394,6 @@ def _check_masked(env: Environment, coll: Collector) -> None:
             coll.notes[key] = f"row 1 direct `{clear}` → through sqlbastion `{masked}`"
 
 
-# -- connections, policy, audit --------------------------------------------
-
-
-def _idle_result(
-    name: str, target: Target | None, wanted: int, opened: int, error: str | None, before: float, after: float
-) -> WorkloadResult:
-    if error is not None or opened < wanted:
-        reason = f"only {opened:,} of {wanted:,} opened ({error}); RSS {after:.1f} MiB"
-        return WorkloadResult(name=name, unit="MiB", figures=(Figure(path="sqlbastion", reason=reason),), target=target)
-    per_conn = (after - before) * 1024 / max(1, opened)
-    note = f"RSS {before:.1f} MiB before, {after:.1f} MiB with {opened:,} open: {per_conn:.1f} KiB per connection"
-    if opened != 5000:
-        note += f" (estimate for 5,000: {before + per_conn * 5000 / 1024:.0f} MiB)"
-    return WorkloadResult(
-        name=name, unit="MiB", figures=(Figure(path="sqlbastion", samples=(after,)),), target=target, note=note
-    )
-
-
-def _measure_connections(opts: Options, env: Environment) -> list[WorkloadResult]:
-    """sqlbastion's RSS with many idle logged-in clients.
-
-    MySQL carries the target (MariaDB's max_connections is raised for it).
-    PostgreSQL is capped by the test server's max_connections (500), since every
-    client session holds a backend session; its per-connection cost is shown.
-    """
-    results: list[WorkloadResult] = []
-    name = f"{opts.connections:,} idle MySQL client connections: sqlbastion RSS"
-    target = Target(kind="at_most", value=300.0)
-    proxy = env.proxies.get("mysql")
-    ep = env.endpoint("mysql", "sqlbastion")
-    if proxy is None or isinstance(ep, str):
-        reason = ep if isinstance(ep, str) else "sqlbastion (mysql) did not start"
-        results.append(
-            WorkloadResult(name=name, unit="MiB", figures=(Figure(path="sqlbastion", reason=reason),), target=target)
-        )
-    else:
-        before = services.rss_mib(proxy.proc.pid)
-        _say(f"opening {opts.connections:,} idle MySQL connections through sqlbastion (RSS {before:.1f} MiB)")
-        idle = open_idle_mysql(ep, opts.connections)
-        opened = len(idle.connections)
-        try:
-            time.sleep(2)  # let the proxy settle: buffers allocated at login are what an idle session keeps
-            after = services.rss_mib(proxy.proc.pid)
-        finally:
-            idle.close()
-        _say(f"RSS {after:.1f} MiB with {opened:,} open (in {idle.seconds:.1f}s; error: {idle.first_error})")
-        results.append(_idle_result(name, target, opts.connections, opened, idle.first_error, before, after))
-    pg_count = min(opts.connections, PG_IDLE_MAX)
-    pg_name = f"{pg_count:,} idle PostgreSQL client connections: sqlbastion RSS"
-    pg_proxy = env.proxies.get("postgres")
-    pg_ep = env.endpoint("postgres", "sqlbastion")
-    if pg_proxy is None or isinstance(pg_ep, str):
-        reason = pg_ep if isinstance(pg_ep, str) else "sqlbastion (postgres) did not start"
-        results.append(WorkloadResult(name=pg_name, unit="MiB", figures=(Figure(path="sqlbastion", reason=reason),)))
-        return results
-    pid = pg_proxy.proc.pid
-    before = services.rss_mib(pid)
-    _say(f"opening {pg_count:,} idle PostgreSQL connections through sqlbastion (RSS {before:.1f} MiB)")
-    figures = hold_idle_postgres(pg_ep, pg_count, lambda: services.rss_mib(pid))
-    _say(f"RSS {figures.measured:.1f} MiB with {figures.opened:,} open (error: {figures.first_error})")
-    results.append(_idle_result(pg_name, None, pg_count, figures.opened, figures.first_error, before, figures.measured))
-    return results
-
-
-def _external(script: str, timeout: float) -> list[external.ExternalFigure] | str:
-    """A component benchmark's figures (run with ``--json``), or the reason there are none."""
-    try:
-        out = external.run_script(ROOT / "bench" / script, timeout=timeout, args=("--json",))
-    except RuntimeError as exc:
-        return str(exc)
-    return external.parse_figures(out)
-
-
-def _one(
-    name: str, unit: str, value: float | None, missing: str, target: Target | None, note: str | None = None
-) -> WorkloadResult:
-    fig = (
-        Figure(path="sqlbastion", samples=(value,)) if value is not None else Figure(path="sqlbastion", reason=missing)
-    )
-    return WorkloadResult(name=name, unit=unit, figures=(fig,), target=target, note=note)
-
-
-def _measure_policy() -> list[WorkloadResult]:
-    """bench/policy_bench.py: median µs per decision on a 3-table join (hit, literal-only change, miss)."""
-    rows = (
-        ("policy decision, cache hit (same text)", "hit", Target(kind="at_most", value=30.0)),
-        ("policy decision, fingerprint hit (new literal)", "fingerprint_hit", None),
-        ("policy decision, cache miss (3-table join)", "miss", Target(kind="at_most", value=2000.0)),
-    )
-    figures = _external("policy_bench.py", 600)
-    if isinstance(figures, str):
-        return [_one(name, "µs", None, figures, target) for name, _, target in rows]
-    results = []
-    for name, key, target in rows:
-        value = external.named(figures, f"{key}.median_us")
-        if value is None:
-            value = external.pick(figures, words=(key.replace("_", " "),), kind="latency")
-        note = None
-        if key == "fingerprint_hit":
-            note = "what pgbench and sysbench hit: the same statement with a new literal each time"
-        results.append(_one(name, "µs", value, "policy_bench.py printed no such figure", target, note))
-    return results
-
-
-def _measure_rows() -> WorkloadResult:
-    """bench/rows_bench.py: CPU µs per masked PostgreSQL DataRow rewritten in process (no sockets)."""
-    name = "masked DataRow rewrite in process (4 columns, 2 masked)"
-    figures = _external("rows_bench.py", 300)
-    if isinstance(figures, str):
-        return _one(name, "µs", None, figures, None)
-    current = external.named(figures, "current_us_per_row")
-    parts = [
-        f"{label} {value:.2f} µs"
-        for label, key in (
-            ("splitting frames only", "floor_us_per_row"),
-            ("the two maskers only", "maskers_only_us_per_row"),
-            ("a chunk-at-a-time reference loop", "chunked_us_per_row"),
-        )
-        if (value := external.named(figures, key)) is not None
-    ]
-    note = "per row: " + ", ".join(parts) if parts else None
-    return _one(name, "µs", current, "rows_bench.py printed no figure", None, note)
-
-
-def _measure_audit() -> WorkloadResult:
-    """bench/audit_bench.py: events per second end to end into the SQLite sink."""
-    name = "audit events into the SQLite sink, sustained"
-    target = Target(kind="at_least", value=20_000.0)
-    figures = _external("audit_bench.py", 900)
-    if isinstance(figures, str):
-        return _one(name, "events/s", None, figures, target)
-    value = external.named(figures, "burst.events_per_second")
-    if value is None:
-        value = external.pick(figures, words=(), kind="rate")
-    lag, base = (
-        external.named(figures, "paced.loop_lag_ms_p99"),
-        external.named(figures, "baseline_loop.loop_lag_ms_p99"),
-    )
-    note = None
-    if lag is not None and base is not None:
-        note = f"event-loop lag p99 while emitting 20,000 events/s: {lag:.2f} ms (without the pipeline {base:.2f} ms)"
-    return _one(name, "events/s", value, "audit_bench.py printed no events/s figure", target, note)
-
-
-# -- profiling -------------------------------------------------------------
-
-
-def _profile(opts: Options, env: Environment, loads: list[Workload]) -> list[str]:
-    """Run each protocol's first workload and its masked scan once more under py-spy, per sqlbastion path."""
-    findings: list[str] = []
-    if profile.py_spy() is None:
-        return ["py-spy is not installed (pip install -e '.[dev]')"]
-    profiles = ROOT / "var" / "bench" / "profiles"
-    profiles.mkdir(parents=True, exist_ok=True)
-    seen: set[str] = set()
-    for w in loads:
-        for path, proxy_key in (("sqlbastion", w.protocol), ("sqlbastion_bare", f"{w.protocol}:bare")):
-            proxy = env.proxies.get(proxy_key)
-            ep = env.endpoint(w.protocol, path)
-            kind = f"{proxy_key}-{'scan' if w.key.startswith('mask') else 'load'}"
-            if proxy is None or isinstance(ep, str) or kind in seen or path not in w.paths:
-                continue
-            seen.add(kind)
-            findings += _profile_one(opts, w, path, proxy.proc.pid, ep, profiles / f"{w.key}-{path}.txt")
-    return findings
-
-
-def _profile_one(opts: Options, w: Workload, path: str, pid: int, ep: Endpoint, out: Path) -> list[str]:
-    spy = profile.record(pid, opts.duration + 2, out)
-    if spy is None:
-        return []
-    time.sleep(0.5)  # py-spy attaches before the load starts
-    with contextlib.suppress(WorkloadError):
-        w.measure(ep)
-    try:
-        _, err = spy.communicate(timeout=opts.duration + 60)
-    except subprocess.TimeoutExpired:
-        spy.kill()
-        spy.wait()
-        return [f"{w.name} ({path}): py-spy did not finish"]
-    if not out.exists():
-        return [f"{w.name} ({path}): py-spy failed: {' '.join(err.decode(errors='replace').split())[:160]}"]
-    summary = profile.summarize_collapsed(out.read_text(errors="replace"), only_under=("sqlbastion", "thread ("))
-    _say(f"profile of {w.name} through {path}: {out}")
-    for line in summary.lines(top=8):
-        _say(f"{w.name} ({PATHS[path]}): {line}")
-    return [f"{w.name} ({PATHS[path]}): {summary.brief(top=8)}"]
-
-
 # -- the run ---------------------------------------------------------------
 
 
@@ -687,7 +411,7 @@ def run(opts: Options) -> list[WorkloadResult]:
         _setup(opts, env)
         # Idle connections first, on fresh proxies: memory freed after a workload stays in the
         # process (Python's allocator keeps its arenas), which would hide the per-connection cost.
-        idle = _measure_connections(opts, env) if "connections" in opts.groups else []
+        idle = measure_connections(opts, env) if "connections" in opts.groups else []
         loads = _workloads(opts)
         _measure_rounds(opts, env, loads, coll)
         for w in loads:
@@ -703,25 +427,25 @@ def run(opts: Options) -> list[WorkloadResult]:
             )
         results += [r for r in (_cpu_result(w, coll) for w in loads) if r is not None]
         if opts.profile:
-            findings = _profile(opts, env, loads)
+            findings = profile_sqlbastion(opts, env, loads)
         results += idle
     finally:
         services.stop_all()
         for server in env.servers.values():
             stop(server)
         if opts.keep:
-            _say(f"run directory kept: {run_dir}")
+            say(f"run directory kept: {run_dir}")
         else:
             shutil.rmtree(run_dir, ignore_errors=True)
     if "policy" in opts.groups:
-        _say("policy decision benchmark")
-        results += _measure_policy()
+        say("policy decision benchmark")
+        results += measure_policy()
     if "masking" in opts.groups:
-        _say("masked row rewrite, in process")
-        results.append(_measure_rows())
+        say("masked row rewrite, in process")
+        results.append(measure_rows())
     if "audit" in opts.groups:
-        _say("audit sink benchmark")
-        results.append(_measure_audit())
+        say("audit sink benchmark")
+        results.append(measure_audit())
     elapsed = time.monotonic() - t0
     settings = {
         "rounds": f"{opts.rounds} × {opts.duration} s per path (warm-up {opts.warmup} s), paths alternating",
@@ -749,10 +473,10 @@ def run(opts: Options) -> list[WorkloadResult]:
             ensure_ascii=False,
         )
     )
-    _say(f"figures with every sample: {data_file}")
+    say(f"figures with every sample: {data_file}")
     if opts.record is not None:
         append_run(opts.record, render_run(info, results))
-        _say(f"results appended to {opts.record}")
+        say(f"results appended to {opts.record}")
     return results
 
 
@@ -783,7 +507,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a smoke run in about three minutes: 1 round of 3 s, 100,000 masked rows, 500 idle connections, no record",
+        help="a smoke run of a few minutes: 1 round of 3 s, 100,000 masked rows, 500 idle connections, no record",
     )
     args = parser.parse_args(argv)
     if args.quick:

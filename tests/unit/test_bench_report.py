@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from bench import external, services
+from bench.model import GROUPS, Collector, Environment, Workload
 from bench.profile import summarize_collapsed
 from bench.relay import start_relay
 from bench.report import (
@@ -27,7 +28,7 @@ from bench.report import (
     render_run,
     results_data,
 )
-from bench.runner import GROUPS, Collector, Environment, Workload, _measure_rounds, _rotate, parse_args
+from bench.runner import _measure_rounds, _rotate, parse_args
 from bench.workloads import Endpoint, WorkloadError, parse_pgbench_tps, parse_sysbench, pgbench_command
 
 from sqlbastion.app import validate_policy
