@@ -23,6 +23,12 @@ from sqlbastion.policies.model import ColumnRef, OutputColumn, StatementContext
 from sqlbastion.policies.truth import is_tautology
 
 
+_INSERT_ARGS = frozenset({"this", "expression", "conflict", "returning", "with_", "hint"})
+_UPDATE_ARGS = frozenset({"this", "expressions", "from_", "where", "returning", "order", "limit", "with_", "hint"})
+_DELETE_ARGS = frozenset({"this", "using", "where", "returning", "order", "limit", "tables", "with_", "hint"})
+_MERGE_ARGS = frozenset({"this", "using", "on", "whens", "with_", "returning"})
+
+
 class StatementBase:
     def __init__(self, ctx: StatementContext, catalog: Catalog | None, message_statements: int) -> None:
         self.ctx = ctx
@@ -203,6 +209,15 @@ class StatementBase:
             out.extend(r.projection(e, scope))
         return out
 
+    def _walk_rest(self, tree: exp.Expr, r: Resolver, scope: Scope, handled: frozenset[str]) -> None:
+        """Arguments a handler does not model are walked as filters: covered, never ignored."""
+        for key, value in tree.args.items():
+            if key in handled or value is None or isinstance(value, (bool, str)):
+                continue
+            for part in value if isinstance(value, list) else [value]:
+                if isinstance(part, exp.Expr):
+                    r.expr(part, scope, clause="other")
+
     def _insert(self, tree: exp.Insert, r: Resolver, acc: Acc, kind: str) -> StatementFacts:
         scope = Scope(None, r.ctes(tree, None))
         path = self._target_scope(tree.this, r, scope)
@@ -231,6 +246,7 @@ class StatementBase:
             if isinstance(condition, exp.Expr):
                 r.expr(condition.this if isinstance(condition, exp.Where) else condition, excluded, clause="where")
         returning = self._returning(tree, r, scope)
+        self._walk_rest(tree, r, scope, _INSERT_ARGS)
         return self.finish(
             kind, acc, outputs=returning, writes={path}, needs=needs, produces_rows=returning is not None
         )
@@ -263,6 +279,7 @@ class StatementBase:
             r.expr(where, scope, clause="where")
         r.dml_order_limit(tree, scope)
         returning = self._returning(tree, r, scope)
+        self._walk_rest(tree, r, scope, _UPDATE_ARGS)
         return self.finish(
             "update",
             acc,
@@ -296,6 +313,7 @@ class StatementBase:
             r.expr(where, scope, clause="where")
         r.dml_order_limit(tree, scope)
         returning = self._returning(tree, r, scope)
+        self._walk_rest(tree, r, scope, _DELETE_ARGS)
         return self.finish(
             "delete",
             acc,
@@ -321,6 +339,7 @@ class StatementBase:
         if whens is not None:
             r.expr(whens, scope, clause="where")  # WHEN … AND conditions pick the rows
         acc.feature("data_copy", "MERGE copies rows from its source")
+        self._walk_rest(tree, r, scope, _MERGE_ARGS)
         return self.finish(
             "merge",
             acc,
