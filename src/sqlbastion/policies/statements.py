@@ -22,7 +22,6 @@ from sqlbastion.policies.lineage import Acc, Col, Resolver, Scope, Source, Unpro
 from sqlbastion.policies.model import ColumnRef, OutputColumn, StatementContext
 from sqlbastion.policies.truth import is_tautology
 
-
 _INSERT_ARGS = frozenset({"this", "expression", "conflict", "returning", "with_", "hint"})
 _UPDATE_ARGS = frozenset({"this", "expressions", "from_", "where", "returning", "order", "limit", "with_", "hint"})
 _DELETE_ARGS = frozenset({"this", "using", "where", "returning", "order", "limit", "tables", "with_", "hint"})
