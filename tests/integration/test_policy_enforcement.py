@@ -167,6 +167,30 @@ def _scratch_tables(mariadb: ServerInfo, postgres: ServerInfo) -> None:
         pg.execute(f"GRANT ALL ON {SCRATCH} TO {postgres.service_user}")
 
 
+def _drop_scratch_tables(mariadb: ServerInfo, postgres: ServerInfo) -> None:
+    """Leave the shared bank database as the tests found it."""
+    conn = pymysql.connect(
+        host=mariadb.host, port=mariadb.port, user=mariadb.admin_user, password=mariadb.admin_password, database="bank"
+    )
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {SCRATCH}")
+            cur.execute("DROP VIEW IF EXISTS policy_scratch_v")
+        conn.commit()
+    finally:
+        conn.close()
+    with psycopg.connect(
+        host=postgres.host,
+        port=postgres.port,
+        user=postgres.admin_user,
+        password=postgres.admin_password,
+        dbname="bank",
+        autocommit=True,
+    ) as pg:
+        pg.execute("DROP VIEW IF EXISTS policy_scratch_v")
+        pg.execute(f"DROP TABLE IF EXISTS {SCRATCH}")
+
+
 @pytest.fixture(scope="module")
 def running(
     sample_bank: LoadedBank,
@@ -205,6 +229,7 @@ def running(
         yield Running(thread, directory, my_port, pg_port, mariadb_server, postgres_server)
     finally:
         thread.stop()
+        _drop_scratch_tables(mariadb_server, postgres_server)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
