@@ -19,10 +19,10 @@ Recorded on the 2-core development machine (2026-11-25, load average ~9 from oth
 so wall-clock rates there show the CPU left over, not the pipeline)::
 
     emit 3.4 µs p50 per call on the data path (intake-ring copy included)
-    proxy process  49 µs CPU per event  → ~20,400 events per CPU-second
-    delivery child 48 µs CPU per event  (spool read + SQLite commit with its indexes)
+    proxy process  43 µs CPU per event  → ~23,100 events per CPU-second
+    delivery child 43 µs CPU per event  (spool read + SQLite commit with its indexes)
 
-Each process needs about one core at 20,000 events/s: the two-process split is what lets the
+Each process needs a little under one core at 20,000 events/s: the two-process split is what lets the
 pipeline reach the target on a 2-core machine. See docs/audit.md, "Throughput".
 """
 
