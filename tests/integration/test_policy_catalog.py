@@ -56,7 +56,16 @@ async def test_mysql_catalog(sample_bank: LoadedBank, mariadb_server: ServerInfo
         conn.commit()
     finally:
         conn.close()
-    cat = await load_mysql(backend(s, "mysql", secret_env))
+    try:
+        cat = await load_mysql(backend(s, "mysql", secret_env))
+    finally:
+        conn = pymysql.connect(host=s.host, port=s.port, user=s.admin_user, password=s.admin_password, database="bank")
+        try:
+            with conn.cursor() as cur:
+                cur.execute("DROP VIEW IF EXISTS catalog_v")
+            conn.commit()
+        finally:
+            conn.close()
     customers = cat.table("bank", "customers")
     assert customers is not None
     assert customers.columns[:4] == ("id", "name", "id_card", "mobile")
@@ -118,6 +127,7 @@ async def test_postgres_catalog_and_refresh_after_ddl(
             for t in tasks:
                 t.cancel()
             admin.execute("DROP TABLE IF EXISTS catalog_fresh")
+            admin.execute("DROP VIEW IF EXISTS catalog_pv")
 
 
 async def test_unreachable_backend_keeps_the_old_snapshot(secret_env: str) -> None:
