@@ -168,7 +168,8 @@ class SinkRunner:
         return {st.sink.name: st.confirmed for st in self.states}
 
     def required_cursor(self) -> int | None:
-        required = [st.confirmed for st in self.states if st.sink.required]
+        """How far every required sink has acknowledged; with no required sink, every sink."""
+        required = [st.confirmed for st in self.states if st.sink.required] or [st.confirmed for st in self.states]
         return min(required) if required else None
 
     def _drain_expired(self) -> bool:

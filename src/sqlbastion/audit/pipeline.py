@@ -560,7 +560,9 @@ class AuditPipeline:
             through = self._runner.required_cursor()
         else:
             cursors = self.sink_cursors()
-            required = [cursors.get(name, -1) for name in self._required_names]
+            # With no required sink the slowest sink decides, so the spool cannot only grow.
+            names = self._required_names or self._sink_names
+            required = [cursors.get(name, -1) for name in names]
             through = min(required) if required else None
         if through is None:
             return

@@ -342,3 +342,14 @@ def test_serve_refuses_to_start_on_a_spool_another_process_writes(spool_dir: Pat
         assert run(settings) == 1
     finally:
         holder.close()
+
+
+def test_with_no_required_sink_the_slowest_sink_releases_segments(spool_dir: Path) -> None:
+    a = MemorySink("a", required=False)
+    b = MemorySink("b", required=False)
+    p = _pipeline(Spool(spool_dir, secret=SECRET, segment_bytes=4000), a, b)
+    for i in range(500):
+        p.emit(_statement(i))
+    _wait(lambda: len(a.events) == 500 and len(b.events) == 500)
+    _wait(lambda: len(list_segments(spool_dir)) == 1)
+    p.close()
