@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -648,3 +649,67 @@ def test_chunked_row_rewrite_matches_the_current_path_including_nulls_and_other_
     )
     with pytest.raises(ValueError, match="RowDescription"):
         rewrite_chunked(pg.encode_data_row([b"1"]), maskers)
+
+
+# -- process bookkeeping -------------------------------------------------------------
+
+
+def test_process_figures_come_from_proc_for_this_process() -> None:
+    import os
+
+    pid = os.getpid()
+    busy_until = time.process_time() + 0.05
+    while time.process_time() < busy_until:
+        pass
+    assert services.cpu_seconds(pid) >= 0.05
+    threads = services.thread_cpu_seconds(pid)
+    assert pid in threads  # the main thread's id is the pid
+    assert sum(threads.values()) <= services.cpu_seconds(pid) + 0.05
+    assert 5 < services.rss_mib(pid) < 4096
+
+
+def test_the_relay_process_starts_relays_and_stops(tmp_path: Path) -> None:
+    import socket as sock
+    import threading
+
+    upstream = sock.socket()
+    upstream.bind(("127.0.0.1", 0))
+    upstream.listen()
+
+    def echo() -> None:
+        # The start-up probe connects (and leaves) first; then the real client.
+        while True:
+            try:
+                conn, _ = upstream.accept()
+            except OSError:
+                return  # the listening socket was closed: the test is over
+            with conn:
+                data = conn.recv(100)
+                if data:
+                    conn.sendall(data.upper())
+
+    t = threading.Thread(target=echo, daemon=True)
+    t.start()
+    target = Endpoint(
+        path="direct", host="127.0.0.1", port=upstream.getsockname()[1], user="u", password="p", database="d"
+    )
+    try:
+        started = services.start_relay(target, tmp_path)
+        assert started.endpoint.path == "relay"
+        with sock.create_connection(("127.0.0.1", started.endpoint.port), timeout=10) as c:
+            c.sendall(b"ping")
+            assert c.recv(100) == b"PING"
+    finally:
+        services.stop_all()
+        upstream.close()
+    assert started.proc.poll() is not None  # stopped, and reaped
+
+
+def test_a_process_that_exits_at_start_is_unavailable_with_its_log(tmp_path: Path) -> None:
+    import subprocess
+
+    log = tmp_path / "x.log"
+    log.write_text("fatal: port already in use\n")
+    proc = subprocess.Popen(["python3", "-c", "raise SystemExit(3)"])
+    with pytest.raises(services.Unavailable, match="exited with code 3: fatal: port already in use"):
+        services._wait_listening(1, proc, log, 10)
