@@ -707,9 +707,10 @@ def test_the_relay_process_starts_relays_and_stops(tmp_path: Path) -> None:
 
 def test_a_process_that_exits_at_start_is_unavailable_with_its_log(tmp_path: Path) -> None:
     import subprocess
+    import sys
 
     log = tmp_path / "x.log"
     log.write_text("fatal: port already in use\n")
-    proc = subprocess.Popen(["python3", "-c", "raise SystemExit(3)"])
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
     with pytest.raises(services.Unavailable, match="exited with code 3: fatal: port already in use"):
         services._wait_listening(1, proc, log, 10)
