@@ -441,3 +441,15 @@ def test_denied_columns_are_refused(proxy: MaskingProxy, pg_bank: LoadedBank) ->
             conn.execute(sql.encode())
         with psycopg.connect(_dsn(proxy.ports["pg"], "dba"), autocommit=True) as conn:
             assert conn.execute(sql.encode()).fetchall()
+
+
+def test_prepared_statements_executed_many_times(proxy: MaskingProxy, pg_bank: LoadedBank) -> None:
+    canary = pg_bank.canary
+    sql = b"SELECT mobile, id_card, city FROM customers WHERE id = %s"
+    expected = (mobile(canary.mobile), keep(canary.id_card, 6, 4), canary.city)
+    with psycopg.connect(_dsn(proxy.ports["pg"], "dev"), autocommit=True) as conn:
+        for binary in (False, True):
+            cur = conn.cursor(binary=binary)
+            for _ in range(8):  # a named server-side statement, bound and executed again and again
+                assert cur.execute(sql, (1,), prepare=True).fetchone() == expected
+            assert cur.execute(sql, (2,), prepare=True).fetchone() != expected
