@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench import external, profile, services
+from bench import external, pyspy, services
 from bench.idle import hold_idle_postgres, open_idle_mysql
 from bench.model import PG_IDLE_MAX, ROOT, Environment, Options, Workload, say
 from bench.report import PATHS, Figure, Target, WorkloadResult
@@ -163,7 +163,7 @@ def measure_audit() -> WorkloadResult:
 def profile_sqlbastion(opts: Options, env: Environment, loads: list[Workload]) -> list[str]:
     """Run each protocol's first workload and its masked scan once more under py-spy, per sqlbastion path."""
     findings: list[str] = []
-    if profile.py_spy() is None:
+    if pyspy.py_spy() is None:
         return ["py-spy is not installed (pip install -e '.[dev]')"]
     profiles = ROOT / "var" / "bench" / "profiles"
     profiles.mkdir(parents=True, exist_ok=True)
@@ -181,7 +181,7 @@ def profile_sqlbastion(opts: Options, env: Environment, loads: list[Workload]) -
 
 
 def _profile_one(opts: Options, w: Workload, path: str, pid: int, ep: Endpoint, out: Path) -> list[str]:
-    spy = profile.record(pid, opts.duration + 2, out)
+    spy = pyspy.record(pid, opts.duration + 2, out)
     if spy is None:
         return []
     time.sleep(0.5)  # py-spy attaches before the load starts
@@ -195,7 +195,7 @@ def _profile_one(opts: Options, w: Workload, path: str, pid: int, ep: Endpoint, 
         return [f"{w.name} ({path}): py-spy did not finish"]
     if not out.exists():
         return [f"{w.name} ({path}): py-spy failed: {' '.join(err.decode(errors='replace').split())[:160]}"]
-    summary = profile.summarize_collapsed(out.read_text(errors="replace"), only_under=("sqlbastion", "thread ("))
+    summary = pyspy.summarize_collapsed(out.read_text(errors="replace"), only_under=("sqlbastion", "thread ("))
     say(f"profile of {w.name} through {path}: {out}")
     for line in summary.lines(top=8):
         say(f"{w.name} ({PATHS[path]}): {line}")

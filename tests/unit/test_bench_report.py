@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from bench import external, services
 from bench.model import GROUPS, Collector, Environment, Workload
-from bench.profile import summarize_collapsed
+from bench.pyspy import summarize_collapsed
 from bench.relay import start_relay
 from bench.report import (
     Figure,

@@ -6,6 +6,10 @@ space and the number of samples. :func:`summarize_collapsed` turns that into
 the share of samples spent *in* each function (self time) and *under* each
 function (inclusive time), with line numbers dropped so that one function is
 one entry. It is pure and unit-tested; :func:`record` runs py-spy.
+
+(Not called ``profile.py``: scripts in bench/ run with bench/ first on
+``sys.path``, where that name would shadow the standard library module
+cProfile imports.)
 """
 
 from __future__ import annotations
