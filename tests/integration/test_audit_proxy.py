@@ -411,3 +411,74 @@ address = "127.0.0.1:{free_port()}"
         assert not refused
         assert answered == 400
         assert METRICS.audit_lost._value.get() - lost_before > 0
+
+
+def test_raw_statement_text_is_never_kept_for_sensitive_columns_under_a_real_policy(setup: Setup) -> None:
+    """The backend opts into raw statement text; a statement that reads a classified column is
+    still redacted, and its literal appears nowhere in the audit trail."""
+    pg = setup.postgres
+
+    async def prepare() -> None:
+        conn = await asyncpg.connect(
+            host=pg.host, port=pg.port, user=pg.admin_user, password=pg.admin_password, database="postgres"
+        )
+        try:
+            await conn.execute("DROP TABLE IF EXISTS audit_sens")
+            await conn.execute("CREATE TABLE audit_sens (id int PRIMARY KEY, city text, mobile text)")
+            await conn.execute("INSERT INTO audit_sens VALUES (1, 'Shanghai', '13800138000')")
+            await conn.execute(f"GRANT SELECT ON audit_sens TO {pg.service_user}")
+        finally:
+            await conn.close()
+
+    asyncio.run(prepare())
+    policy = setup.directory / "policy.toml"
+    policy.write_text(
+        f"""
+[[persons]]
+name = "{PERSON}"
+roles = ["tester"]
+
+[[roles]]
+name = "tester"
+duties = ["use"]
+grants = [{{ actions = ["select"], objects = ["pg:postgres.public.*"] }}]
+masks = {{ mobile = "mobile" }}
+lookups = ["pg:postgres.public.audit_sens.mobile"]
+
+[[classifications]]
+objects = ["pg:postgres.public.audit_sens.mobile"]
+type = "mobile"
+level = 3
+""",
+        encoding="utf-8",
+    )
+    text = setup.config.read_text(encoding="utf-8")
+    text = text.replace(
+        "[admin]\nenabled = false\n", '[admin]\nenabled = false\n\n[policy]\nfiles = ["policy.toml"]\n', 1
+    )
+    text = text.replace('database = "postgres"\n', 'database = "postgres"\nraw_statements_in_audit = true\n', 1)
+    setup.config.write_text(text, encoding="utf-8")
+    secret_literal = "13800138000"
+    plain_literal = "Shanghai"
+    with ProxyThread(load(setup.config)), setup.pg() as conn:
+        masked = conn.execute(f"SELECT mobile FROM audit_sens WHERE mobile = '{secret_literal}'").fetchall()
+        plain = conn.execute(f"SELECT id FROM audit_sens WHERE city = '{plain_literal}'").fetchall()
+    assert masked
+    assert masked[0][0] != secret_literal  # masked for this role
+    assert plain == [(1,)]
+    rows = [
+        json.loads(r[0])
+        for r in setup.db().execute("SELECT event FROM audit_events WHERE kind = 'statement'").fetchall()
+    ]
+    sensitive = [e for e in rows if "mobile FROM audit_sens" in (e["statement_text"] or "")]
+    raw = [e for e in rows if "FROM audit_sens WHERE city" in (e["statement_text"] or "")]
+    assert len(sensitive) == 1
+    assert sensitive[0]["sensitive_columns"]
+    assert sensitive[0]["statement_text_mode"] == "redacted"
+    assert sensitive[0]["statement_text"].endswith("WHERE mobile = ?")
+    assert len(raw) == 1
+    assert raw[0]["statement_text_mode"] == "raw"  # the backend opted in, and nothing sensitive was read
+    assert plain_literal in raw[0]["statement_text"]
+    for path in setup.directory.rglob("*"):
+        if path.is_file() and (path.suffix in (".db", ".jsonl", ".db-wal") or path.name.startswith("seg-")):
+            assert secret_literal.encode() not in path.read_bytes(), path
