@@ -81,6 +81,11 @@ STATEMENTS: tuple[str, ...] = (
     f"SELECT CAST(mobile AS int) FROM {C} {ONE}",  # the error text would echo the value
     f"SELECT CAST(name AS date) FROM {C} {ONE}",
     f"SELECT xmlparse(content name) FROM {C} {ONE}",
+    f"SELECT id FROM {C} {ONE} AND CAST(mobile AS int) = 1",
+    f"SELECT id FROM {C} WHERE id = CAST((SELECT id_card FROM {C} {ONE}) AS int)",
+    f"SELECT id FROM {C} {ONE} ORDER BY CAST(name AS int)",
+    f"SELECT count(*) FROM {C} GROUP BY CAST(email AS date)",
+    f"SELECT id FROM {C} WHERE mobile = '13900000000' OR id = (SELECT id FROM {C} WHERE name LIKE '上%' LIMIT 1)",
     f"DO $$ BEGIN RAISE NOTICE '%', (SELECT mobile FROM {C} {ONE}); END $$",
     f"DO $$ BEGIN RAISE EXCEPTION '%', (SELECT id_card FROM {C} {ONE}); END $$",
     f"SELECT 1; SELECT mobile FROM {C} {ONE}",
