@@ -402,6 +402,9 @@ INFERENCE = (
     f"SELECT COUNT(*) FROM {C} GROUP BY name",
     f"SELECT DISTINCT email FROM {C}",
     f"SELECT id FROM {C} WHERE id_card = '{{id_card}}'",  # equality, but no lookup allowed on id_card
+    f"SELECT IF(SUBSTRING(mobile, 4, 1) = '2', SLEEP(0.2), 0) FROM {C} {ONE}",  # timing
+    f"SELECT id FROM {C} {ONE} AND IF(mobile LIKE '1392%', SLEEP(0.2), 0) = 0",
+    f"SELECT id FROM {C} {ONE} AND IF(ASCII(name) > 200, BENCHMARK(100000, MD5(1)), 0) = 0",
 )
 
 

@@ -358,6 +358,8 @@ INFERENCE = (
     f"SELECT count(*) FROM {C} GROUP BY name",
     f"SELECT DISTINCT email FROM {C}",
     f"SELECT id FROM {C} WHERE id_card = '{{id_card}}'",  # equality, but no lookup allowed on id_card
+    f"SELECT CASE WHEN substr(mobile, 4, 1) = '2' THEN pg_sleep(0.2) END FROM {C} {ONE}",  # timing
+    f"SELECT id FROM {C} {ONE} AND (CASE WHEN mobile LIKE '1392%' THEN pg_sleep(0.2) END) IS NULL",
 )
 
 
