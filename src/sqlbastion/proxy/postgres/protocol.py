@@ -31,6 +31,7 @@ __all__ = [
     "ProtocolViolation",
     "RowColumn",
     "decode_bind",
+    "decode_bind_fields",
     "decode_close_or_describe",
     "decode_data_row",
     "decode_error_fields",
@@ -382,10 +383,17 @@ class BindMessage:
 
 def decode_bind(body: bytes) -> BindMessage:
     """Bind (§55.7): String portal, String statement, Int16 n + Int16 format × n (parameters),
-    Int16 n + (Int32 length, bytes) × n (values), Int16 n + Int16 format × n (results).
+    Int16 n + (Int32 length, bytes) × n (values), Int16 n + Int16 format × n (results)."""
+    portal, statement, formats = decode_bind_fields(body)
+    return BindMessage(portal=portal, statement=statement, result_formats=formats)
+
+
+def decode_bind_fields(body: bytes) -> tuple[bytes, bytes, tuple[int, ...]]:
+    """``decode_bind`` as a plain tuple (portal, statement, result formats), with the same checks.
 
     On the hot path of every prepared statement execution, so it walks offsets
-    directly; struct.error and ValueError from a short body become ProtocolViolation.
+    directly and builds no object; struct.error and ValueError from a short body
+    become ProtocolViolation.
     """
     try:
         e1 = body.index(0)
@@ -414,7 +422,7 @@ def decode_bind(body: bytes) -> BindMessage:
         raise ProtocolViolation("trailing bytes in Bind message")
     if any(f not in (0, 1) for f in formats):
         raise ProtocolViolation("unsupported result format code in Bind message", sqlstate="0A000")
-    return BindMessage(portal=body[:e1], statement=body[e1 + 1 : e2], result_formats=formats)
+    return body[:e1], body[e1 + 1 : e2], formats
 
 
 def decode_execute(body: bytes) -> tuple[bytes, int]:

@@ -44,6 +44,7 @@ from sqlbastion.proxy.postgres.protocol import ProtocolViolation, RowColumn
 from sqlbastion.proxy.postgres.results import ResultHandling
 from sqlbastion.proxy.postgres.tracking import (
     ANSWERS,
+    COLUMN_CACHE_ENTRIES,
     COMPLETIONS,
     COPY_MESSAGES,
     DONE_MESSAGES,
@@ -127,6 +128,7 @@ class QueryRelay(ResultHandling):
         self._rows_passthrough = 0  # rows relayed on the fast path for the current item
         self._columns_cache: dict[tuple[tuple[RowColumn, ...], tuple[int, ...] | None], list[ResultColumn]] = {}
         self._row_cache: dict[bytes, tuple[RowColumn, ...]] = {}
+        self._tags: dict[bytes, tuple[str, int]] = {}  # CommandComplete body → (command word, count)
         self._encoding = python_codec(session.state.client_encoding)
         # Frontend message handlers, most frequent first in spirit: one dict lookup per message.
         self._handlers: dict[int, Callable[[bytes, bytes], None]] = {
@@ -353,11 +355,11 @@ class QueryRelay(ResultHandling):
         self._skip_to_sync = True
 
     def _bind(self, body: bytes, frame: bytes) -> None:
-        msg = p.decode_bind(body)
-        stmt = self._statements.get(msg.statement)
+        portal_name, statement_name, formats = p.decode_bind_fields(body)
+        stmt = self._statements.get(statement_name)
         if stmt is None:
             # Prepared with SQL PREPARE, or unknown: its decision and columns are not known here.
-            verdict = self._refusal(msg.statement, "the statement was not prepared through the protocol")
+            verdict = self._refusal(statement_name, "the statement was not prepared through the protocol")
             self._refuse_extended(verdict, _BIND_STAND_IN, Kind.BIND)
             return
         if stmt.state_key != self._state_key():
@@ -368,11 +370,12 @@ class QueryRelay(ResultHandling):
                 return
             stmt.verdict, stmt.state_key = verdict, self._state_key()
             stmt.plans.clear()
-        if len(self._portals) >= MAX_PORTALS and msg.portal not in self._portals:
+        portals = self._portals
+        if len(portals) >= MAX_PORTALS and portal_name not in portals:
             # Forget the oldest; executing it later is refused (fail closed), never unplanned.
-            del self._portals[next(iter(self._portals))]
-        portal = Portal(statement=stmt, formats=msg.result_formats, described=stmt.described)
-        self._portals[msg.portal] = portal
+            del portals[next(iter(portals))]
+        portal = Portal(statement=stmt, formats=formats, described=stmt.described)
+        portals[portal_name] = portal
         self._forward(Kind.BIND, frame, portal=portal)
 
     def _execute(self, body: bytes, frame: bytes) -> None:
@@ -587,7 +590,13 @@ class QueryRelay(ResultHandling):
         item.outcome.rows += self._rows_passthrough
         self._rows_passthrough = 0
         if kind == p.COMMAND_COMPLETE:
-            word, count = p.decode_command_tag(body)
+            tag = self._tags.get(body)
+            if tag is None:
+                # A workload repeats a few tags ("SELECT 1"): decode each once. Bounded.
+                if len(self._tags) >= COLUMN_CACHE_ENTRIES:
+                    self._tags.clear()
+                tag = self._tags[body] = p.decode_command_tag(body)
+            word, count = tag
             if word in ("SELECT", "FETCH", "MOVE", "COPY"):
                 item.outcome.rows = max(item.outcome.rows, count) if word != "COPY" else item.outcome.rows + count
             else:

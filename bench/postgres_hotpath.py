@@ -1,0 +1,216 @@
+"""The PostgreSQL relay's cost per ``pgbench -S`` transaction, without sockets.
+
+Feeds the conversation libpq has with the server during ``pgbench -S`` through
+``QueryRelay`` (client bytes in, backend bytes in, both outputs taken, exactly
+as the listener does) with an allow-all runtime: no policy, no masking, audit
+discarded. What is left is the protocol handling, ``Session.authorize`` /
+``mask_plan`` / ``finish`` with trivial hooks, and the per-statement objects.
+
+* ``simple``   — ``-M simple``: one Query; the answer is RowDescription,
+  DataRow, CommandComplete, ReadyForQuery (PostgreSQL 15 documentation §55.2.2).
+* ``prepared`` — ``-M prepared``: Parse of the named statement ``P_0`` once,
+  then per transaction what ``PQsendQueryPrepared`` sends: Bind (one text
+  parameter, one result format code), Describe portal, Execute, Sync; the
+  answer is BindComplete, RowDescription, DataRow, CommandComplete,
+  ReadyForQuery (§55.2.3).
+
+Each transaction uses a new ``aid`` literal, as pgbench does. The figure is
+the median over rounds of thread CPU time per transaction.
+
+Run: ``.venv/bin/python bench/postgres_hotpath.py [--transactions 20000] [--rounds 5] [--json]``
+(``--profile`` prints a cProfile of one round of each mode).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    # bench/profile.py would shadow the standard library's profile module that cProfile imports.
+    sys.path[0] = str(Path(__file__).resolve().parent.parent / "src")
+
+import argparse
+import json
+import statistics
+import struct
+import time
+from collections.abc import Sequence
+
+from sqlbastion.config import loads
+from sqlbastion.proxy.postgres import protocol as p
+from sqlbastion.proxy.postgres.protocol import RowColumn
+from sqlbastion.proxy.postgres.relay import QueryRelay
+from sqlbastion.proxy.postgres.tracking import ColumnMeta
+from sqlbastion.proxy.session import ClientInfo, Runtime, Session
+
+_SETTINGS = loads(
+    """
+[[backends]]
+name = "pg"
+protocol = "postgres"
+listen = "127.0.0.1:6432"
+host = "127.0.0.1"
+port = 5432
+user = "svc"
+"""
+)
+_ACCOUNTS_OID = 16397  # any non-zero table OID: the column comes from a table
+_SQL = "SELECT abalance FROM pgbench_accounts WHERE aid = {};"
+
+
+class _Resolver:
+    """The catalog cache after its first lookup: every column is known."""
+
+    def resolve(self, columns: Sequence[RowColumn]) -> list[ColumnMeta]:
+        return [
+            ColumnMeta(schema="public", table="pgbench_accounts", column=c.name.decode(), type_name="int4")
+            for c in columns
+        ]
+
+
+def _row_description() -> bytes:
+    # One field: name, table OID, attribute number, type OID (int4), size, modifier, format (§55.7).
+    body = struct.pack("!h", 1) + b"abalance\x00" + struct.pack("!ihihih", _ACCOUNTS_OID, 3, 23, 4, -1, 0)
+    return p.encode_message(p.ROW_DESCRIPTION, body)
+
+
+_T = _row_description()
+_D = p.encode_message(p.DATA_ROW, struct.pack("!hi", 1, 1) + b"0")
+_C = p.encode_message(p.COMMAND_COMPLETE, b"SELECT 1\x00")
+_Z = p.encode_ready_for_query(b"I")
+_SIMPLE_ANSWER = _T + _D + _C + _Z
+_PREPARED_ANSWER = p.encode_message(p.BIND_COMPLETE) + _T + _D + _C + _Z
+
+
+def _bind(aid: int) -> bytes:
+    value = str(aid).encode()
+    # portal "", statement P_0, 0 parameter format codes, 1 parameter, 1 result format code (text).
+    body = b"\x00P_0\x00" + struct.pack("!hh", 0, 1) + struct.pack("!i", len(value)) + value + struct.pack("!hh", 1, 0)
+    return p.encode_message(p.BIND, body)
+
+
+_DESCRIBE = p.encode_message(p.DESCRIBE, b"P\x00")
+_EXECUTE = p.encode_message(p.EXECUTE, b"\x00" + struct.pack("!i", 0))
+_SYNC = p.encode_message(p.SYNC)
+
+
+def make_relay() -> QueryRelay:
+    session = Session(
+        runtime=Runtime(),
+        backend=_SETTINGS.backends[0],
+        person="bench",
+        client=ClientInfo(address="127.0.0.1", port=1, protocol="postgres"),
+    )
+    return QueryRelay(session, _Resolver())
+
+
+def _exchange(relay: QueryRelay, client: bytes, backend: bytes) -> bytes:
+    relay.client_data(client)
+    to_backend = relay.take_to_backend()
+    relay.take_to_client()
+    relay.backend_data(backend)
+    relay.take_to_backend()
+    return relay.take_to_client() + to_backend
+
+
+def simple_inputs(n: int) -> list[bytes]:
+    return [p.encode_message(p.QUERY, _SQL.format(1 + i * 7919 % 100000).encode() + b"\x00") for i in range(n)]
+
+
+def prepared_inputs(n: int) -> list[bytes]:
+    return [_bind(1 + i * 7919 % 100000) + _DESCRIBE + _EXECUTE + _SYNC for i in range(n)]
+
+
+def prepared_relay() -> QueryRelay:
+    relay = make_relay()
+    parse = p.encode_parse(b"P_0", _SQL.format("$1").encode())
+    out = _exchange(relay, parse + _SYNC, p.encode_message(p.PARSE_COMPLETE) + _Z)
+    if not out.startswith(p.encode_message(p.PARSE_COMPLETE)):
+        raise SystemExit("the prepared conversation did not start as expected")
+    return relay
+
+
+def run_simple(relay: QueryRelay, inputs: list[bytes]) -> int:
+    """Thread CPU ns for the whole list; checks the client got the server's answer unchanged."""
+    client_data, backend_data = relay.client_data, relay.backend_data
+    take_b, take_c = relay.take_to_backend, relay.take_to_client
+    answer = _SIMPLE_ANSWER
+    start = time.thread_time_ns()
+    for msg in inputs:
+        client_data(msg)
+        take_b()
+        take_c()
+        backend_data(answer)
+        take_b()
+        if take_c() != answer:
+            raise SystemExit("simple: the client did not receive the answer unchanged")
+    return time.thread_time_ns() - start
+
+
+def run_prepared(relay: QueryRelay, inputs: list[bytes]) -> int:
+    client_data, backend_data = relay.client_data, relay.backend_data
+    take_b, take_c = relay.take_to_backend, relay.take_to_client
+    answer = _PREPARED_ANSWER
+    start = time.thread_time_ns()
+    for msg in inputs:
+        client_data(msg)
+        take_b()
+        take_c()
+        backend_data(answer)
+        take_b()
+        if take_c() != answer:
+            raise SystemExit("prepared: the client did not receive the answer unchanged")
+    return time.thread_time_ns() - start
+
+
+def measure(transactions: int, rounds: int) -> dict[str, float]:
+    result: dict[str, float] = {}
+    for mode, inputs_of, relay_of, run in (
+        ("simple", simple_inputs, make_relay, run_simple),
+        ("prepared", prepared_inputs, prepared_relay, run_prepared),
+    ):
+        inputs = inputs_of(transactions)
+        samples = []
+        for _ in range(rounds):
+            relay = relay_of()
+            run(relay, inputs[: max(1, transactions // 10)])  # warm-up
+            samples.append(run(relay, inputs) / transactions / 1000)
+        result[mode] = round(statistics.median(samples), 2)
+        result[f"{mode}_best"] = round(min(samples), 2)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--transactions", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args(argv)
+    if args.profile:
+        import cProfile  # only here: bench/profile.py shadows its profile module when bench/ is on sys.path
+        import pstats
+
+        for name, inputs, relay, run in (
+            ("simple", simple_inputs(args.transactions), make_relay(), run_simple),
+            ("prepared", prepared_inputs(args.transactions), prepared_relay(), run_prepared),
+        ):
+            prof = cProfile.Profile()
+            prof.enable()
+            run(relay, inputs)
+            prof.disable()
+            print(f"--- {name}")
+            pstats.Stats(prof).sort_stats("tottime").print_stats(18)
+        return
+    figures = measure(args.transactions, args.rounds)
+    if args.json:
+        print(json.dumps(figures))
+        return
+    print("µs of thread CPU per pgbench -S transaction through QueryRelay (allow-all runtime), median / best")
+    for mode in ("simple", "prepared"):
+        print(f"  {mode:9} {figures[mode]:7.2f} / {figures[mode + '_best']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
