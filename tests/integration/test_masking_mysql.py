@@ -575,3 +575,51 @@ def test_denied_columns_are_refused(proxy: MaskingProxy, my_bank: LoadedBank) ->
                 assert cur.fetchall()
         finally:
             conn.close()
+
+
+def test_other_sessions_statements_do_not_leak(proxy: MaskingProxy, my_bank: LoadedBank) -> None:
+    """A clear person's running statement (with a canary literal) is not visible to a masked person."""
+    import threading
+
+    canary = my_bank.canary
+
+    finished: list[object] = []
+
+    def long_query() -> None:
+        # A deliberately slow join that carries the canary as a literal in its text.
+        sql = (
+            "SELECT COUNT(*) FROM transactions t1, transactions t2 "
+            f"WHERE t1.id < 4000 AND t2.id < 4000 AND NOT t1.memo <=> '{canary.mobile}'"
+        )
+        conn = _pymysql(proxy.ports["my"], "dba")
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                finished.append(cur.fetchall())
+        finally:
+            conn.close()
+
+    worker = threading.Thread(target=long_query)
+    worker.start()
+    relay = RecordingRelay(proxy.ports["my"])
+    try:
+        time.sleep(0.5)
+        conn = _pymysql(relay.port, "dev")
+        try:
+            with conn.cursor() as cur:
+                for sql in (
+                    "SHOW FULL PROCESSLIST",
+                    "SELECT info FROM information_schema.processlist",
+                    "SELECT * FROM information_schema.PROCESSLIST",
+                ):
+                    with contextlib.suppress(pymysql.MySQLError):
+                        cur.execute(sql)
+                        cur.fetchall()
+        finally:
+            conn.close()
+        wire = relay.received()
+    finally:
+        relay.close()
+        worker.join()
+    assert finished, "the clear person's statement ran"
+    assert find_leaks(wire, canary.sensitive_values()) == []

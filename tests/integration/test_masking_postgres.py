@@ -15,6 +15,7 @@ import contextlib
 import os
 import struct
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
@@ -460,3 +461,41 @@ def test_prepared_statements_executed_many_times(proxy: MaskingProxy, pg_bank: L
             for _ in range(8):  # a named server-side statement, bound and executed again and again
                 assert cur.execute(sql, (1,), prepare=True).fetchone() == expected
             assert cur.execute(sql, (2,), prepare=True).fetchone() != expected
+
+
+def test_other_sessions_statements_do_not_leak(proxy: MaskingProxy, pg_bank: LoadedBank) -> None:
+    """A clear person's running statement (with a canary literal) is not visible to a masked person."""
+    import threading
+
+    canary = pg_bank.canary
+
+    finished: list[object] = []
+
+    def long_query() -> None:
+        # A deliberately slow join that carries the canary as a literal in its text.
+        sql = (
+            "SELECT count(*) FROM transactions t1, transactions t2 "
+            f"WHERE t1.id < 4000 AND t2.id < 4000 AND t1.memo IS DISTINCT FROM '{canary.mobile}'"
+        )
+        with psycopg.connect(_dsn(proxy.ports["pg"], "dba"), autocommit=True) as conn:
+            finished.append(conn.execute(sql.encode()).fetchone())
+
+    worker = threading.Thread(target=long_query)
+    worker.start()
+    relay = RecordingRelay(proxy.ports["pg"])
+    try:
+        time.sleep(0.5)
+        with psycopg.connect(_dsn(relay.port, "dev"), autocommit=True) as conn:
+            for sql in (
+                "SELECT query FROM pg_stat_activity",
+                "SELECT * FROM pg_stat_activity",
+                "SELECT pg_stat_get_backend_activity(s) FROM pg_stat_get_backend_idset() s",
+            ):
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute(sql.encode()).fetchall()
+        wire = relay.received()
+    finally:
+        relay.close()
+        worker.join()
+    assert finished, "the clear person's statement ran"
+    assert find_leaks(wire, canary.sensitive_values()) == []
