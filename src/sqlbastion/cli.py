@@ -250,6 +250,11 @@ def _load_extensions() -> None:
         except ModuleNotFoundError as exc:
             if exc.name != module:
                 raise
+    # Run as ``python -m sqlbastion.cli`` this module is ``__main__``, and the extensions
+    # registered themselves with the importable ``sqlbastion.cli``: use theirs.
+    imported = sys.modules.get("sqlbastion.cli")
+    if imported is not None and imported is not sys.modules.get(__name__):
+        _EXTENSIONS.extend(add for add in imported._EXTENSIONS if add not in _EXTENSIONS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
