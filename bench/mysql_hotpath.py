@@ -166,7 +166,10 @@ class _ClientTransport:
 
 
 class _BackendTransport(_ClientTransport):
-    """Answers each command at once with recorded response bytes, chosen by the command byte."""
+    """Answers each command with recorded response bytes, chosen by the command byte.
+
+    The answer arrives in the event loop's next iteration, as a socket's would.
+    """
 
     def __init__(self, protocol: PacketProtocol, answers: dict[int, bytes]) -> None:
         super().__init__()
@@ -177,7 +180,7 @@ class _BackendTransport(_ClientTransport):
         self.writes += 1
         answer = self.answers.get(data[4])
         if answer is not None:
-            self.protocol.data_received(answer)
+            asyncio.get_running_loop().call_soon(self.protocol.data_received, answer)
 
 
 class Harness:

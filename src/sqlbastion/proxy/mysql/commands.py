@@ -24,6 +24,7 @@ from sqlbastion.proxy.mysql import guards
 from sqlbastion.proxy.mysql.change_user import change_user
 from sqlbastion.proxy.mysql.channel import BackendConnection, ConnectionClosed, PacketProtocol
 from sqlbastion.proxy.mysql.constants import (
+    MAX_PACKET_PAYLOAD,
     SQLSTATE,
     Command,
     ErrorCode,
@@ -71,6 +72,25 @@ WITHHELD = "sqlbastion: backend message withheld (the statement touched sensitiv
 
 _NO_RESPONSE = frozenset({Command.STMT_CLOSE, Command.STMT_SEND_LONG_DATA})
 _CURSOR_EXISTS = int(ServerStatus.CURSOR_EXISTS)
+_QUERY, _STMT_EXECUTE, _QUIT = int(Command.QUERY), int(Command.STMT_EXECUTE), int(Command.QUIT)
+
+
+def _command_bytes(payload: bytes) -> bytes:
+    """A command framed with sequence id 0 (page_protocol_basic_packets)."""
+    n = len(payload)
+    if n < MAX_PACKET_PAYLOAD:
+        return n.to_bytes(3, "little") + b"\x00" + payload
+    return frame(0, payload)[0]
+
+
+class _TextPlans:
+    """Per (decision, session state): plans by exact column-definition bytes, and the last metadata."""
+
+    __slots__ = ("plan_cache", "shortcut")
+
+    def __init__(self) -> None:
+        self.plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] = {}
+        self.shortcut: MetadataShortcut | None = None
 
 
 class BackendLost(Exception):
@@ -108,12 +128,13 @@ class CommandLoop:
         self.max_statement_bytes = max_statement_bytes
         self.idle_timeout_s = idle_timeout_s
         self.statements: dict[int, PreparedStatement] = {}
-        self._plan_caches: dict[tuple[object, ...], dict[bytes, tuple[MaskPlan, list[int]]]] = {}
-        self._text_shortcuts: dict[tuple[object, ...], MetadataShortcut] = {}
+        self._plan_caches: dict[tuple[object, ...], _TextPlans] = {}
         self.last_prepared: int | None = None
         self._last_activity = time.monotonic()
         self._loop = asyncio.get_running_loop()
         self._response: asyncio.Future[ResultSummary] | None = None
+        self._current: ResponseRelay | None = None  # the relay of the response in flight
+        self._verdict: Verdict | None = None  # the verdict of the statement in flight
         self._backend_gone = False
         self._reply_seq = 1
         self._client_gone = False
@@ -152,7 +173,6 @@ class CommandLoop:
         self.statements.clear()
         self.last_prepared = None
         self._plan_caches.clear()
-        self._text_shortcuts.clear()
 
     # -- flow control and failures -----------------------------------------
 
@@ -216,7 +236,7 @@ class CommandLoop:
                 if self._backend_gone:
                     self._send_err(ErrorCode.CR_SERVER_LOST, "sqlbastion: the backend connection was lost")
                     return "backend_lost"
-                if payload[0] == Command.QUIT:
+                if payload[0] == _QUIT:
                     return "quit"
                 # A command of 16 MiB or more arrived in several packets: replies continue its numbering.
                 self._reply_seq = packet.next_seq
@@ -238,12 +258,13 @@ class CommandLoop:
     async def _dispatch(self, payload: bytes) -> str | None:
         """Serve one command; returns a reason when the command ended the session."""
         cmd = payload[0]
-        if cmd == Command.QUERY:
+        # The two commands of nearly every round trip first, compared as plain ints.
+        if cmd == _STMT_EXECUTE:
+            await self._execute(payload)
+        elif cmd == _QUERY:
             await self._query(payload)
         elif cmd == Command.STMT_PREPARE:
             await self._prepare(payload)
-        elif cmd == Command.STMT_EXECUTE:
-            await self._execute(payload)
         elif cmd == Command.STMT_FETCH:
             await self._fetch(payload)
         elif cmd in (Command.STMT_CLOSE, Command.STMT_SEND_LONG_DATA, Command.STMT_RESET):
@@ -280,12 +301,6 @@ class CommandLoop:
         keep_row: RowFilter | None = None,
         shortcut: MetadataShortcut | None = None,
     ) -> tuple[ResultSummary, ResponseRelay]:
-        session = self.session
-
-        def planner(cols: list[ColumnDefinition], is_binary: bool) -> MaskPlan:
-            assert verdict is not None  # planner is only passed with a verdict
-            return session.mask_plan(verdict, result_columns(cols, is_binary))
-
         withhold = None
         if verdict is not None and verdict.decision.sensitive_columns:
             withhold = WITHHELD.format(verdict.event_id)
@@ -294,7 +309,7 @@ class CommandLoop:
             backend_capabilities=self.backend.capabilities,
             client_capabilities=self.client_caps,
             binary=binary,
-            planner=planner if verdict is not None else None,
+            planner=self._planner if verdict is not None else None,
             withhold_errors=withhold,
             plan=plan,
             types=types,
@@ -304,30 +319,18 @@ class CommandLoop:
             shortcut=shortcut,
         )
         fut: asyncio.Future[ResultSummary] = self._loop.create_future()
-        client = self.client
-
-        def on_data(data: bytes) -> None:
-            if fut.done():
-                return
-            try:
-                out = relay.feed(data)
-            except MySQLProtocolError as exc:
-                # The backend broke the protocol: its state is unknown, so the session ends.
-                fut.set_exception(BackendLost(f"backend protocol error: {exc.message}"))
-                return
-            if out:
-                client.write(out)
-            if relay.done:
-                fut.set_result(relay.summary)
-
         bp = self.backend.protocol
         leftover = bp.framer.take_buffered() if bp.framer.buffered else b""
-        bp.relay_to = on_data
+        # One bound method for every response (no closures per statement): it reads the
+        # current relay, verdict and future from here.
+        self._current = relay
+        self._verdict = verdict
         self._response = fut
+        bp.relay_to = self._on_backend_data
         try:
-            bp.write(frame(0, payload)[0])
+            bp.write(_command_bytes(payload))
             if leftover:
-                on_data(leftover)
+                self._on_backend_data(leftover)
             return await fut, relay
         except BackendLost:
             if self._client_gone:
@@ -343,6 +346,31 @@ class CommandLoop:
         finally:
             bp.relay_to = None
             self._response = None
+            self._current = None
+            self._verdict = None
+
+    def _planner(self, cols: list[ColumnDefinition], is_binary: bool) -> MaskPlan:
+        """The mask plan of a result of the statement in flight (called only when no cached plan fits)."""
+        verdict = self._verdict
+        assert verdict is not None  # the planner is only given to relays of a statement with a verdict
+        return self.session.mask_plan(verdict, result_columns(cols, is_binary))
+
+    def _on_backend_data(self, data: bytes) -> None:
+        """Backend bytes of the response in flight, straight from the protocol's data_received."""
+        fut = self._response
+        relay = self._current
+        if fut is None or relay is None or fut.done():
+            return
+        try:
+            out = relay.feed(data)
+        except MySQLProtocolError as exc:
+            # The backend broke the protocol: its state is unknown, so the session ends.
+            fut.set_exception(BackendLost(f"backend protocol error: {exc.message}"))
+            return
+        if out:
+            self.client.write(out)
+        if relay.done:
+            fut.set_result(relay.summary)
 
     async def _run_statement(
         self,
@@ -458,16 +486,16 @@ class CommandLoop:
             # SHOW WARNINGS beside a statement on sensitive columns would echo their values.
             self._refuse(self._proxy_block(text, guards.DIAGNOSTICS))
             return
-        key = self._text_cache_key(verdict)
-        cache = self._text_plan_cache(key)
+        plans = self._text_plans(verdict)
         done = await self._run_statement(
-            payload, verdict, "query", plan_cache=cache, shortcut=self._text_shortcuts.get(key) if key else None
+            payload,
+            verdict,
+            "query",
+            plan_cache=plans.plan_cache if plans is not None else None,
+            shortcut=plans.shortcut if plans is not None else None,
         )
-        if done is not None and key is not None:
-            if done[1].new_shortcut is not None:
-                self._text_shortcuts[key] = done[1].new_shortcut
-            else:
-                self._text_shortcuts.pop(key, None)
+        if done is not None and plans is not None:
+            plans.shortcut = done[1].new_shortcut
 
     async def _own_process_list(self, payload: bytes, text: str) -> None:
         """SHOW [FULL] PROCESSLIST with only the rows of the person's own sessions."""
@@ -521,31 +549,25 @@ class CommandLoop:
             )
         return stmt
 
-    def _text_cache_key(self, verdict: Verdict) -> tuple[object, ...] | None:
-        """The key under which text statements share plans: equal decisions in equal session state.
+    def _text_plans(self, verdict: Verdict) -> _TextPlans | None:
+        """The plans text statements share: equal decisions in equal session state.
 
         A mask plan is a function of the decision, the session context and the
         result's columns (DESIGN.md: masking is a pure function), so two statements
         whose decisions are equal by value, in the same session state, with
-        byte-identical column definitions get the same plan.
+        byte-identical column definitions get the same plan. One dictionary
+        lookup per statement: the key (a whole Decision) is hashed once.
         """
         key = (verdict.decision, self._state_key())
         try:
-            hash(key)
+            plans = self._plan_caches.get(key)
         except TypeError:  # a decision holding something unhashable: no caching
             return None
-        return key
-
-    def _text_plan_cache(self, key: tuple[object, ...] | None) -> dict[bytes, tuple[MaskPlan, list[int]]] | None:
-        if key is None:
-            return None
-        cache = self._plan_caches.get(key)
-        if cache is None:
+        if plans is None:
             if len(self._plan_caches) >= TEXT_PLAN_CACHE_ENTRIES:
                 self._plan_caches.clear()
-                self._text_shortcuts.clear()
-            cache = self._plan_caches[key] = {}
-        return cache
+            plans = self._plan_caches[key] = _TextPlans()
+        return plans
 
     def _reuse(self, stmt: PreparedStatement) -> Verdict:
         """The prepare-time decision, unless the session state it depends on changed since."""

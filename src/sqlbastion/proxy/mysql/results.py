@@ -317,6 +317,15 @@ class ResponseRelay:
                     self._out_seq = (seq + 1) & 0xFF
                     pos = end
                     continue
+                if b0 == 0xFE and self._ends_in_place(data, pos + 4, end):
+                    # The EOF / OK that ends the result, forwarded with the run of rows before it.
+                    if run_start < 0:
+                        run_start = pos
+                    self._out_seq = (seq + 1) & 0xFF
+                    pos = end
+                    if self._state == _DONE:
+                        break
+                    continue
             if run_start >= 0:
                 out += data[run_start:pos]
                 run_start = -1
@@ -335,6 +344,33 @@ class ResponseRelay:
                 raise MalformedPacket("backend packet larger than the limit")
         self.summary.bytes_out += len(out)
         return bytes(out)
+
+    def _ends_in_place(self, data: bytes, start: int, end: int) -> bool:
+        """Record the 0xFE packet ending a result of unmasked rows, if it goes out unchanged.
+
+        The same bookkeeping as ``_on_row``'s terminator branch, without slicing the
+        packet out: an EOF (page_protocol_basic_eof_packet: int<1> 0xFE, int<2>
+        warnings, int<2> status_flags), or with CLIENT_DEPRECATE_EOF an OK with the
+        0xFE header that needs no rewriting and carries no session-state change.
+        Returns False (nothing recorded) when the packet needs the general path.
+        """
+        summary = self.summary
+        if not self._deprecate_eof:
+            length = end - start
+            summary.warnings = data[start + 1] | data[start + 2] << 8 if length >= 3 else 0
+            status = data[start + 3] | data[start + 4] << 8 if length >= 5 else 0
+        else:
+            if self._rewrite_ok or end - start < 7:
+                return False
+            affected, status, warnings = _ok_fields(data[start:end])
+            if status & _STATE_CHANGED:
+                return False
+            summary.warnings = warnings
+            summary.affected += affected
+        summary.status = status
+        summary.results += 1
+        self._state = _FIRST if status & _MORE_RESULTS and self.kind == "query" else _DONE
+        return True
 
     def _piece(self, out: bytearray, raw: bytes, length: int, seq: int) -> None:
         """One physical packet outside the fast row loop."""
