@@ -265,3 +265,81 @@ def test_metadata_shortcut_reuses_the_plan(caps: int) -> None:
     out3 = _payloads(third.feed(other))
     assert calls == [3, 3]
     assert b"hunter2" in b"".join(p for _, p in out3)
+
+
+def _ending_stream(caps: int, last: bytes) -> bytes:
+    """Two unmasked results: the first ends with warnings and MORE_RESULTS_EXISTS, the second with ``last``."""
+    more = int(ServerStatus.MORE_RESULTS_EXISTS | ServerStatus.AUTOCOMMIT)
+    first = result_set_payloads(COLS, ROWS, caps=caps, more=True)
+    if caps & Capability.DEPRECATE_EOF:
+        first[-1] = OkPacket(header=0xFE, affected_rows=0, warnings=2, status=more).encode(caps)
+    else:
+        first[-1] = EofPacket(warnings=2, status=more).encode()
+    second = result_set_payloads(COLS, ROWS[:2], caps=caps)
+    second[-1] = last
+    return packets(first + second)
+
+
+def _ends() -> list[tuple[str, int, int, bytes]]:
+    """(name, backend caps, client caps, the packet ending the last result)."""
+    state = lenenc_bytes(b"\x01" + lenenc_bytes(lenenc_bytes(b"bank")))
+    changed = int(ServerStatus.SESSION_STATE_CHANGED | ServerStatus.AUTOCOMMIT)
+    in_trans = int(ServerStatus.IN_TRANS | ServerStatus.NO_BACKSLASH_ESCAPES)
+    return [
+        ("eof", EOF_CAPS, EOF_CAPS, EofPacket(warnings=1, status=in_trans).encode()),
+        ("short eof", EOF_CAPS, EOF_CAPS, b"\xfe"),
+        (
+            "ok",
+            DEPRECATE_CAPS,
+            DEPRECATE_CAPS,
+            OkPacket(header=0xFE, warnings=3, status=in_trans).encode(DEPRECATE_CAPS),
+        ),
+        (
+            "ok with state",
+            DEPRECATE_CAPS,
+            DEPRECATE_CAPS,
+            OkPacket(header=0xFE, status=changed, session_state=state[1:]).encode(DEPRECATE_CAPS),
+        ),
+        (
+            "ok rewritten",
+            DEPRECATE_CAPS,
+            DEPRECATE_CAPS & ~Capability.SESSION_TRACK,
+            OkPacket(header=0xFE, status=changed, session_state=state[1:]).encode(DEPRECATE_CAPS),
+        ),
+    ]
+
+
+@pytest.mark.parametrize(("name", "caps", "client_caps", "last"), _ends(), ids=[e[0] for e in _ends()])
+@pytest.mark.parametrize("pieces", PIECES)
+def test_result_end_in_the_raw_run_matches_the_general_path(
+    name: str, caps: int, client_caps: int, last: bytes, pieces: list[int]
+) -> None:
+    """The packet ending an unmasked result is handled in the raw run; a relay that looks at every row
+    (a row filter keeping all rows) takes the general path. Both give the same bytes and summary."""
+    stream = _ending_stream(caps, last)
+    fast = _relay(caps, client_caps=client_caps, planner=_no_mask)
+    general = _relay(caps, client_caps=client_caps, planner=_no_mask, keep_row=lambda cols, values: True)
+    out_fast = feed_in_pieces(fast, stream, pieces)
+    out_general = feed_in_pieces(general, stream, pieces)
+    assert out_fast == out_general
+    assert fast.done
+    assert general.done
+    a, b = fast.summary, general.summary
+    assert (a.rows, a.results, a.status, a.warnings, a.affected, a.bytes_out) == (
+        b.rows,
+        b.results,
+        b.status,
+        b.warnings,
+        b.affected,
+        b.bytes_out,
+    )
+    assert [ok.session_state for ok in a.oks] == [ok.session_state for ok in b.oks]
+    assert a.rows == 5
+    assert a.results == 2
+    if "state" in name or "rewritten" in name:
+        assert a.oks
+        assert a.oks[0].state_changes()[0].schema() == b"bank"
+    if name == "ok rewritten":
+        assert OkPacket.decode(_payloads(out_fast)[-1][1], client_caps).session_state is None
+    else:
+        assert out_fast == stream
