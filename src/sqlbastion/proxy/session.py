@@ -233,6 +233,7 @@ class Session:
         self.state = SessionState(database=backend.database)
         self.statements = 0
         self._metrics = METRICS.recorder(protocol=client.protocol, backend=backend.name, person=person)
+        self._masks_applied: dict[str, list[dict[str, str]]] = {}
         self._context_key: tuple[object, ...] = ()
         self._context: StatementContext | None = None
 
@@ -296,6 +297,12 @@ class Session:
         plan = self.runtime.masking.plan(verdict.decision, self.context(), columns)
         if not plan.empty:
             METRICS.observe_masking(self.backend.name, (plan,))
+            # Which columns were masked with what goes into the statement's audit event.
+            applied = self._masks_applied.setdefault(verdict.event_id, [])
+            for rc, function in zip(columns, plan.functions, strict=False):
+                if function is not None and len(applied) < 64:
+                    source = ".".join(p for p in (rc.schema, rc.table, rc.column) if p) or rc.name
+                    applied.append({"column": source, "function": function})
         return plan
 
     def finish(self, verdict: Verdict, outcome: StatementOutcome) -> None:
@@ -334,6 +341,7 @@ class Session:
                 "backend_us": outcome.backend_us,
                 "masked_values": outcome.masked_values,
                 "policy_version": d.policy_version,
+                "masks_applied": self._masks_applied.pop(verdict.event_id, ()),
             }
         )
 
