@@ -152,11 +152,15 @@ def test_mask_plan_hook_defaults_to_empty() -> None:
 
 class UpperMasker:
     def plan(self, decision: Decision, ctx: StatementContext, columns: Sequence[ResultColumn]) -> MaskPlan:
-        return MaskPlan(columns=tuple(None if c.column != "mobile" else (lambda v: b"***") for c in columns))
+        return MaskPlan(
+            columns=tuple(None if c.column != "mobile" else (lambda v: b"***") for c in columns),
+            functions=tuple(None if c.column != "mobile" else "mobile" for c in columns),
+        )
 
 
 def test_mask_plan_hook_reaches_the_planner() -> None:
-    runtime = Runtime(engine=DropBlocker(), masking=UpperMasker(), audit=RecordingAudit())
+    audit = RecordingAudit()
+    runtime = Runtime(engine=DropBlocker(), masking=UpperMasker(), audit=audit)
     s = Session(
         runtime=runtime,
         backend=SETTINGS.backends[0],
@@ -164,9 +168,17 @@ def test_mask_plan_hook_reaches_the_planner() -> None:
         client=ClientInfo(address="127.0.0.1", port=1, protocol="mysql"),
     )
     v = s.authorize("SELECT mobile FROM customers")
-    plan = s.mask_plan(v, [ResultColumn(name="id", column="id"), ResultColumn(name="m", column="mobile")])
+    plan = s.mask_plan(
+        v, [ResultColumn(name="id", column="id"), ResultColumn(name="m", table="customers", column="mobile")]
+    )
     assert not plan.empty
     assert plan.columns[0] is None
     masker = plan.columns[1]
     assert masker is not None
     assert masker(b"13800001111") == b"***"
+    s.finish(v, StatementOutcome(rows=1))
+    assert audit.events[-1]["masks_applied"] == [{"column": "customers.mobile", "function": "mobile"}]
+    # The next statement starts with no masks recorded.
+    v2 = s.authorize("SELECT 1")
+    s.finish(v2, StatementOutcome())
+    assert audit.events[-1]["masks_applied"] == ()
