@@ -181,4 +181,4 @@ def test_mask_plan_hook_reaches_the_planner() -> None:
     # The next statement starts with no masks recorded.
     v2 = s.authorize("SELECT 1")
     s.finish(v2, StatementOutcome())
-    assert audit.events[-1]["masks_applied"] == ()
+    assert not audit.events[-1]["masks_applied"]
