@@ -23,6 +23,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE",
@@ -344,10 +345,12 @@ def _count(c: _Cursor, what: str) -> int:
 
 def decode_query(body: bytes) -> bytes:
     """Query (§55.7): String query. Returns the raw query bytes (client encoding)."""
-    c = _Cursor(body, "Query")
-    q = c.cstring()
-    c.done()
-    return q
+    end = body.find(b"\x00")
+    if end < 0:
+        raise ProtocolViolation("unterminated string in Query message")
+    if end != len(body) - 1:
+        raise ProtocolViolation("trailing bytes in Query message")
+    return body[:end]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -441,9 +444,13 @@ def decode_close_or_describe(body: bytes, what: str) -> tuple[int, bytes]:
     return body[0], body[1:-1]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class RowColumn:
-    """One RowDescription field (§55.7)."""
+class RowColumn(NamedTuple):
+    """One RowDescription field (§55.7).
+
+    Immutable like a frozen dataclass, but a tuple: the relay keys its caches
+    (column names, mask plans) by tuples of these, and a tuple hashes in C
+    where a dataclass runs a generated ``__hash__`` per column per lookup.
+    """
 
     name: bytes
     table_oid: int

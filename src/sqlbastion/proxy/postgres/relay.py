@@ -212,14 +212,22 @@ class QueryRelay(ResultHandling):
 
     def _pump_client(self) -> None:
         reader = self._client
+        handlers = self._handlers
+        items = self._items
         while self.close_reason is None:
             # While waiting, COPY data still flows: the statement waited on may be the COPY itself.
-            if (self._hold or len(self._items) >= MAX_PENDING_ITEMS) and reader.peek_type() not in COPY_MESSAGES:
+            if (self._hold or len(items) >= MAX_PENDING_ITEMS) and reader.peek_type() not in COPY_MESSAGES:
                 return
             frame = reader.pop_frame()
             if frame is None:
                 return
-            self._client_message(frame[0], frame)
+            # The statement messages go straight to their handler; Terminate, COPY messages, the
+            # skip to Sync after an error and unknown types (none of them in the table) do not.
+            handler = handlers.get(frame[0])
+            if handler is not None and not self._skip_to_sync:
+                handler(frame[5:], frame)
+            else:
+                self._client_message(frame[0], frame)
 
     def _client_message(self, kind: int, frame: bytes) -> None:
         if kind == p.TERMINATE:
