@@ -34,6 +34,7 @@ from sqlbastion import logs
 from sqlbastion.observability.metrics import METRICS
 from sqlbastion.policies.analyze import Analysis, AnalysisLimits, analyze_lexed, lex_message
 from sqlbastion.policies.catalog import Catalog
+from sqlbastion.policies.fingerprint import fast_fingerprint
 from sqlbastion.policies.judge import Judge
 from sqlbastion.policies.model import (
     Action,
@@ -44,6 +45,7 @@ from sqlbastion.policies.model import (
     StatementContext,
 )
 from sqlbastion.policies.rules import RULES
+from sqlbastion.policies.settings import encoding_is_safe
 
 if TYPE_CHECKING:
     from sqlbastion.masking.policy import MaskingPolicy
@@ -179,6 +181,9 @@ class PolicyEngine:
         self.cache = DecisionCache(cache_entries)
         self.on_ddl = on_ddl
         self.judge = Judge(policy, masking)
+        # The counters' children, bound once (``labels`` takes a lock and builds a key per call).
+        self._hits = METRICS.decision_cache.labels("hit")
+        self._misses = METRICS.decision_cache.labels("miss")
 
     @property
     def version(self) -> str:
@@ -235,7 +240,22 @@ class PolicyEngine:
         if exact_key is not None:
             hit = self.cache.get(exact_key)
             if isinstance(hit, Decision):
-                METRICS.decision_cache.labels("hit").inc()
+                self._hits.inc()
+                self._after(hit, ctx)
+                return hit
+        # The fingerprint level without lexing, for plain statements (fingerprint.py);
+        # the same limits as lex_message apply first, so a refused message never hits.
+        fast = (
+            fast_fingerprint(sql)
+            if len(sql) <= self.limits.max_statement_bytes and _encoding_safe(ctx.dialect, ctx.client_encoding)
+            else None
+        )
+        if fast is not None:
+            hit = self.cache.get(("f", fast, context_key))
+            if isinstance(hit, Decision):
+                # No exact-text entry: the fingerprint serves this shape as fast, and
+                # one entry per literal would only push other shapes out of the cache.
+                self._hits.inc()
                 self._after(hit, ctx)
                 return hit
         prepared = lex_message(sql, ctx, self.limits)
@@ -244,9 +264,9 @@ class PolicyEngine:
             fingerprint = "\x00;".join(st.fingerprint for st in prepared)
             if len(fingerprint) <= MAX_CACHED_SQL_CHARS:
                 fp_key = ("f", fingerprint, context_key)
-                hit = self.cache.get(fp_key)
+                hit = self.cache.get(fp_key) if fast is None else None
                 if isinstance(hit, Decision):
-                    METRICS.decision_cache.labels("hit").inc()
+                    self._hits.inc()
                     if exact_key is not None:
                         self.cache.put(exact_key, hit)
                     self._after(hit, ctx)
@@ -255,7 +275,7 @@ class PolicyEngine:
         else:
             analysis = prepared
             fingerprint = ""
-        METRICS.decision_cache.labels("miss").inc()
+        self._misses.inc()
         decision = self.judge.decide(analysis, person, ctx)
         fp_hash = hashlib.sha256(fingerprint.encode("utf-8", "surrogatepass")).hexdigest()[:16] if fingerprint else ""
         stored = _with_fingerprint(decision, fp_hash, self.version)
@@ -313,6 +333,11 @@ _SHAPE_KINDS = frozenset(
         "declare_cursor",
     }
 )
+
+
+@lru_cache(maxsize=256)
+def _encoding_safe(dialect: str, encoding: str) -> bool:
+    return encoding_is_safe(dialect, encoding)
 
 
 def _with_fingerprint(d: Decision, fingerprint: str, version: str) -> Decision:
