@@ -384,6 +384,9 @@ class BindMessage:
     result_formats: tuple[int, ...]
 
 
+_FORMAT_CODES = frozenset((0, 1))  # text, binary (§55.7, Bind)
+
+
 def decode_bind(body: bytes) -> BindMessage:
     """Bind (§55.7): String portal, String statement, Int16 n + Int16 format × n (parameters),
     Int16 n + (Int32 length, bytes) × n (values), Int16 n + Int16 format × n (results)."""
@@ -423,7 +426,7 @@ def decode_bind_fields(body: bytes) -> tuple[bytes, bytes, tuple[int, ...]]:
         raise ProtocolViolation("truncated Bind message") from None
     if pos + 2 + 2 * n_results != len(body):
         raise ProtocolViolation("trailing bytes in Bind message")
-    if any(f not in (0, 1) for f in formats):
+    if formats and not _FORMAT_CODES.issuperset(formats):
         raise ProtocolViolation("unsupported result format code in Bind message", sqlstate="0A000")
     return body[:e1], body[e1 + 1 : e2], formats
 

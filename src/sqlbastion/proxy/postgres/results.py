@@ -19,7 +19,7 @@ from collections import deque
 from sqlbastion.proxy.postgres import protocol as p
 from sqlbastion.proxy.postgres.protocol import ProtocolViolation, RowColumn
 from sqlbastion.proxy.postgres.tracking import COLUMN_CACHE_ENTRIES, WITHHELD, ColumnResolver, Kind, Pending
-from sqlbastion.proxy.session import MaskPlan, ResultColumn, Session
+from sqlbastion.proxy.session import EMPTY_MASK_PLAN, MaskPlan, ResultColumn, Session
 
 __all__ = ["ResultHandling"]
 
@@ -99,7 +99,7 @@ class ResultHandling:
             cached = plans.get((row, formats))
             if cached is not None:
                 self._plan = cached
-                self._row_passthrough = cached.empty
+                self._row_passthrough = cached is EMPTY_MASK_PLAN or cached.empty
                 self._discarding = cached.refuse is not None
                 return True
         if row is None:
@@ -116,11 +116,14 @@ class ResultHandling:
                 if len(plans) >= 16:
                     plans.clear()
                 plans[(row, formats)] = self._plan
-        self._row_passthrough = self._plan.empty
+        # The planners return the shared EMPTY_MASK_PLAN when nothing is masked: skip the scan.
+        self._row_passthrough = self._plan is EMPTY_MASK_PLAN or self._plan.empty
         self._discarding = self._plan.refuse is not None
         return True
 
     def _end_result(self) -> None:
+        if self._plan is None and not self._row_passthrough and not self._discarding:
+            return  # already ended (CommandComplete, then ReadyForQuery)
         self._plan = None
         self._row_passthrough = False
         self._discarding = False
