@@ -1,0 +1,214 @@
+"""The relay's fast paths keep every check: pgbench -S conversations, counted.
+
+The hot path caches (RowDescription → columns, mask plans per prepared
+statement, command tags) and relays unmasked rows as byte spans. These tests
+drive the same conversations as ``bench/postgres_hotpath.py`` and count what
+the session was asked: every Query decided and planned, every Execute audited
+with its own event id, a masked or refused column never relayed in clear on a
+repeated execution, and the bytes the client gets exactly the server's.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+from sqlbastion.config import loads
+from sqlbastion.policies.model import Action, Decision, StatementContext
+from sqlbastion.proxy.postgres import protocol as p
+from sqlbastion.proxy.postgres.protocol import RowColumn
+from sqlbastion.proxy.postgres.relay import QueryRelay
+from sqlbastion.proxy.postgres.tracking import ColumnMeta
+from sqlbastion.proxy.session import EMPTY_MASK_PLAN, ClientInfo, MaskPlan, ResultColumn, Runtime, Session
+
+SETTINGS = loads(
+    """
+[[backends]]
+name = "pg"
+protocol = "postgres"
+listen = "127.0.0.1:6432"
+host = "127.0.0.1"
+port = 5432
+user = "svc"
+"""
+)
+SQL = "SELECT abalance FROM pgbench_accounts WHERE aid = {};"
+
+
+class CountingEngine:
+    version = "v1"
+
+    def __init__(self) -> None:
+        self.decided: list[str] = []
+
+    def roles_of(self, person: str) -> tuple[str, ...]:
+        return ()
+
+    def admit(self, person: str, client_address: str, backend: str) -> str | None:
+        return None
+
+    def decide(self, sql: str, ctx: StatementContext) -> Decision:
+        self.decided.append(sql)
+        return Decision(action=Action.ALLOW, policy_version=self.version)
+
+
+class CountingMasking:
+    """Masks the column ``abalance`` when ``mask`` is set, refuses it when ``refuse`` is."""
+
+    def __init__(self, *, mask: bool = False, refuse: bool = False) -> None:
+        self.planned = 0
+        self.mask = mask
+        self.refuse = refuse
+
+    def plan(self, decision: Decision, ctx: StatementContext, columns: Sequence[ResultColumn]) -> MaskPlan:
+        self.planned += 1
+        if self.refuse:
+            return MaskPlan(refuse="sqlbastion: abalance may not be read")
+        if not self.mask:
+            return EMPTY_MASK_PLAN
+        return MaskPlan(columns=tuple((lambda v: None if v is None else b"***") for _ in columns))
+
+
+class Events:
+    def __init__(self) -> None:
+        self.events: list[dict[str, object]] = []
+
+    def emit(self, event: dict[str, object]) -> None:
+        self.events.append(event)
+
+    def accepting(self) -> bool:
+        return True
+
+
+class Resolver:
+    def resolve(self, columns: Sequence[RowColumn]) -> list[ColumnMeta]:
+        return [ColumnMeta(schema="public", table="pgbench_accounts", column="abalance", type_name="int4")] * len(
+            columns
+        )
+
+
+def make(masking: CountingMasking) -> tuple[QueryRelay, CountingEngine, Events]:
+    engine, events = CountingEngine(), Events()
+    session = Session(
+        runtime=Runtime(engine=engine, masking=masking, audit=events),
+        backend=SETTINGS.backends[0],
+        person="p",
+        client=ClientInfo(address="127.0.0.1", port=1, protocol="postgres"),
+    )
+    return QueryRelay(session, Resolver()), engine, events
+
+
+T = p.encode_message(
+    p.ROW_DESCRIPTION, struct.pack("!h", 1) + b"abalance\x00" + struct.pack("!ihihih", 16397, 3, 23, 4, -1, 0)
+)
+D = p.encode_message(p.DATA_ROW, struct.pack("!hi", 1, 4) + b"1234")
+MASKED_D = p.encode_data_row([b"***"])
+C = p.encode_message(p.COMMAND_COMPLETE, b"SELECT 1\x00")
+Z = p.encode_ready_for_query(b"I")
+SYNC = p.encode_message(p.SYNC)
+
+
+def query(aid: int) -> bytes:
+    return p.encode_message(p.QUERY, SQL.format(aid).encode() + b"\x00")
+
+
+def bind_describe_execute_sync(aid: int) -> bytes:
+    value = str(aid).encode()
+    bind = b"\x00P_0\x00" + struct.pack("!hhi", 0, 1, len(value)) + value + struct.pack("!hh", 1, 0)
+    return (
+        p.encode_message(p.BIND, bind)
+        + p.encode_message(p.DESCRIBE, b"P\x00")
+        + p.encode_message(p.EXECUTE, b"\x00\x00\x00\x00\x00")
+        + SYNC
+    )
+
+
+def prepare(relay: QueryRelay) -> None:
+    relay.client_data(p.encode_parse(b"P_0", SQL.format("$1").encode()) + SYNC)
+    relay.take_to_backend()
+    relay.backend_data(p.encode_message(p.PARSE_COMPLETE) + Z)
+    relay.take_to_client()
+
+
+def test_every_simple_query_is_decided_planned_audited_and_relayed_unchanged() -> None:
+    masking = CountingMasking()
+    relay, engine, events = make(masking)
+    for aid in range(1, 51):
+        relay.client_data(query(aid))
+        assert relay.take_to_backend() == query(aid)
+        relay.backend_data(T + D + C + Z)
+        assert relay.take_to_client() == T + D + C + Z
+    assert engine.decided == [SQL.format(aid) for aid in range(1, 51)]
+    assert masking.planned == 50
+    assert len(events.events) == 50
+    assert len({e["event_id"] for e in events.events}) == 50
+    assert all(e["rows"] == 1 and e["decision"] == "allow" for e in events.events)
+
+
+def test_every_prepared_execute_is_audited_with_its_own_event() -> None:
+    relay, engine, events = make(CountingMasking())
+    prepare(relay)
+    answer = p.encode_message(p.BIND_COMPLETE) + T + D + C + Z
+    for aid in range(1, 51):
+        relay.client_data(bind_describe_execute_sync(aid))
+        assert relay.take_to_backend() == bind_describe_execute_sync(aid)
+        relay.backend_data(answer)
+        assert relay.take_to_client() == answer
+    assert engine.decided == [SQL.format("$1")]  # decided once, at Parse
+    assert len(events.events) == 50
+    assert len({e["event_id"] for e in events.events}) == 50
+    assert all(e["rows"] == 1 for e in events.events)
+
+
+def test_a_masked_column_stays_masked_on_every_execute() -> None:
+    relay, _, events = make(CountingMasking(mask=True))
+    prepare(relay)
+    for aid in range(1, 11):
+        relay.client_data(bind_describe_execute_sync(aid))
+        relay.take_to_backend()
+        relay.backend_data(p.encode_message(p.BIND_COMPLETE) + T + D + C + Z)
+        out = relay.take_to_client()
+        assert b"1234" not in out
+        assert MASKED_D in out
+    assert all(e["masked_values"] == 1 for e in events.events)
+
+
+def test_a_refused_result_is_refused_on_every_simple_query_and_execute() -> None:
+    relay, _, _ = make(CountingMasking(refuse=True))
+    for aid in range(1, 6):
+        relay.client_data(query(aid))
+        relay.take_to_backend()
+        relay.backend_data(T + D + C + Z)
+        out = relay.take_to_client()
+        assert b"1234" not in out
+        assert b"42501" in out
+    prepare(relay)
+    for aid in range(1, 6):
+        relay.client_data(bind_describe_execute_sync(aid))
+        relay.take_to_backend()
+        relay.backend_data(p.encode_message(p.BIND_COMPLETE) + T + D + C + Z)
+        out = relay.take_to_client()
+        assert b"1234" not in out
+        assert b"42501" in out
+
+
+def test_the_same_conversation_fed_byte_by_byte_gives_the_same_bytes() -> None:
+    whole, _, _ = make(CountingMasking())
+    prepare(whole)
+    by_byte, _, by_byte_events = make(CountingMasking())
+    prepare(by_byte)
+    client = bind_describe_execute_sync(7) + bind_describe_execute_sync(8)
+    answer = (p.encode_message(p.BIND_COMPLETE) + T + D + C + Z) * 2
+    whole.client_data(client)
+    whole.backend_data(answer)
+    sent = b""
+    for i in range(len(client)):
+        by_byte.client_data(client[i : i + 1])
+        sent += by_byte.take_to_backend()
+    got = b""
+    for i in range(len(answer)):
+        by_byte.backend_data(answer[i : i + 1])
+        got += by_byte.take_to_client()
+    assert sent == whole.take_to_backend()
+    assert got == whole.take_to_client() == answer
+    assert len(by_byte_events.events) == 2
