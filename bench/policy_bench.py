@@ -3,7 +3,9 @@
 Targets (docs/performance.md): a decision on a cache hit ≤ 30 µs; a three-table
 join decided from scratch (lexing, parsing, lineage, rules, grants, masking
 guards) ≤ 2 ms. Misses are forced by a fresh engine per round (no cache), hits
-by repeating one statement, and "fingerprint hits" by changing only literals.
+by repeating one statement, and "fingerprint hits" by changing only literals
+(``fingerprint_hit_commented`` also appends a block comment that changes with
+every statement, as SQL commenter tags do).
 
 Run: ``.venv/bin/python bench/policy_bench.py [--rounds N] [--json]``.
 """
@@ -111,10 +113,15 @@ def run(rounds: int) -> dict[str, dict[str, float]]:
     def fingerprint_hit(i: int) -> None:
         engine.decide(JOIN.format(n=i + 2), CTX)
 
+    def commented_hit(i: int) -> None:
+        # An SQL commenter tag that changes with every request defeats the exact-text level.
+        engine.decide(JOIN.format(n=i + 2) + f" /*traceparent='00-{i:032x}-{i:016x}-01'*/", CTX)
+
     return {
         "miss": summary(measure(miss, rounds)),
         "hit": summary(measure(hit, rounds * 20)),
         "fingerprint_hit": summary(measure(fingerprint_hit, rounds * 5)),
+        "fingerprint_hit_commented": summary(measure(commented_hit, rounds * 5)),
     }
 
 
@@ -127,12 +134,12 @@ def main() -> int:
     if args.json:
         print(json.dumps(results))
         return 0
-    targets = {"hit": 30.0, "fingerprint_hit": 2000.0, "miss": 2000.0}
+    targets = {"hit": 30.0, "fingerprint_hit": 10.0, "fingerprint_hit_commented": 30.0, "miss": 2000.0}
     print("policy engine, 3-table join (dev role, masked columns, MySQL dialect)")
     for name, r in results.items():
         ok = "ok" if r["median_us"] <= targets[name] else "OVER TARGET"
         print(
-            f"  {name:16} median {r['median_us']:8.1f} µs   p95 {r['p95_us']:8.1f} µs   "
+            f"  {name:26} median {r['median_us']:8.1f} µs   p95 {r['p95_us']:8.1f} µs   "
             f"{r['decisions_per_s']:>9,} decisions/s   target ≤ {targets[name]:.0f} µs: {ok}"
         )
     return 0

@@ -7,12 +7,17 @@ literals replaced — used to come from a token-by-token lexing costing tens of
 microseconds. ``fast_fingerprint`` produces the same key with two C-level
 regular-expression substitutions and a handful of refusal checks:
 
-* it accepts only a subset of what the lexer's own fast path
-  (``lexer._plain_statement``) accepts — ASCII without control characters, no
-  comments, backslashes, double quotes, backticks, dollar quotes, brackets or
+* it accepts ASCII text without control characters, ``--`` or ``#`` comments,
+  executable or nested ``/* */`` comments, backslashes, double quotes, backticks, dollar quotes, brackets or
   semicolons inside, no ``$``, no prefixed (``E''``, ``N''``, ``X''``, ``U&''``,
   ``_charset''``) or adjacent literals, no unterminated literal, no number
   token the simple number rule below would cut differently, bounded length;
+* plain ``/* */`` comments (SQL commenter tags, application names) become one
+  space, as in the lexer. They are found by one left-to-right scan that also
+  steps over ``'...'`` literals; where that scan and the server's reading could
+  part (a backslash, a double quote, a backtick, ``--``, ``#``, ``$``, a nested
+  or executable comment), the character that makes them part is outside every
+  comment the scan removed, so the refusals below still see it;
 * within that subset every ``'`` opens or closes a literal (nothing else can
   hold one), so one left-to-right substitution of ``'(?:[^']|'')*'`` cuts the
   literals exactly where the lexer does; and a number token starts exactly at a
@@ -51,6 +56,7 @@ _REFUSE_CHAR = re.compile(r"[\\\"`#;{}\[\]$\x00-\x08\x0b-\x1f\x7f]")
 _DOT_DIGIT = re.compile(r"\.[0-9]")
 _BAD_DOT_DIGIT = re.compile(r"[^0-9]\.[0-9]|[A-Za-z_.][0-9]+\.[0-9]")
 _STRING = re.compile(r"'(?:[^']|'')*'")
+_STRING_OR_COMMENT = re.compile(r"'(?:[^']|'')*'|/\*(.*?)\*/", re.DOTALL)
 # A literal the servers would read with a prefix or join to the next one.
 _PREFIXED = re.compile(r"[A-Za-z0-9_&.]'\?'")
 _ADJACENT = re.compile(r"'\?'[ \t\n\r]*'")
@@ -70,7 +76,10 @@ def fast_fingerprint(sql: str) -> str | None:
     """
     if len(sql) > MAX_FAST_CHARS or not sql.isascii():
         return None
-    text = sql.strip()
+    uncommented = _without_comments(sql) if "/*" in sql else sql
+    if uncommented is None:
+        return None
+    text = uncommented.strip()
     if text.endswith(";"):
         text = text[:-1].rstrip()
     if not text or text[0] == "." or _REFUSE_CHAR.search(text) or "--" in text or "/*" in text:
@@ -84,3 +93,26 @@ def fast_fingerprint(sql: str) -> str | None:
         if text.count("'") != 2 * literals or _PREFIXED.search(text) or _ADJACENT.search(text):
             return None
     return _NUMBER.sub("?", text)
+
+
+class _Declined(Exception):
+    """A comment the fast scan does not read (executable, nested)."""
+
+
+def _comment_to_space(m: re.Match[str]) -> str:
+    body = m.group(1)
+    if body is None:
+        return m.group(0)  # a literal: kept for the steps after
+    if body.startswith(("!", "M!")) or "/*" in body or body.endswith("/"):
+        # MySQL/MariaDB executable comments run their content; PostgreSQL comments nest
+        # (a "/" before the closing "*/" opens a nested comment there: "/*/*/").
+        raise _Declined
+    return " "
+
+
+def _without_comments(text: str) -> str | None:
+    """``text`` with each plain block comment replaced by one space, or None."""
+    try:
+        return _STRING_OR_COMMENT.sub(_comment_to_space, text)
+    except _Declined:
+        return None

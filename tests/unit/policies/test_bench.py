@@ -17,7 +17,7 @@ def test_policy_bench_reports_hits_and_misses() -> None:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     results = module.run(3)
-    assert set(results) == {"miss", "hit", "fingerprint_hit"}
+    assert set(results) == {"miss", "hit", "fingerprint_hit", "fingerprint_hit_commented"}
     for figures in results.values():
         assert figures["median_us"] > 0
         assert figures["decisions_per_s"] > 0

@@ -71,6 +71,9 @@ BENCH_SHAPES = [
     "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 2, 3, -4, CURRENT_TIMESTAMP);",
     "SELECT * FROM t WHERE amount > 12.50 AND rate < 0.5 AND x = 1. AND name = 'O''Brien'",
     "  select id from customers where id = 1  ;  ",
+    "SELECT id FROM t WHERE id = 5 /*traceparent='00-4bf92f-00f067aa-01',route='/api'*/",
+    "/* app: billing; user \"x\" -- # $ \\ */ SELECT id FROM t WHERE name = 'a'",
+    "SELECT/**/1/* c */,2",
 ]
 
 
@@ -83,8 +86,17 @@ def test_benchmark_shapes_take_the_fast_path(sql: str) -> None:
 
 DECLINED = [
     "SELECT 1 -- c",
-    "SELECT 1 /* c */",
     "SELECT /*!50000 1 */",
+    "SELECT /*! 1 */",
+    "SELECT /*M!100000 1 */",
+    "SELECT /*!*/ 1",
+    "SELECT 1 /* a /* b */ c */",
+    "SELECT 1 /* unterminated",
+    "SELECT 1 /* x */ -- y",
+    "SELECT 'a' /* x */ 'b'",
+    'SELECT "/*" FROM t /* x */',
+    "SELECT 'a\\' /* ', x, ' */ '",
+    "SELECT 1 /* é */",
     "SELECT 1 # c",
     "SELECT 'a\\'b'",
     'SELECT "a"',
@@ -141,6 +153,18 @@ def test_generated_statements_agree(parts: list[str], joiner: str) -> None:
 @given(text=st.text(alphabet=string.printable, max_size=60))
 def test_printable_noise_agrees(text: str) -> None:
     assert_agrees(text)
+
+
+COMMENT_PARTS = ["/*", "*/", "/* c */", "/*'*/", "'/*'", "/*!*/", "/*M!*/", "/**/", "*", "/", "'", "-", "\n", "!"]
+
+
+@FUZZ
+@given(
+    parts=st.lists(st.sampled_from(FAST_ALPHABET + EXTRA + COMMENT_PARTS), min_size=1, max_size=25),
+    joiner=st.sampled_from(["", " "]),
+)
+def test_generated_statements_with_comments_agree(parts: list[str], joiner: str) -> None:
+    assert_agrees(joiner.join(parts))
 
 
 def test_random_literals_in_plain_shapes_agree() -> None:
