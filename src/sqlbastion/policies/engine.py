@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -128,21 +129,36 @@ def admission_refusal(person: PersonPolicy | None, client_address: str, now: dat
         return "expired"
     if person.networks and not _address_in(client_address, person.networks):
         return "network"
-    if person.time_windows and not any(_in_window(w, now) for w in person.time_windows):
+    if person.time_windows:
+        second = math.floor(now.timestamp())
+        for w in person.time_windows:
+            if _in_window(w, now, second):
+                return None
         return "time_window"
     return None
 
 
-def _in_window(w: Any, now: datetime) -> bool:
-    local = now.astimezone(ZoneInfo(w.tz))
-    minute = local.hour * 60 + local.minute
-    day = local.weekday()
+def _in_window(w: Any, now: datetime, second: int | None = None) -> bool:
+    day, minute = _local_day_minute(w.tz, math.floor(now.timestamp()) if second is None else second)
     if w.start_minute < w.end_minute:
         return day in w.days and w.start_minute <= minute < w.end_minute
     # Overnight window (22:00-06:00): the part after midnight belongs to the previous day.
     if minute >= w.start_minute:
         return day in w.days
     return minute < w.end_minute and (day - 1) % 7 in w.days
+
+
+@lru_cache(maxsize=64)
+def _local_day_minute(tz: str, second: int) -> tuple[int, int]:
+    """(weekday, minute of the day) in ``tz`` at a whole Unix second.
+
+    Cached because every decision checks the person's time windows: within one
+    second the answer cannot change (zone offsets are whole seconds, so the
+    local minute depends on the whole second only), and a cache lookup costs
+    a fraction of a time-zone conversion.
+    """
+    local = datetime.fromtimestamp(second, ZoneInfo(tz))
+    return local.weekday(), local.hour * 60 + local.minute
 
 
 _REFUSAL_TEXT = {

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+import random
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from sqlbastion.policies.engine import PolicyEngine, admission_refusal
+from sqlbastion.policies.engine import PolicyEngine, _local_day_minute, admission_refusal
 from sqlbastion.policies.loader import loads_policy
 from tests.unit.policies.support import context
 
@@ -88,3 +92,26 @@ def test_admit_uses_the_current_time() -> None:
     assert ENGINE.admit("temp", "1.2.3.4", "core") == (
         "expired" if datetime.now(UTC) >= at("2026-06-01T00:00:00+08:00") else None
     )
+
+
+@pytest.mark.parametrize(
+    "tz", ["Asia/Shanghai", "America/New_York", "Asia/Kathmandu", "Australia/Lord_Howe", "Europe/London", "UTC"]
+)
+def test_cached_local_time_agrees_with_the_time_zone_conversion(tz: str) -> None:
+    """The per-second cache of (weekday, minute) gives what a conversion gives, DST changes included."""
+    rng = random.Random(tz)
+    zone = ZoneInfo(tz)
+    instants = [rng.uniform(1.6e9, 1.95e9) for _ in range(3000)]
+    # Within an hour of each of this zone's offset changes in 2026, every 7 seconds.
+    start = 1767225600  # 2026-01-01T00:00:00Z
+    hours = [start + 3600 * h for h in range(366 * 24)]
+    changes = [b for a, b in itertools.pairwise(hours) if _offset(a, zone) != _offset(b, zone)]
+    instants += [float(t + s) for t in changes for s in range(-3700, 3700, 7)]
+    for ts in instants:
+        now = datetime.fromtimestamp(ts, UTC)
+        local = now.astimezone(zone)
+        assert _local_day_minute(tz, math.floor(now.timestamp())) == (local.weekday(), local.hour * 60 + local.minute)
+
+
+def _offset(ts: int, zone: ZoneInfo) -> object:
+    return datetime.fromtimestamp(ts, zone).utcoffset()
