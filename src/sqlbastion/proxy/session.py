@@ -97,6 +97,9 @@ class MaskPlan:
 
 EMPTY_MASK_PLAN = MaskPlan()
 
+# Session._decision_facts: (action, rule ids, columns read, sensitive columns, statement type, rule).
+_DecisionFacts = tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...], str, str]
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Verdict:
@@ -236,6 +239,31 @@ class Session:
         self._masks_applied: dict[str, list[dict[str, str]]] = {}
         self._context_key: tuple[object, ...] = ()
         self._context: StatementContext | None = None
+        self._facts_decision: Decision | None = None
+        self._facts: _DecisionFacts = ("", (), (), (), "", "")
+
+    def _decision_facts(self, d: Decision) -> _DecisionFacts:
+        """What the audit event and the metrics take from a decision: (action, rule ids, columns
+        read, sensitive columns, statement type label, rule label).
+
+        Derived once per decision object. Decisions are frozen and the engine returns the same
+        object on every cache hit (and a prepared statement reuses its Parse's), so a one-entry
+        memo by identity is exact; the memo holds the object, so its identity cannot be reused.
+        """
+        if d is self._facts_decision:
+            return self._facts
+        types = d.statement_types
+        hit = d.primary_hit
+        facts: _DecisionFacts = (
+            d.action.value,
+            d.rule_ids,
+            tuple(str(c) for c in d.columns_read),
+            tuple(str(c) for c in d.sensitive_columns),
+            types[0] if len(types) == 1 else ("multi" if types else "unknown"),
+            hit.rule_id if hit is not None else "none",
+        )
+        self._facts_decision, self._facts = d, facts
+        return facts
 
     def context(self) -> StatementContext:
         """The statement context for the current session state.
@@ -311,6 +339,7 @@ class Session:
         elapsed_us = (time.perf_counter_ns() - verdict.started_ns) // 1000
         proxy_us = max(0, elapsed_us - outcome.backend_us)
         self._observe(d, outcome, proxy_us)
+        action, rule_ids, columns_read, sensitive, _, _ = self._decision_facts(d)
         self.runtime.audit.emit(
             {
                 "kind": "statement",
@@ -324,15 +353,15 @@ class Session:
                 "backend": self.backend.name,
                 "database": self.state.database,
                 "sql_text": verdict.sql_text,
-                "decision": d.action.value,
-                "rule_ids": list(d.rule_ids),
+                "decision": action,
+                "rule_ids": list(rule_ids),
                 "reason": d.reason,
                 "statement_types": list(d.statement_types),
                 "fingerprint": d.fingerprint,
                 "objects_read": list(d.objects_read),
                 "objects_written": list(d.objects_written),
-                "columns_read": [str(c) for c in d.columns_read],
-                "sensitive_columns": [str(c) for c in d.sensitive_columns],
+                "columns_read": list(columns_read),
+                "sensitive_columns": list(sensitive),
                 "rows": outcome.rows,
                 "affected": outcome.affected,
                 "bytes_sent": outcome.bytes_sent,
@@ -346,14 +375,13 @@ class Session:
         )
 
     def _observe(self, d: Decision, outcome: StatementOutcome, proxy_us: int) -> None:
-        stype = d.statement_types[0] if len(d.statement_types) == 1 else ("multi" if d.statement_types else "unknown")
-        hit = d.primary_hit
+        action, _, _, sensitive, stype, rule = self._decision_facts(d)
         self._metrics.record(
             statement_type=stype,
-            decision=d.action.value,
-            rule_id=hit.rule_id if hit is not None else "none",
+            decision=action,
+            rule_id=rule,
             allowed=d.allowed,
-            sensitive_columns=len(d.sensitive_columns),
+            sensitive_columns=len(sensitive),
             proxy_s=proxy_us / 1e6,
             backend_s=outcome.backend_us / 1e6,
             rows=outcome.rows,
