@@ -233,3 +233,25 @@ def test_literal_sensitive_shapes_stay_exact_only_on_the_fast_path() -> None:
     d = engine.decide("DELETE FROM accounts WHERE 1 = 1", ctx)
     assert not d.allowed
     assert not d.cached
+
+
+HIDDEN_AFTER_A_PLAIN_SIBLING = [
+    ("mysql", "SELECT id FROM customers WHERE id = 1 /* x */", "SELECT id FROM customers WHERE id = 1 /*! , mobile */"),
+    ("mysql", "SELECT id FROM customers WHERE id = 1 /* x */", "SELECT id /*!50000 , mobile */ FROM customers"),
+    ("mysql", "SELECT id FROM customers /* x */", "SELECT id /*M!100000 , mobile */ FROM customers"),
+    ("mysql", "SELECT id FROM customers /* a */", "SELECT id /* a */, mobile /* b */ FROM customers"),
+    ("postgres", "SELECT id FROM customers /* a */", "SELECT id /* a /* b */ , mobile */ FROM customers"),
+    ("postgres", "SELECT id FROM customers /* x */", "SELECT id /*/*/ , mobile /**/ FROM customers"),
+    ("mysql", "SELECT id FROM customers WHERE city = 'a' /* ' */", "SELECT id FROM customers WHERE city = 'a' -- ' */"),
+]
+
+
+@pytest.mark.parametrize(("dialect", "plain", "hidden"), HIDDEN_AFTER_A_PLAIN_SIBLING)
+def test_comments_never_let_a_sibling_decide(dialect: str, plain: str, hidden: str) -> None:
+    """What a comment hides or runs is decided on its own, whatever a plain sibling left in the cache."""
+    engine = new_engine()
+    ctx = context("dev", dialect)  # type: ignore[arg-type]  # one of the two dialects
+    engine.decide(plain, ctx)
+    got = engine.decide(hidden, ctx)
+    alone = new_engine().decide(hidden, ctx)
+    assert (got.action, got.rule_hits) == (alone.action, alone.rule_hits)
