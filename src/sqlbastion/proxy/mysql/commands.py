@@ -398,6 +398,10 @@ class CommandLoop:
         except BackendLost:
             self.session.finish(verdict, StatementOutcome(backend_error="backend connection lost"))
             raise
+        except ConnectionClosed:
+            # The client left mid-result: the statement reached the backend, so it is still recorded.
+            self.session.finish(verdict, StatementOutcome(backend_error="client left during the result"))
+            raise
         apply_state_changes(self.session, summary)
         err = summary.error
         backend_error = None
