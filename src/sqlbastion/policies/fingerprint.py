@@ -44,6 +44,7 @@ __all__ = ["MAX_FAST_CHARS", "fast_fingerprint"]
 # Longer statements take the full lexer (their cost is dominated elsewhere, and
 # the bound keeps the scan's work per message small and predictable).
 MAX_FAST_CHARS = 8192
+MAX_FAST_COMMENTS = 8
 
 # Characters that make the lexer's fast path refuse, plus control characters other
 # than tab/newline/carriage return (so Python's whitespace and the servers' agree),
@@ -76,6 +77,8 @@ def fast_fingerprint(sql: str) -> str | None:
     """
     if len(sql) > MAX_FAST_CHARS or not sql.isascii():
         return None
+    if "/*" in sql and ("*/" not in sql or sql.count("/*") > MAX_FAST_COMMENTS):
+        return None  # each "/*" may scan to the end of the text: bound how many there are
     uncommented = _without_comments(sql) if "/*" in sql else sql
     if uncommented is None:
         return None
