@@ -223,3 +223,30 @@ async def test_client_gone_mid_result_is_recorded_and_aborts_the_backend() -> No
     [event] = pair.statements()
     assert event["backend_error"] == "client left during the result"
     assert isinstance(pair.task.exception(), ConnectionClosed)
+
+
+async def test_commands_and_responses_fed_one_byte_at_a_time() -> None:
+    pair = _Pair()
+    commands = b"".join(frame(0, p)[0] for p in (b"\x03SELECT 1", b"\x03SELECT 2"))
+    for i in range(len(commands)):
+        pair.client.data_received(commands[i : i + 1])
+        await asyncio.sleep(0)
+    await _settle()
+    for value in (b"one", b"two"):
+        response = _result(value)
+        for i in range(len(response)):
+            pair.backend.data_received(response[i : i + 1])
+        await _settle()
+    assert pair.backend_commands() == [b"\x03SELECT 1", b"\x03SELECT 2"]
+    assert pair.client_t.data == _result(b"one") + _result(b"two")
+    assert [e["rows"] for e in pair.statements()] == [1, 1]
+    pair.task.cancel()
+
+
+async def test_unknown_statement_id_is_refused_without_reaching_the_backend() -> None:
+    pair = _Pair()
+    pair.send(b"\x17" + (77).to_bytes(4, "little") + b"\x00" + (1).to_bytes(4, "little"))
+    await _settle()
+    assert pair.backend_commands() == []
+    assert ErrPacket.decode(pair.client_payloads()[0]).errno == 1243
+    pair.task.cancel()
