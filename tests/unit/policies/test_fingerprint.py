@@ -280,3 +280,19 @@ def test_the_scan_stays_linear_on_pathological_text(sql: str) -> None:
     for _ in range(5):
         fast_fingerprint(sql)
     assert time.perf_counter() - start < 0.5  # 5 scans; ≈ 40 ms on the shared development machine
+
+
+def test_corpus_statements_with_comments_and_quotes_inserted_agree() -> None:
+    """Comment and quote pieces dropped at random places (inside literals too) into corpus statements."""
+    rng = random.Random(7)
+    statements = [c[4] for c in cases()]
+    pieces = ["/* x */", "/**/", "/*'*/", "'", " ", "\n", "/*", "*/", "1", ".", "'a'", "/*/", "-", "*"]
+    accepted = 0
+    for _ in range(4000):
+        sql = rng.choice(statements)
+        for _ in range(rng.randrange(1, 4)):
+            at = rng.randrange(len(sql) + 1)
+            sql = sql[:at] + rng.choice(pieces) + sql[at:]
+        if assert_agrees(sql) is not None:
+            accepted += 1
+    assert accepted > 1000
