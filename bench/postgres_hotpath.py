@@ -24,8 +24,8 @@ transaction (outside the timed part), so the interpreter's code and the
 relay's objects are no longer cached — what happens in the proxy process when
 pgbench, the server's backends and the proxy share two cores. The cold figure
 is the one that predicts ``bench/run.py``'s CPU per transaction of the
-allow-all listener (measured together: 93 / 85 µs cold against 94 / 85 µs in
-the harness, simple / prepared), so judge changes by it.
+allow-all listener (the same code measured minutes apart: 93 / 85 µs cold
+against 87 / 83 µs in the harness, simple / prepared), so judge changes by it.
 
 Run: ``.venv/bin/python bench/postgres_hotpath.py [--transactions 20000] [--rounds 5] [--json]``
 (``--profile`` prints a cProfile of one round of each mode).
