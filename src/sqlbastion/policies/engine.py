@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import itertools
 import math
 import threading
 from collections import OrderedDict
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 log = logs.get_logger("policies.engine")
 
 MAX_CACHED_SQL_CHARS = 16_384
+_MAX_CONTEXT_IDS = 65_536  # distinct session contexts remembered (person × database × settings …)
 _SENSITIVE = object()  # fingerprint marker: decide this shape by exact text only
 
 
@@ -200,6 +202,11 @@ class PolicyEngine:
         # The counters' children, bound once (``labels`` takes a lock and builds a key per call).
         self._hits = METRICS.decision_cache.labels("hit")
         self._misses = METRICS.decision_cache.labels("miss")
+        # Context → number (see _context_id), and the last context seen: sessions reuse
+        # one StatementContext object while their state and the clock's second stay.
+        self._context_ids: dict[tuple[Any, ...], int] = {}
+        self._context_counter = itertools.count()
+        self._context_memo: tuple[StatementContext | None, str, int] = (None, "", -1)
 
     @property
     def version(self) -> str:
@@ -238,20 +245,13 @@ class PolicyEngine:
         if refusal is not None or person is None:
             return self._refused(refusal or "unknown_person")
         catalog = self._catalog(ctx.backend)
-        context_key = (
-            ctx.person,
-            person.roles,
-            ctx.backend,
-            ctx.dialect,
-            ctx.database,
-            ctx.search_path,
-            ctx.ansi_quotes,
-            ctx.no_backslash_escapes,
-            ctx.standard_conforming_strings,
-            ctx.client_encoding,
-            ctx.in_transaction,
-            catalog.version if catalog is not None else "none",
-        )
+        catalog_version = catalog.version if catalog is not None else "none"
+        memo = self._context_memo
+        if memo[0] is ctx and memo[1] == catalog_version:
+            context_key = memo[2]
+        else:
+            context_key = self._context_id(ctx, person, catalog_version)
+            self._context_memo = (ctx, catalog_version, context_key)
         exact_key = ("x", sql, context_key) if len(sql) <= MAX_CACHED_SQL_CHARS else None
         if exact_key is not None:
             hit = self.cache.get(exact_key)
@@ -303,6 +303,36 @@ class PolicyEngine:
             self.cache.put(fp_key, _SENSITIVE if sensitive or analysis.unprovable else cached)
         self._after(stored, ctx)
         return stored
+
+    def _context_id(self, ctx: StatementContext, person: PersonPolicy, catalog_version: str) -> int:
+        """A small integer naming everything besides the text that a decision depends on.
+
+        Cache keys hold this number instead of the tuple, so a lookup hashes an
+        int rather than a dozen fields. Numbers are never reused (a counter), so
+        clearing the table only makes old cache entries unreachable.
+        """
+        full = (
+            ctx.person,
+            person.roles,
+            ctx.backend,
+            ctx.dialect,
+            ctx.database,
+            ctx.search_path,
+            ctx.ansi_quotes,
+            ctx.no_backslash_escapes,
+            ctx.standard_conforming_strings,
+            ctx.client_encoding,
+            ctx.in_transaction,
+            catalog_version,
+        )
+        known = self._context_ids.get(full)
+        if known is not None:
+            return known
+        if len(self._context_ids) >= _MAX_CONTEXT_IDS:
+            self._context_ids.clear()
+        number = next(self._context_counter)
+        self._context_ids[full] = number
+        return number
 
     def _after(self, decision: Decision, ctx: StatementContext) -> None:
         ddl = ("create", "drop", "alter", "rename", "truncate")

@@ -179,3 +179,31 @@ def test_cache_memory_is_capped() -> None:
     assert cache.get(("x", "0099" + "y" * 996, ())) == 99
     cache.clear()
     assert cache.chars == 0
+
+
+def test_context_numbers_name_one_context_each_and_are_never_reused() -> None:
+    engine = new_engine()
+    person = engine.person("dev")
+    assert person is not None
+    a = ctx_for("dev")
+    b = ctx_for("dev", database="other")
+    first = engine._context_id(a, person, "v1")
+    assert engine._context_id(replace(a), person, "v1") == first  # equal values, another object
+    assert engine._context_id(b, person, "v1") != first
+    assert engine._context_id(a, person, "v2") != first  # the catalog version is part of it
+    engine._context_ids.clear()
+    assert engine._context_id(a, person, "v1") not in {first, 1, 2}  # a cleared table hands out new numbers
+
+
+def test_a_reused_context_object_follows_a_catalog_change() -> None:
+    versions = {"core": mysql_catalog()}
+    engine = PolicyEngine(example_policy().policy, masking=example_masking(), catalogs=versions.get, cache_entries=100)
+    ctx = ctx_for("dev")
+    sql = "SELECT id FROM customers WHERE id = 1"
+    assert engine.decide(sql, ctx).allowed
+    assert engine.decide(sql, ctx).cached
+    versions["core"] = Catalog.build(
+        backend="core", dialect="mysql", database=None, tables=[TableInfo(schema="bank", name="other", columns=("x",))]
+    )
+    after = engine.decide(sql, ctx)  # same context object, new catalog: decided afresh
+    assert not after.cached
