@@ -36,10 +36,10 @@ SQL = "SELECT abalance FROM pgbench_accounts WHERE aid = {};"
 
 
 class CountingEngine:
-    version = "v1"
-
     def __init__(self) -> None:
         self.decided: list[str] = []
+        self.version = "v1"
+        self.block = False
 
     def roles_of(self, person: str) -> tuple[str, ...]:
         return ()
@@ -49,7 +49,8 @@ class CountingEngine:
 
     def decide(self, sql: str, ctx: StatementContext) -> Decision:
         self.decided.append(sql)
-        return Decision(action=Action.ALLOW, policy_version=self.version)
+        action = Action.BLOCK if self.block else Action.ALLOW
+        return Decision(action=action, reason="test", policy_version=self.version)
 
 
 class CountingMasking:
@@ -160,8 +161,29 @@ def test_every_prepared_execute_is_audited_with_its_own_event() -> None:
     assert all(e["rows"] == 1 for e in events.events)
 
 
+def test_a_policy_reload_decides_prepared_statements_again() -> None:
+    relay, engine, events = make(CountingMasking())
+    prepare(relay)
+    answer = p.encode_message(p.BIND_COMPLETE) + T + D + C + Z
+    relay.client_data(bind_describe_execute_sync(1))
+    relay.take_to_backend()
+    relay.backend_data(answer)
+    assert relay.take_to_client() == answer
+    engine.version, engine.block = "v2", True  # the reloaded policy refuses the statement
+    relay.client_data(bind_describe_execute_sync(2))
+    sent = relay.take_to_backend()
+    assert b"P_0" not in sent  # the Bind was replaced by a stand-in the server rejects
+    assert engine.decided == [SQL.format("$1")] * 2
+    relay.backend_data(p.encode_error("ERROR", "26000", "prepared statement does not exist") + Z)
+    out = relay.take_to_client()
+    assert b"42501" in out
+    assert out.endswith(Z)
+    assert events.events[-1]["decision"] == "block"
+
+
 def test_a_masked_column_stays_masked_on_every_execute() -> None:
-    relay, _, events = make(CountingMasking(mask=True))
+    masking = CountingMasking(mask=True)
+    relay, _, events = make(masking)
     prepare(relay)
     for aid in range(1, 11):
         relay.client_data(bind_describe_execute_sync(aid))
@@ -171,6 +193,7 @@ def test_a_masked_column_stays_masked_on_every_execute() -> None:
         assert b"1234" not in out
         assert MASKED_D in out
     assert all(e["masked_values"] == 1 for e in events.events)
+    assert masking.planned == 10  # every masked result is planned again: its event names its masks
 
 
 def test_a_refused_result_is_refused_on_every_simple_query_and_execute() -> None:

@@ -293,8 +293,17 @@ class QueryRelay(ResultHandling):
         return raw.decode(self._encoding, "replace")
 
     def _state_key(self) -> tuple[object, ...]:
-        s = self.session.state
-        return (s.database, s.search_path, s.standard_conforming_strings, s.client_encoding)
+        # What a prepared statement's decision depends on: the session state, and the policy in
+        # force (a reload changes its version: the next Bind is decided again, its plans dropped).
+        s = self.session
+        st = s.state
+        return (
+            st.database,
+            st.search_path,
+            st.standard_conforming_strings,
+            st.client_encoding,
+            s.runtime.engine.version,
+        )
 
     def _authorize(self, raw: bytes) -> Verdict:
         limit = self.max_statement_bytes

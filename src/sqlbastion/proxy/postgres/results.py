@@ -97,10 +97,12 @@ class ResultHandling:
         plans = item.portal.statement.plans if item.portal is not None and formats is not None else None
         if plans is not None and row is not None and formats is not None:
             cached = plans.get((row, formats))
-            if cached is not None:
+            # Only a plan that masks nothing is reused: a masking or refusing result asks the
+            # session each time, so each Execute's audit event names its masks and the metric counts it.
+            if cached is not None and (cached is EMPTY_MASK_PLAN or cached.empty):
                 self._plan = cached
-                self._row_passthrough = cached is EMPTY_MASK_PLAN or cached.empty
-                self._discarding = cached.refuse is not None
+                self._row_passthrough = True
+                self._discarding = False  # an empty plan refuses nothing
                 return True
         if row is None:
             # Rows whose columns were never described: fail closed.
