@@ -301,8 +301,13 @@ def test_flood_during_start_up_is_cut_off(proxy: Proxy) -> None:
         if not closed:
             s.settimeout(10)
             data = b""
-            while chunk := s.recv(65536):
-                data += chunk
+            try:
+                while chunk := s.recv(65536):
+                    data += chunk
+            except ConnectionResetError:
+                # Closed with our garbage still unread: the kernel resets the connection and the
+                # FATAL it carried is lost, but the flood was cut off, which is what is tested.
+                return
             assert b"08P01" in data
 
 
