@@ -42,6 +42,9 @@ class PacketProtocol(asyncio.Protocol):
         self.closed = False
         self.close_exc: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
+        # The loop, looked up once: asyncio.get_running_loop() compares the process id on every
+        # call, and getpid() is a system call (glibc no longer caches it) once per command.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._paused_reading = False
         self.relay_to: Callable[[bytes], None] | None = None
         self.on_lost: Callable[[BaseException | None], None] | None = None
@@ -121,7 +124,10 @@ class PacketProtocol(asyncio.Protocol):
             if self._paused_reading and self.transport is not None:
                 self._paused_reading = False
                 self.transport.resume_reading()
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
             try:
                 await self._waiter
             finally:
