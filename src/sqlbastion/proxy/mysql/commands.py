@@ -36,7 +36,6 @@ from sqlbastion.proxy.mysql.handshake import PersonHandshake
 from sqlbastion.proxy.mysql.packets import ColumnDefinition, ErrPacket, OkPacket, result_columns
 from sqlbastion.proxy.mysql.registry import SessionRegistry
 from sqlbastion.proxy.mysql.results import (
-    ROW_CAP_MESSAGE,
     MetadataShortcut,
     ResponseKind,
     ResponseRelay,
@@ -69,8 +68,6 @@ MAX_PREPARED_STATEMENTS = 1024  # per connection; MySQL's max_prepared_stmt_coun
 # server's diagnostics area (statements without tables, like DO 0, leave the warnings in place).
 CLEAR_DIAGNOSTICS_SQL = "DO (SELECT 1 FROM information_schema.ENGINES LIMIT 1)"
 TEXT_PLAN_CACHE_ENTRIES = 64  # distinct (decision, session state) pairs whose plans a connection keeps
-# The audit's backend_error for a result cut at the person's row cap (a short code the audit keeps).
-ROW_CAP_EXCEEDED = "row cap exceeded"
 WITHHELD = "sqlbastion: backend message withheld (the statement touched sensitive columns). Audit ref {}."
 
 _NO_RESPONSE = frozenset({Command.STMT_CLOSE, Command.STMT_SEND_LONG_DATA})
@@ -303,18 +300,10 @@ class CommandLoop:
         plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] | None = None,
         keep_row: RowFilter | None = None,
         shortcut: MetadataShortcut | None = None,
-        cap_verdict: Verdict | None = None,
     ) -> tuple[ResultSummary, ResponseRelay]:
         withhold = None
         if verdict is not None and verdict.decision.sensitive_columns:
             withhold = WITHHELD.format(verdict.event_id)
-        # The person's row cap (docs/policy.md, max_rows): the statement's own decision, or for
-        # COM_STMT_FETCH the decision of the statement whose cursor is read.
-        capv = verdict if verdict is not None else cap_verdict
-        max_rows = capv.decision.max_rows if capv is not None else None
-        cap_text = (
-            ROW_CAP_MESSAGE.format(cap=max_rows, ref=capv.event_id) if capv is not None and max_rows is not None else ""
-        )
         relay = ResponseRelay(
             kind=kind,
             backend_capabilities=self.backend.capabilities,
@@ -328,8 +317,6 @@ class CommandLoop:
             plan_cache=plan_cache,
             keep_row=keep_row,
             shortcut=shortcut,
-            max_rows=max_rows,
-            cap_text=cap_text,
         )
         fut: asyncio.Future[ResultSummary] = self._loop.create_future()
         bp = self.backend.protocol
@@ -423,7 +410,7 @@ class CommandLoop:
             if not verdict.decision.sensitive_columns:
                 backend_error += f": {err.message[:512]}"
         if summary.refused:
-            backend_error = ROW_CAP_EXCEEDED if summary.capped else summary.refused
+            backend_error = summary.refused
         self.session.finish(
             verdict,
             StatementOutcome(
@@ -631,16 +618,13 @@ class CommandLoop:
             self._refuse(verdict)
             return
         started = time.perf_counter_ns()
-        summary, _ = await self._relay(
-            payload, "fetch", plan=stmt.plan, types=stmt.types, binary=True, cap_verdict=verdict
-        )
+        summary, _ = await self._relay(payload, "fetch", plan=stmt.plan, types=stmt.types, binary=True)
         apply_state_changes(self.session, summary)
         self.session.finish(
             verdict,
             StatementOutcome(
                 rows=summary.rows,
                 bytes_sent=summary.bytes_out,
-                backend_error=ROW_CAP_EXCEEDED if summary.capped else summary.refused,
                 backend_us=(time.perf_counter_ns() - started) // 1000,
                 masked_values=summary.masked_values,
             ),

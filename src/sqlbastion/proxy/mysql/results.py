@@ -36,7 +36,7 @@ from sqlbastion.proxy.mysql.packets import ColumnDefinition, EofPacket, ErrPacke
 from sqlbastion.proxy.mysql.rows import decode_text_row, mask_binary_row, mask_text_row
 from sqlbastion.proxy.session import EMPTY_MASK_PLAN, MaskPlan
 
-__all__ = ["MAX_COLUMNS", "ROW_CAP_MESSAGE", "MetadataShortcut", "ResponseKind", "ResponseRelay", "ResultSummary"]
+__all__ = ["MAX_COLUMNS", "MetadataShortcut", "ResponseKind", "ResponseRelay", "ResultSummary"]
 
 ResponseKind = Literal["query", "prepare", "field_list", "fetch", "single"]
 
@@ -58,11 +58,6 @@ _STATE_CHANGED = int(ServerStatus.SESSION_STATE_CHANGED)
 _DEPRECATE_EOF = int(Capability.DEPRECATE_EOF)
 _SESSION_TRACK = int(Capability.SESSION_TRACK)
 PLAN_CACHE_ENTRIES = 8
-NO_CAP = 1 << 62  # "no row cap" as an integer, so the hot loop compares without a None test
-ROW_CAP_MESSAGE = (
-    "sqlbastion: result exceeds the row cap of {cap} rows for this person; "
-    "exporting larger results needs the export action. Audit ref {ref}."
-)
 
 
 def _lenenc_at(p: bytes, i: int) -> tuple[int, int]:
@@ -103,7 +98,6 @@ class ResultSummary:
     prepare_ok: StmtPrepareOk | None = None
     columns: list[ColumnDefinition] = field(default_factory=list)  # of the last result set
     refused: str | None = None
-    capped: bool = False  # the row cap was hit: ``rows`` rows went out, then the cap's ERR
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -137,8 +131,6 @@ class ResponseRelay:
     __slots__ = (
         "_backend_caps",
         "_buf",
-        "_cap",
-        "_cap_text",
         "_client_caps",
         "_continuation",
         "_deprecate_eof",
@@ -188,14 +180,8 @@ class ResponseRelay:
         plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] | None = None,
         keep_row: RowFilter | None = None,
         shortcut: MetadataShortcut | None = None,
-        max_rows: int | None = None,
-        cap_text: str = "",
     ) -> None:
         self.kind = kind
-        # The row cap counts the rows of the whole response (all result sets of one command; one
-        # COM_STMT_FETCH chunk for a cursor). ``cap_text`` is the ERR text sent in place of row cap + 1.
-        self._cap = NO_CAP if max_rows is None else max(0, max_rows)
-        self._cap_text = cap_text
         self._keep_row = keep_row
         self._shortcut = shortcut
         self.new_shortcut: MetadataShortcut | None = None
@@ -308,7 +294,6 @@ class ResponseRelay:
             self.new_shortcut = sc
         run_start = -1  # start of a run of raw row packets forwarded unchanged
         rows = 0
-        room = self._cap - self.summary.rows  # rows this response may still carry
         eof_limit = self._eof_limit
         while n - pos >= 4:
             length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
@@ -325,16 +310,6 @@ class ResponseRelay:
                     ends = b0 == 0xFF or (b0 == 0xFE and length < eof_limit)
                 if not ends:
                     if not self._continuation:
-                        if rows == room:
-                            # One row past the cap: nothing of it leaves; the ERR and the discard
-                            # below happen on the general path.
-                            if run_start >= 0:
-                                out += data[run_start:pos]
-                                run_start = -1
-                            self.summary.rows += rows
-                            rows = 0
-                            self._cap_hit(out)
-                            continue
                         rows += 1
                     self._continuation = length == MAX_PACKET_PAYLOAD
                     if run_start < 0:
@@ -354,12 +329,7 @@ class ResponseRelay:
             if run_start >= 0:
                 out += data[run_start:pos]
                 run_start = -1
-            if rows:
-                # The general path counts in the summary itself.
-                self.summary.rows += rows
-                rows = 0
             self._piece(out, data[pos:end], length, seq)
-            room = self._cap - self.summary.rows
             pos = end
             if self._state == _DONE:
                 break
@@ -598,11 +568,6 @@ class ResponseRelay:
         self._discard_phase = phase or ("rows" if self._deprecate_eof else "eof_after_coldefs")
         self._discard_cols = 0
 
-    def _cap_hit(self, out: bytearray) -> None:
-        """A row past the cap: the ERR goes out in its place and the rest of the response is dropped."""
-        self.summary.capped = True
-        self._refuse(out, self._cap_text or ROW_CAP_MESSAGE.format(cap=self._cap, ref="-"), phase="rows")
-
     def _discard(self, payload: bytes) -> None:
         """Read and drop packets until the backend's response ends (a small state machine of its own)."""
         first = payload[0] if payload else -1
@@ -670,9 +635,6 @@ class ResponseRelay:
                 values = []
             if not values or not self._keep_row(self.summary.columns, values):
                 return  # not the person's: dropped
-        if self.summary.rows >= self._cap:
-            self._cap_hit(out)
-            return
         self.summary.rows += 1
         plan = self._plan
         if self._fast or plan is None:
