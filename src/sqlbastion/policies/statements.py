@@ -272,23 +272,7 @@ class StatementBase:
                         writes.add(src.path)
             value = r.expr(assignment.expression, scope)
             acc.copies |= value.sources
-        where_node = tree.args.get("where")
-        where = where_node.this if isinstance(where_node, exp.Where) else None
-        if where is not None:
-            r.expr(where, scope, clause="where")
-        r.dml_order_limit(tree, scope)
-        returning = self._returning(tree, r, scope)
-        self._walk_rest(tree, r, scope, _UPDATE_ARGS)
-        return self.finish(
-            "update",
-            acc,
-            outputs=returning,
-            writes=writes,
-            needs={("update", w) for w in writes},
-            where=where,
-            limit=self._limit(tree),
-            produces_rows=returning is not None,
-        )
+        return self._finish_dml("update", tree, r, scope, acc, writes=writes, rest_args=_UPDATE_ARGS)
 
     def _delete(self, tree: exp.Delete, r: Resolver, acc: Acc) -> StatementFacts:
         scope = Scope(None, r.ctes(tree, None))
@@ -306,19 +290,33 @@ class StatementBase:
             for src in scope.sources:
                 if src.alias == name and src.path is not None:
                     writes.add(src.path)
+        return self._finish_dml("delete", tree, r, scope, acc, writes=writes, rest_args=_DELETE_ARGS)
+
+    def _finish_dml(
+        self,
+        kind: str,
+        tree: exp.Update | exp.Delete,
+        r: Resolver,
+        scope: Scope,
+        acc: Acc,
+        *,
+        writes: set[ObjectPath],
+        rest_args: frozenset[str],
+    ) -> StatementFacts:
+        """What UPDATE and DELETE share after their targets: WHERE, ORDER/LIMIT, RETURNING, the rest."""
         where_node = tree.args.get("where")
         where = where_node.this if isinstance(where_node, exp.Where) else None
         if where is not None:
             r.expr(where, scope, clause="where")
         r.dml_order_limit(tree, scope)
         returning = self._returning(tree, r, scope)
-        self._walk_rest(tree, r, scope, _DELETE_ARGS)
+        self._walk_rest(tree, r, scope, rest_args)
         return self.finish(
-            "delete",
+            kind,
             acc,
             outputs=returning,
             writes=writes,
-            needs={("delete", w) for w in writes},
+            needs={(kind, w) for w in writes},
             where=where,
             limit=self._limit(tree),
             produces_rows=returning is not None,
