@@ -51,6 +51,7 @@ from sqlbastion.proxy.postgres.tracking import (
     MAX_PENDING_ITEMS,
     MAX_PORTALS,
     MAX_PREPARED,
+    NO_CAP,
     REFUSED_NAME,
     REFUSED_SQL,
     SCRATCH_OUTCOME,
@@ -126,6 +127,11 @@ class QueryRelay(ResultHandling):
         self._discarding = False  # a refused result: drop its rows, error at its end
         self._muted = False  # after a refused result, until ReadyForQuery
         self._rows_passthrough = 0  # rows relayed on the fast path for the current item
+        # The row cap (docs/policy.md, max_rows): rows the current result may still send
+        # (NO_CAP: none), rows sent by the general path, and whether the cap was hit.
+        self._room = NO_CAP
+        self._masked_rows = 0
+        self._capped = False
         self._columns_cache: dict[tuple[tuple[RowColumn, ...], tuple[int, ...] | None], list[ResultColumn]] = {}
         self._row_cache: dict[bytes, tuple[RowColumn, ...]] = {}
         self._tags: dict[bytes, tuple[str, int]] = {}  # CommandComplete body → (command word, count)
@@ -463,9 +469,12 @@ class QueryRelay(ResultHandling):
                     break
                 kind = buf[pos]
                 if kind == p.DATA_ROW and self._row_passthrough:
-                    pos = end  # fast path: part of the span relayed untouched
-                    self._rows_passthrough += 1
-                    continue
+                    if self._rows_passthrough != self._room:
+                        pos = end  # fast path: part of the span relayed untouched
+                        self._rows_passthrough += 1
+                        continue
+                    # One row past the row cap: the span ends before it; the general path drops it.
+                    self._cap_reached(items[0])
                 if (
                     kind in SIMPLE_COMPLETIONS
                     and items
@@ -516,6 +525,11 @@ class QueryRelay(ResultHandling):
                 # An answer the pending message cannot have: the two sides no longer agree.
                 raise ProtocolViolation(f"backend sent {chr(kind)!r} while {item.kind!r} was pending")
             if kind == p.DATA_ROW:
+                if not item.swallow:
+                    if self._plan is None and not self._row_passthrough and not self._start_rows(item):
+                        return False  # paused for the catalog
+                    if not self._row_allowed(item):
+                        return True  # past the row cap: dropped
                 return self._data_row(item, frame, body)
             if kind in COMPLETIONS:
                 self._complete(item, kind, frame, body)
@@ -604,9 +618,20 @@ class QueryRelay(ResultHandling):
                 row = portal.row if portal.row is not None else portal.statement.row
                 if row is not None:
                     self._start_result(item, row, portal.formats)
-        item.outcome.rows += self._rows_passthrough
+        passed = self._rows_passthrough
+        item.outcome.rows += passed
         self._rows_passthrough = 0
-        if kind == p.COMMAND_COMPLETE:
+        if self._room != NO_CAP:
+            # The row cap counts on across a Query's results and a portal's Executes.
+            sent = passed + self._masked_rows
+            if item.kind == Kind.EXECUTE and item.portal is not None:
+                item.portal.rows_sent += sent
+            else:
+                item.rows_sent += sent
+            self._room = NO_CAP
+        if self._capped:
+            pass  # the audit keeps the rows actually sent, not the server's count
+        elif kind == p.COMMAND_COMPLETE:
             tag = self._tags.get(body)
             if tag is None:
                 # A workload repeats a few tags ("SELECT 1"): decode each once. Bounded.

@@ -18,7 +18,16 @@ from collections import deque
 
 from sqlbastion.proxy.postgres import protocol as p
 from sqlbastion.proxy.postgres.protocol import ProtocolViolation, RowColumn
-from sqlbastion.proxy.postgres.tracking import COLUMN_CACHE_ENTRIES, WITHHELD, ColumnResolver, Kind, Pending
+from sqlbastion.proxy.postgres.tracking import (
+    COLUMN_CACHE_ENTRIES,
+    NO_CAP,
+    ROW_CAP_EXCEEDED,
+    ROW_CAP_MESSAGE,
+    WITHHELD,
+    ColumnResolver,
+    Kind,
+    Pending,
+)
 from sqlbastion.proxy.session import EMPTY_MASK_PLAN, MaskPlan, ResultColumn, Session
 
 __all__ = ["ResultHandling"]
@@ -37,6 +46,9 @@ class ResultHandling:
     _row_passthrough: bool
     _discarding: bool
     _rows_passthrough: int
+    _room: int
+    _masked_rows: int
+    _capped: bool
     _columns_cache: dict[tuple[tuple[RowColumn, ...], tuple[int, ...] | None], list[ResultColumn]]
     _row_cache: dict[bytes, tuple[RowColumn, ...]]
 
@@ -94,6 +106,17 @@ class ResultHandling:
         if verdict is None or item.swallow:
             self._plan, self._row_passthrough = None, False  # swallowed rows go through _data_row
             return True
+        # The row cap: what this result may still carry. One Query message counts all its results
+        # together (one decision covers the message); an Execute counts on from the portal's
+        # earlier Executes (portal suspension).
+        cap = verdict.decision.max_rows
+        if cap is None:
+            self._room = NO_CAP
+        else:
+            portal = item.portal
+            before = portal.rows_sent if item.kind == Kind.EXECUTE and portal is not None else item.rows_sent
+            self._room = max(0, cap - before)
+        self._masked_rows = 0
         plans = item.portal.statement.plans if item.portal is not None and formats is not None else None
         if plans is not None and row is not None and formats is not None:
             cached = plans.get((row, formats))
@@ -129,6 +152,42 @@ class ResultHandling:
         self._plan = None
         self._row_passthrough = False
         self._discarding = False
+        self._capped = False
+
+    def _start_rows(self, item: Pending) -> bool:
+        """The first DataRow of a result whose plan is not chosen yet. False when paused for the catalog."""
+        portal = item.portal
+        if item.kind == Kind.EXECUTE and portal is not None:
+            row = portal.row if portal.row is not None else portal.statement.row
+            return self._start_result(item, row, portal.formats)
+        return self._start_result(item, None, None)
+
+    def _row_allowed(self, item: Pending) -> bool:
+        """Before a DataRow leaves on the general path (the first row of a result, masked rows):
+        False when it is one past the row cap, which then ends the result (``_cap_reached``)."""
+        if self._discarding:
+            return True  # dropped anyway
+        if self._row_passthrough:
+            if self._rows_passthrough < self._room:
+                return True  # _data_row counts it
+        elif self._masked_rows < self._room:
+            self._masked_rows += 1
+            return True
+        self._cap_reached(item)
+        return False
+
+    def _cap_reached(self, item: Pending) -> None:
+        """One row past the person's row cap: this and the remaining rows are dropped, and the
+        result ends in ErrorResponse 42501 in place of its CommandComplete (or PortalSuspended),
+        exactly as for a refused result (``_complete``, then muted until ReadyForQuery)."""
+        verdict = item.verdict
+        cap = verdict.decision.max_rows if verdict is not None else None
+        ref = verdict.event_id if verdict is not None else "-"
+        self._plan = MaskPlan(refuse=ROW_CAP_MESSAGE.format(cap=cap, ref=ref))
+        self._row_passthrough = False
+        self._discarding = True
+        self._capped = True
+        item.outcome.backend_error = ROW_CAP_EXCEEDED
 
     def _row_description(self, item: Pending, frame: bytes, body: bytes) -> bool:
         row = self._row_cache.get(body)
@@ -205,4 +264,16 @@ class ResultHandling:
             return
         if self._discarding and kind in (p.COPY_DATA, p.COPY_DONE):
             return
+        if kind == p.COPY_OUT_RESPONSE and verdict is not None and verdict.decision.max_rows is not None:
+            # COPY … TO STDOUT needs the export action, whose holders have no cap; should a policy
+            # allow it to a capped person all the same, each CopyData message counts as one row
+            # (PostgreSQL sends one per row in text and CSV format).
+            self._room = verdict.decision.max_rows
+            self._masked_rows = 0
+        elif kind == p.COPY_DATA and verdict is not None and verdict.decision.max_rows is not None:
+            if self._masked_rows >= self._room:
+                item.outcome.rows += self._masked_rows  # rows sent; the capped result ignores its tag
+                self._cap_reached(item)
+                return
+            self._masked_rows += 1
         self._to_client += frame

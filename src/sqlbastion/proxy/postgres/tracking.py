@@ -37,6 +37,14 @@ MAX_PENDING_ITEMS = 4096
 MAX_PREPARED = 10000
 MAX_PORTALS = 10000
 COLUMN_CACHE_ENTRIES = 256
+# The per-person row cap (docs/policy.md, ``max_rows``): the ErrorResponse text sent in place of the
+# first row past the cap, and the short note the statement's audit event keeps in ``backend_error``.
+ROW_CAP_MESSAGE = (
+    "sqlbastion: result exceeds the row cap of {cap} rows for this person; "
+    "exporting larger results needs the export action. Audit ref {ref}."
+)
+ROW_CAP_EXCEEDED = "row cap exceeded"
+NO_CAP = 1 << 62  # "no row cap" as an integer: the fast path compares without a None test
 
 # Words after which the session's search_path may have changed (SET, RESET,
 # set_config, DISCARD, a rolled-back SET, DO/CALL running SET). Over-matching
@@ -127,6 +135,9 @@ class Portal:
     formats: tuple[int, ...]
     row: tuple[RowColumn, ...] | None = None
     described: bool = False
+    # Rows sent to the client so far by this portal's Executes (the row cap counts across
+    # portal suspension: Execute with a row limit, then Execute again).
+    rows_sent: int = 0
 
 
 @dataclass(slots=True)
@@ -144,6 +155,7 @@ class Pending:
     sent_ns: int = 0
     outcome: StatementOutcome = field(default_factory=StatementOutcome)
     forward_ready: bool = False  # a swallowed stand-in whose ReadyForQuery the client must see
+    rows_sent: int = 0  # a Query's rows sent in its earlier results (the row cap counts the whole message)
 
 
 # The outcome of forwarded messages that are not statements (Bind, Describe, Close, Sync):
