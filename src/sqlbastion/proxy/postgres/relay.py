@@ -29,6 +29,18 @@ trip.
 
 Fast path: when a result's MaskPlan is empty, DataRow frames are relayed as a
 contiguous byte span and never decoded.
+
+Audit before the reply: a statement's audit event (``Session.finish``) is
+emitted before the bytes that complete its reply leave the relay, so a client
+that got an answer always has its event in the audit intake (durable once
+``emit`` returns). Everything happens within one ``backend_data`` call and the
+bytes leave through ``take_to_client`` afterwards: an Execute is audited at
+its CommandComplete/PortalSuspended/ErrorResponse, a refused message when the
+backend rejects its stand-in (or at once when answered locally), a Query at
+its ReadyForQuery. A Query's CommandComplete or ErrorResponse that arrives in
+an earlier read than its ReadyForQuery is held back (``_reply_hold``) until
+that ReadyForQuery, or until a further result of the same Query
+(RowDescription, a COPY response) shows the reply goes on.
 """
 
 from __future__ import annotations
@@ -132,6 +144,8 @@ class QueryRelay(ResultHandling):
         self._room = NO_CAP
         self._masked_rows = 0
         self._capped = False
+        # Audit before the reply: where the bytes held back from the client start, or -1.
+        self._reply_hold = -1
         self._columns_cache: dict[tuple[tuple[RowColumn, ...], tuple[int, ...] | None], list[ResultColumn]] = {}
         self._row_cache: dict[bytes, tuple[RowColumn, ...]] = {}
         self._tags: dict[bytes, tuple[str, int]] = {}  # CommandComplete body → (command word, count)
@@ -159,10 +173,21 @@ class QueryRelay(ResultHandling):
         return out
 
     def take_to_client(self) -> bytes:
-        if not self._to_client:
+        buf = self._to_client
+        if not buf:
             return b""
-        out = bytes(self._to_client)
-        self._to_client.clear()
+        hold = self._reply_hold
+        if hold >= 0 and self.close_reason is None:
+            # A Query's CommandComplete/ErrorResponse waits for its ReadyForQuery, when the
+            # statement's audit event is written (module docstring, "Audit before the reply").
+            if hold == 0:
+                return b""
+            out = bytes(buf[:hold])
+            del buf[:hold]
+            self._reply_hold = 0
+            return out
+        out = bytes(buf)
+        buf.clear()
         return out
 
     @property
@@ -204,6 +229,7 @@ class QueryRelay(ResultHandling):
 
     def abort_pending(self, reason: str) -> None:
         """The backend is gone: audit what was in flight as failed."""
+        self._reply_hold = -1  # audited below, before the listener takes the bytes
         while self._items:
             item = self._items.popleft()
             if (
@@ -575,6 +601,7 @@ class QueryRelay(ResultHandling):
         an error, and a later COMMIT answers ROLLBACK.
         """
         mark = len(self._to_client)
+        hold = self._reply_hold
         ready = kind == p.READY_FOR_QUERY
         fail_transaction = ready and buf[start + 5] == ord("T") and len(self._items) == 1
         self._muted = False
@@ -583,6 +610,8 @@ class QueryRelay(ResultHandling):
         finally:
             if not ready or fail_transaction:
                 del self._to_client[mark:]
+            if not ready:
+                self._reply_hold = hold  # nothing reached the client: what was held stays held
             self._muted = not ready
         if fail_transaction and self.close_reason is None:
             stand_in = p.encode_message(p.QUERY, REFUSED_SQL + b"\x00")
@@ -645,12 +674,10 @@ class QueryRelay(ResultHandling):
                 item.outcome.affected += count
         refused = self._plan.refuse if self._discarding and self._plan is not None else None
         self._end_result()
-        if item.swallow:
-            pass
-        elif refused:
-            self._to_client += p.encode_error("ERROR", "42501", refused)
-        else:
-            self._to_client += frame
+        if not item.swallow:
+            if item.kind == Kind.QUERY and self._reply_hold < 0:
+                self._reply_hold = len(self._to_client)  # audited at ReadyForQuery: held till then
+            self._to_client += p.encode_error("ERROR", "42501", refused) if refused else frame
         if item.kind == Kind.EXECUTE:
             self._items.popleft()
             self._finish(item)
@@ -661,6 +688,8 @@ class QueryRelay(ResultHandling):
 
     def _error(self, item: Pending, frame: bytes, body: bytes) -> None:
         self._end_result()
+        if item.kind == Kind.QUERY and self._reply_hold < 0:
+            self._reply_hold = len(self._to_client)  # audited at ReadyForQuery: held till then
         if item.refused and item.verdict is not None:
             self._to_client += p.encode_error("ERROR", "42501", item.verdict.message)
         elif item.kind != Kind.INTERNAL:
@@ -716,6 +745,7 @@ class QueryRelay(ResultHandling):
         self.session.state.in_transaction = body != b"I"
         if item.kind == Kind.QUERY and item.verdict is not None:
             self._finish(item)
+        self._reply_hold = -1  # audited: what was held may go
         if not item.swallow or item.forward_ready:
             self._to_client += frame
         if item.kind == Kind.INTERNAL:

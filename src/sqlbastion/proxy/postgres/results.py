@@ -49,6 +49,7 @@ class ResultHandling:
     _room: int
     _masked_rows: int
     _capped: bool
+    _reply_hold: int
     _columns_cache: dict[tuple[tuple[RowColumn, ...], tuple[int, ...] | None], list[ResultColumn]]
     _row_cache: dict[bytes, tuple[RowColumn, ...]]
 
@@ -207,6 +208,7 @@ class ResultHandling:
         if item.kind in (Kind.QUERY, Kind.INTERNAL):
             if not self._start_result(item, row, None):
                 return False
+            self._reply_hold = -1  # a further result: the Query's reply goes on
             if not self._discarding and not item.swallow:
                 self._to_client += frame
             return True
@@ -256,6 +258,8 @@ class ResultHandling:
     def _copy(self, item: Pending, kind: int, frame: bytes) -> None:
         if item.swallow:
             return
+        if kind != p.COPY_DATA:
+            self._reply_hold = -1  # a COPY's start or end: the Query's reply goes on
         verdict = item.verdict
         if kind == p.COPY_OUT_RESPONSE and verdict is not None and verdict.decision.sensitive_columns:
             # COPY TO STDOUT carries no per-column metadata to mask by: refuse the data.
