@@ -10,6 +10,8 @@ MariaDB test server.
 from __future__ import annotations
 
 import os
+import socket
+import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,18 @@ from sqlbastion.config import Settings, loads
 from sqlbastion.devtools.harness import ProxyThread
 from sqlbastion.devtools.servers import ServerInfo, free_port
 from sqlbastion.policies.model import Action, ColumnRef, Decision, RuleHit, StatementContext
+from sqlbastion.proxy.mysql import auth
+from sqlbastion.proxy.mysql.constants import Capability, ServerStatus
+from sqlbastion.proxy.mysql.framing import Packet, PacketFramer, frame
+from sqlbastion.proxy.mysql.packets import (
+    ColumnDefinition,
+    EofPacket,
+    ErrPacket,
+    HandshakeResponse,
+    HandshakeV10,
+    StmtPrepareOk,
+)
+from sqlbastion.proxy.mysql.rows import decode_binary_row
 from sqlbastion.proxy.services import ProxyServices, server_ssl_context
 from sqlbastion.proxy.session import EMPTY_MASK_PLAN, MaskPlan, ResultColumn, Runtime
 from sqlbastion.users import UsersFile, make_credentials
@@ -338,3 +352,101 @@ def prepare_test_database(server: ServerInfo) -> None:
             "INSERT INTO proxytest.t VALUES (1, 'one', 'hunter2', 10, '2024-01-02'), (2, 'two', NULL, 20, NULL),"
             " (3, 'three', 's3cr3t', NULL, '2025-12-31')"
         )
+
+
+RAW_CLIENT_CAPS = int(
+    Capability.PROTOCOL_41
+    | Capability.SECURE_CONNECTION
+    | Capability.PLUGIN_AUTH
+    | Capability.LONG_PASSWORD
+    | Capability.TRANSACTIONS
+    | Capability.MULTI_RESULTS
+    | Capability.CONNECT_WITH_DB
+)
+
+
+class RawClient:
+    """A minimal blocking MySQL client over sqlbastion's codec."""
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        database: str = "proxytest",
+        byte_by_byte: bool = False,
+        user: str = PERSON,
+        password: str = PASSWORD,
+    ) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        self.framer = PacketFramer()
+        self.byte_by_byte = byte_by_byte
+        greeting = HandshakeV10.decode(self.read().payload)
+        resp = HandshakeResponse(
+            capabilities=RAW_CLIENT_CAPS,
+            max_packet=1 << 24,
+            charset=45,
+            user=user.encode(),
+            auth_response=auth.native_scramble(password.encode(), greeting.auth_data),
+            database=database.encode(),
+            auth_plugin=auth.NATIVE,
+        )
+        self.send(1, resp.encode())
+        ok = self.read()
+        assert ok.payload[0] == 0, ErrPacket.decode(ok.payload) if ok.payload[0] == 0xFF else ok.payload
+
+    def send(self, seq: int, payload: bytes) -> None:
+        data = frame(seq, payload)[0]
+        if self.byte_by_byte:
+            for i in range(len(data)):
+                self.sock.sendall(data[i : i + 1])
+                if i % 7 == 0:
+                    time.sleep(0.001)
+        else:
+            self.sock.sendall(data)
+
+    def read(self) -> Packet:
+        while (p := self.framer.next_packet()) is None:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.framer.receive_data(chunk)
+        return p
+
+    def command(self, payload: bytes) -> Packet:
+        self.send(0, payload)
+        return self.read()
+
+    def read_result(
+        self, first: Packet, *, binary: bool = False
+    ) -> tuple[list[ColumnDefinition], list[list[bytes | None]], int]:
+        """Column definitions, rows and the final status of a result set whose first packet is ``first``."""
+        if first.payload[0] == 0xFF:
+            raise RuntimeError(ErrPacket.decode(first.payload).message)
+        ncols = first.payload[0]
+        cols = [ColumnDefinition.decode(self.read().payload) for _ in range(ncols)]
+        eof = EofPacket.decode(self.read().payload)
+        if eof.status & ServerStatus.CURSOR_EXISTS:
+            return cols, [], eof.status
+        rows: list[list[bytes | None]] = []
+        while True:
+            p = self.read()
+            if p.payload[0] == 0xFE and len(p.payload) < 9:
+                return cols, rows, EofPacket.decode(p.payload).status
+            if p.payload[0] == 0xFF:
+                raise RuntimeError(ErrPacket.decode(p.payload).message)
+            rows.append(decode_binary_row(p.payload, [c.type for c in cols]) if binary else [])
+
+    def prepare(self, sql: str) -> StmtPrepareOk:
+        p = self.command(b"\x16" + sql.encode())
+        if p.payload[0] == 0xFF:
+            raise RuntimeError(ErrPacket.decode(p.payload).message)
+        ok = StmtPrepareOk.decode(p.payload)
+        for _ in range(ok.num_params + (1 if ok.num_params else 0) + ok.num_columns + (1 if ok.num_columns else 0)):
+            self.read()
+        return ok
+
+    def close(self) -> None:
+        try:
+            self.send(0, b"\x01")
+        finally:
+            self.sock.close()

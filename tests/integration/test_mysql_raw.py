@@ -15,114 +15,30 @@ from pathlib import Path
 
 import pymysql
 import pytest
-from tests.integration.mysql_support import PASSWORD, PERSON, Proxy, prepare_test_database, run_proxy
+from tests.integration.mysql_support import (
+    PASSWORD,
+    PERSON,
+    RAW_CLIENT_CAPS,
+    Proxy,
+    RawClient,
+    prepare_test_database,
+    run_proxy,
+)
 
 from sqlbastion.devtools.servers import ServerInfo
 from sqlbastion.proxy.mysql import auth
 from sqlbastion.proxy.mysql.constants import Capability, FieldType, ServerStatus
 from sqlbastion.proxy.mysql.errors import MySQLProtocolError
-from sqlbastion.proxy.mysql.framing import Packet, PacketFramer, frame
+from sqlbastion.proxy.mysql.framing import PacketFramer, frame
 from sqlbastion.proxy.mysql.packets import (
-    ColumnDefinition,
-    EofPacket,
     ErrPacket,
     HandshakeResponse,
     HandshakeV10,
     OkPacket,
-    StmtPrepareOk,
 )
 from sqlbastion.proxy.mysql.rows import decode_binary_row
 
 pytestmark = pytest.mark.integration
-
-CAPS = int(
-    Capability.PROTOCOL_41
-    | Capability.SECURE_CONNECTION
-    | Capability.PLUGIN_AUTH
-    | Capability.LONG_PASSWORD
-    | Capability.TRANSACTIONS
-    | Capability.MULTI_RESULTS
-    | Capability.CONNECT_WITH_DB
-)
-
-
-class RawClient:
-    """A minimal blocking MySQL client over sqlbastion's codec."""
-
-    def __init__(self, port: int, *, database: str = "proxytest", byte_by_byte: bool = False) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
-        self.framer = PacketFramer()
-        self.byte_by_byte = byte_by_byte
-        greeting = HandshakeV10.decode(self.read().payload)
-        resp = HandshakeResponse(
-            capabilities=CAPS,
-            max_packet=1 << 24,
-            charset=45,
-            user=PERSON.encode(),
-            auth_response=auth.native_scramble(PASSWORD.encode(), greeting.auth_data),
-            database=database.encode(),
-            auth_plugin=auth.NATIVE,
-        )
-        self.send(1, resp.encode())
-        ok = self.read()
-        assert ok.payload[0] == 0, ErrPacket.decode(ok.payload) if ok.payload[0] == 0xFF else ok.payload
-
-    def send(self, seq: int, payload: bytes) -> None:
-        data = frame(seq, payload)[0]
-        if self.byte_by_byte:
-            for i in range(len(data)):
-                self.sock.sendall(data[i : i + 1])
-                if i % 7 == 0:
-                    time.sleep(0.001)
-        else:
-            self.sock.sendall(data)
-
-    def read(self) -> Packet:
-        while (p := self.framer.next_packet()) is None:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("closed")
-            self.framer.receive_data(chunk)
-        return p
-
-    def command(self, payload: bytes) -> Packet:
-        self.send(0, payload)
-        return self.read()
-
-    def read_result(
-        self, first: Packet, *, binary: bool = False
-    ) -> tuple[list[ColumnDefinition], list[list[bytes | None]], int]:
-        """Column definitions, rows and the final status of a result set whose first packet is ``first``."""
-        if first.payload[0] == 0xFF:
-            raise RuntimeError(ErrPacket.decode(first.payload).message)
-        ncols = first.payload[0]
-        cols = [ColumnDefinition.decode(self.read().payload) for _ in range(ncols)]
-        eof = EofPacket.decode(self.read().payload)
-        if eof.status & ServerStatus.CURSOR_EXISTS:
-            return cols, [], eof.status
-        rows: list[list[bytes | None]] = []
-        while True:
-            p = self.read()
-            if p.payload[0] == 0xFE and len(p.payload) < 9:
-                return cols, rows, EofPacket.decode(p.payload).status
-            if p.payload[0] == 0xFF:
-                raise RuntimeError(ErrPacket.decode(p.payload).message)
-            rows.append(decode_binary_row(p.payload, [c.type for c in cols]) if binary else [])
-
-    def prepare(self, sql: str) -> StmtPrepareOk:
-        p = self.command(b"\x16" + sql.encode())
-        if p.payload[0] == 0xFF:
-            raise RuntimeError(ErrPacket.decode(p.payload).message)
-        ok = StmtPrepareOk.decode(p.payload)
-        for _ in range(ok.num_params + (1 if ok.num_params else 0) + ok.num_columns + (1 if ok.num_columns else 0)):
-            self.read()
-        return ok
-
-    def close(self) -> None:
-        try:
-            self.send(0, b"\x01")
-        finally:
-            self.sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +140,7 @@ def test_ok_packets_keep_the_clients_format(proxy: Proxy) -> None:
     c = RawClient(proxy.port)
     try:
         p = c.command(b"\x03USE mysql")
-        ok = OkPacket.decode(p.payload, CAPS)
+        ok = OkPacket.decode(p.payload, RAW_CLIENT_CAPS)
         assert not ok.status & ServerStatus.SESSION_STATE_CHANGED
         assert ok.info == b""
     finally:
@@ -249,10 +165,10 @@ def test_plaintext_after_ssl_request_is_not_authenticated(mariadb_server: Server
             greeting = framer.next_packet()
             assert greeting is not None
             nonce = HandshakeV10.decode(greeting.payload).auth_data
-            caps = CAPS | int(Capability.SSL)
+            caps = RAW_CLIENT_CAPS | int(Capability.SSL)
             ssl_request = caps.to_bytes(4, "little") + (1 << 24).to_bytes(4, "little") + b"\x2d" + b"\x00" * 23
             resp = HandshakeResponse(
-                capabilities=CAPS,
+                capabilities=RAW_CLIENT_CAPS,
                 max_packet=1 << 24,
                 charset=45,
                 user=PERSON.encode(),

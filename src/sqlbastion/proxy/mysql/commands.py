@@ -36,6 +36,7 @@ from sqlbastion.proxy.mysql.handshake import PersonHandshake
 from sqlbastion.proxy.mysql.packets import ColumnDefinition, ErrPacket, OkPacket, result_columns
 from sqlbastion.proxy.mysql.registry import SessionRegistry
 from sqlbastion.proxy.mysql.results import (
+    ROW_CAP_MESSAGE,
     MetadataShortcut,
     ResponseKind,
     ResponseRelay,
@@ -68,6 +69,12 @@ MAX_PREPARED_STATEMENTS = 1024  # per connection; MySQL's max_prepared_stmt_coun
 # server's diagnostics area (statements without tables, like DO 0, leave the warnings in place).
 CLEAR_DIAGNOSTICS_SQL = "DO (SELECT 1 FROM information_schema.ENGINES LIMIT 1)"
 TEXT_PLAN_CACHE_ENTRIES = 64  # distinct (decision, session state) pairs whose plans a connection keeps
+# What the audit's backend_error says of a result cut at the person's row cap (a short description:
+# the audit keeps only codes and such descriptions there; ``rows`` says how many rows were sent).
+ROW_CAP_EXCEEDED = "row cap exceeded"
+# mysql-connector-python's pure-Python protocol names itself so in its connection attributes.
+# Its binary-row reader cannot read an ERR that follows rows (docs/mysql.md, "Row cap").
+HOLD_ROWS_CLIENTS = frozenset({b"mysql-connector-python"})
 WITHHELD = "sqlbastion: backend message withheld (the statement touched sensitive columns). Audit ref {}."
 
 _NO_RESPONSE = frozenset({Command.STMT_CLOSE, Command.STMT_SEND_LONG_DATA})
@@ -139,6 +146,7 @@ class CommandLoop:
         self._reply_seq = 1
         self._client_gone = False
         self._ended: str | None = None  # set when a command ends the session (a failed COM_CHANGE_USER)
+        self.hold_capped_rows = _holds_capped_rows(handshake)
         backend.protocol.on_lost = self._on_backend_lost
         client.on_lost = self._on_client_lost
         client.on_pause_writing = self._pause_backend
@@ -300,10 +308,15 @@ class CommandLoop:
         plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] | None = None,
         keep_row: RowFilter | None = None,
         shortcut: MetadataShortcut | None = None,
+        max_rows: int | None = None,
+        cap_ref: str = "-",
     ) -> tuple[ResultSummary, ResponseRelay]:
         withhold = None
         if verdict is not None and verdict.decision.sensitive_columns:
             withhold = WITHHELD.format(verdict.event_id)
+        cap_text = ""
+        if max_rows is not None:
+            cap_text = ROW_CAP_MESSAGE.format(cap=self._cap_of(verdict, max_rows), ref=cap_ref)
         relay = ResponseRelay(
             kind=kind,
             backend_capabilities=self.backend.capabilities,
@@ -317,6 +330,9 @@ class CommandLoop:
             plan_cache=plan_cache,
             keep_row=keep_row,
             shortcut=shortcut,
+            max_rows=max_rows,
+            cap_text=cap_text,
+            hold_capped_rows=self.hold_capped_rows and (binary or kind == "fetch"),
         )
         fut: asyncio.Future[ResultSummary] = self._loop.create_future()
         bp = self.backend.protocol
@@ -348,6 +364,13 @@ class CommandLoop:
             self._response = None
             self._current = None
             self._verdict = None
+
+    @staticmethod
+    def _cap_of(verdict: Verdict | None, room: int) -> int:
+        """The person's cap as the message states it (``room`` is what is left of it for a cursor)."""
+        if verdict is not None and verdict.decision.max_rows is not None:
+            return verdict.decision.max_rows
+        return room
 
     def _planner(self, cols: list[ColumnDefinition], is_binary: bool) -> MaskPlan:
         """The mask plan of a result of the statement in flight (called only when no cached plan fits)."""
@@ -385,6 +408,7 @@ class CommandLoop:
     ) -> tuple[ResultSummary, ResponseRelay] | None:
         """Forward an allowed statement, relay its response, record the outcome."""
         started = time.perf_counter_ns()
+        max_rows = verdict.decision.max_rows if kind == "query" else None
         try:
             summary, relay = await self._relay(
                 payload,
@@ -394,6 +418,8 @@ class CommandLoop:
                 plan_cache=plan_cache,
                 keep_row=keep_row,
                 shortcut=shortcut,
+                max_rows=max_rows,
+                cap_ref=verdict.event_id,
             )
         except BackendLost:
             self.session.finish(verdict, StatementOutcome(backend_error="backend connection lost"))
@@ -411,6 +437,8 @@ class CommandLoop:
                 backend_error += f": {err.message[:512]}"
         if summary.refused:
             backend_error = summary.refused
+        if summary.capped:
+            backend_error = ROW_CAP_EXCEEDED
         self.session.finish(
             verdict,
             StatementOutcome(
@@ -608,6 +636,7 @@ class CommandLoop:
             if summary.status is not None and summary.status & _CURSOR_EXISTS:
                 stmt.plan = relay.plan
                 stmt.types = relay.types
+                stmt.cursor_rows = summary.rows
 
     async def _fetch(self, payload: bytes) -> None:
         stmt = self._statement(payload, "mysqld_stmt_fetch")
@@ -618,13 +647,27 @@ class CommandLoop:
             self._refuse(verdict)
             return
         started = time.perf_counter_ns()
-        summary, _ = await self._relay(payload, "fetch", plan=stmt.plan, types=stmt.types, binary=True)
+        # The cap counts every row of the cursor, over all its COM_STMT_FETCH chunks.
+        cap = verdict.decision.max_rows
+        room = None if cap is None else max(0, cap - stmt.cursor_rows)
+        summary, _ = await self._relay(
+            payload,
+            "fetch",
+            verdict=verdict,
+            plan=stmt.plan,
+            types=stmt.types,
+            binary=True,
+            max_rows=room,
+            cap_ref=verdict.event_id,
+        )
+        stmt.cursor_rows += summary.rows
         apply_state_changes(self.session, summary)
         self.session.finish(
             verdict,
             StatementOutcome(
                 rows=summary.rows,
                 bytes_sent=summary.bytes_out,
+                backend_error=ROW_CAP_EXCEEDED if summary.capped else None,
                 backend_us=(time.perf_counter_ns() - started) // 1000,
                 masked_values=summary.masked_values,
             ),
@@ -722,3 +765,11 @@ class CommandLoop:
             self._refuse(verdict)
             return
         await self._run_statement(command(backend_id), verdict, "query")
+
+
+def _holds_capped_rows(handshake: PersonHandshake | None) -> bool:
+    """Whether the client's binary-row reader needs a capped result's rows held back."""
+    resp = handshake.response if handshake is not None else None
+    if resp is None:
+        return False
+    return any(k == b"_client_name" and v in HOLD_ROWS_CLIENTS for k, v in resp.attrs)

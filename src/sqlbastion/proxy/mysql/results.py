@@ -36,7 +36,15 @@ from sqlbastion.proxy.mysql.packets import ColumnDefinition, EofPacket, ErrPacke
 from sqlbastion.proxy.mysql.rows import decode_text_row, mask_binary_row, mask_text_row
 from sqlbastion.proxy.session import EMPTY_MASK_PLAN, MaskPlan
 
-__all__ = ["MAX_COLUMNS", "MetadataShortcut", "ResponseKind", "ResponseRelay", "ResultSummary"]
+__all__ = [
+    "MAX_COLUMNS",
+    "NO_CAP",
+    "ROW_CAP_MESSAGE",
+    "MetadataShortcut",
+    "ResponseKind",
+    "ResponseRelay",
+    "ResultSummary",
+]
 
 ResponseKind = Literal["query", "prepare", "field_list", "fetch", "single"]
 
@@ -58,6 +66,13 @@ _STATE_CHANGED = int(ServerStatus.SESSION_STATE_CHANGED)
 _DEPRECATE_EOF = int(Capability.DEPRECATE_EOF)
 _SESSION_TRACK = int(Capability.SESSION_TRACK)
 PLAN_CACHE_ENTRIES = 8
+NO_CAP = 1 << 62  # "no row cap" as an integer, so the hot loop compares without a None test
+MAX_HELD_ROW_BYTES = 16 << 20  # rows of a capped binary result held back (``hold_capped_rows``)
+# The text of the ERR that takes the place of the row past the person's cap (docs/policy.md, max_rows).
+ROW_CAP_MESSAGE = (
+    "sqlbastion: result exceeds the row cap of {cap} rows for this person; "
+    "exporting larger results needs the export action. Audit ref {ref}."
+)
 
 
 def _lenenc_at(p: bytes, i: int) -> tuple[int, int]:
@@ -98,6 +113,7 @@ class ResultSummary:
     prepare_ok: StmtPrepareOk | None = None
     columns: list[ColumnDefinition] = field(default_factory=list)  # of the last result set
     refused: str | None = None
+    capped: bool = False  # the row cap was hit: ``rows`` rows went out, then the cap's ERR
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -131,6 +147,8 @@ class ResponseRelay:
     __slots__ = (
         "_backend_caps",
         "_buf",
+        "_cap",
+        "_cap_text",
         "_client_caps",
         "_continuation",
         "_deprecate_eof",
@@ -142,6 +160,9 @@ class ResponseRelay:
         "_held_count",
         "_held_first_seq",
         "_held_in_order",
+        "_held_masked",
+        "_held_rows",
+        "_hold_seq",
         "_keep_row",
         "_max_packet",
         "_ncols",
@@ -154,6 +175,7 @@ class ResponseRelay:
         "_plan_cache",
         "_planner",
         "_rewrite_ok",
+        "_row_hold",
         "_shortcut",
         "_state",
         "_types",
@@ -180,8 +202,23 @@ class ResponseRelay:
         plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] | None = None,
         keep_row: RowFilter | None = None,
         shortcut: MetadataShortcut | None = None,
+        max_rows: int | None = None,
+        cap_text: str = "",
+        hold_capped_rows: bool = False,
     ) -> None:
         self.kind = kind
+        # The row cap counts the rows of the whole response: every result set of one command, or
+        # the rows of one COM_STMT_FETCH (the glue passes what is left of the cursor's cap). Row
+        # cap + 1 is replaced by an ERR with ``cap_text`` and the rest of the response is dropped.
+        self._cap = NO_CAP if max_rows is None else max(0, max_rows)
+        self._cap_text = cap_text or ROW_CAP_MESSAGE.format(cap=self._cap, ref="-")
+        # ``hold_capped_rows``: rows are held back (bounded) until the result ends inside the cap
+        # or the cap is passed, so the cap's ERR is then the first row packet the client reads,
+        # for clients that cannot read an ERR after rows (docs/mysql.md, "Row cap").
+        self._row_hold: bytearray | None = bytearray() if hold_capped_rows and max_rows is not None else None
+        self._hold_seq = 0
+        self._held_rows = 0
+        self._held_masked = 0
         self._keep_row = keep_row
         self._shortcut = shortcut
         self.new_shortcut: MetadataShortcut | None = None
@@ -294,6 +331,7 @@ class ResponseRelay:
             self.new_shortcut = sc
         run_start = -1  # start of a run of raw row packets forwarded unchanged
         rows = 0
+        room = self._room()  # rows this response may still carry before the general path decides
         eof_limit = self._eof_limit
         while n - pos >= 4:
             length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
@@ -309,15 +347,18 @@ class ResponseRelay:
                     b0 = data[pos + 4]
                     ends = b0 == 0xFF or (b0 == 0xFE and length < eof_limit)
                 if not ends:
-                    if not self._continuation:
-                        rows += 1
-                    self._continuation = length == MAX_PACKET_PAYLOAD
-                    if run_start < 0:
-                        run_start = pos
-                    self._out_seq = (seq + 1) & 0xFF
-                    pos = end
-                    continue
-                if b0 == 0xFE and self._ends_in_place(data, pos + 4, end):
+                    # The one comparison the row cap costs: a row past the room left (or every
+                    # row while rows are held back) takes the general path below.
+                    if self._continuation or rows != room:
+                        if not self._continuation:
+                            rows += 1
+                        self._continuation = length == MAX_PACKET_PAYLOAD
+                        if run_start < 0:
+                            run_start = pos
+                        self._out_seq = (seq + 1) & 0xFF
+                        pos = end
+                        continue
+                elif b0 == 0xFE and self._row_hold is None and self._ends_in_place(data, pos + 4, end):
                     # The EOF / OK that ends the result, forwarded with the run of rows before it.
                     if run_start < 0:
                         run_start = pos
@@ -329,7 +370,11 @@ class ResponseRelay:
             if run_start >= 0:
                 out += data[run_start:pos]
                 run_start = -1
+            if rows:
+                self.summary.rows += rows  # the general path counts in the summary itself
+                rows = 0
             self._piece(out, data[pos:end], length, seq)
+            room = self._room()
             pos = end
             if self._state == _DONE:
                 break
@@ -344,6 +389,12 @@ class ResponseRelay:
                 raise MalformedPacket("backend packet larger than the limit")
         self.summary.bytes_out += len(out)
         return bytes(out)
+
+    def _room(self) -> int:
+        """Rows the fast loop may still count before a row must take the general path."""
+        if self._row_hold is not None:
+            return 0
+        return self._cap - self.summary.rows
 
     def _ends_in_place(self, data: bytes, start: int, end: int) -> bool:
         """Record the 0xFE packet ending a result of unmasked rows, if it goes out unchanged.
@@ -393,7 +444,10 @@ class ResponseRelay:
         state = self._state
         first = payload[0] if payload else -1
         if state == _ROWS:
-            self._on_row(out, payload, raw, seq)
+            if self._row_hold is None:
+                self._on_row(out, payload, raw, seq)
+            else:
+                self._held_row(out, payload, raw, seq)
             return
         if state == _DISCARD:
             self._discard(payload)
@@ -568,6 +622,50 @@ class ResponseRelay:
         self._discard_phase = phase or ("rows" if self._deprecate_eof else "eof_after_coldefs")
         self._discard_cols = 0
 
+    def _cap_hit(self, out: bytearray) -> None:
+        """The row past the cap: the ERR goes out in its place and the rest of the response is dropped."""
+        self.summary.capped = True
+        hold = self._row_hold
+        self._row_hold = None
+        if hold:
+            # Held rows never left: the ERR takes the sequence id of the first of them.
+            self._out_seq = self._hold_seq
+            self.summary.rows -= self._held_rows
+            self.summary.masked_values -= self._held_masked
+        self._refuse(out, self._cap_text, phase="rows")
+
+    def _held_row(self, out: bytearray, payload: bytes, raw: bytes | None, seq: int) -> None:
+        """A packet of a result whose rows are held back (``hold_capped_rows``).
+
+        A row goes to the hold (through ``_on_row``, so masking and counting are the
+        same); the packet that ends the result releases the held rows before it; the
+        row past the cap drops them (``_cap_hit``). Past MAX_HELD_ROW_BYTES the rows
+        are released and the rest of the response streams.
+        """
+        hold = self._row_hold
+        assert hold is not None  # only called while holding
+        mark = len(out)
+        if not hold:
+            self._hold_seq = self._out_seq
+            self._held_rows = 0
+            self._held_masked = 0
+        rows, masked = self.summary.rows, self.summary.masked_values
+        self._on_row(out, payload, raw, seq)
+        if self._row_hold is None:
+            return  # the cap was hit: the held rows were dropped and the ERR is in ``out``
+        if self._state == _ROWS:
+            hold += out[mark:]
+            del out[mark:]
+            self._held_rows += self.summary.rows - rows
+            self._held_masked += self.summary.masked_values - masked
+            if len(hold) > MAX_HELD_ROW_BYTES:
+                out += hold
+                self._row_hold = None
+            return
+        # The end of the result (or the backend's ERR): the held rows go out before it.
+        out[mark:mark] = hold
+        hold.clear()
+
     def _discard(self, payload: bytes) -> None:
         """Read and drop packets until the backend's response ends (a small state machine of its own)."""
         first = payload[0] if payload else -1
@@ -635,6 +733,9 @@ class ResponseRelay:
                 values = []
             if not values or not self._keep_row(self.summary.columns, values):
                 return  # not the person's: dropped
+        if self.summary.rows >= self._cap:
+            self._cap_hit(out)
+            return
         self.summary.rows += 1
         plan = self._plan
         if self._fast or plan is None:

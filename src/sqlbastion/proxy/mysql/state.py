@@ -78,3 +78,4 @@ class PreparedStatement:
     # Plans by the exact bytes of the result's column definitions: valid while the verdict is.
     plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] = dataclasses.field(default_factory=dict)
     shortcut: MetadataShortcut | None = None
+    cursor_rows: int = 0  # rows of the open cursor sent so far (the row cap counts the whole cursor)

@@ -1,0 +1,247 @@
+"""The row cap in the response relay, without sockets.
+
+A result may carry at most ``max_rows`` rows to the client: the first N rows
+(masked as usual), then one ERR (1227 / 42000) in place of row N + 1, and the
+rest of the response — later result sets included — is read and dropped. With
+``hold_capped_rows`` (clients whose binary-row reader cannot read an ERR after
+rows) the rows are held until the result ends inside the cap or the cap is
+passed, and then the ERR is the first packet after the metadata.
+Every case is fed whole, in small pieces and byte by byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+from tests.protocol.mysql.mysql_codec_support import (
+    DEPRECATE_CAPS,
+    EOF_CAPS,
+    column,
+    feed_in_pieces,
+    packets,
+    result_set_payloads,
+)
+
+from sqlbastion.proxy.mysql.constants import Capability, FieldType, ServerStatus
+from sqlbastion.proxy.mysql.framing import PacketFramer
+from sqlbastion.proxy.mysql.packets import ColumnDefinition, EofPacket, ErrPacket, OkPacket
+from sqlbastion.proxy.mysql.results import ROW_CAP_MESSAGE, ResponseKind, ResponseRelay
+from sqlbastion.proxy.mysql.rows import decode_binary_row, decode_text_row
+from sqlbastion.proxy.session import EMPTY_MASK_PLAN, MaskPlan
+
+CAP = 5
+TEXT = ROW_CAP_MESSAGE.format(cap=CAP, ref="ref-1")
+COLS = [column("id", FieldType.LONGLONG), column("secret")]
+PIECES = ([1], [3, 7], [1 << 20])
+CAPS = [EOF_CAPS, DEPRECATE_CAPS]
+
+
+def _rows(n: int, *, binary: bool = False) -> list[list[bytes | None]]:
+    if binary:
+        return [[i.to_bytes(8, "little"), f"s{i}".encode()] for i in range(n)]
+    return [[str(i).encode(), f"s{i}".encode()] for i in range(n)]
+
+
+def _no_mask(cols: Sequence[ColumnDefinition], binary: bool) -> MaskPlan:
+    return EMPTY_MASK_PLAN
+
+
+def _mask_secret(cols: Sequence[ColumnDefinition], binary: bool) -> MaskPlan:
+    return MaskPlan(
+        columns=tuple((lambda v: None if v is None else b"***") if c.name == b"secret" else None for c in cols)
+    )
+
+
+def _relay(
+    caps: int,
+    *,
+    planner: object = _no_mask,
+    max_rows: int | None = CAP,
+    binary: bool = False,
+    hold: bool = False,
+    kind: ResponseKind = "query",
+) -> ResponseRelay:
+    return ResponseRelay(
+        kind=kind,
+        backend_capabilities=caps,
+        client_capabilities=caps,
+        binary=binary,
+        planner=planner,  # type: ignore[arg-type]  # test helper: the planners above match Planner
+        max_rows=max_rows,
+        cap_text=TEXT,
+        hold_capped_rows=hold,
+    )
+
+
+def _payloads(data: bytes) -> list[tuple[int, bytes]]:
+    f = PacketFramer()
+    f.receive_data(data)
+    out = []
+    while (p := f.next_packet()) is not None:
+        out.append((p.seq, p.payload))
+    assert not f.buffered
+    return out
+
+
+def _header(caps: int, ncols: int = 2) -> int:
+    return 1 + ncols + (0 if caps & Capability.DEPRECATE_EOF else 1)
+
+
+def _check_err(seq_payloads: list[tuple[int, bytes]]) -> None:
+    seqs = [s for s, _ in seq_payloads]
+    assert seqs == list(range(1, len(seqs) + 1)), "sequence ids are consecutive"
+    err = ErrPacket.decode(seq_payloads[-1][1])
+    assert err.errno == 1227
+    assert err.sqlstate == "42000"
+    assert err.message == TEXT
+
+
+@pytest.mark.parametrize("caps", CAPS)
+@pytest.mark.parametrize("pieces", PIECES)
+@pytest.mark.parametrize("planner", [_no_mask, _mask_secret])
+def test_text_result_over_the_cap(caps: int, pieces: list[int], planner: object) -> None:
+    stream = packets(result_set_payloads(COLS, _rows(10), caps=caps))
+    relay = _relay(caps, planner=planner)
+    out = _payloads(feed_in_pieces(relay, stream, pieces))
+    assert relay.done
+    header = _header(caps)
+    rows = [decode_text_row(p, 2) for _, p in out[header:-1]]
+    assert [r[0] for r in rows] == [str(i).encode() for i in range(CAP)]
+    if planner is _mask_secret:
+        assert all(r[1] == b"***" for r in rows)
+        assert relay.summary.masked_values == CAP
+    _check_err(out)
+    assert relay.summary.rows == CAP
+    assert relay.summary.capped
+    assert relay.summary.refused == TEXT
+
+
+@pytest.mark.parametrize("caps", CAPS)
+@pytest.mark.parametrize("pieces", PIECES)
+@pytest.mark.parametrize("n", [0, 1, CAP])
+def test_results_within_the_cap_pass_unchanged(caps: int, pieces: list[int], n: int) -> None:
+    stream = packets(result_set_payloads(COLS, _rows(n), caps=caps))
+    relay = _relay(caps)
+    assert feed_in_pieces(relay, stream, pieces) == stream
+    assert relay.summary.rows == n
+    assert not relay.summary.capped
+
+
+@pytest.mark.parametrize("caps", CAPS)
+@pytest.mark.parametrize("pieces", PIECES)
+def test_no_cap_relays_everything(caps: int, pieces: list[int]) -> None:
+    stream = packets(result_set_payloads(COLS, _rows(50), caps=caps))
+    relay = _relay(caps, max_rows=None)
+    assert feed_in_pieces(relay, stream, pieces) == stream
+    assert relay.summary.rows == 50
+
+
+@pytest.mark.parametrize("caps", CAPS)
+@pytest.mark.parametrize("pieces", PIECES)
+def test_cap_zero_refuses_the_first_row(caps: int, pieces: list[int]) -> None:
+    stream = packets(result_set_payloads(COLS, _rows(2), caps=caps))
+    relay = _relay(caps, max_rows=0)
+    out = _payloads(feed_in_pieces(relay, stream, pieces))
+    assert len(out) == _header(caps) + 1
+    _check_err(out)
+    assert relay.summary.rows == 0
+
+
+@pytest.mark.parametrize("caps", CAPS)
+@pytest.mark.parametrize("pieces", PIECES)
+def test_cap_counts_every_result_of_a_multi_result_response(caps: int, pieces: list[int]) -> None:
+    # Three results of 3 rows: the cap of 5 is passed in the second; the third is dropped unseen.
+    payloads: list[bytes] = []
+    for i in range(3):
+        payloads += result_set_payloads(COLS, _rows(3), caps=caps, more=i < 2)
+    relay = _relay(caps)
+    out = _payloads(feed_in_pieces(relay, packets(payloads), pieces))
+    assert relay.done
+    _check_err(out)
+    header = _header(caps)
+    # first result: header + 3 rows + end; second: header + 2 rows, then the ERR
+    assert len(out) == header + 3 + 1 + header + 2 + 1
+    assert relay.summary.rows == CAP
+
+
+@pytest.mark.parametrize("caps", CAPS)
+def test_ok_results_after_the_cap_are_dropped_too(caps: int) -> None:
+    payloads = result_set_payloads(COLS, _rows(7), caps=caps, more=True)
+    payloads.append(OkPacket(affected_rows=3, status=int(ServerStatus.AUTOCOMMIT)).encode(caps))
+    relay = _relay(caps)
+    out = _payloads(feed_in_pieces(relay, packets(payloads), [1]))
+    assert relay.done
+    _check_err(out)
+
+
+@pytest.mark.parametrize("caps", CAPS)
+@pytest.mark.parametrize("pieces", PIECES)
+def test_binary_rows_stream_then_the_error(caps: int, pieces: list[int]) -> None:
+    stream = packets(result_set_payloads(COLS, _rows(10, binary=True), caps=caps, binary=True))
+    relay = _relay(caps, binary=True)
+    out = _payloads(feed_in_pieces(relay, stream, pieces))
+    header = _header(caps)
+    types = [c.type for c in COLS]
+    ids = [int.from_bytes(decode_binary_row(p, types)[0] or b"", "little") for _, p in out[header:-1]]
+    assert ids == list(range(CAP))
+    _check_err(out)
+
+
+@pytest.mark.parametrize("caps", CAPS)
+@pytest.mark.parametrize("pieces", PIECES)
+@pytest.mark.parametrize("planner", [_no_mask, _mask_secret])
+def test_held_rows_are_dropped_and_the_error_comes_first(caps: int, pieces: list[int], planner: object) -> None:
+    stream = packets(result_set_payloads(COLS, _rows(10, binary=True), caps=caps, binary=True))
+    relay = _relay(caps, binary=True, hold=True, planner=planner)
+    out = _payloads(feed_in_pieces(relay, stream, pieces))
+    assert len(out) == _header(caps) + 1, "no row before the ERR"
+    _check_err(out)
+    assert relay.summary.rows == 0
+    assert relay.summary.masked_values == 0
+    assert relay.summary.capped
+
+
+@pytest.mark.parametrize("caps", CAPS)
+@pytest.mark.parametrize("pieces", PIECES)
+@pytest.mark.parametrize("n", [0, 1, CAP])
+def test_held_rows_within_the_cap_go_out_with_the_end(caps: int, pieces: list[int], n: int) -> None:
+    stream = packets(result_set_payloads(COLS, _rows(n, binary=True), caps=caps, binary=True))
+    relay = _relay(caps, binary=True, hold=True)
+    assert feed_in_pieces(relay, stream, pieces) == stream
+    assert relay.summary.rows == n
+
+
+def test_held_rows_leave_only_with_the_end_of_the_result() -> None:
+    caps = DEPRECATE_CAPS
+    payloads = result_set_payloads(COLS, _rows(3, binary=True), caps=caps, binary=True)
+    stream = packets(payloads)
+    end = packets(payloads[-1:], first_seq=len(payloads))
+    relay = _relay(caps, binary=True, hold=True)
+    first = relay.feed(stream[: -len(end)])
+    assert len(_payloads(first)) == _header(caps), "the rows wait for the end of the result"
+    assert first + relay.feed(end) == stream
+
+
+def test_fetch_chunk_is_capped() -> None:
+    # COM_STMT_FETCH: binary rows then EOF (page_protocol_com_stmt_fetch); the glue passes the room left.
+    caps = EOF_CAPS
+    types = [c.type for c in COLS]
+    from sqlbastion.proxy.mysql.rows import encode_binary_row
+
+    rows = [encode_binary_row(r, types) for r in _rows(4, binary=True)]
+    eof = EofPacket(status=int(ServerStatus.CURSOR_EXISTS | ServerStatus.LAST_ROW_SENT)).encode()
+    stream = packets([*rows, eof])
+    relay = ResponseRelay(
+        kind="fetch",
+        backend_capabilities=caps,
+        client_capabilities=caps,
+        types=types,
+        max_rows=2,
+        cap_text=TEXT,
+    )
+    out = _payloads(feed_in_pieces(relay, stream, [1]))
+    assert relay.done
+    assert len(out) == 3
+    _check_err(out)
+    assert relay.summary.rows == 2
