@@ -15,7 +15,9 @@ Who records what:
   errors reported in the statement outcome, per-person statements, refusals
   and rows, sensitive columns read, masked and refused results
   (``Session.mask_plan``), audit refusals, auth failures
-  (``proxy.session.auth_failed``).
+  (``proxy.session.auth_failed``). The per-statement ones go through the
+  session's ``StatementRecorder``: plain ints per session, summed with every
+  other session's at scrape time (``observability.tally``).
 * The masking planner's maskers: ``masked_values``, by function.
 * The policy engine: ``decision_cache`` hits and misses.
 * The protocol listeners: ``backend_errors`` of kind ``connect`` and
@@ -36,11 +38,18 @@ import platform
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 
 from sqlbastion import __version__
+from sqlbastion.observability.tally import (
+    LATENCY_BUCKETS,
+    STATEMENT_TYPES,
+    StatementRecorder,
+    StatementTotals,
+    statement_type_label,
+)
 
 __all__ = [
     "AUTH_FAILURE_REASONS",
@@ -53,11 +62,7 @@ __all__ = [
     "statement_type_label",
 ]
 
-# Latency buckets from 50 µs to 10 s: the proxy's own overhead lives in the
-# first few, backend time in the rest.
-_LATENCY_BUCKETS = (
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
+_LATENCY_BUCKETS = LATENCY_BUCKETS
 
 OTHER_PERSONS = "_other"
 """The person label for every person beyond the cap."""
@@ -76,43 +81,7 @@ AUTH_FAILURE_REASONS = (
 )
 """The closed set of ``reason`` labels of ``sqlbastion_auth_failures_total`` (see ``proxy.session.auth_failed``)."""
 
-# Statement types the analyser names (policies.analyze). Some of its kinds are built from the
-# statement's own words (an unknown verb, ``CREATE <object>``), so a client could otherwise mint
-# a new label value per statement: anything outside this vocabulary is counted as ``other``
-# (or ``create_other`` …). The label set stays closed whatever clients send.
-STATEMENT_TYPES = frozenset(
-    {
-        "select", "insert", "update", "delete", "replace", "merge", "values", "table", "copy", "copy_to",
-        "copy_from", "select_into", "select_into_file", "load_data", "call", "do", "prepare", "execute",
-        "deallocate", "declare", "declare_cursor", "cursor", "fetch", "move", "close", "transaction", "set",
-        "set_global", "set_role", "set_user", "show", "describe", "explain", "help", "use", "lock", "unlock",
-        "truncate", "rename", "rename_user", "grant", "revoke", "comment", "security", "import", "reassign",
-        "refresh", "maintenance", "admin", "alter_system", "notify", "kill", "handler", "discard", "signal", "get",
-        "drop_code", "drop_object", "create", "alter", "drop", "empty", "multi", "unknown",
-    }
-)  # fmt: skip
-_DDL_OBJECTS = frozenset(
-    {
-        "table", "view", "materialized_view", "index", "function", "procedure", "trigger", "event", "schema",
-        "database", "user", "role", "sequence", "type", "extension", "rule", "policy", "server", "domain",
-        "aggregate", "operator", "collation", "publication", "subscription", "tablespace", "language", "cast",
-        "foreign_table", "code", "object", "destructive", "system",
-    }
-)  # fmt: skip
-
-
-def statement_type_label(statement_type: str) -> str:
-    """The ``statement_type`` label for an analyser kind: itself when in the vocabulary, else a closed fallback."""
-    if statement_type in STATEMENT_TYPES:
-        return statement_type
-    verb, sep, obj = statement_type.partition("_")
-    if sep and verb in ("create", "alter", "drop"):
-        return statement_type if obj in _DDL_OBJECTS else f"{verb}_other"
-    return "other"
-
-
 _DECISIONS = ("allow", "alert", "review", "block")
-_MAX_CACHED_CHILDREN = 4096  # per backend: statement type × decision × rule is a closed set, this is a backstop
 _AUDIT_KINDS = ("statement", "connection_opened", "connection_closed", "auth_failed")
 _BACKEND_ERROR_KINDS = ("statement", "connect", "connection_lost", "protocol", "catalog")
 
@@ -136,7 +105,6 @@ class Metrics:
         self.person_cap = 100
         self._persons: set[str] = set()
         self._lock = threading.Lock()
-        self._bound: dict[tuple[str, str], _BackendChildren] = {}
         self.build_info = Gauge(
             "sqlbastion_build_info", "sqlbastion's version (value 1)", ["version", "python"], registry=r
         )
@@ -166,52 +134,55 @@ class Metrics:
         )
 
         # -- statements -----------------------------------------------------
+        # The per-statement metrics are not registered themselves: ``StatementTotals`` (tally.py)
+        # exports each of them with the sessions' own counts added. Increments made on these
+        # objects directly (listeners' backend errors, ``observe_masking``) are exported too.
         self.statements = Counter(
             "sqlbastion_statements_total",
             "Statements decided, by type, decision and rule",
             ["protocol", "backend", "statement_type", "decision", "rule_id"],
-            registry=r,
+            registry=None,
         )
         self.statements_by_person = Counter(
             "sqlbastion_person_statements_total",
             "Statements decided per person (only when person labels are enabled)",
             ["person", "decision"],
-            registry=r,
+            registry=None,
         )
         self.person_refusals = Counter(
             "sqlbastion_person_refusals_total",
             "Statements blocked or held for review, per person and rule (only when person labels are enabled)",
             ["person", "decision", "rule_id"],
-            registry=r,
+            registry=None,
         )
         self.proxy_seconds = Histogram(
             "sqlbastion_proxy_seconds",
             "Time spent in sqlbastion per statement (analysis, decision, masking)",
             ["protocol", "backend"],
             buckets=_LATENCY_BUCKETS,
-            registry=r,
+            registry=None,
         )
         self.backend_seconds = Histogram(
             "sqlbastion_backend_seconds",
             "Time the backend took per statement",
             ["protocol", "backend"],
             buckets=_LATENCY_BUCKETS,
-            registry=r,
+            registry=None,
         )
         self.backend_errors = Counter(
             "sqlbastion_backend_errors_total",
             "Errors returned by or talking to the backend",
             ["protocol", "backend", "kind"],
-            registry=r,
+            registry=None,
         )
         self.rows_returned = Counter(
-            "sqlbastion_rows_returned_total", "Result rows sent to clients", ["protocol", "backend"], registry=r
+            "sqlbastion_rows_returned_total", "Result rows sent to clients", ["protocol", "backend"], registry=None
         )
         self.person_rows = Counter(
             "sqlbastion_person_rows_returned_total",
             "Result rows sent per person (only when person labels are enabled)",
             ["person"],
-            registry=r,
+            registry=None,
         )
         self.decision_cache = Counter(
             "sqlbastion_decision_cache_total", "Decision cache lookups", ["result"], registry=r
@@ -225,20 +196,35 @@ class Metrics:
             "sqlbastion_masked_results_total",
             "Results sent with at least one masked column, or refused because a column is denied",
             ["backend", "outcome"],
-            registry=r,
+            registry=None,
         )
         self.sensitive_statements = Counter(
             "sqlbastion_sensitive_statements_total",
             "Statements that touched a classified (sensitive) column",
             ["protocol", "backend", "decision"],
-            registry=r,
+            registry=None,
         )
         self.sensitive_columns_read = Counter(
             "sqlbastion_sensitive_columns_read_total",
             "Classified columns referenced by allowed statements (one per column per statement)",
             ["backend"],
-            registry=r,
+            registry=None,
         )
+
+        self.statement_totals = StatementTotals(
+            statements=self.statements,
+            person_statements=self.statements_by_person,
+            person_refusals=self.person_refusals,
+            proxy_seconds=self.proxy_seconds,
+            backend_seconds=self.backend_seconds,
+            backend_errors=self.backend_errors,
+            rows=self.rows_returned,
+            person_rows=self.person_rows,
+            sensitive_statements=self.sensitive_statements,
+            sensitive_columns=self.sensitive_columns_read,
+            masked_results=self.masked_results,
+        )
+        r.register(self.statement_totals)
 
         # -- audit ----------------------------------------------------------
         self.audit_events = Counter("sqlbastion_audit_events_total", "Audit events emitted", ["kind"], registry=r)
@@ -363,13 +349,17 @@ class Metrics:
             self.audit_spool_capacity.set(spool_capacity_bytes)
 
     def recorder(self, *, protocol: str, backend: str, person: str) -> StatementRecorder:
-        """The per-statement metrics of one session (label children resolved once, not per statement)."""
-        key = (protocol, backend)
-        bound = self._bound.get(key)
-        if bound is None:
-            with self._lock:
-                bound = self._bound.setdefault(key, _BackendChildren(self, protocol, backend))
-        return StatementRecorder(self, bound, self.person_label(person))
+        """The per-statement metrics of one session: plain counters, summed with the others' at scrape time.
+
+        When person labels are on, the person's series are created at 0 here, so
+        ``increase()`` sees their first statements and rows (the bulk-read alert depends on it).
+        """
+        label = self.person_label(person)
+        if label is not None:
+            for d in _DECISIONS:
+                self.statements_by_person.labels(label, d)
+            self.person_rows.labels(label)
+        return StatementRecorder(self.statement_totals, protocol=protocol, backend=backend, person=label)
 
     def person_label(self, person: str) -> str | None:
         """The person label to use, or None when person labels are off. Capped."""
@@ -407,100 +397,6 @@ class Metrics:
         self.policy_last_reload_time.set(time.time())
         if ok and version is not None:
             self.set_policy_version(version)
-
-
-class _BackendChildren:
-    """The label children one (protocol, backend) pair uses for every statement."""
-
-    __slots__ = (
-        "backend",
-        "backend_errors",
-        "backend_seconds",
-        "metrics",
-        "protocol",
-        "proxy_seconds",
-        "rows",
-        "sensitive_columns",
-        "statements",
-    )
-
-    def __init__(self, metrics: Metrics, protocol: str, backend: str) -> None:
-        self.metrics = metrics
-        self.protocol = protocol
-        self.backend = backend
-        self.proxy_seconds = metrics.proxy_seconds.labels(protocol, backend)
-        self.backend_seconds = metrics.backend_seconds.labels(protocol, backend)
-        self.rows = metrics.rows_returned.labels(protocol, backend)
-        self.backend_errors = metrics.backend_errors.labels(protocol, backend, "statement")
-        self.sensitive_columns = metrics.sensitive_columns_read.labels(backend)
-        self.statements: dict[tuple[str, str, str], Any] = {}
-
-    def statement(self, statement_type: str, decision: str, rule_id: str) -> Any:
-        key = (statement_type_label(statement_type), decision, rule_id)
-        child = self.statements.get(key)
-        if child is None:
-            child = self.metrics.statements.labels(self.protocol, self.backend, *key)
-            if len(self.statements) < _MAX_CACHED_CHILDREN:
-                self.statements[key] = child
-        return child
-
-
-class StatementRecorder:
-    """Records one session's statements; made by ``Metrics.recorder`` when the session starts.
-
-    The person label is fixed for the session (allocated under the cap at its
-    start), so a person's series never change name mid-session. The person's
-    series are created at 0 when the session starts, so ``increase()`` sees
-    their first statements and rows (the bulk-read alert depends on it).
-    """
-
-    __slots__ = ("_bound", "_metrics", "_person_rows", "_person_statements", "person")
-
-    def __init__(self, metrics: Metrics, bound: _BackendChildren, person: str | None) -> None:
-        self._metrics = metrics
-        self._bound = bound
-        self.person = person
-        self._person_statements: dict[str, Any] = {}
-        self._person_rows: Any = None
-        if person is not None:
-            self._person_statements = {d: metrics.statements_by_person.labels(person, d) for d in _DECISIONS}
-            self._person_rows = metrics.person_rows.labels(person)
-
-    def record(
-        self,
-        *,
-        statement_type: str,
-        decision: str,
-        rule_id: str,
-        allowed: bool,
-        sensitive_columns: int,
-        proxy_s: float,
-        backend_s: float,
-        rows: int,
-        backend_error: bool,
-    ) -> None:
-        b = self._bound
-        b.statement(statement_type, decision, rule_id).inc()
-        if sensitive_columns:
-            self._metrics.sensitive_statements.labels(b.protocol, b.backend, decision).inc()
-            if allowed:
-                b.sensitive_columns.inc(sensitive_columns)
-        b.proxy_seconds.observe(proxy_s)
-        if allowed:
-            b.backend_seconds.observe(backend_s)
-        if rows:
-            b.rows.inc(rows)
-        if backend_error:
-            b.backend_errors.inc()
-        if self.person is not None:
-            child = self._person_statements.get(decision)
-            if child is None:
-                child = self._metrics.statements_by_person.labels(self.person, decision)
-            child.inc()
-            if not allowed:
-                self._metrics.person_refusals.labels(self.person, decision, rule_id).inc()
-            if rows:
-                self._person_rows.inc(rows)
 
 
 METRICS = Metrics()

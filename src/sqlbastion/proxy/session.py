@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from sqlbastion.observability.metrics import METRICS
+from sqlbastion.observability.metrics import METRICS, statement_type_label
 from sqlbastion.policies.model import Action, Decision, StatementContext
 
 if TYPE_CHECKING:
@@ -97,8 +97,9 @@ class MaskPlan:
 
 EMPTY_MASK_PLAN = MaskPlan()
 
-# Session._decision_facts: (action, rule ids, columns read, sensitive columns, statement type, rule).
-_DecisionFacts = tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...], str, str]
+# Session._decision_facts: (action, rule ids, columns read, sensitive columns,
+# the statements_total key (statement type label, action, rule label)).
+_DecisionFacts = tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, str, str]]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -240,11 +241,11 @@ class Session:
         self._context_key: tuple[object, ...] = ()
         self._context: StatementContext | None = None
         self._facts_decision: Decision | None = None
-        self._facts: _DecisionFacts = ("", (), (), (), "", "")
+        self._facts: _DecisionFacts = ("", (), (), (), ("", "", ""))
 
     def _decision_facts(self, d: Decision) -> _DecisionFacts:
         """What the audit event and the metrics take from a decision: (action, rule ids, columns
-        read, sensitive columns, statement type label, rule label).
+        read, sensitive columns, the statement counter's key).
 
         Derived once per decision object. Decisions are frozen and the engine returns the same
         object on every cache hit (and a prepared statement reuses its Parse's), so a one-entry
@@ -254,13 +255,14 @@ class Session:
             return self._facts
         types = d.statement_types
         hit = d.primary_hit
+        action = d.action.value
+        stype = statement_type_label(types[0]) if len(types) == 1 else ("multi" if types else "unknown")
         facts: _DecisionFacts = (
-            d.action.value,
+            action,
             d.rule_ids,
             tuple(str(c) for c in d.columns_read),
             tuple(str(c) for c in d.sensitive_columns),
-            types[0] if len(types) == 1 else ("multi" if types else "unknown"),
-            hit.rule_id if hit is not None else "none",
+            (stype, action, hit.rule_id if hit is not None else "none"),
         )
         self._facts_decision, self._facts = d, facts
         return facts
@@ -324,7 +326,7 @@ class Session:
     def mask_plan(self, verdict: Verdict, columns: Sequence[ResultColumn]) -> MaskPlan:
         plan = self.runtime.masking.plan(verdict.decision, self.context(), columns)
         if not plan.empty:
-            METRICS.observe_masking(self.backend.name, (plan,))
+            self._metrics.masked_result(plan.refuse is not None)
             # Which columns were masked with what goes into the statement's audit event.
             applied = self._masks_applied.setdefault(verdict.event_id, [])
             for rc, function in zip(columns, plan.functions, strict=False):
@@ -339,7 +341,7 @@ class Session:
         elapsed_us = (time.perf_counter_ns() - verdict.started_ns) // 1000
         proxy_us = max(0, elapsed_us - outcome.backend_us)
         self._observe(d, outcome, proxy_us)
-        action, rule_ids, columns_read, sensitive, _, _ = self._decision_facts(d)
+        action, rule_ids, columns_read, sensitive, _ = self._decision_facts(d)
         self.runtime.audit.emit(
             {
                 "kind": "statement",
@@ -375,17 +377,15 @@ class Session:
         )
 
     def _observe(self, d: Decision, outcome: StatementOutcome, proxy_us: int) -> None:
-        action, _, _, sensitive, stype, rule = self._decision_facts(d)
-        self._metrics.record(
-            statement_type=stype,
-            decision=action,
-            rule_id=rule,
-            allowed=d.allowed,
-            sensitive_columns=len(sensitive),
-            proxy_s=proxy_us / 1e6,
-            backend_s=outcome.backend_us / 1e6,
-            rows=outcome.rows,
-            backend_error=bool(outcome.backend_error),
+        _, _, _, sensitive, key = self._decision_facts(d)
+        self._metrics.count(
+            key,
+            d.allowed,
+            len(sensitive),
+            proxy_us,
+            outcome.backend_us,
+            outcome.rows,
+            bool(outcome.backend_error),
         )
 
     def opened(self) -> None:
