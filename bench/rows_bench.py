@@ -10,7 +10,12 @@ sqlbastion CPU per row. This script separates that cost without sockets:
 * ``chunked`` — a reference loop over a whole received chunk: field lengths
   read with ``struct.unpack_from``, columns that pass through copied as byte
   ranges without being decoded, only the masked columns cut out and passed to
-  their maskers, one ``bytes.join`` for the chunk.
+  their maskers, one ``bytes.join`` for the chunk;
+* ``compiled`` — what the relay runs now: ``masking.rows.RowProgram.rewrite_pg``
+  with the C extension (``sqlbastion._rowfast``), the planner's maskers
+  compiled to their built-in ASCII operations;
+* ``rowref`` — the same call on the pure-Python reference (``masking.rowref``),
+  the path taken when the extension is not built.
 
 The maskers are the real ones (``masking.functions`` through
 ``masking.wire.build_converter``). ``chunked`` is checked to produce exactly
@@ -32,9 +37,13 @@ from pathlib import Path
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sqlbastion.masking import rowref
 from sqlbastion.masking.functions import build_function
-from sqlbastion.masking.wire import build_converter
+from sqlbastion.masking.plan import _counted
+from sqlbastion.masking.rows import IMPLEMENTATION, RowProgram, compile_columns
+from sqlbastion.masking.wire import ascii_fast_op, build_converter
 from sqlbastion.proxy.postgres import protocol as p
+from sqlbastion.proxy.session import ColumnMasker
 
 Masker = Callable[[bytes], bytes | None]
 
@@ -160,18 +169,73 @@ def run(rows: int) -> dict[str, float]:
     rewritten, tail = rewrite_chunked(chunk, maskers)
     if rewritten != reference or tail != len(chunk):
         raise SystemExit("rows_bench: the chunked rewrite differs from the current one")
+    program = compile_columns(_planner_maskers())
+    if program is None:  # cannot happen: two columns are masked
+        raise SystemExit("rows_bench: no row program")
+    compiled = _compiled(chunk, program)
+    if compiled != reference or _reference(chunk, program) != reference:
+        raise SystemExit("rows_bench: the compiled rewrite differs from the current one")
     per_row = 1e6 / rows
     floor = _time(lambda: split_frames(chunk)) * per_row
     current = _time(lambda: rewrite_current(split_frames(chunk), maskers)) * per_row
     chunked = _time(lambda: rewrite_chunked(chunk, maskers)) * per_row
     maskers_only = _time(lambda: [(mobile(b"13800000001"), id_card(b"110101197001020001")) for _ in range(rows)])
-    return {
+    result = {
         "rows": rows,
         "floor_us_per_row": round(floor, 3),
         "current_us_per_row": round(current, 3),
         "chunked_us_per_row": round(chunked, 3),
         "maskers_only_us_per_row": round(maskers_only * per_row, 3),
+        "rowref_us_per_row": round(_time(lambda: _reference(chunk, program)) * per_row, 3),
     }
+    if IMPLEMENTATION == "c":
+        result["compiled_us_per_row"] = round(_time(lambda: _compiled(chunk, program)) * per_row, 3)
+    return result
+
+
+_CHUNK = 65536  # what one socket read brings, about
+
+
+def _compiled(chunk: bytes, program: RowProgram) -> bytes:
+    """The relay's path: one ``rewrite_pg`` call per received chunk of about ``_CHUNK`` bytes."""
+    out = bytearray()
+    pos = 0
+    while pos < len(chunk):
+        stop = min(len(chunk), pos + _CHUNK)
+        new, _, _ = program.rewrite_pg(chunk, pos, stop, out, limit=1 << 62, max_length=1 << 30)
+        if new == pos:
+            break
+        pos = new
+    return bytes(out)
+
+
+def _reference(chunk: bytes, program: RowProgram) -> bytes:
+    out = bytearray()
+    pos = 0
+    while pos < len(chunk):
+        stop = min(len(chunk), pos + _CHUNK)
+        new, _, _ = rowref.pg_rewrite(chunk, pos, stop, program.columns, 1 << 62, 1 << 30, out)
+        if new == pos:
+            break
+        pos = new
+    return bytes(out)
+
+
+def _planner_maskers() -> list[ColumnMasker | None]:
+    """The same two masks as the planner builds them (counted, with their ASCII operations)."""
+
+    def text(name: str) -> ColumnMasker:
+        fn = build_function(name)
+        convert = build_converter(fn, dialect="postgres", type_name="bpchar", binary=False, encoding="utf-8")
+        op = ascii_fast_op(fn, dialect="postgres", type_name="bpchar", encoding="utf-8")
+        return _counted(convert, [0], _NoMetric(), op)
+
+    return [None, text("mobile"), text("id_card"), None]
+
+
+class _NoMetric:
+    def inc(self, amount: float = 1) -> None:
+        pass
 
 
 def _profile(rows: int) -> int:
@@ -217,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         f"  the two maskers only   : {result['maskers_only_us_per_row']:.2f}\n"
         f"  current (decode/encode): {result['current_us_per_row']:.2f}\n"
         f"  chunked reference loop : {result['chunked_us_per_row']:.2f}\n"
+        f"  rowref (pure Python)   : {result['rowref_us_per_row']:.2f}\n"
+        f"  compiled (C extension) : {result.get('compiled_us_per_row', float('nan')):.2f}\n"
     )
     return 0
 

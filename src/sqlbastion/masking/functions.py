@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from typing import Literal
 
 from sqlbastion.masking.fpe import FF1, min_length
 from sqlbastion.masking.sm3 import SM3
@@ -34,6 +35,7 @@ from sqlbastion.masking.spec import MaskSpec, parse_spec
 __all__ = [
     "COMPOUND_SURNAMES",
     "FULL_TEXT",
+    "AsciiOp",
     "MaskFunction",
     "MissingKey",
     "build_function",
@@ -71,6 +73,40 @@ def _null(_value: object, *_args: object) -> None:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class AsciiOp:
+    """A text function's operation on all-ASCII UTF-8 values, described as data.
+
+    One description serves both fast paths, so they cannot disagree:
+    ``bytes_op()`` builds the Python closure ``MaskFunction.ascii_bytes`` holds,
+    and the compiled row rewriter (``sqlbastion._rowfast``) runs the same
+    operation from ``kind``, ``first`` and ``last``:
+
+    * ``full`` — the constant ``FULL_TEXT``;
+    * ``keep`` — ``keep(value, first, last)``;
+    * ``mobile`` — ``mobile(value)``, done in place for 11 ASCII digits;
+    * ``keep_digits`` — ``keep_digits(value, first, last)``, done in place when
+      every character is a digit (then it is ``keep``).
+
+    Where the compiled rewriter does not do a value in place it calls the
+    column's masker, which takes the Python path below.
+    """
+
+    kind: Literal["full", "keep", "mobile", "keep_digits"]
+    first: int = 0
+    last: int = 0
+
+    def bytes_op(self) -> Callable[[bytes], bytes]:
+        """The Python implementation (``MaskFunction.ascii_bytes``)."""
+        if self.kind == "full":
+            return _full_bytes
+        if self.kind == "keep":
+            return keep_ascii_op(self.first, self.last)
+        if self.kind == "mobile":
+            return mobile_ascii
+        return keep_digits_ascii_op(self.first, self.last)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class MaskFunction:
     """One configured masking function, as operations per value kind."""
 
@@ -84,7 +120,13 @@ class MaskFunction:
     text_is_date: bool = False  # text values are dates/timestamps (the date function)
     # The same text operation on an all-ASCII UTF-8 value given as bytes (one byte per
     # character): the hot path for the common partial masks, with no decode or encode.
+    # Given ``ascii_op``, ``ascii_bytes`` is built from it (the two always describe one operation).
     ascii_bytes: Callable[[bytes], bytes | None] | None = None
+    ascii_op: AsciiOp | None = None
+
+    def __post_init__(self) -> None:
+        if self.ascii_op is not None:
+            object.__setattr__(self, "ascii_bytes", self.ascii_op.bytes_op())  # frozen: set once, here
 
 
 # --- text helpers ---------------------------------------------------------------------
@@ -426,23 +468,22 @@ def build_function(canonical: str, keys: Mapping[str, bytes] | None = None) -> M
     name = spec.canonical
     kind = spec.name
     if kind == "full":
-        return MaskFunction(name=name, text=_full, ascii_bytes=_full_bytes)
+        return MaskFunction(name=name, text=_full, ascii_op=AsciiOp(kind="full"))
     if kind == "null":
         return MaskFunction(name=name, text=_null)
-    if kind == "keep":
+    if kind in ("keep", "id_card"):
         first, last = spec.int_param("first"), spec.int_param("last")
-        return MaskFunction(name=name, text=lambda v: keep(v, first, last), ascii_bytes=keep_ascii_op(first, last))
+        return MaskFunction(
+            name=name, text=lambda v: keep(v, first, last), ascii_op=AsciiOp(kind="keep", first=first, last=last)
+        )
     if kind == "mobile":
-        return MaskFunction(name=name, text=mobile, ascii_bytes=mobile_ascii)
-    if kind == "id_card":
-        first, last = spec.int_param("first"), spec.int_param("last")
-        return MaskFunction(name=name, text=lambda v: keep(v, first, last), ascii_bytes=keep_ascii_op(first, last))
+        return MaskFunction(name=name, text=mobile, ascii_op=AsciiOp(kind="mobile"))
     if kind == "bank_card":
         first, last = spec.int_param("first"), spec.int_param("last")
         return MaskFunction(
             name=name,
             text=lambda v: keep_digits(v, first, last),
-            ascii_bytes=keep_digits_ascii_op(first, last),
+            ascii_op=AsciiOp(kind="keep_digits", first=first, last=last),
         )
     if kind == "chinese_name":
         return MaskFunction(name=name, text=chinese_name)

@@ -28,12 +28,12 @@ so a plan is never cached against a policy other than the one it was built from.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlbastion.config import ConfigError, Settings
-from sqlbastion.masking.functions import MaskFunction, MissingKey, build_function
+from sqlbastion.masking.functions import AsciiOp, MaskFunction, MissingKey, build_function
 from sqlbastion.masking.policy import (
     CLEAR,
     DENY,
@@ -42,20 +42,19 @@ from sqlbastion.masking.policy import (
     merge_masking_policies,
     parse_masking_policy,
 )
+from sqlbastion.masking.rows import TALLY_FLUSH, register_masker
 from sqlbastion.masking.spec import STRONGEST
-from sqlbastion.masking.wire import Converter, ascii_fast_path, build_converter, python_encoding
+from sqlbastion.masking.wire import Converter, ascii_fast_op, build_converter, python_encoding
 from sqlbastion.observability.metrics import METRICS
 from sqlbastion.policies.model import ColumnRef, Decision, OutputColumn, StatementContext
 from sqlbastion.proxy.session import EMPTY_MASK_PLAN, ColumnMasker, MaskPlan, ResultColumn
 from sqlbastion.settings_schema import SecretRef, SecretUnavailable
 
-__all__ = ["MaskingPlanner", "load_masking_policy", "planner_from_settings", "refusal_text"]
+__all__ = ["TALLY_FLUSH", "MaskingPlanner", "load_masking_policy", "planner_from_settings", "refusal_text"]
 
-FastPath = Callable[[bytes], bytes | None] | None
 FULL = Treatment(kind="mask", function=STRONGEST, lookup_allowed=False)
 MAX_CONVERTERS = 4096
 MIN_KEY_BYTES = 16
-TALLY_FLUSH = 256
 MAX_PLANS = 4096
 MAX_PLAN_COLUMNS = 256  # wider results are planned every time rather than cached
 
@@ -75,17 +74,17 @@ def _stricter(a: Treatment, b: Treatment) -> Treatment:
     return b if b.disclosure < a.disclosure else a
 
 
-def _counted(
-    convert: Converter, count: list[int], child: Any, fast: Callable[[bytes], bytes | None] | None = None
-) -> ColumnMasker:
+def _counted(convert: Converter, count: list[int], child: Any, op: AsciiOp | None = None) -> ColumnMasker:
     """``convert`` counting the values it masks into ``count``, added to the metric in batches.
 
     The closure holds no per-result state, so plans that use it can be cached and
-    shared. Per value it costs a list increment and a compare. With ``fast``,
-    all-ASCII values skip the converter's decode and encode.
+    shared. Per value it costs a list increment and a compare. With ``op``,
+    all-ASCII values skip the converter's decode and encode, and the masker is
+    registered with ``masking.rows`` so that the compiled row rewriter runs the
+    same operation on them (``op.bytes_op()`` is what this closure runs).
     """
-    if fast is not None:
-        ascii_op = fast
+    if op is not None:
+        ascii_op = op.bytes_op()
 
         def fast_masker(value: bytes | None) -> bytes | None:
             if value is None:
@@ -98,6 +97,7 @@ def _counted(
                 return ascii_op(value)
             return convert(value)
 
+        register_masker(fast_masker, op, count, child)
         return fast_masker
 
     def masker(value: bytes | None) -> bytes | None:
@@ -133,7 +133,7 @@ class MaskingPlanner:
         self._keys = dict(keys or {})
         self._key_refs = dict(key_refs or {})  # resolved when a (reloaded) policy first uses them
         self._functions: dict[str, MaskFunction] = {}
-        self._converters: dict[tuple[str, str, str, bool, str], tuple[Converter, FastPath]] = {}
+        self._converters: dict[tuple[str, str, str, bool, str], tuple[Converter, AsciiOp | None]] = {}
         self._maskers: dict[tuple[str, str, str, str, bool, str], ColumnMasker] = {}
         self._counters: dict[tuple[str, str], tuple[list[int], Any]] = {}
         self._check_keys(policy)
@@ -313,7 +313,7 @@ class MaskingPlanner:
             self._maskers[key] = masker
         return masker
 
-    def _converter(self, function: str, rc: ResultColumn, ctx: StatementContext) -> tuple[Converter, FastPath]:
+    def _converter(self, function: str, rc: ResultColumn, ctx: StatementContext) -> tuple[Converter, AsciiOp | None]:
         key = (function, ctx.dialect, rc.type_name, rc.binary, ctx.client_encoding)
         entry = self._converters.get(key)
         if entry is None:
@@ -323,7 +323,7 @@ class MaskingPlanner:
                 self._functions[function] = fn
             encoding = python_encoding(ctx.client_encoding)
             conv = build_converter(fn, dialect=ctx.dialect, type_name=rc.type_name, binary=rc.binary, encoding=encoding)
-            fast = ascii_fast_path(fn, dialect=ctx.dialect, type_name=rc.type_name, encoding=encoding)
+            fast = ascii_fast_op(fn, dialect=ctx.dialect, type_name=rc.type_name, encoding=encoding)
             entry = (conv, fast)
             if len(self._converters) >= MAX_CONVERTERS:
                 self._converters.clear()

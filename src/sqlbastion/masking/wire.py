@@ -36,9 +36,9 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 
-from sqlbastion.masking.functions import FULL_TEXT, MaskFunction
+from sqlbastion.masking.functions import FULL_TEXT, AsciiOp, MaskFunction
 
-__all__ = ["Converter", "Kind", "build_converter", "python_encoding", "value_kind"]
+__all__ = ["Converter", "Kind", "ascii_fast_op", "ascii_fast_path", "build_converter", "python_encoding", "value_kind"]
 
 Converter = Callable[[bytes], bytes | None]
 
@@ -413,6 +413,11 @@ def _mysql_temporal_binary(fn: MaskFunction, kind: Kind) -> Converter:
     return conv
 
 
+def _ascii_applies(dialect: str, type_name: str, encoding: str) -> bool:
+    # Text columns in UTF-8 only: there an all-ASCII value is one byte per character.
+    return value_kind(dialect, type_name)[0] is Kind.TEXT and encoding == "utf-8"
+
+
 def ascii_fast_path(
     fn: MaskFunction, *, dialect: str, type_name: str, encoding: str
 ) -> Callable[[bytes], bytes | None] | None:
@@ -421,10 +426,15 @@ def ascii_fast_path(
     Only for text columns in UTF-8, where an all-ASCII value is one byte per
     character; callers test ``value.isascii()`` and fall back to the converter.
     """
-    kind, _ = value_kind(dialect, type_name)
-    if kind is Kind.TEXT and encoding == "utf-8":
-        return fn.ascii_bytes
-    return None
+    return fn.ascii_bytes if _ascii_applies(dialect, type_name, encoding) else None
+
+
+def ascii_fast_op(fn: MaskFunction, *, dialect: str, type_name: str, encoding: str) -> AsciiOp | None:
+    """``ascii_fast_path`` as its description (``AsciiOp``), for the compiled row rewriter.
+
+    The same condition and the same function field: where one is None, so is the other.
+    """
+    return fn.ascii_op if _ascii_applies(dialect, type_name, encoding) else None
 
 
 def build_converter(fn: MaskFunction, *, dialect: str, type_name: str, binary: bool, encoding: str) -> Converter:

@@ -1,0 +1,18 @@
+"""Builds the one C extension, ``sqlbastion._rowfast`` (masked result rows at wire speed).
+
+The package's metadata lives in pyproject.toml; this file only declares the
+extension, which setuptools builds on ``pip install`` (editable or not). When
+it is missing, sqlbastion uses the pure-Python reference (``masking.rowref``).
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "sqlbastion._rowfast",
+            sources=["src/sqlbastion/_rowfast.c"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+        )
+    ]
+)
