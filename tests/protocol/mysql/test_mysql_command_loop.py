@@ -27,9 +27,13 @@ ROW = [b"value"]
 class _Audit:
     def __init__(self) -> None:
         self.events: list[dict[str, object]] = []
+        self.client: _Transport | None = None
+        self.written_at_emit: list[bytes] = []  # what the client had been sent when each event was emitted
 
     def emit(self, event: dict[str, object]) -> None:
         self.events.append(event)
+        if self.client is not None:
+            self.written_at_emit.append(bytes(self.client.data))
 
     def accepting(self) -> bool:
         return True
@@ -72,6 +76,7 @@ class _Pair:
         self.client = PacketProtocol()
         self.client_t = _Transport()
         self.client.connection_made(cast(Any, self.client_t))
+        self.audit.client = self.client_t
         self.backend = PacketProtocol()
         self.backend_t = _Transport()
         self.backend_t.protocol = self.backend
@@ -141,8 +146,9 @@ async def test_text_statement_is_answered_and_audited() -> None:
     assert pair.backend_commands() == [b"\x03SELECT c FROM t WHERE id=1"]
     assert pair.statements() == []
     pair.backend.data_received(_result())
-    assert pair.client_t.data == _result()
+    assert pair.client_t.data == b"", "the reply waits for the statement's audit event"
     await _settle()
+    assert pair.client_t.data == _result()
     [event] = pair.statements()
     assert event["rows"] == 1
     assert event["sql_text"] == "SELECT c FROM t WHERE id=1"
@@ -249,4 +255,35 @@ async def test_unknown_statement_id_is_refused_without_reaching_the_backend() ->
     await _settle()
     assert pair.backend_commands() == []
     assert ErrPacket.decode(pair.client_payloads()[0]).errno == 1243
+    pair.task.cancel()
+
+
+async def test_audit_event_is_emitted_before_the_final_packet() -> None:
+    # A kill -9 between the two must not leave the client with a reply whose event is lost:
+    # rows stream as they come, but the bytes ending the response wait for the emit.
+    pair = _Pair()
+    pair.send(b"\x03SELECT c FROM t")
+    await _settle()
+    result = packets(result_set_payloads([column("c")], [[b"a"], [b"b"]], caps=EOF_CAPS))
+    end = packets([result_set_payloads([column("c")], [], caps=EOF_CAPS)[-1]], first_seq=6)
+    assert result.endswith(end)
+    pair.backend.data_received(result[: -len(end)])
+    assert pair.client_t.data == result[: -len(end)], "rows are not held back"
+    pair.backend.data_received(end)
+    assert pair.client_t.data == result[: -len(end)]
+    await _settle()
+    assert pair.client_t.data == result
+    [event] = pair.statements()
+    emitted = pair.audit.written_at_emit[pair.audit.events.index(event)]
+    assert emitted == result[: -len(end)]
+    # An OK (no result set) and an ERR from the backend: the same order.
+    for reply in (b"\x00\x01\x00\x02\x00\x00\x00", ErrPacket(errno=1146, message="no such table").encode()):
+        before = bytes(pair.client_t.data)
+        pair.send(b"\x03DELETE FROM t WHERE id=1")
+        await _settle()
+        pair.backend.data_received(frame(1, reply)[0])
+        assert bytes(pair.client_t.data) == before
+        await _settle()
+        assert bytes(pair.client_t.data) == before + frame(1, reply)[0]
+        assert pair.audit.written_at_emit[-1] == before
     pair.task.cancel()

@@ -142,6 +142,9 @@ class CommandLoop:
         self._response: asyncio.Future[ResultSummary] | None = None
         self._current: ResponseRelay | None = None  # the relay of the response in flight
         self._verdict: Verdict | None = None  # the verdict of the statement in flight
+        # The client bytes that end the response in flight, held until its audit event is emitted.
+        self._tail = b""
+        self._hold_tail = False
         self._backend_gone = False
         self._reply_seq = 1
         self._client_gone = False
@@ -310,7 +313,16 @@ class CommandLoop:
         shortcut: MetadataShortcut | None = None,
         max_rows: int | None = None,
         cap_ref: str = "-",
+        audited: bool = False,
     ) -> tuple[ResultSummary, ResponseRelay]:
+        """Forward one command and relay its response.
+
+        With ``audited`` the bytes that end the response (the last write, which
+        carries the final OK/EOF/ERR) are kept in ``self._tail``: the caller
+        emits the statement's audit event and then calls ``_write_tail`` (the
+        intake makes the emit durable once it returns, so a client never holds
+        the reply of a statement whose event a process kill could lose).
+        """
         withhold = None
         if verdict is not None and verdict.decision.sensitive_columns:
             withhold = WITHHELD.format(verdict.event_id)
@@ -342,6 +354,7 @@ class CommandLoop:
         self._current = relay
         self._verdict = verdict
         self._response = fut
+        self._hold_tail = audited
         bp.relay_to = self._on_backend_data
         try:
             bp.write(_command_bytes(payload))
@@ -364,6 +377,15 @@ class CommandLoop:
             self._response = None
             self._current = None
             self._verdict = None
+            if not audited:
+                self._write_tail()
+
+    def _write_tail(self) -> None:
+        """Send the held end of the response (after its audit event)."""
+        tail = self._tail
+        if tail:
+            self._tail = b""
+            self.client.write(tail)
 
     @staticmethod
     def _cap_of(verdict: Verdict | None, room: int) -> int:
@@ -390,10 +412,34 @@ class CommandLoop:
             # The backend broke the protocol: its state is unknown, so the session ends.
             fut.set_exception(BackendLost(f"backend protocol error: {exc.message}"))
             return
-        if out:
-            self.client.write(out)
         if relay.done:
+            if self._hold_tail:
+                self._tail = out  # written after the audit event (_write_tail)
+            elif out:
+                self.client.write(out)
             fut.set_result(relay.summary)
+        elif out:
+            self.client.write(out)
+
+    @staticmethod
+    def _outcome(verdict: Verdict, summary: ResultSummary, started: int) -> StatementOutcome:
+        """The audit outcome of a relayed statement."""
+        err = summary.error
+        backend_error = None
+        if err is not None:
+            backend_error = f"{err.errno} ({err.sqlstate})"
+            if not verdict.decision.sensitive_columns:
+                backend_error += f": {err.message[:512]}"
+        if summary.refused:
+            backend_error = ROW_CAP_EXCEEDED if summary.capped else summary.refused
+        return StatementOutcome(
+            rows=summary.rows,
+            affected=summary.affected,
+            bytes_sent=summary.bytes_out,
+            backend_error=backend_error,
+            backend_us=(time.perf_counter_ns() - started) // 1000,
+            masked_values=summary.masked_values,
+        )
 
     async def _run_statement(
         self,
@@ -420,6 +466,7 @@ class CommandLoop:
                 shortcut=shortcut,
                 max_rows=max_rows,
                 cap_ref=verdict.event_id,
+                audited=True,
             )
         except BackendLost:
             self.session.finish(verdict, StatementOutcome(backend_error="backend connection lost"))
@@ -428,28 +475,11 @@ class CommandLoop:
             # The client left mid-result: the statement reached the backend, so it is still recorded.
             self.session.finish(verdict, StatementOutcome(backend_error="client left during the result"))
             raise
-        apply_state_changes(self.session, summary)
-        err = summary.error
-        backend_error = None
-        if err is not None:
-            backend_error = f"{err.errno} ({err.sqlstate})"
-            if not verdict.decision.sensitive_columns:
-                backend_error += f": {err.message[:512]}"
-        if summary.refused:
-            backend_error = summary.refused
-        if summary.capped:
-            backend_error = ROW_CAP_EXCEEDED
-        self.session.finish(
-            verdict,
-            StatementOutcome(
-                rows=summary.rows,
-                affected=summary.affected,
-                bytes_sent=summary.bytes_out,
-                backend_error=backend_error,
-                backend_us=(time.perf_counter_ns() - started) // 1000,
-                masked_values=summary.masked_values,
-            ),
-        )
+        try:
+            apply_state_changes(self.session, summary)
+            self.session.finish(verdict, self._outcome(verdict, summary, started))
+        finally:
+            self._write_tail()  # the reply's end, after its audit event
         if verdict.decision.sensitive_columns and summary.warnings:
             # SHOW WARNINGS would echo values of sensitive columns: clear the diagnostics area.
             await self.internal(CLEAR_DIAGNOSTICS_SQL)
@@ -659,19 +689,14 @@ class CommandLoop:
             binary=True,
             max_rows=room,
             cap_ref=verdict.event_id,
+            audited=True,
         )
         stmt.cursor_rows += summary.rows
-        apply_state_changes(self.session, summary)
-        self.session.finish(
-            verdict,
-            StatementOutcome(
-                rows=summary.rows,
-                bytes_sent=summary.bytes_out,
-                backend_error=ROW_CAP_EXCEEDED if summary.capped else None,
-                backend_us=(time.perf_counter_ns() - started) // 1000,
-                masked_values=summary.masked_values,
-            ),
-        )
+        try:
+            apply_state_changes(self.session, summary)
+            self.session.finish(verdict, self._outcome(verdict, summary, started))
+        finally:
+            self._write_tail()
 
     async def _statement_command(self, payload: bytes) -> None:
         cmd = payload[0]
