@@ -101,8 +101,10 @@ def _pipeline(directory: Path, delivery: str) -> tuple[AuditPipeline, str]:
         fsync="interval",
         fsync_interval_ms=50,
         max_queue=1_000_000,
-        intake_ring=IntakeRing(ring_path) if ring_path is not None else None,
+        intake_ring=IntakeRing(ring_path, owner=spool.directory) if ring_path is not None else None,
         delivery_process=process,
+        # As serve runs it: the spool writer in a process of its own whenever the sinks are.
+        writer="process" if delivery == "process" else "thread",
     )
     return pipeline, "sqlite"
 
@@ -110,22 +112,33 @@ def _pipeline(directory: Path, delivery: str) -> tuple[AuditPipeline, str]:
 def _wait_delivered(p: AuditPipeline, sink: str, timeout: float) -> float:
     started = time.perf_counter()
     deadline = started + timeout
+    p.flush(timeout)
     while time.perf_counter() < deadline:
-        if p._written_count >= p._emitted and p.sink_cursors().get(sink, -1) >= p.spool.written_seq:
+        if p.sink_cursors().get(sink, -1) >= p.written_seq():
             break
         time.sleep(0.005)
     return time.perf_counter() - started
 
 
-def _child_cpu_s(p: AuditPipeline) -> float:
-    """CPU seconds of the delivery child so far (Linux /proc), 0 in thread mode."""
-    if p._process is None or p._process.proc is None:
+def _cpu_s(proc: Any) -> float:
+    """CPU seconds a child process used so far (Linux /proc); 0 when there is none."""
+    if proc is None:
         return 0.0
     try:
-        fields = Path(f"/proc/{p._process.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _child_cpu_s(p: AuditPipeline) -> float:
+    """CPU seconds of the delivery child so far, 0 in thread mode."""
+    return _cpu_s(p._process.proc if p._process is not None else None)
+
+
+def _writer_cpu_s(p: AuditPipeline) -> float:
+    """CPU seconds of the writer child so far, 0 when the writer is a thread of this process."""
+    return _cpu_s(p._writer_process.proc if p._writer_process is not None else None)
 
 
 def burst(n: int, delivery: str) -> dict[str, Any]:
@@ -148,6 +161,7 @@ def burst(n: int, delivery: str) -> dict[str, Any]:
         total_s = time.perf_counter() - started
         cpu_s = time.process_time() - cpu_started
         child_cpu_s = _child_cpu_s(p)
+        writer_cpu_s = _writer_cpu_s(p)
         p.close()
         samples.sort()
         return {
@@ -161,6 +175,7 @@ def burst(n: int, delivery: str) -> dict[str, Any]:
             # the proxy process's share (emit, redaction, chain, spool) and the delivery child's.
             "proxy_process_cpu_us_per_event": round(cpu_s / n * 1e6, 1),
             "delivery_process_cpu_us_per_event": round(child_cpu_s / n * 1e6, 1),
+            "writer_process_cpu_us_per_event": round(writer_cpu_s / n * 1e6, 1),
             "events_per_proxy_cpu_second": round(n / cpu_s),
         }
 
@@ -196,7 +211,7 @@ def paced(rate: int, seconds: float, delivery: str) -> dict[str, Any]:
         p.open()
         result = asyncio.run(_paced_loop(p, rate, seconds))
         result["rate"] = rate
-        result["sink_lag_at_end"] = max(0, p.spool.written_seq - p.sink_cursors().get(sink, -1))
+        result["sink_lag_at_end"] = max(0, p.written_seq() - p.sink_cursors().get(sink, -1))
         result["drain_seconds"] = round(_wait_delivered(p, sink, 600), 3)
         result["achieved_events_per_second"] = round(result["emitted"] / (seconds + result["drain_seconds"]))
         p.close()
@@ -229,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         f"end to end {b['events_per_second']} events/s into SQLite; CPU per event: "
         f"{b['proxy_process_cpu_us_per_event']} µs in the proxy process "
         f"({b['events_per_proxy_cpu_second']} events per CPU-second), "
+        f"{b['writer_process_cpu_us_per_event']} µs in the writer process, "
         f"{b['delivery_process_cpu_us_per_event']} µs in the delivery process\n"
         f"paced {pc['rate']}/s for {args.seconds}s: loop lag p50 {pc['loop_lag_ms_p50']} ms, "
         f"p99 {pc['loop_lag_ms_p99']} ms (without the pipeline: {base['loop_lag_ms_p50']} / "

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from sqlbastion.audit.redact import statement_text
+from sqlbastion.audit.redact import RedactedText, statement_text
 
 __all__ = ["KINDS", "SCHEMA_VERSION", "AuditEvent", "EventBuilder", "format_ts"]
 
@@ -255,13 +255,17 @@ class EventBuilder:
         backend = _s(get("backend"))
         protocol = _s(get("protocol"))
         sql = get("sql_text")
-        text = statement_text(
-            sql if type(sql) is str else None,
-            dialect=protocol or "mysql",
-            raw_allowed=backend in self.raw_backends,
-            sensitive=bool(sensitive),
-            secrets=self.secrets,
-        )
+        if get("sql_text_withheld") is True:
+            # The data path dropped a text too long to tokenize before queueing it (writer.bounded_event).
+            text = RedactedText(text=None, mode="withheld")
+        else:
+            text = statement_text(
+                sql if type(sql) is str else None,
+                dialect=protocol or "mysql",
+                raw_allowed=backend in self.raw_backends,
+                sensitive=bool(sensitive),
+                secrets=self.secrets,
+            )
         details: dict[str, Any] = {}
         given = get("details")
         if isinstance(given, Mapping):

@@ -20,6 +20,17 @@ hold statement text before redaction; it survives a process crash, not a power
 loss, which is what the spool's fsync is for. Old entries are overwritten lap
 after lap; if the writer falls a whole ring behind, only a crash at that moment
 could lose the overwritten ones.
+
+**Queue mode** (the writer in its own process, writer.py): the ring is then the only
+path from the data path to the writer, so nothing may be overwritten before the
+writer process has handled it. A control block in the first page (``CTRL_*``, one
+64-bit field per slot, each written by one side only) carries the producer's byte
+total and the consumer's: the producer refuses an entry that would overwrite bytes
+the consumer has not released (``push`` returns False, the caller applies the
+failure policy), and the consumer (``IntakeReader``) releases bytes only once the
+events they held are in the spool. Both sides count the bytes skipped at the end
+of a lap, so the totals agree. Entries are found by expecting the next intake
+number at the read position, or at the start of the data area after a lap.
 """
 
 from __future__ import annotations
@@ -29,16 +40,30 @@ import mmap
 import os
 import struct
 import zlib
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["IntakeEntry", "IntakeRing", "remove_orphans", "ring_path_for"]
+__all__ = ["IntakeEntry", "IntakeReader", "IntakeRing", "remove_orphans", "ring_path_for"]
 
 _MAGIC = b"SBI1"
 _OWNER_MAGIC = b"SBIO"
 _DATA_START = 4096  # the first page names the owning spool
 _HEADER = struct.Struct("<4sIQQII")
 _ALIGN = 8
+# The control block: 16 signed 64-bit slots near the end of the first page (the owner path stops before it).
+_CTRL_AT = 3072
+_SLOT = struct.Struct("<q")
+CTRL_WRITE_TOTAL = 0  # producer: bytes appended since the queue started (lap ends included)
+CTRL_LAST_INTAKE = 1  # producer: the newest intake number appended
+CTRL_CLOSING = 2  # producer: 1 once the producer stopped appending for good (a clean stop)
+CTRL_READY = 4  # consumer: next intake number + 1 once recovery is done and the queue may start
+CTRL_READ_POS = 5  # consumer: the byte position of the oldest entry not yet handled
+CTRL_CONSUMED_TOTAL = 6  # consumer: bytes released (handled: written to the spool, or lost by policy)
+CTRL_EXPECTED = 7  # consumer: the intake number expected at CTRL_READ_POS
+CTRL_HANDLED = 8  # consumer: the newest intake number handled
+CTRL_FAILED = 9  # consumer: 1 while the spool cannot take events
+CTRL_PID = 10  # consumer: its process id
 DEFAULT_RING_BYTES = 32 << 20
 MAX_ENTRY_BYTES = 1 << 20
 
@@ -92,6 +117,7 @@ class IntakeRing:
         self.owner = owner
         self._map: mmap.mmap | None = None
         self._pos = 0
+        self._total = 0  # queue mode: bytes appended (CTRL_WRITE_TOTAL)
 
     def open(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
@@ -101,7 +127,7 @@ class IntakeRing:
             self._map = mmap.mmap(fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)
-        owner = str(self.owner or "").encode("utf-8")[: _DATA_START - 8]
+        owner = str(self.owner or "").encode("utf-8")[: _CTRL_AT - 8]
         self._map[0:8] = _OWNER_MAGIC + struct.pack("<I", len(owner))
         self._map[8 : 8 + len(owner)] = owner
         self._pos = _DATA_START
@@ -125,6 +151,80 @@ class IntakeRing:
         m[pos : pos + _HEADER.size] = _HEADER.pack(_MAGIC, len(payload), intake, ts_ns, crc, 0)
         self._pos = pos + total
         return True
+
+    # -- queue mode ----------------------------------------------------------------------------
+
+    def ctrl(self, slot: int) -> int:
+        m = self._map
+        if m is None:
+            return 0
+        value: int = _SLOT.unpack_from(m, _CTRL_AT + slot * 8)[0]
+        return value
+
+    def set_ctrl(self, slot: int, value: int) -> None:
+        m = self._map
+        if m is not None:
+            _SLOT.pack_into(m, _CTRL_AT + slot * 8, value)
+
+    @property
+    def capacity(self) -> int:
+        return self.size - _DATA_START
+
+    def start_queue(self, next_intake: int) -> None:
+        """The producer starts a queue at the beginning of the data area (after the consumer's recovery)."""
+        self._pos = _DATA_START
+        self._total = 0
+        self.set_ctrl(CTRL_WRITE_TOTAL, 0)
+        self.set_ctrl(CTRL_LAST_INTAKE, next_intake - 1)
+        self.set_ctrl(CTRL_CLOSING, 0)
+
+    def free_bytes(self) -> int:
+        """Bytes the producer may still append before it would overwrite unhandled entries."""
+        return self.capacity - (self._total - self.ctrl(CTRL_CONSUMED_TOTAL))
+
+    def push(self, intake: int, ts_ns: int, payload: bytes) -> bool:
+        """Queue mode's append: False (nothing written) when the entry does not fit in the room
+        the consumer has released, or is larger than an entry may be."""
+        m = self._map
+        if m is None or len(payload) > MAX_ENTRY_BYTES:
+            return False
+        total = _HEADER.size + len(payload)
+        total += -total % _ALIGN
+        pos = self._pos
+        skip = self.size - pos if pos + total > self.size else 0
+        if skip + total > self.free_bytes():
+            return False
+        if skip:
+            if pos + 4 <= self.size:
+                m[pos : pos + 4] = b"\0\0\0\0"
+            pos = _DATA_START
+        crc = zlib.crc32(payload, zlib.crc32(struct.pack("<QQ", intake, ts_ns)))
+        end = pos + _HEADER.size + len(payload)
+        m[pos + _HEADER.size : end] = payload
+        # The header goes in last: the consumer sees a whole entry or none (its CRC fails).
+        m[pos : pos + _HEADER.size] = _HEADER.pack(_MAGIC, len(payload), intake, ts_ns, crc, 0)
+        self._pos = pos + total
+        self._total += skip + total
+        self.set_ctrl(CTRL_LAST_INTAKE, intake)
+        self.set_ctrl(CTRL_WRITE_TOTAL, self._total)
+        return True
+
+    def entry_at(self, pos: int, intake: int) -> tuple[IntakeEntry, int] | None:
+        """The complete entry numbered ``intake`` at ``pos`` and its aligned size, or None."""
+        m = self._map
+        if m is None or pos + _HEADER.size > self.size:
+            return None
+        magic, length, found, ts_ns, crc, _ = _HEADER.unpack_from(m, pos)
+        if magic != _MAGIC or found != intake or length > MAX_ENTRY_BYTES:
+            return None
+        start = pos + _HEADER.size
+        if start + length > self.size:
+            return None
+        payload = m[start : start + length]
+        if zlib.crc32(payload, zlib.crc32(struct.pack("<QQ", intake, ts_ns))) != crc:
+            return None  # torn, or still being written
+        total = _HEADER.size + length
+        return IntakeEntry(intake=intake, ts_ns=ts_ns, payload=payload), total + (-total % _ALIGN)
 
     def scan(self) -> list[IntakeEntry]:
         """Every valid entry, in intake order."""
@@ -164,3 +264,70 @@ class IntakeRing:
             self._map = None
         if discard:
             self.path.unlink(missing_ok=True)
+
+
+class IntakeReader:
+    """The consumer side of queue mode (the writer process). ``read`` returns entries in intake
+    order; ``release`` gives the bytes of the oldest ``n`` read entries back to the producer once
+    their events are handled. The reader's position lives in the control block, so a restarted
+    writer process resumes at the oldest entry not yet handled."""
+
+    def __init__(self, ring: IntakeRing) -> None:
+        self.ring = ring
+        self._pos = ring.ctrl(CTRL_READ_POS)
+        self._expected = ring.ctrl(CTRL_EXPECTED)
+        self._total = ring.ctrl(CTRL_CONSUMED_TOTAL)
+        # For every entry read and not released: (intake, position after it, byte total after it).
+        self._unreleased: deque[tuple[int, int, int]] = deque()
+
+    @staticmethod
+    def reset(ring: IntakeRing, next_intake: int) -> None:
+        """A fresh queue (after recovery): reading starts at the data area's beginning."""
+        ring.set_ctrl(CTRL_READ_POS, _DATA_START)
+        ring.set_ctrl(CTRL_EXPECTED, next_intake)
+        ring.set_ctrl(CTRL_CONSUMED_TOTAL, 0)
+        ring.set_ctrl(CTRL_HANDLED, next_intake - 1)
+
+    @property
+    def expected(self) -> int:
+        return self._expected
+
+    def read(self, limit: int) -> list[IntakeEntry]:
+        ring = self.ring
+        out: list[IntakeEntry] = []
+        pos, total, expected = self._pos, self._total, self._expected
+        if self._unreleased:
+            newest, pos, total = self._unreleased[-1]
+            expected = newest + 1
+        while len(out) < limit:
+            found = ring.entry_at(pos, expected)
+            if found is None:
+                # The producer may have started a new lap: it skipped the rest of the ring.
+                found = ring.entry_at(_DATA_START, expected) if pos != _DATA_START else None
+                if found is None:
+                    break
+                total += ring.size - pos
+                pos = _DATA_START
+            entry, size = found
+            pos += size
+            total += size
+            out.append(entry)
+            self._unreleased.append((expected, pos, total))
+            expected += 1
+        return out
+
+    def release(self, n: int) -> None:
+        """The oldest ``n`` entries read are handled: their bytes may be overwritten."""
+        last: tuple[int, int, int] | None = None
+        for _ in range(min(n, len(self._unreleased))):
+            last = self._unreleased.popleft()
+        if last is None:
+            return
+        intake, self._pos, self._total = last
+        self._expected = intake + 1
+        ring = self.ring
+        ring.set_ctrl(CTRL_READ_POS, self._pos)
+        ring.set_ctrl(CTRL_EXPECTED, self._expected)
+        ring.set_ctrl(CTRL_HANDLED, intake)
+        # Last: once the total moves, the producer may overwrite what lay before it.
+        ring.set_ctrl(CTRL_CONSUMED_TOTAL, self._total)

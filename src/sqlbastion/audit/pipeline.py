@@ -1,7 +1,14 @@
-"""The audit pipeline: non-blocking emit → writer thread → chained spool → sinks.
+"""The audit pipeline: non-blocking emit → writer → chained spool → sinks.
 
 Threads, processes and ownership (DESIGN.md decision 8; docs/audit.md):
 
+* ``writer = "process"`` (what ``serve`` uses with ``audit.delivery = "process"``):
+  ``emit`` only serialises the event into the shared-memory intake ring, used as
+  a bounded queue (intake.py), and the writer runs in a child process
+  (writer.py: ``RingFeeder`` on this side, the writer loop below over there).
+  The proxy process then does no audit work that could hold its interpreter
+  lock for long. The rest of this docstring describes ``writer = "thread"``,
+  whose writer loop the child process runs as it is.
 * ``emit`` runs on the data path. It copies the event into the shared-memory
   intake ring (intake.py: survives ``kill -9``) and appends ``(time, dict,
   intake number)`` to a bounded deque, then sets an event. No system call, no
@@ -40,9 +47,10 @@ from sqlbastion import logs
 from sqlbastion.audit import jsontext
 from sqlbastion.audit.delivery import DeliveryProcess, SinkRunner, WriterState, load_cursor
 from sqlbastion.audit.events import EventBuilder
-from sqlbastion.audit.intake import IntakeRing, remove_orphans, ring_path_for
+from sqlbastion.audit.intake import CTRL_FAILED, IntakeRing, remove_orphans, ring_path_for
 from sqlbastion.audit.sinks.base import Sink, SinkError, build_sink
 from sqlbastion.audit.spool import Spool, SpoolError, SpoolFull
+from sqlbastion.audit.writer import RingFeeder, WriterProcess, read_writer_stats
 from sqlbastion.observability.metrics import METRICS
 from sqlbastion.settings_schema import SecretUnavailable, describe
 
@@ -125,6 +133,7 @@ class AuditPipeline:
         max_queue: int = 100_000,
         intake_ring: IntakeRing | None = None,
         delivery_process: DeliveryProcess | None = None,
+        writer: Literal["thread", "process"] = "thread",
     ) -> None:
         self.spool = spool
         self.sinks = list(sinks)
@@ -168,6 +177,13 @@ class AuditPipeline:
         # How long sinks may go on catching up after the spool closed. What they miss
         # stays in the spool and is delivered after the next start.
         self.sink_grace_s = 5.0
+        self._fsync_mode = fsync
+        # writer = "process": emit feeds the ring, a child process writes the spool (writer.py).
+        self._feeder: RingFeeder | None = None
+        self._writer_process: WriterProcess | None = None
+        if writer == "process" and intake_ring is not None:
+            self._feeder = RingFeeder(intake_ring, on_failure=on_failure)
+        self._writer_stats: dict[str, Any] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, *, sinks: Sequence[Sink] | None = None) -> AuditPipeline:
@@ -209,6 +225,8 @@ class AuditPipeline:
         METRICS.audit_spool_capacity.set(audit.max_spool_bytes)
         ring_path = ring_path_for(spool.directory)
         pipeline = cls(
+            # The writer goes into a process of its own whenever the sinks do.
+            writer="process" if process is not None else "thread",
             delivery_process=process,
             intake_ring=IntakeRing(ring_path, owner=spool.directory) if ring_path is not None else None,
             spool=spool,
@@ -229,6 +247,10 @@ class AuditPipeline:
 
     def emit(self, event: dict[str, object]) -> None:
         """Queue one event (never blocks, never raises)."""
+        feeder = self._feeder
+        if feeder is not None:
+            feeder.emit(event)
+            return
         if len(self._queue) >= self.max_queue:
             # The writer is far behind (or the spool is failing): this event cannot be kept.
             self._lose(1, "the audit queue is full")
@@ -249,6 +271,8 @@ class AuditPipeline:
     def accepting(self) -> bool:
         if self.on_failure == "fail_open":
             return True
+        if self._feeder is not None:
+            return self._feeder.accepting()
         return self._running and not self._failed and len(self._queue) < self.max_queue
 
     def _lose(self, n: int, why: str) -> None:
@@ -262,15 +286,9 @@ class AuditPipeline:
 
     def open(self) -> None:
         """Open the spool and start the writer and delivery threads (synchronous form of ``start``)."""
-        self.spool.open()
-        METRICS.audit_spool_writable.set(1)
-        self._recover_intake()
-        self._running = True
-        self._stopping = False
-        self._writer_state = WriterState(self.spool.directory, create=True)
-        self._writer_state.publish(self.spool.written_seq, closed=False)
-        self._writer = threading.Thread(target=self._write_loop, name="sqlbastion-audit-writer", daemon=True)
-        self._writer.start()
+        if self._feeder is not None and self._open_writer_process():
+            return
+        self.open_writer()
         if self._process is not None:
             self._process.start(**self._log_settings)
             self._monitor_stop.clear()
@@ -291,6 +309,110 @@ class AuditPipeline:
         )
         self._delivery.start()
         started.wait(10)
+
+    def open_writer(self) -> None:
+        """Open the spool, spool what the intake ring holds from a killed process, start the
+        writer thread (the writer process runs this too)."""
+        self.spool.open()
+        METRICS.audit_spool_writable.set(1)
+        self._recover_intake()
+        self._running = True
+        self._stopping = False
+        self._writer_state = WriterState(self.spool.directory, create=True)
+        self._writer_state.publish(self.spool.written_seq, closed=False)
+        self._writer = threading.Thread(target=self._write_loop, name="sqlbastion-audit-writer", daemon=True)
+        self._writer.start()
+
+    def _start_monitor(self) -> None:
+        if self._process is not None:
+            self._process.start(**self._log_settings)
+        self._monitor_stop.clear()
+        self._monitor = threading.Thread(target=self._monitor_loop, name="sqlbastion-audit-monitor", daemon=True)
+        self._monitor.start()
+
+    def _writer_config(self) -> dict[str, Any]:
+        secret = self.spool._secret
+        spec: dict[str, str] | None = None
+        if isinstance(secret, bytes):
+            spec = {"hex": secret.hex()}
+        elif secret is not None:
+            spec = {"ref": str(secret)}
+        ring = self._ring
+        return {
+            "spool_dir": str(self.spool.directory),
+            "algorithm": self.spool.algorithm,
+            "secret": spec,
+            "segment_bytes": self.spool.segment_bytes,
+            "max_bytes": self.spool.max_bytes,
+            "ring_path": str(ring.path) if ring is not None else "",
+            "ring_bytes": ring.size if ring is not None else 0,
+            "raw_backends": sorted(self.builder.raw_backends),
+            "secrets": list(self.builder.secrets),
+            "on_failure": self.on_failure,
+            "fsync": self._fsync_mode,
+            "fsync_interval_ms": round(self.fsync_interval_s * 1000),
+            "drain_timeout_s": self.drain_timeout_s,
+            "sink_names": list(self._sink_names),
+            "required_names": list(self._required_names),
+            **self._log_settings,
+        }
+
+    def _open_writer_process(self) -> bool:
+        """writer = "process": map the ring, start the writer process (which recovers the spool and
+        whatever the ring holds), then the sinks. False when the ring is unavailable: the writer
+        then runs on a thread here."""
+        ring, feeder = self._ring, self._feeder
+        if ring is None or feeder is None:
+            return False
+        with contextlib.suppress(OSError):
+            remove_orphans(ring.path.parent)
+        try:
+            ring.open()
+            st = os.stat(ring.path, follow_symlinks=False)
+            if st.st_uid != os.getuid() or st.st_mode & 0o077:
+                raise OSError(f"{ring.path} is not a private file of this user")
+        except OSError as exc:
+            log.warning("audit intake ring unavailable; the spool writer runs in the proxy process", error=str(exc))
+            ring.close()
+            self._ring = None
+            self._feeder = None
+            return False
+        self.spool.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._writer_process = WriterProcess(self._writer_config())
+        next_intake = self._writer_process.start(mode="fresh")
+        self._writer_state = WriterState(self.spool.directory, create=False)
+        feeder.start(next_intake)
+        METRICS.audit_spool_writable.set(1)
+        self._running = True
+        self._stopping = False
+        self._start_monitor()
+        return True
+
+    def _close_writer_process(self, grace: float) -> None:
+        feeder, writer = self._feeder, self._writer_process
+        if feeder is None or writer is None:
+            return
+        deadline = time.monotonic() + self.drain_timeout_s
+        while feeder.backlog and time.monotonic() < deadline and writer.alive():
+            feeder.pump()
+            time.sleep(0.005)
+        feeder.stop()
+        clean = writer.wait(self.drain_timeout_s + 10)
+        if self._process is not None:
+            # The delivery child saw the closed flag in writer.state and drains for the same grace period.
+            self._process.wait(grace + 10)
+        self._monitor_stop.set()
+        if self._monitor is not None:
+            self._monitor.join(5)
+        self._poll_process()
+        everything = clean and feeder.all_handled()
+        if not everything:
+            log.warning("audit events left in the intake ring; the next start spools them",
+                        emitted=feeder.last_intake, handled=feeder.handled())  # fmt: skip
+        if self._writer_state is not None:
+            self._writer_state.close()
+        feeder.ring.close(discard=everything)
+        self._running = False
 
     def _recover_intake(self) -> None:
         """Spool what a killed process emitted but never wrote (intake.py), then reuse the ring."""
@@ -342,6 +464,9 @@ class AuditPipeline:
         """Write what is queued, close the spool, give sinks ``sink_grace_s`` to catch up, stop."""
         grace = self.sink_grace_s if sink_grace_s is None else sink_grace_s
         self._stopping = True
+        if self._writer_process is not None:
+            self._close_writer_process(grace)
+            return
         self._wake.set()
         if self._writer is not None:
             self._writer.join(self.drain_timeout_s + 5)
@@ -368,6 +493,17 @@ class AuditPipeline:
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every event emitted so far is written to the spool. True if it was."""
+        feeder = self._feeder
+        if feeder is not None and self._writer_process is not None:
+            with feeder.lock:
+                target = feeder.last_intake + len(feeder.backlog)
+            deadline = time.monotonic() + timeout
+            while feeder.handled() < target or feeder.backlog:
+                if time.monotonic() > deadline:
+                    return False
+                feeder.pump()
+                time.sleep(0.001)
+            return True
         target = self._emitted
         self._wake.set()
         with self._written:
@@ -382,6 +518,9 @@ class AuditPipeline:
         event emitted so far is already written, else a future on the running loop
         that resolves once it is. Awaiting it costs one writer cycle (group commit:
         one write serves every connection waiting at that moment)."""
+        feeder = self._feeder
+        if feeder is not None and self._writer_process is not None:
+            return self._poll_barrier(feeder)
         target = self._emitted
         if self._written_count >= target or not self._running:
             return None
@@ -392,6 +531,27 @@ class AuditPipeline:
                 return None
             self._barriers.append((target, loop, future))
         self._wake.set()
+        return future
+
+    def _poll_barrier(self, feeder: RingFeeder) -> asyncio.Future[None] | None:
+        """writer = "process": the writer process publishes how far it wrote in the ring's control
+        block; a future checks it every millisecond on the caller's loop."""
+        target = feeder.last_intake + len(feeder.backlog)
+        if feeder.handled() >= target or not self._running:
+            return None
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def check() -> None:
+            if future.done():
+                return
+            if feeder.handled() >= target or not self._running:
+                future.set_result(None)
+                return
+            feeder.pump()
+            loop.call_later(0.001, check)
+
+        loop.call_later(0.001, check)
         return future
 
     # -- the writer thread -----------------------------------------------------------------------
@@ -571,24 +731,85 @@ class AuditPipeline:
             METRICS.audit_spool_bytes.set(self.spool.bytes_used())
 
     def _poll_process(self) -> None:
+        if self._writer_process is not None:
+            self._poll_writer_stats()
         if self._process is None:
             return
         self._process.poll_stats()
+        if self._writer_process is not None:
+            # The writer process owns the spool and releases segments itself.
+            written = self.written_seq()
+            for name, seq in self.sink_cursors().items():
+                METRICS.audit_sink_lag.labels(name).set(max(0, written - seq))
+            return
         written = self.spool.written_seq
         for name, seq in self.sink_cursors().items():
             METRICS.audit_sink_lag.labels(name).set(max(0, written - seq))
         self._release()
 
+    def _poll_writer_stats(self) -> None:
+        from sqlbastion.audit.events import KINDS
+
+        stats = read_writer_stats(self.spool.directory)
+        if not stats:
+            return
+        before = self._writer_stats
+        events, old = stats.get("events") or {}, before.get("events") or {}
+        for kind in KINDS:
+            n = int(events.get(kind, 0)) - int(old.get(kind, 0))
+            if n > 0:
+                METRICS.audit_events.labels(kind).inc(n)
+        lost = int(stats.get("lost", 0)) - int(before.get("lost", 0))
+        if lost > 0:
+            METRICS.audit_lost.inc(lost)
+        METRICS.audit_spool_bytes.set(int(stats.get("spool_bytes", 0)))
+        METRICS.audit_spool_writable.set(int(stats.get("writable", 1)))
+        self._writer_stats = stats
+        self.spool.written_seq = self.written_seq()
+
+    def written_seq(self) -> int:
+        """The last seq written to the spool (either writer)."""
+        if self._writer_process is not None and self._writer_state is not None:
+            with contextlib.suppress(ValueError):
+                return self._writer_state.read()[0]
+        return self.spool.written_seq
+
+    def _monitor_writer(self, restarts: int) -> int:
+        """writer = "process": move backlogged events into the ring, restart a writer process that died."""
+        writer, feeder = self._writer_process, self._feeder
+        if writer is None or feeder is None or self._stopping:
+            return restarts
+        feeder.pump()
+        if writer.alive():
+            return restarts
+        restarts += 1
+        log.error("audit writer process exited; restarting it", restarts=restarts)
+        time.sleep(min(10.0, 0.1 * 2 ** min(restarts, 7)))
+        try:
+            writer.start(mode="resume")
+        except OSError as exc:
+            log.error("cannot restart the audit writer process", error=str(exc))
+        return restarts
+
     def _monitor_loop(self) -> None:
-        """Process mode: export the child's counters, release segments, restart a child that died."""
+        """Process mode: export the children's counters, release segments, restart a child that died."""
         process = self._process
         restarts = 0
-        while process is not None and not self._monitor_stop.wait(0.5):
+        writer_restarts = 0
+        ticks = 0
+        while (process is not None or self._writer_process is not None) and not self._monitor_stop.wait(0.1):
+            writer_restarts = self._monitor_writer(writer_restarts)
+            ticks += 1
+            if ticks % 5:
+                continue
             try:
                 self._poll_process()
             except Exception:  # the monitor must keep running
                 log.exception("audit delivery monitor error")
-            if not process.alive() and not self._writer_done.is_set():
+            if process is None:
+                continue
+            done = self._writer_done.is_set() or (self._writer_process is not None and self._stopping)
+            if not process.alive() and not done:
                 restarts += 1
                 log.error("audit delivery process exited; restarting it", restarts=restarts)
                 time.sleep(min(30.0, 0.5 * 2 ** min(restarts, 6)))
@@ -603,4 +824,6 @@ class AuditPipeline:
 
     @property
     def failed(self) -> bool:
+        if self._feeder is not None and self._writer_process is not None:
+            return self._feeder.ring.ctrl(CTRL_FAILED) == 1
         return self._failed

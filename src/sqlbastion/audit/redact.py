@@ -15,6 +15,13 @@ Rules (docs/audit.md, "Statement text"):
 * MySQL executable comments (``/*! … */``, ``/*!50000 … */``, ``/*M!…*/``) run
   on the server, so their contents are kept (and redacted) rather than dropped
   with the other comments.
+* Statements that differ only in their literals are redacted once: a cache keyed
+  by the statement's *shape* (``_shape``: simple quoted strings and plain numbers
+  replaced by markers, everything else kept as it is) holds the tokenizer's
+  output for the first statement of that shape. The output holds no literal at
+  all, so reusing it can never reveal another statement's values; shapes are
+  only taken where the tokenizer's split cannot depend on the literals' contents
+  (no comments, other quotes, backslashes, ``$`` or ``#``).
 """
 
 from __future__ import annotations
@@ -64,6 +71,13 @@ _CACHE: OrderedDict[tuple[str, str], str] = OrderedDict()
 _CACHE_ENTRIES = 4096
 _CACHE_MAX_SQL = 4096
 _UNTOKENIZABLE = "\x00untokenizable"
+# Statements of one shape (the same text but for its literals) share one redaction.
+_SHAPES: OrderedDict[tuple[str, str], str] = OrderedDict()
+# A shape is only taken when nothing in the text could make the tokenizer split it differently
+# depending on a literal's contents; the markers themselves must not occur in the text.
+_SHAPE_UNSAFE = re.compile(r"""["`\\#$\x01\x02]|--|/\*""")
+_SHAPE_STRING = re.compile(r"'[^'\\]*'")
+_SHAPE_NUMBER = re.compile(r"(?<![\w@:$.?])[0-9]+(?:\.[0-9]+)?(?![\w.])", re.ASCII)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -187,6 +201,45 @@ def _fast_path(sql: str, tokens: list[Token]) -> str | None:
     return text
 
 
+def _shape(sql: str) -> str | None:
+    """The statement with each simple quoted string as ``\\x01`` and each plain number as
+    ``\\x02``; None when the text has no literal of that kind or anything that could make
+    the tokenizer split it by a literal's contents."""
+    if len(sql) > _CACHE_MAX_SQL or _SHAPE_UNSAFE.search(sql):
+        return None
+    shape = _SHAPE_STRING.sub("\x01", sql)
+    if "'" in shape:
+        return None  # an unbalanced quote: the careful path decides
+    shape = _SHAPE_NUMBER.sub("\x02", shape)
+    return shape if shape != sql else None
+
+
+def _redacted(sql: str, dialect: str) -> str:
+    """``redact_literals`` behind the exact-text and shape caches (``_UNTOKENIZABLE`` on failure)."""
+    key = (dialect, sql)
+    cached = _CACHE.get(key)
+    if cached is not None:
+        return cached
+    shape = _shape(sql)
+    if shape is not None:
+        cached = _SHAPES.get((dialect, shape))
+        if cached is not None:
+            return cached
+    try:
+        cached = redact_literals(sql, dialect)
+    except ValueError:
+        cached = _UNTOKENIZABLE
+    if shape is not None and cached is not _UNTOKENIZABLE:
+        if len(_SHAPES) >= _CACHE_ENTRIES:
+            _SHAPES.popitem(last=False)
+        _SHAPES[(dialect, shape)] = cached
+    elif len(sql) <= _CACHE_MAX_SQL:
+        if len(_CACHE) >= _CACHE_ENTRIES:
+            _CACHE.popitem(last=False)  # the oldest entry
+        _CACHE[key] = cached
+    return cached
+
+
 def _has_credential(sql: str, dialect: str) -> bool:
     try:
         tokens = _tokenize(sql, dialect)
@@ -216,17 +269,7 @@ def statement_text(
     raw_ok = raw_allowed and not sensitive and len(sql) <= MAX_TOKENIZE_CHARS
     if raw_ok and not _has_credential(sql, dialect) and not any(s in sql for s in secret_list):
         return RedactedText(text=_cut(sql), mode="raw")
-    key = (dialect, sql)
-    cached = _CACHE.get(key)
-    if cached is None:
-        try:
-            cached = redact_literals(sql, dialect)
-        except ValueError:
-            cached = _UNTOKENIZABLE
-        if len(sql) <= _CACHE_MAX_SQL:
-            if len(_CACHE) >= _CACHE_ENTRIES:
-                _CACHE.popitem(last=False)  # the oldest entry
-            _CACHE[key] = cached
+    cached = _redacted(sql, dialect)
     if cached is _UNTOKENIZABLE:
         return RedactedText(text=None, mode="withheld")
     text = cached

@@ -59,6 +59,7 @@ __all__ = [
     "Spool",
     "SpoolError",
     "SpoolFull",
+    "SpoolLocked",
     "SpoolReader",
     "SpooledRecord",
     "load_or_create_key",
@@ -79,6 +80,10 @@ class SpoolError(OSError):
 
 class SpoolFull(SpoolError):
     """Accepting the records would take the spool past ``max_bytes``."""
+
+
+class SpoolLocked(SpoolError):
+    """Another process holds the spool's lock (a writer still draining, or a second ``serve``)."""
 
 
 def load_or_create_key(directory: Path, *, create: bool) -> bytes:
@@ -164,7 +169,7 @@ class Spool:
         except BlockingIOError:
             os.close(self._lock_fd)
             self._lock_fd = -1
-            raise SpoolError(f"another process is writing the audit spool {self.directory}") from None
+            raise SpoolLocked(f"another process is writing the audit spool {self.directory}") from None
         try:
             self._open_locked()
         except BaseException:
