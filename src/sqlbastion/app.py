@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlbastion.config import ConfigError, Settings
 from sqlbastion.masking.plan import planner_from_settings
 from sqlbastion.proxy.session import DecisionEngine, PassThroughEngine, Runtime
+
+if TYPE_CHECKING:
+    from sqlbastion.proxy.services import ProxyServices
 
 
 def validate_policy(settings: Settings) -> list[str]:
@@ -58,6 +61,17 @@ def policy_reloader(runtime: Runtime) -> Callable[[], tuple[bool, str]] | None:
         return bool(ok), str(message)
 
     return _reload
+
+
+def audit_admin_actions(services: ProxyServices) -> None:
+    """Record users-file changes since the last run, and make every reload (admin endpoint, SIGHUP)
+    reread the users file and write ``admin_action`` audit events (audit/admin_events.py)."""
+    from sqlbastion.audit.admin_events import audited_reload, record_users_at_start
+    from sqlbastion.audit.pipeline import spool_directory
+
+    record = record_users_at_start(services, spool_directory(services.settings))
+    if services.reload_policy is not None:
+        services.reload_policy = audited_reload(services, services.reload_policy, record)
 
 
 async def start_policy_tasks(runtime: Runtime) -> list[asyncio.Task[None]]:

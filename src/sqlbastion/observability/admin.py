@@ -39,6 +39,7 @@ import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -60,6 +61,8 @@ __all__ = ["AdminEndpoint", "PolicyReloader", "Response"]
 log = logs.get_logger("observability.admin")
 
 _READ_CHUNK = 65536
+# The connection's peer ("host:port"), for the audit event of an admin action.
+_PEER: ContextVar[str | None] = ContextVar("sqlbastion_admin_peer", default=None)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -245,7 +248,16 @@ class AdminEndpoint:
     async def _reload(self, request: Request) -> Response:
         if self.reloader is None:
             return _json(HTTPStatus.SERVICE_UNAVAILABLE, {"ok": False, "message": "policy reload is not available"})
-        ok, message = await self.reloader()
+        from sqlbastion.audit.admin_events import ADMIN_ACTOR, AdminActor
+
+        # Who asked goes with the reload into its worker thread (the context is copied), where the
+        # admin_action audit event is written (audit/admin_events.py).
+        actor = AdminActor(via="admin_endpoint", address=_PEER.get(), bearer_token=self.token is not None)
+        reset = ADMIN_ACTOR.set(actor)
+        try:
+            ok, message = await self.reloader()
+        finally:
+            ADMIN_ACTOR.reset(reset)
         return _json(HTTPStatus.OK if ok else HTTPStatus.UNPROCESSABLE_ENTITY, {"ok": ok, "message": message})
 
     # -- connections ---------------------------------------------------------
@@ -262,6 +274,9 @@ class AdminEndpoint:
         parser = RequestReader(limits=self.limits)
         served = 0
         deadline: float | None = None  # when the request being received must be complete
+        peer = writer.get_extra_info("peername")
+        # Each connection is its own task, so the peer set here is the one its requests see.
+        _PEER.set(f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else None)
         try:
             while served < self.max_requests_per_connection:
                 request = parser.next_request()

@@ -41,13 +41,17 @@ def build_services(settings: Settings) -> ProxyServices:
 
     users = UsersFile.load(settings.resolve_path(settings.users_file), missing_ok=True)
     runtime = build_runtime(settings)
-    return ProxyServices(
+    services = ProxyServices(
         settings=settings,
         users=users,
         runtime=runtime,
         server_tls=server_ssl_context(settings),
         reload_policy=policy_reloader(runtime),
     )
+    from sqlbastion.app import audit_admin_actions
+
+    audit_admin_actions(services)
+    return services
 
 
 async def serve(
