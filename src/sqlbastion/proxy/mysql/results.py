@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from sqlbastion.masking.rows import program_for
 from sqlbastion.proxy.mysql.constants import MAX_PACKET_PAYLOAD, Capability, ErrorCode, ServerStatus
 from sqlbastion.proxy.mysql.errors import MalformedPacket, MySQLProtocolError
 from sqlbastion.proxy.mysql.framing import frame_into
@@ -373,6 +374,36 @@ class ResponseRelay:
             if rows:
                 self.summary.rows += rows  # the general path counts in the summary itself
                 rows = 0
+            if (
+                self._state == _ROWS
+                and not self._fast
+                and self._plan is not None
+                and not self.binary
+                and self._keep_row is None
+                and self._row_hold is None
+                and not self._partial
+                and seq == self._out_seq
+            ):
+                # Masked text rows: the run of complete row packets from here, rewritten in one
+                # call (masking.rows; C when built), within the row cap. What it does not take
+                # (a terminator, a malformed or 16 MiB packet, the row past the cap, a masker's
+                # error) goes on to the general path below, which decides as before.
+                program = program_for(self._plan)
+                left = self._cap - self.summary.rows
+                if program is not None and left > 0:
+                    try:
+                        done, nrows, masked, next_seq = program.rewrite_mysql(
+                            data, pos, n, out, limit=left, seq=seq, eof_limit=eof_limit
+                        )
+                    except (ValueError, TypeError):
+                        nrows = 0  # out is as it was; _on_row meets the error again and refuses
+                    if nrows:
+                        self.summary.rows += nrows
+                        self.summary.masked_values += masked
+                        self._out_seq = next_seq
+                        pos = done
+                        room = self._room()
+                        continue
             self._piece(out, data[pos:end], length, seq)
             room = self._room()
             pos = end

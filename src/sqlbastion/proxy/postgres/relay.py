@@ -50,6 +50,7 @@ from collections import deque
 from collections.abc import Callable
 
 from sqlbastion.logs import get_logger
+from sqlbastion.masking.rows import program_for
 from sqlbastion.policies.model import Action, Decision
 from sqlbastion.proxy.postgres import protocol as p
 from sqlbastion.proxy.postgres.protocol import ProtocolViolation, RowColumn
@@ -148,6 +149,8 @@ class QueryRelay(ResultHandling):
         self._reply_hold = -1
         self._columns_cache: dict[tuple[tuple[RowColumn, ...], tuple[int, ...] | None], list[ResultColumn]] = {}
         self._row_cache: dict[bytes, tuple[RowColumn, ...]] = {}
+        # Query results planned empty: RowDescription body → (decision, policy version).
+        self._query_plans: dict[bytes, tuple[Decision, str]] = {}
         self._tags: dict[bytes, tuple[str, int]] = {}  # CommandComplete body → (command word, count)
         self._encoding = python_codec(session.state.client_encoding)
         # Frontend message handlers, most frequent first in spirit: one dict lookup per message.
@@ -501,6 +504,33 @@ class QueryRelay(ResultHandling):
                         continue
                     # One row past the row cap: the span ends before it; the general path drops it.
                     self._cap_reached(items[0])
+                elif (
+                    kind == p.DATA_ROW
+                    and self._plan is not None
+                    and not self._discarding
+                    and not self._muted
+                    and items
+                    and not items[0].swallow
+                ):
+                    # Masked rows: the run of complete DataRows from here, rewritten in one call
+                    # (masking.rows; C when built), within the row cap. What it does not take (a
+                    # malformed row, the row past the cap) goes on to the general path below.
+                    program = program_for(self._plan)
+                    room = self._room - self._masked_rows
+                    if program is not None and room > 0:
+                        if span < pos:
+                            self._flush_span(buf, span, pos)
+                        span = pos
+                        done, nrows, masked = program.rewrite_pg(
+                            buf, pos, n, self._to_client, limit=room, max_length=max_message
+                        )
+                        if nrows:
+                            outcome = items[0].outcome
+                            outcome.rows += nrows
+                            outcome.masked_values += masked
+                            self._masked_rows += nrows
+                            pos = span = done
+                            continue
                 if (
                     kind in SIMPLE_COMPLETIONS
                     and items
@@ -623,6 +653,7 @@ class QueryRelay(ResultHandling):
     def _parameter_status(self, body: bytes) -> None:
         name, value = p.decode_parameter_status(body)
         state = self.session.state
+        self._query_plans.clear()  # plans depend on the session state
         if name == "client_encoding":
             from sqlbastion.proxy.postgres.startup import safe_client_encoding
 
