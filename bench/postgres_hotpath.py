@@ -27,7 +27,13 @@ is the one that predicts ``bench/run.py``'s CPU per transaction of the
 allow-all listener (the same code measured minutes apart: 93 / 85 µs cold
 against 87 / 83 µs in the harness, simple / prepared), so judge changes by it.
 
-Run: ``.venv/bin/python bench/postgres_hotpath.py [--transactions 20000] [--rounds 5] [--json]``
+``--same-decision`` replaces the allow-all engine (a new ``Decision`` per
+statement) with one that returns the same ``Decision`` object every time, as
+the policy engine does on a cache hit (``pgbench`` sends one statement shape
+with new literals: a fingerprint hit). The relay's caches keyed by decision
+identity (the empty mask plan of a Query's result) only show there.
+
+Run: ``.venv/bin/python bench/postgres_hotpath.py [--transactions 20000] [--rounds 5] [--json] [--same-decision]``
 (``--profile`` prints a cProfile of one round of each mode).
 """
 
@@ -48,11 +54,12 @@ import time
 from collections.abc import Sequence
 
 from sqlbastion.config import loads
+from sqlbastion.policies.model import Action, Decision, StatementContext
 from sqlbastion.proxy.postgres import protocol as p
 from sqlbastion.proxy.postgres.protocol import RowColumn
 from sqlbastion.proxy.postgres.relay import QueryRelay
 from sqlbastion.proxy.postgres.tracking import ColumnMeta
-from sqlbastion.proxy.session import ClientInfo, Runtime, Session
+from sqlbastion.proxy.session import ClientInfo, PassThroughEngine, Runtime, Session
 
 _SETTINGS = loads(
     """
@@ -105,9 +112,22 @@ _EXECUTE = p.encode_message(p.EXECUTE, b"\x00" + struct.pack("!i", 0))
 _SYNC = p.encode_message(p.SYNC)
 
 
+class _SameDecisionEngine(PassThroughEngine):
+    """Allows everything with one Decision object, as the policy engine's cache hits return."""
+
+    def __init__(self) -> None:
+        self._decision = Decision(action=Action.ALLOW, reason="cached", policy_version=self.version)
+
+    def decide(self, sql: str, ctx: StatementContext) -> Decision:
+        return self._decision
+
+
+_ENGINE: list[PassThroughEngine] = []  # set by --same-decision
+
+
 def make_relay() -> QueryRelay:
     session = Session(
-        runtime=Runtime(),
+        runtime=Runtime(engine=_ENGINE[0]) if _ENGINE else Runtime(),
         backend=_SETTINGS.backends[0],
         person="bench",
         client=ClientInfo(address="127.0.0.1", port=1, protocol="postgres"),
@@ -244,7 +264,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--cold-transactions", type=int, default=3000)
+    parser.add_argument("--same-decision", action="store_true", help="one Decision object, as on cache hits")
     args = parser.parse_args(argv)
+    if args.same_decision:
+        _ENGINE.append(_SameDecisionEngine())
     if args.profile:
         import cProfile  # only here: bench/profile.py shadows its profile module when bench/ is on sys.path
         import pstats
@@ -264,7 +287,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps(figures))
         return
-    print("µs of thread CPU per pgbench -S transaction through QueryRelay (allow-all runtime)")
+    engine = "one cached decision" if args.same_decision else "allow-all runtime"
+    print(f"µs of thread CPU per pgbench -S transaction through QueryRelay ({engine})")
     print("            hot (median / best)   cold (median)")
     for mode in ("simple", "prepared"):
         print(f"  {mode:9} {figures[mode]:7.2f} / {figures[mode + '_best']:<7.2f}  {figures[mode + '_cold']:9.1f}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from sqlbastion.policies.model import Decision
 from sqlbastion.proxy.postgres import protocol as p
 from sqlbastion.proxy.postgres.protocol import ProtocolViolation, RowColumn
 from sqlbastion.proxy.postgres.tracking import (
@@ -52,6 +53,7 @@ class ResultHandling:
     _reply_hold: int
     _columns_cache: dict[tuple[tuple[RowColumn, ...], tuple[int, ...] | None], list[ResultColumn]]
     _row_cache: dict[bytes, tuple[RowColumn, ...]]
+    _query_plans: dict[bytes, tuple[Decision, str]]
 
     def _withhold(self, item: Pending | None, kind: int, body: bytes) -> bytes | None:
         """An ErrorResponse/NoticeResponse with its text replaced, for statements on sensitive columns."""
@@ -107,17 +109,7 @@ class ResultHandling:
         if verdict is None or item.swallow:
             self._plan, self._row_passthrough = None, False  # swallowed rows go through _data_row
             return True
-        # The row cap: what this result may still carry. One Query message counts all its results
-        # together (one decision covers the message); an Execute counts on from the portal's
-        # earlier Executes (portal suspension).
-        cap = verdict.decision.max_rows
-        if cap is None:
-            self._room = NO_CAP
-        else:
-            portal = item.portal
-            before = portal.rows_sent if item.kind == Kind.EXECUTE and portal is not None else item.rows_sent
-            self._room = max(0, cap - before)
-        self._masked_rows = 0
+        self._set_room(item, verdict.decision)
         plans = item.portal.statement.plans if item.portal is not None and formats is not None else None
         if plans is not None and row is not None and formats is not None:
             cached = plans.get((row, formats))
@@ -146,6 +138,19 @@ class ResultHandling:
         self._row_passthrough = self._plan is EMPTY_MASK_PLAN or self._plan.empty
         self._discarding = self._plan.refuse is not None
         return True
+
+    def _set_room(self, item: Pending, decision: Decision) -> None:
+        """The row cap: what this result may still carry. One Query message counts all its
+        results together (one decision covers the message); an Execute counts on from the
+        portal's earlier Executes (portal suspension)."""
+        cap = decision.max_rows
+        if cap is None:
+            self._room = NO_CAP
+        else:
+            portal = item.portal
+            before = portal.rows_sent if item.kind == Kind.EXECUTE and portal is not None else item.rows_sent
+            self._room = max(0, cap - before)
+        self._masked_rows = 0
 
     def _end_result(self) -> None:
         if self._plan is None and not self._row_passthrough and not self._discarding:
@@ -191,6 +196,23 @@ class ResultHandling:
         item.outcome.backend_error = ROW_CAP_EXCEEDED
 
     def _row_description(self, item: Pending, frame: bytes, body: bytes) -> bool:
+        verdict = item.verdict
+        if item.kind == Kind.QUERY and verdict is not None:
+            hit = self._query_plans.get(body)
+            if (
+                hit is not None
+                and hit[0] is verdict.decision
+                and hit[1] == self.session.runtime.engine.version
+                and not item.swallow
+            ):
+                # The same columns under the same decision planned empty before: relay the rows.
+                self._plan = EMPTY_MASK_PLAN
+                self._row_passthrough = True
+                self._discarding = False
+                self._set_room(item, verdict.decision)
+                self._reply_hold = -1  # a further result: the Query's reply goes on
+                self._to_client += frame
+                return True
         row = self._row_cache.get(body)
         if row is None:
             row = p.decode_row_description(body)
@@ -201,14 +223,34 @@ class ResultHandling:
             target = item.portal if item.portal is not None else item.statement
             if target is not None:
                 target.row = row
-            self._items.popleft()
+            items = self._items
+            items.popleft()
             if not item.swallow:
                 self._to_client += frame
+            if items and item.portal is not None and self._plan is None and not self._row_passthrough:
+                # Describe portal, then Execute of that portal (what libpq sends): choose the
+                # result's plan now, so that its rows take the fast path from the first one.
+                following = items[0]
+                if (
+                    following.kind == Kind.EXECUTE
+                    and following.portal is item.portal
+                    and not self._start_result(following, row, item.portal.formats)
+                ):
+                    self.need_catalog = None  # not cached yet: the first row asks again
             return True
         if item.kind in (Kind.QUERY, Kind.INTERNAL):
             if not self._start_result(item, row, None):
                 return False
             self._reply_hold = -1  # a further result: the Query's reply goes on
+            if self._row_passthrough and verdict is not None and not item.swallow:
+                # Keyed by the raw RowDescription; reused only for the same decision object (the
+                # engine returns one object per cached decision, so the same statement shape in
+                # the same session state) under the same policy version, and only when empty:
+                # a masking or refusing plan is asked for again, so its audit names its masks.
+                plans = self._query_plans
+                if len(plans) >= COLUMN_CACHE_ENTRIES:
+                    plans.clear()
+                plans[body] = (verdict.decision, self.session.runtime.engine.version)
             if not self._discarding and not item.swallow:
                 self._to_client += frame
             return True
@@ -254,6 +296,7 @@ class ResultHandling:
         if len(values) == 1 and values[0] is not None:
             text = values[0].decode(self._encoding, "replace")
             self.session.state.search_path = tuple(s.strip().strip('"') for s in text.split(",") if s.strip())
+            self._query_plans.clear()  # plans depend on the session state
 
     def _copy(self, item: Pending, kind: int, frame: bytes) -> None:
         if item.swallow:
