@@ -15,6 +15,7 @@ from sqlbastion.proxy.session import (
     Runtime,
     Session,
     StatementOutcome,
+    Verdict,
     auth_failed,
     blocked_message,
     new_event_id,
@@ -182,3 +183,104 @@ def test_mask_plan_hook_reaches_the_planner() -> None:
     v2 = s.authorize("SELECT 1")
     s.finish(v2, StatementOutcome())
     assert not audit.events[-1]["masks_applied"]
+
+
+def test_event_ids_carry_the_current_millisecond_version_and_variant() -> None:
+    import time
+    import uuid
+
+    before = time.time_ns() // 1_000_000
+    ids = [new_event_id() for _ in range(20_000)]
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == len(ids)
+    for i in ids[:: len(ids) // 50]:
+        u = uuid.UUID(i)
+        assert u.version == 7
+        assert u.variant == uuid.RFC_4122
+        assert before <= u.int >> 80 <= after
+    # 74 random bits: every hex digit outside the fixed ones takes many values
+    assert len({i[15] for i in ids}) == 16
+    assert {i[19] for i in ids} == set("89ab")
+
+
+def test_event_ids_differ_in_a_forked_child() -> None:
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its ids come from a generator seeded again after the fork
+        os.write(write, "".join(new_event_id()[-12:] for _ in range(8)).encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 1000).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    parent = "".join(new_event_id()[-12:] for _ in range(8))
+    assert len(child) == 96
+    assert child != parent
+
+
+def test_mask_plan_emptiness_is_computed_once_at_construction() -> None:
+    import dataclasses
+
+    def masker(value: bytes | None) -> bytes | None:
+        return value
+
+    assert MaskPlan().empty
+    assert MaskPlan(columns=(None, None)).empty
+    assert not MaskPlan(columns=(None, masker)).empty
+    assert not MaskPlan(refuse="withheld").empty
+    assert not dataclasses.replace(MaskPlan(columns=(None,)), refuse="withheld").empty
+    assert MaskPlan(columns=(None,)) == MaskPlan(columns=(None,))
+
+
+def test_verdict_allowed_follows_the_action() -> None:
+    for action, allowed in ((Action.ALLOW, True), (Action.ALERT, True), (Action.REVIEW, False), (Action.BLOCK, False)):
+        v = Verdict(decision=Decision(action=action), event_id="e", started_ns=0, sql_text="x")
+        assert v.allowed is allowed
+
+
+def test_statement_events_encode_as_the_audit_schema_expects() -> None:
+    """Arrays are the decision's tuples (shared, immutable); encoded they are JSON arrays."""
+    from sqlbastion.audit import jsontext
+
+    audit = RecordingAudit()
+    s = _session(audit)
+    for sql in ("SELECT 1", "SELECT 2", "DROP TABLE t"):
+        s.finish(s.authorize(sql), StatementOutcome(rows=2, backend_us=5))
+    allowed, _, blocked = (jsontext.loads(jsontext.dumps(e)) for e in audit.events)
+    assert allowed["roles"] == ["developer"]
+    assert allowed["statement_types"] == ["select"]
+    assert allowed["rule_ids"] == []
+    assert allowed["masks_applied"] == []
+    assert blocked["rule_ids"] == ["HR-DDL-DROP"]
+    assert blocked["decision"] == "block"
+    assert audit.events[0]["event_id"] != audit.events[1]["event_id"]
+    assert all(isinstance(e["proxy_us"], int) and e["proxy_us"] >= 0 for e in audit.events)
+
+
+def test_metrics_count_each_statement_once_and_by_its_decision() -> None:
+    from sqlbastion.observability.metrics import METRICS
+
+    backend = SETTINGS.backends[0].name
+    labels = {"protocol": "mysql", "backend": backend, "statement_type": "select", "decision": "allow"}
+    get = METRICS.registry.get_sample_value
+    before = get("sqlbastion_statements_total", {**labels, "rule_id": "none"}) or 0
+    blocked_before = (
+        get(
+            "sqlbastion_statements_total",
+            {**labels, "statement_type": "unknown", "decision": "block", "rule_id": "HR-DDL-DROP"},
+        )
+        or 0
+    )
+    s = _session(RecordingAudit())
+    for sql in ("SELECT 1", "SELECT 2", "DROP TABLE t"):
+        s.finish(s.authorize(sql), StatementOutcome(rows=1))
+    assert get("sqlbastion_statements_total", {**labels, "rule_id": "none"}) == before + 2
+    assert (
+        get(
+            "sqlbastion_statements_total",
+            {**labels, "statement_type": "unknown", "decision": "block", "rule_id": "HR-DDL-DROP"},
+        )
+        == blocked_before + 1
+    )
