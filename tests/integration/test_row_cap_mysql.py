@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -276,6 +277,65 @@ def _first_rows(running: Running) -> list[tuple[Any, ...]]:
     with running.pymysql("exporter") as conn, conn.cursor() as cur:
         cur.execute(FIVE)
         return list(cur.fetchall())
+
+
+# -- mysql-connector-python's C extension (libmysqlclient): rows stream, then the error ------
+
+# In a process of its own: the C extension holds the GIL in some calls (test_mysql_tools.py).
+C_EXTENSION_CAPPED = """
+import json, sys
+import mysql.connector
+port, user, password, sql = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+conn = mysql.connector.connect(
+    host="127.0.0.1", port=port, user=user, password=password, database="bank",
+    use_pure=False, ssl_disabled=True, connection_timeout=20,
+)
+out = {}
+# Row by row at the connection level: the cursors read one row ahead of what they return.
+conn.cmd_query(sql)
+rows = 0
+try:
+    while conn.get_row()[0] is not None:
+        rows += 1
+    out["False"] = [rows, None, None]
+except mysql.connector.Error as exc:
+    out["False"] = [rows, exc.errno, exc.msg]
+stmt = conn.cmd_stmt_prepare(sql.encode())
+conn.cmd_stmt_execute(stmt)
+rows = 0
+try:
+    while conn.get_row(binary=True, prep_stmt=stmt)[0] is not None:
+        rows += 1
+    out["True"] = [rows, None, None]
+except mysql.connector.Error as exc:
+    out["True"] = [rows, exc.errno, exc.msg]
+cur = conn.cursor()
+cur.execute("SELECT 7")
+out["after"] = cur.fetchall()[0][0]
+conn.close()
+print(json.dumps(out))
+"""
+
+
+def test_connector_c_extension_gets_the_cap_then_the_error(running: Running) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", C_EXTENSION_CAPPED, str(running.port), "capped", PASSWORDS["capped"], TEN],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    for protocol in ("False", "True"):  # text, then prepared (binary rows)
+        rows, _, message = out[protocol]
+        assert rows == CAP, protocol
+        _check_capped_event(running, _ref(message))
+    assert out["False"][1] == 1227
+    # The C extension turns any error of mysql_stmt_fetch into an InterfaceError without the
+    # errno (as it does when a real server fails a statement mid-result); the text stays.
+    assert out["True"][1] in (1227, -1, None)
+    assert out["after"] == 7
 
 
 # -- a packet-level client: binary rows streamed, and a server-side cursor -----------------
