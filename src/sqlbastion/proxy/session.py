@@ -357,7 +357,11 @@ class Session:
             applied = self._masks_applied.setdefault(verdict.event_id, [])
             for rc, function in zip(columns, plan.functions, strict=False):
                 if function is not None and len(applied) < 64:
-                    source = ".".join(p for p in (rc.schema, rc.table, rc.column) if p) or rc.name
+                    schema, table, column = rc.schema, rc.table, rc.column
+                    if schema and table and column:  # the usual case, without a generator
+                        source = f"{schema}.{table}.{column}"
+                    else:
+                        source = ".".join(p for p in (schema, table, column) if p) or rc.name
                     applied.append({"column": source, "function": function})
         return plan
 
