@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from sqlbastion.audit.chain import initial_key, verify_spool
+from sqlbastion.audit.delivery import DeliveryProcess
+from sqlbastion.audit.intake import IntakeRing, ring_path_for
 from sqlbastion.audit.pipeline import AuditPipeline
 from sqlbastion.audit.sinks.sqlite import SQLiteSink
 from sqlbastion.audit.spool import Spool
@@ -26,15 +28,10 @@ SECRET = b"crash test secret"
 CHILD = """
 import sys, time
 from pathlib import Path
-from sqlbastion.audit.pipeline import AuditPipeline
-from sqlbastion.audit.sinks.sqlite import SQLiteSink
-from sqlbastion.audit.spool import Spool
+from tests.integration.test_audit_crash import pipeline_for
 
-directory, run = Path(sys.argv[1]), sys.argv[2]
-pipeline = AuditPipeline(
-    spool=Spool(directory / "spool", secret=b"crash test secret"),
-    sinks=[SQLiteSink(path=directory / "audit.db")],
-)
+directory, run, writer = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+pipeline = pipeline_for(directory, writer)
 pipeline.open()
 i = 0
 while True:
@@ -50,11 +47,38 @@ while True:
 """
 
 
-def _acked_then_kill(tmp_path: Path, run: str, *, at_least: int) -> int:
+def pipeline_for(directory: Path, writer: str) -> AuditPipeline:
+    """The pipeline as serve builds it: with writer "process", the proxy process only fills the
+    intake ring; the writer and the SQLite sink run in child processes, orphaned by the kill."""
+    spool = Spool(directory / "spool", secret=SECRET)
+    if writer == "thread":
+        return AuditPipeline(spool=spool, sinks=[SQLiteSink(path=directory / "audit.db")])
+    ring_path = ring_path_for(spool.directory)
+    assert ring_path is not None
+    delivery = DeliveryProcess(
+        spool_dir=spool.directory,
+        base_dir=directory,
+        sinks=[{"type": "sqlite", "name": "sqlite", "path": str(directory / "audit.db")}],
+        grace_s=30,
+    )
+    return AuditPipeline(
+        spool=spool,
+        sinks=[],
+        intake_ring=IntakeRing(ring_path, owner=spool.directory),
+        delivery_process=delivery,
+        writer="process",
+    )
+
+
+def _acked_then_kill(tmp_path: Path, run: str, writer: str, *, at_least: int) -> int:
     script = tmp_path / "child.py"
     script.write_text(CHILD, encoding="utf-8")
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path), run], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, str(script), str(tmp_path), run, writer],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
     )
     acked = 0
     deadline = time.monotonic() + 60
@@ -78,18 +102,18 @@ def _acked_then_kill(tmp_path: Path, run: str, *, at_least: int) -> int:
     return acked
 
 
-def test_kill_9_loses_no_acknowledged_event_and_sinks_catch_up(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_kill_9_loses_no_acknowledged_event_and_sinks_catch_up(tmp_path: Path, writer: str) -> None:
     run = uuid.uuid4().hex[:8]
-    acked = _acked_then_kill(tmp_path, run, at_least=3000)
+    acked = _acked_then_kill(tmp_path, run, writer, at_least=3000)
     db = tmp_path / "audit.db"
     before = sqlite3.connect(db).execute("SELECT count(*) FROM audit_events").fetchone()[0] if db.exists() else 0
 
     # Restart: the spool recovers (torn tail cut, live segment closed), the sink resumes from its cursor.
-    sink = SQLiteSink(path=db)
-    p = AuditPipeline(spool=Spool(tmp_path / "spool", secret=SECRET), sinks=[sink])
+    p = pipeline_for(tmp_path, writer)
     p.open()
     deadline = time.monotonic() + 60
-    while p.sink_cursors().get("sqlite", -1) < p.spool.written_seq and time.monotonic() < deadline:
+    while p.sink_cursors().get("sqlite", -1) < p.written_seq() and time.monotonic() < deadline:
         time.sleep(0.05)
     p.close()
 

@@ -191,10 +191,11 @@ class IntakeRing:
         total = _HEADER.size + len(payload)
         total += -total % _ALIGN
         pos = self._pos
-        skip = self.size - pos if pos + total > self.size else 0
+        wrap = pos + total > self.size  # a new lap (the rest of this one may be 0 bytes)
+        skip = self.size - pos if wrap else 0
         if skip + total > self.free_bytes():
             return False
-        if skip:
+        if wrap:
             if pos + 4 <= self.size:
                 m[pos : pos + 4] = b"\0\0\0\0"
             pos = _DATA_START
