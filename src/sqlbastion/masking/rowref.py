@@ -39,6 +39,7 @@ length at the call and no tally is added, so the caller's state is as before.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
 
 from sqlbastion.masking.functions import FULL_BYTES
@@ -73,8 +74,48 @@ _NULL32 = b"\xff\xff\xff\xff"
 _LENENC_WIDTH = {0xFC: 2, 0xFD: 3, 0xFE: 8}  # page_protocol_basic_dt_integers
 
 
+_Op = Callable[[bytes], bytes | None]
+
+
+def _keep(first: int, last: int) -> _Op:
+    """``functions.keep_ascii_op``: the same rule, restated here so that this module states it all."""
+
+    def op(v: bytes) -> bytes:
+        n = len(v)
+        hidden = n - first - last
+        if hidden < 1 or hidden * 3 < n:
+            return FULL_BYTES
+        return v[:first] + b"*" * hidden + v[n - last :]
+
+    return op
+
+
+def _in_place(code: int, first: int, last: int) -> _Op:
+    """The built-in operation on an ASCII value: the masked value, or None when the masker must do it."""
+    if code == OP_FULL:
+        return lambda v: FULL_BYTES
+    if code == OP_KEEP:
+        return _keep(first, last)
+    if code == OP_MOBILE:
+        return lambda v: v[:3] + b"****" + v[7:] if len(v) == 11 and v.isdigit() else None
+    keep = _keep(first, last)
+    return lambda v: keep(v) if v.isdigit() else None  # OP_KEEP_DIGITS
+
+
+def _checked(masker: Masker) -> Masker:
+    def call(v: bytes | None) -> bytes | bytearray | None:
+        res = masker(v)
+        if res is not None and not isinstance(res, bytes | bytearray):
+            raise TypeError(f"a masker returned {type(res).__name__}, not bytes or None")
+        return res
+
+    return call
+
+
 class _Column:
-    __slots__ = ("code", "done", "first", "last", "masker", "tally")
+    """One masked column: ``mask(value)`` gives its replacement; ``done`` counts in-place masks."""
+
+    __slots__ = ("done", "mask", "tally")
 
     def __init__(self, index: int, entry: tuple[int, int, int, Masker, list[int] | None]) -> None:
         if not isinstance(entry, tuple) or len(entry) != 5:
@@ -88,41 +129,25 @@ class _Column:
             raise TypeError(f"column {index}: the masker is not callable")
         if tally is not None and (not isinstance(tally, list) or not tally):
             raise TypeError(f"column {index}: the tally must be None or a non-empty list")
-        self.code, self.first, self.last, self.masker, self.tally = code, first, last, masker, tally
-        self.done = 0
+        self.tally = tally
+        self.done = [0]
+        call = _checked(masker)
+        if code == OP_CALL:
+            self.mask: Masker = call  # every value, NULL included
+            return
+        op, done = _in_place(code, first, last), self.done
 
-    def ascii_op(self, v: bytes) -> bytes | None:
-        """The in-place operation (``functions.AsciiOp``), or None when the masker must do it."""
-        code = self.code
-        first, last = self.first, self.last
-        if code == OP_FULL:
-            return FULL_BYTES
-        if code == OP_MOBILE:
-            if len(v) != 11 or not v.isdigit():
-                return None
-            first, last = 3, 4
-        elif code == OP_KEEP_DIGITS and not v.isdigit():
-            return None
-        n = len(v)
-        hidden = n - first - last
-        if hidden < 1 or hidden * 3 < n:
-            return FULL_BYTES
-        return v[:first] + b"*" * hidden + v[n - last :]
-
-    def mask(self, v: bytes | None) -> bytes | bytearray | None:
-        """The replacement for one value (bytes as carried, None for NULL)."""
-        if self.code != OP_CALL:
+        def mask(v: bytes | None) -> bytes | bytearray | None:
             if v is None:
                 return None  # NULL stays NULL
             if v.isascii():
-                out = self.ascii_op(v)
+                out = op(v)
                 if out is not None:
-                    self.done += 1
+                    done[0] += 1
                     return out
-        res = self.masker(v)
-        if res is not None and not isinstance(res, bytes | bytearray):
-            raise TypeError(f"a masker returned {type(res).__name__}, not bytes or None")
-        return res
+            return call(v)
+
+        self.mask = mask
 
 
 def _program(columns: Sequence[ColumnEntry]) -> list[_Column | None]:
@@ -135,9 +160,9 @@ def _program(columns: Sequence[ColumnEntry]) -> list[_Column | None]:
 
 def _add_tallies(program: list[_Column | None]) -> None:
     for c in program:
-        if c is not None and c.tally is not None and c.done:
-            c.tally[0] += c.done
-            c.done = 0
+        if c is not None and c.tally is not None and c.done[0]:
+            c.tally[0] += c.done[0]
+            c.done[0] = 0
 
 
 def _check_out(out: bytearray) -> None:
@@ -153,25 +178,24 @@ def _check_range(data: _Buffer, pos: int, end: int) -> None:
 # --- PostgreSQL DataRow (§55.7: Byte1('D'), Int32 length, Int16 count, per column Int32 length or -1, bytes)
 
 
-def _pg_fields(data: bytes, body: int, end: int, ncols: int) -> list[tuple[int, int]] | None:
-    """(offset of the Int32 length, value length or -1) per column; None when malformed."""
-    if end - body < 2 or int.from_bytes(data[body : body + 2], "big") != ncols:
-        return None
-    q = body + 2
-    fields = []
+_HEAD = struct.Struct("!IH")  # DataRow's Int32 length and Int16 column count, after the type byte
+_I32 = struct.Struct("!i")
+_PG_SIZE = struct.Struct("!I")
+
+
+def _pg_fields(data: bytes, q: int, end: int, ncols: int) -> list[int] | None:
+    """Offset of each column's Int32 length (from ``q``, after the count); None when malformed."""
+    unpack = _I32.unpack_from
+    offsets = []
     for _ in range(ncols):
         if end - q < 4:
             return None
-        n = int.from_bytes(data[q : q + 4], "big", signed=True)
-        if n == -1:
-            fields.append((q, -1))
-            q += 4
-            continue
-        if n < 0 or n > end - q - 4:
+        offsets.append(q)
+        (n,) = unpack(data, q)
+        if n < -1 or n > end - q - 4:
             return None
-        fields.append((q, n))
-        q += 4 + n
-    return fields if q == end else None
+        q += 4 + n if n > 0 else 4
+    return offsets if q == end else None
 
 
 def pg_rewrite(  # noqa: PLR0917  # positional, as the C function it mirrors
@@ -188,76 +212,86 @@ def pg_rewrite(  # noqa: PLR0917  # positional, as the C function it mirrors
     _check_range(data, pos, end)
     _check_out(out)
     ncols = len(program)
-    masked_per_row = sum(c is not None for c in program)
-    chunk = bytes(data[:end])  # the reference favours clarity over copies
+    masked = [(i, c.mask) for i, c in enumerate(program) if c is not None]
+    # One copy of the part to rewrite (the maskers get bytes); offsets below are into it.
+    base, chunk = pos, bytes(data[pos:end])
+    pos, end = 0, end - pos
+    unpack_head, unpack_i32, pack_size = _HEAD.unpack_from, _I32.unpack_from, _PG_SIZE.pack
     start_len = len(out)
     rows = 0
     try:
-        while rows < limit and end - pos >= 5 and chunk[pos] == 0x44:  # 'D'
-            length = int.from_bytes(chunk[pos + 1 : pos + 5], "big")
-            if length < 6 or length > max_length or length > end - pos - 1:
+        while rows < limit and end - pos >= 7 and chunk[pos] == 0x44:  # 'D'
+            length, count = unpack_head(chunk, pos + 1)
+            if length < 6 or length > max_length or length > end - pos - 1 or count != ncols:
                 break
             msg_end = pos + 1 + length
-            fields = _pg_fields(chunk, pos + 5, msg_end, ncols)
-            if fields is None:
+            offsets = _pg_fields(chunk, pos + 7, msg_end, ncols)
+            if offsets is None:
                 break
-            row = bytearray(b"D\x00\x00\x00\x00")
-            row += chunk[pos + 5 : pos + 7]
+            parts = [chunk[pos + 5 : pos + 7]]  # the column count, as received
             copy_from = pos + 7
-            for c, (q, n) in zip(program, fields, strict=True):
-                if c is None:
-                    continue
-                row += chunk[copy_from:q]
-                new = c.mask(None if n < 0 else chunk[q + 4 : q + 4 + n])
+            for i, mask in masked:
+                q = offsets[i]
+                (n,) = unpack_i32(chunk, q)
+                parts.append(chunk[copy_from:q])
+                new = mask(None if n < 0 else chunk[q + 4 : q + 4 + n])
                 if new is None:
-                    row += _NULL32
+                    parts.append(_NULL32)
                 else:
                     if len(new) > _INT32_MAX:
                         raise OverflowError("a masked value is too long for a DataRow")
-                    row += len(new).to_bytes(4, "big")
-                    row += new
-                copy_from = q + 4 + max(n, 0)
-            row += chunk[copy_from:msg_end]
-            if len(row) - 1 > _INT32_MAX:
+                    parts.append(pack_size(len(new)))
+                    parts.append(bytes(new))
+                copy_from = q + 4 + n if n > 0 else q + 4
+            parts.append(chunk[copy_from:msg_end])
+            body = b"".join(parts)
+            if len(body) + 4 > _INT32_MAX:
                 break  # too long to frame: the caller's path reports it
-            row[1:5] = (len(row) - 1).to_bytes(4, "big")
-            out += row
+            out += b"D" + pack_size(len(body) + 4)
+            out += body
             rows += 1
             pos = msg_end
         _add_tallies(program)
     except BaseException:
         del out[start_len:]
         raise
-    return pos, rows, rows * masked_per_row
+    return base + pos, rows, rows * len(masked)
 
 
 # --- MySQL text rows (int<3> length, int<1> sequence id; per column string<lenenc> or 0xFB for NULL)
 
 
-def _mysql_fields(data: bytes, start: int, end: int, ncols: int) -> list[tuple[int, int, int]] | None:
-    """(offset of the value's header, offset of its bytes, length or -1) per column; None when malformed."""
-    q = start
-    fields = []
+def _mysql_fields(data: bytes, q: int, end: int, ncols: int) -> list[int] | None:
+    """Offset of each column's value (its length prefix or 0xFB); None when malformed."""
+    offsets = []
     for _ in range(ncols):
         if q >= end:
             return None
+        offsets.append(q)
         b = data[q]
-        if b == 0xFB:
-            fields.append((q, q + 1, -1))
-            q += 1
-            continue
         if b < 0xFB:
-            header, n = 1, b
+            q += 1 + b
+        elif b == 0xFB:
+            q += 1
         else:
             width = _LENENC_WIDTH.get(b)
             if width is None or 1 + width > end - q:
                 return None
-            header, n = 1 + width, int.from_bytes(data[q + 1 : q + 1 + width], "little")
-        if n > end - q - header:
+            q += 1 + width + int.from_bytes(data[q + 1 : q + 1 + width], "little")
+        if q > end:
             return None
-        fields.append((q, q + header, n))
-        q += header + n
-    return fields if q == end else None
+    return offsets if q == end else None
+
+
+def _mysql_value(data: bytes, q: int) -> tuple[int, int]:
+    """(offset of the bytes, length or -1 for NULL) of the value at ``q`` (validated by ``_mysql_fields``)."""
+    b = data[q]
+    if b < 0xFB:
+        return q + 1, b
+    if b == 0xFB:
+        return q + 1, -1
+    width = _LENENC_WIDTH[b]
+    return q + 1 + width, int.from_bytes(data[q + 1 : q + 1 + width], "little")
 
 
 def _lenenc(n: int) -> bytes:
@@ -295,41 +329,42 @@ def mysql_rewrite(  # noqa: PLR0917  # positional, as the C function it mirrors
     _check_range(data, pos, end)
     _check_out(out)
     ncols = len(program)
-    masked_per_row = sum(c is not None for c in program)
-    chunk = bytes(data[:end])
+    masked = [(i, c.mask) for i, c in enumerate(program) if c is not None]
+    base, chunk = pos, bytes(data[pos:end])  # one copy (the maskers get bytes); offsets are into it
+    pos, end = 0, end - pos
     start_len = len(out)
     rows = 0
     try:
         while rows < limit and end - pos >= 4:
-            length = int.from_bytes(chunk[pos : pos + 3], "little")
+            length = chunk[pos] | chunk[pos + 1] << 8 | chunk[pos + 2] << 16
             if length in (MYSQL_MAX_PIECE, 0) or length > end - pos - 4 or chunk[pos + 3] != seq:
                 break
             start, msg_end = pos + 4, pos + 4 + length
             b0 = chunk[start]
             if b0 == 0xFF or (b0 == 0xFE and length < eof_limit):
                 break
-            fields = _mysql_fields(chunk, start, msg_end, ncols)
-            if fields is None:
+            offsets = _mysql_fields(chunk, start, msg_end, ncols)
+            if offsets is None:
                 break
-            row = bytearray(b"\x00\x00\x00")
-            row.append(seq)
+            parts = []
             copy_from = start
-            for c, (q, v, n) in zip(program, fields, strict=True):
-                if c is None:
-                    continue
-                row += chunk[copy_from:q]
-                new = c.mask(None if n < 0 else chunk[v : v + n])
+            for i, mask in masked:
+                q = offsets[i]
+                v, n = _mysql_value(chunk, q)
+                parts.append(chunk[copy_from:q])
+                new = mask(None if n < 0 else chunk[v : v + n])
                 if new is None:
-                    row.append(0xFB)
+                    parts.append(b"\xfb")
                 else:
-                    row += _lenenc(len(new))
-                    row += new
-                copy_from = v + max(n, 0)
-            row += chunk[copy_from:msg_end]
-            if len(row) - 4 >= MYSQL_MAX_PIECE:
+                    parts.append(_lenenc(len(new)))
+                    parts.append(bytes(new))
+                copy_from = v + n if n > 0 else v
+            parts.append(chunk[copy_from:msg_end])
+            body = b"".join(parts)
+            if len(body) >= MYSQL_MAX_PIECE:
                 break  # would need splitting into pieces: the caller's path frames it
-            row[0:3] = (len(row) - 4).to_bytes(3, "little")
-            out += row
+            out += len(body).to_bytes(3, "little") + bytes((seq,))
+            out += body
             rows += 1
             seq = (seq + 1) & 0xFF
             pos = msg_end
@@ -337,4 +372,4 @@ def mysql_rewrite(  # noqa: PLR0917  # positional, as the C function it mirrors
     except BaseException:
         del out[start_len:]
         raise
-    return pos, rows, rows * masked_per_row, seq
+    return base + pos, rows, rows * len(masked), seq
