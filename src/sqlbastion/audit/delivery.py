@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import mmap
 import os
@@ -360,6 +361,10 @@ def _child_main(config: dict[str, Any]) -> int:
             watcher.cancel()
             _write_stats(spool_dir, runner.stats())
 
+    # Spooled records are acyclic and freed by reference counting; the cyclic collector would only
+    # rescan every batch in flight. The objects of start-up are frozen out of it.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 50)
     asyncio.run(main())
     state.close()
     return 0

@@ -75,9 +75,10 @@ _UNTOKENIZABLE = "\x00untokenizable"
 _SHAPES: OrderedDict[tuple[str, str], str] = OrderedDict()
 # A shape is only taken when nothing in the text could make the tokenizer split it differently
 # depending on a literal's contents; the markers themselves must not occur in the text.
-_SHAPE_UNSAFE = re.compile(r"""["`\\#$\x01\x02]|--|/\*""")
+_SHAPE_UNSAFE = ('"', "`", "\\", "#", "$", "\x01", "\x02", "--", "/*")
 _SHAPE_STRING = re.compile(r"'[^'\\]*'")
-_SHAPE_NUMBER = re.compile(r"(?<![\w@:$.?])[0-9]+(?:\.[0-9]+)?(?![\w.])", re.ASCII)
+# The lookahead first: the lookbehind is then only tried where a digit starts.
+_SHAPE_NUMBER = re.compile(r"(?=[0-9])(?<![\w@:$.?])[0-9]+(?:\.[0-9]+)?(?![\w.])", re.ASCII)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -205,7 +206,7 @@ def _shape(sql: str) -> str | None:
     """The statement with each simple quoted string as ``\\x01`` and each plain number as
     ``\\x02``; None when the text has no literal of that kind or anything that could make
     the tokenizer split it by a literal's contents."""
-    if len(sql) > _CACHE_MAX_SQL or _SHAPE_UNSAFE.search(sql):
+    if len(sql) > _CACHE_MAX_SQL or any(m in sql for m in _SHAPE_UNSAFE):
         return None
     shape = _SHAPE_STRING.sub("\x01", sql)
     if "'" in shape:
