@@ -147,10 +147,11 @@ C_EXTENSION_CLIENT = """
 import json, sys
 import mysql.connector
 from mysql.connector.connection_cext import CMySQLConnection
-port, user, password, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+port, user, password, mode, plugin = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+extra = {"auth_plugin": plugin} if plugin else {}
 conn = mysql.connector.connect(
     host="127.0.0.1", port=port, user=user, password=password, use_pure=False,
-    ssl_disabled=mode != "tls", connection_timeout=20,
+    ssl_disabled=mode != "tls", connection_timeout=20, **extra,
 )
 assert isinstance(conn, CMySQLConnection), type(conn)
 out = {"autocommit": conn.autocommit}
@@ -174,10 +175,22 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.parametrize("mode", ["plain", "tls"])
-def test_connector_c_extension(proxy: Proxy, mode: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "user", "password", "plugin"),
+    [
+        ("plain", PERSON, PASSWORD, ""),
+        ("tls", PERSON, PASSWORD, ""),
+        # libmysqlclient sends no auth data for a plugin other than the greeting's and waits
+        # for an AuthSwitchRequest: the caching_sha2 fast path after the switch, and the
+        # same for a person with the mysql_native verifier (switched to it).
+        ("plain", SHA2_PERSON, SHA2_PASSWORD, "caching_sha2_password"),
+        ("tls", SHA2_PERSON, SHA2_PASSWORD, "caching_sha2_password"),
+        ("plain", PERSON, PASSWORD, "caching_sha2_password"),
+    ],
+)
+def test_connector_c_extension(proxy: Proxy, mode: str, user: str, password: str, plugin: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", C_EXTENSION_CLIENT, str(proxy.port), PERSON, PASSWORD, mode],
+        [sys.executable, "-c", C_EXTENSION_CLIENT, str(proxy.port), user, password, mode, plugin],
         check=False,
         capture_output=True,
         text=True,

@@ -132,6 +132,71 @@ def test_switch_to_native_for_native_only_person(users: UsersFile) -> None:
     assert step.action == "authenticated"
 
 
+@pytest.mark.parametrize(
+    ("user", "password", "plugin", "switched_to"),
+    [
+        ("alice", "pw-a", auth.CACHING_SHA2, auth.CACHING_SHA2),
+        ("alice", "pw-a", auth.NATIVE, auth.NATIVE),
+        ("native", "pw-n", auth.CACHING_SHA2, auth.NATIVE),
+        ("clear", "pw-c", auth.NATIVE, auth.CACHING_SHA2),
+    ],
+)
+def test_empty_first_response_is_switched(
+    users: UsersFile, user: str, password: str, plugin: str, switched_to: str
+) -> None:
+    # libmysqlclient sends no data when its plugin differs from the greeting's and waits for a switch.
+    hs = _person(users)
+    _read(hs.greeting())
+    resp = HandshakeResponse(
+        capabilities=CLIENT_CAPS,
+        max_packet=1 << 24,
+        charset=45,
+        user=user.encode(),
+        auth_response=b"",
+        auth_plugin=plugin,
+    )
+    step = hs.receive_packet(Packet(seq=1, payload=resp.encode(), next_seq=2))
+    assert step.action == "send"
+    switch = AuthSwitchRequest.decode(_read(step.data)[0].payload)
+    assert switch.plugin == switched_to
+    nonce = switch.data[:20]
+    if switched_to == auth.NATIVE:
+        step = hs.receive_packet(Packet(seq=3, payload=auth.native_scramble(password.encode(), nonce), next_seq=4))
+        assert step.action == "authenticated"
+    elif user == "alice":
+        answer = auth.caching_sha2_scramble(password.encode(), nonce)
+        step = hs.receive_packet(Packet(seq=3, payload=answer, next_seq=4))
+        assert step.action == "authenticated"
+        assert _read(step.data)[0].payload == b"\x01\x03"
+    else:
+        # Only the clear-text verifier: full authentication follows (0x04).
+        answer = auth.caching_sha2_scramble(password.encode(), nonce)
+        step = hs.receive_packet(Packet(seq=3, payload=answer, next_seq=4))
+        assert step.action == "send"
+        assert _read(step.data)[0].payload == b"\x01\x04"
+
+
+def test_empty_responses_of_unknown_persons_look_the_same(users: UsersFile) -> None:
+    actions = []
+    for user in ("alice", "nobody"):
+        hs = _person(users)
+        _read(hs.greeting())
+        resp = HandshakeResponse(
+            capabilities=CLIENT_CAPS,
+            max_packet=1 << 24,
+            charset=45,
+            user=user.encode(),
+            auth_response=b"",
+            auth_plugin=auth.CACHING_SHA2,
+        )
+        first = hs.receive_packet(Packet(seq=1, payload=resp.encode(), next_seq=2))
+        assert AuthSwitchRequest.decode(_read(first.data)[0].payload).plugin == auth.CACHING_SHA2
+        # An empty answer again (an empty password): refused, not switched twice.
+        second = hs.receive_packet(Packet(seq=3, payload=b"", next_seq=4))
+        actions.append((first.action, second.action, second.reason))
+    assert actions[0] == actions[1] == ("send", "refused", "bad_credentials")
+
+
 def test_full_auth_with_rsa_key(users: UsersFile) -> None:
     hs = _person(users)
     step = hs.receive_packet(_client_response(hs, "clear", "pw-c", auth.NATIVE))

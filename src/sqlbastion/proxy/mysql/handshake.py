@@ -193,6 +193,13 @@ class PersonHandshake:
 
     def _authenticate(self, plugin: str, data: bytes) -> Step:
         creds = self._creds
+        if not data and not self._switched:
+            # libmysqlclient (mysql-connector's C extension, the mysql CLI) sends no auth data
+            # when the plugin it wants differs from the greeting's: "data was prepared for a
+            # different plugin", and it waits for an AuthSwitchRequest with fresh data
+            # (page_protocol_connection_phase_packets_protocol_auth_switch_request), as a MySQL
+            # or MariaDB server sends. Unknown persons get the same switch, then the refusal.
+            return self._switch(self._switch_target(plugin))
         if creds is None:
             # Unknown or disabled person: let the client finish a plausible exchange, then refuse.
             if plugin in (auth.NATIVE, auth.CACHING_SHA2) or self._switched:
@@ -225,6 +232,16 @@ class PersonHandshake:
         if self._switched:
             return self._refuse("bad_credentials")
         return self._switch(auth.NATIVE if creds.mysql_native else auth.CACHING_SHA2)
+
+    def _switch_target(self, plugin: str) -> str:
+        """The plugin to switch an empty first response to: the client's, if the person has a verifier for it."""
+        creds = self._creds
+        if creds is None:
+            return plugin if plugin in (auth.NATIVE, auth.CACHING_SHA2) else auth.NATIVE
+        if plugin == auth.CACHING_SHA2 and creds.caching_sha2:
+            return auth.CACHING_SHA2
+        # A challenge-response is cheaper than caching_sha2's full authentication.
+        return auth.NATIVE if creds.mysql_native else auth.CACHING_SHA2
 
     def change_user(self, user: bytes) -> Step:
         """Start re-authentication for COM_CHANGE_USER (page_protocol_com_change_user).
