@@ -284,3 +284,57 @@ def test_metrics_count_each_statement_once_and_by_its_decision() -> None:
         )
         == blocked_before + 1
     )
+
+
+def test_event_ids_from_many_threads_name_the_millisecond_they_were_made_in() -> None:
+    """The per-millisecond prefix is shared by threads (the audit writer makes ids too)."""
+    import threading
+    import time
+    import uuid
+
+    made: list[tuple[int, str, int]] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        local = []
+        for _ in range(3000):
+            before = time.time_ns() // 1_000_000
+            i = new_event_id()
+            local.append((before, i, time.time_ns() // 1_000_000))
+        with lock:
+            made.extend(local)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({i for _, i, _ in made}) == len(made)
+    for before, i, after in made:
+        assert before <= uuid.UUID(i).int >> 80 <= after, i
+
+
+def test_statement_types_a_client_names_never_become_metric_labels() -> None:
+    from sqlbastion.observability.metrics import METRICS
+
+    class Minting(PassThroughEngine):
+        def decide(self, sql: str, ctx: StatementContext) -> Decision:
+            return Decision(action=Action.ALLOW, statement_types=(sql.split(maxsplit=1)[0].lower(),))
+
+    s = Session(
+        runtime=Runtime(engine=Minting(), audit=RecordingAudit()),
+        backend=SETTINGS.backends[0],
+        person="alice",
+        client=ClientInfo(address="127.0.0.1", port=1, protocol="mysql"),
+    )
+    for i in range(50):
+        s.finish(s.authorize(f"FROB{i} x"), StatementOutcome())
+        s.finish(s.authorize(f"CREATE_GIZMO{i} x"), StatementOutcome())
+    types = {
+        sample.labels["statement_type"]
+        for family in METRICS.registry.collect()
+        if family.name == "sqlbastion_statements"
+        for sample in family.samples
+    }
+    assert not any("frob" in t or "gizmo" in t for t in types)
+    assert {"other", "create_other"} <= types
