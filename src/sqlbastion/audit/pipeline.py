@@ -184,6 +184,7 @@ class AuditPipeline:
         if writer == "process" and intake_ring is not None:
             self._feeder = RingFeeder(intake_ring, on_failure=on_failure)
         self._writer_stats: dict[str, Any] = {}
+        self._early: list[tuple[int, bytes]] = []
 
     @classmethod
     def from_settings(cls, settings: Settings, *, sinks: Sequence[Sink] | None = None) -> AuditPipeline:
@@ -320,6 +321,13 @@ class AuditPipeline:
         self._stopping = False
         self._writer_state = WriterState(self.spool.directory, create=True)
         self._writer_state.publish(self.spool.written_seq, closed=False)
+        with self._emit_lock:
+            for ts_ns, payload in self._early:
+                raw = jsontext.loads(payload)
+                self._queue.append((ts_ns, raw if isinstance(raw, dict) else {"kind": "?"}, self._intake_next))
+                self._intake_next += 1
+                self._emitted += 1
+            self._early = []
         self._writer = threading.Thread(target=self._write_loop, name="sqlbastion-audit-writer", daemon=True)
         self._writer.start()
 
@@ -376,6 +384,7 @@ class AuditPipeline:
             ring.close()
             self._ring = None
             self._feeder = None
+            self._early = list(feeder.backlog)  # emitted before open(): written first by the writer thread
             return False
         self.spool.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._writer_process = WriterProcess(self._writer_config())

@@ -306,7 +306,10 @@ def _secret(value: Any) -> Any:
 def _answer(message: dict[str, Any]) -> None:
     with contextlib.suppress(OSError):
         os.write(1, (json.dumps(message) + "\n").encode("utf-8"))
-        os.close(1)
+        # stdout now points at /dev/null rather than being closed, so no file opened later gets fd 1.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
 
 
 def _write_stats(spool_dir: Path, stats: dict[str, Any]) -> None:
@@ -454,6 +457,12 @@ def _child_main(config: dict[str, Any]) -> int:
 
 
 if __name__ == "__main__":
+    import signal
+
+    # The proxy decides when the writer stops (CTRL_CLOSING) and the writer notices when the proxy is
+    # gone; a Ctrl-C or a SIGTERM sent to the whole process group must not cut a spool write short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _config = json.loads(sys.stdin.read())
     threading.current_thread().name = "audit-writer"
     raise SystemExit(_child_main(_config))

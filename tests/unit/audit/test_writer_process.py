@@ -242,3 +242,28 @@ async def test_barrier_resolves_once_the_writer_process_wrote_everything(tmp_pat
         assert p.barrier() is None
     finally:
         await p.stop()
+
+
+def test_without_a_usable_ring_the_writer_runs_here_and_keeps_what_was_emitted_before_open(tmp_path: Path) -> None:
+    from .test_pipeline import MemorySink
+
+    sink = MemorySink()
+    spool = Spool(tmp_path / "spool", secret=SECRET)
+    p = AuditPipeline(
+        spool=spool,
+        sinks=[sink],
+        intake_ring=IntakeRing(tmp_path / "no-such-directory" / "ring", size=1 << 16),
+        writer="process",
+        fsync_interval_ms=5,
+    )
+    p.emit(_statement(0))  # before open: waits for the writer
+    p.open()
+    try:
+        assert p._writer_process is None
+        assert p._writer is not None
+        p.emit(_statement(1))
+        assert p.flush(10)
+        _wait(lambda: len(sink.events) == 2)
+    finally:
+        p.close()
+    assert [e["event_id"] for e in sink.events] == [_statement(0)["event_id"], _statement(1)["event_id"]]
