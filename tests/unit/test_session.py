@@ -338,3 +338,13 @@ def test_statement_types_a_client_names_never_become_metric_labels() -> None:
     }
     assert not any("frob" in t or "gizmo" in t for t in types)
     assert {"other", "create_other"} <= types
+
+
+def test_the_allow_all_engine_answers_with_one_decision_object() -> None:
+    engine = PassThroughEngine()
+    ctx = StatementContext(person="p", roles=(), backend="core", dialect="mysql")
+    first = engine.decide("SELECT 1", ctx)
+    assert first.allowed
+    assert first.policy_version == "none"
+    assert engine.decide("DELETE FROM t", ctx) is first
+    assert DropBlocker().decide("SELECT 1", ctx).policy_version == "v-test"

@@ -182,8 +182,16 @@ class PassThroughEngine:
     def admit(self, person: str, client_address: str, backend: str) -> str | None:
         return None
 
+    _allowed: Decision | None = None
+
     def decide(self, sql: str, ctx: StatementContext) -> Decision:
-        return Decision(action=Action.ALLOW, reason="no policy configured", policy_version=self.version)
+        # One decision object for every statement: decisions are frozen, and the session
+        # derives what it needs from a decision once per object.
+        d = self._allowed
+        if d is None or d.policy_version != self.version:
+            d = Decision(action=Action.ALLOW, reason="no policy configured", policy_version=self.version)
+            self._allowed = d
+        return d
 
 
 class NoMasking:
