@@ -342,7 +342,7 @@ def test_statement_types_a_client_names_never_become_metric_labels() -> None:
 
 def test_the_allow_all_engine_answers_with_one_decision_object() -> None:
     engine = PassThroughEngine()
-    ctx = StatementContext(person="p", roles=(), backend="core", dialect="mysql")
+    ctx = StatementContext(person="p", roles=(), backend="core", dialect="mysql", database=None)
     first = engine.decide("SELECT 1", ctx)
     assert first.allowed
     assert first.policy_version == "none"
