@@ -309,9 +309,14 @@ class SinkRunner:
 
 def _child_main(config: dict[str, Any]) -> int:
     from sqlbastion.audit.sinks.base import build_sink
+    from sqlbastion.audit.writer import CHILD_NICENESS
     from sqlbastion.config import LoggingSettings, SinkSettings
     from sqlbastion.settings_schema import build
 
+    # Audit work yields the CPU to the proxy's event loop: under contention the ring absorbs the
+    # difference (and the failure policy applies if it ever fills) instead of clients waiting.
+    with contextlib.suppress(OSError):
+        os.nice(CHILD_NICENESS)
     logs.configure(LoggingSettings(format=config.get("log_format", "console"), level=config.get("log_level", "info")))
     spool_dir = Path(config["spool_dir"])
     base_dir = Path(config["base_dir"])

@@ -65,6 +65,8 @@ _MAX_IN_FLIGHT = 16_384
 _READ_BATCH = 2048
 _BUSY_SLEEP_S = 0.001
 _IDLE_SLEEP_S = 0.005
+# How much lower than the proxy the writer and delivery processes run (nice(2) increment).
+CHILD_NICENESS = 5
 
 
 def read_writer_stats(spool_dir: Path) -> dict[str, Any]:
@@ -326,6 +328,10 @@ def _child_main(config: dict[str, Any]) -> int:
     from sqlbastion.audit.spool import Spool, SpoolLocked
     from sqlbastion.config import LoggingSettings
 
+    # Audit work yields the CPU to the proxy's event loop: under contention the ring absorbs the
+    # difference (and the failure policy applies if it ever fills) instead of clients waiting.
+    with contextlib.suppress(OSError):
+        os.nice(CHILD_NICENESS)
     logs.configure(LoggingSettings(format=config.get("log_format", "console"), level=config.get("log_level", "info")))
     spool_dir = Path(config["spool_dir"])
     parent = int(config["parent_pid"])
