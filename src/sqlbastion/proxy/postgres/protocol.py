@@ -206,6 +206,25 @@ class MessageReader:
             self._pos = end
         return frame
 
+    def window(self) -> tuple[bytearray, int]:
+        """The internal buffer and the offset of the first unconsumed byte, for a caller that
+        walks the frames in place (the relay's client pump); it must call ``consume_to`` after."""
+        return self._buf, self._pos
+
+    def consume_to(self, end: int) -> None:
+        """Everything before ``end`` (an offset into ``window()``'s buffer) has been handled."""
+        if end != self._pos:
+            self._consume(end)
+
+    def check_length(self, length: int) -> None:
+        """Raise the ProtocolViolation for a frame length outside 4 … ``max_message``."""
+        if length < 4:
+            raise ProtocolViolation(f"invalid message length {length}")
+        if length > self.max_message:
+            raise ProtocolViolation(
+                f"message of {length} bytes exceeds the limit of {self.max_message}", sqlstate="54000"
+            )
+
     def take_frame(self, end: int) -> tuple[int, bytes]:
         """Consume the frame ending at ``end`` (from ``next_frame_end``): (type, whole frame)."""
         pos = self._pos

@@ -246,23 +246,39 @@ class QueryRelay(ResultHandling):
     # --- client → backend ----------------------------------------------------------------
 
     def _pump_client(self) -> None:
+        # The frames are walked in place in the reader's buffer (no call per frame to find it);
+        # each frame counts as consumed before its handler runs, as a handler's ProtocolViolation
+        # ends the session anyway.
         reader = self._client
         handlers = self._handlers
         items = self._items
-        while self.close_reason is None:
-            # While waiting, COPY data still flows: the statement waited on may be the COPY itself.
-            if (self._hold or len(items) >= MAX_PENDING_ITEMS) and reader.peek_type() not in COPY_MESSAGES:
-                return
-            frame = reader.pop_frame()
-            if frame is None:
-                return
-            # The statement messages go straight to their handler; Terminate, COPY messages, the
-            # skip to Sync after an error and unknown types (none of them in the table) do not.
-            handler = handlers.get(frame[0])
-            if handler is not None and not self._skip_to_sync:
-                handler(frame[5:], frame)
-            else:
-                self._client_message(frame[0], frame)
+        buf, pos = reader.window()
+        n = len(buf)
+        unpack = _I32.unpack_from
+        max_message = self.max_message
+        try:
+            while self.close_reason is None and n - pos >= 5:
+                kind = buf[pos]
+                # While waiting, COPY data still flows: the statement waited on may be the COPY itself.
+                if (self._hold or len(items) >= MAX_PENDING_ITEMS) and kind not in COPY_MESSAGES:
+                    return
+                length = unpack(buf, pos + 1)[0]
+                if length < 4 or length > max_message:
+                    reader.check_length(length)
+                end = pos + 1 + length
+                if end > n:
+                    return
+                frame = bytes(buf[pos:end])
+                pos = end
+                # The statement messages go straight to their handler; Terminate, COPY messages, the
+                # skip to Sync after an error and unknown types (none of them in the table) do not.
+                handler = handlers.get(kind)
+                if handler is not None and not self._skip_to_sync:
+                    handler(frame[5:], frame)
+                else:
+                    self._client_message(kind, frame)
+        finally:
+            reader.consume_to(pos)
 
     def _client_message(self, kind: int, frame: bytes) -> None:
         if kind == p.TERMINATE:
@@ -284,7 +300,9 @@ class QueryRelay(ResultHandling):
         handler(frame[5:], frame)
 
     def _sync(self, body: bytes, frame: bytes) -> None:
-        item = self._forward(Kind.SYNC, frame)
+        item = Pending(Kind.SYNC, None, False, False, None, None, False, 0, SCRATCH_OUTCOME)
+        self._items.append(item)
+        self._to_backend += frame
         if self._refresh_at_sync:
             self._refresh_at_sync = False
             item.refresh_state = True
@@ -360,10 +378,16 @@ class QueryRelay(ResultHandling):
 
     def _query(self, body: bytes, frame: bytes) -> None:
         sql = p.decode_query(body)
-        verdict = self._authorize(sql)
+        limit = self.max_statement_bytes
+        if limit and len(sql) > limit:
+            verdict = self._refusal(sql[:200], f"the statement is longer than {limit} bytes")
+        else:  # _authorize, inlined: the simple-query hot path
+            verdict = self.session.authorize(sql.decode(self._encoding, "replace"))
         if verdict.allowed:
             refresh = may_change_state(sql)
-            self._forward(Kind.QUERY, frame, verdict=verdict, refresh_state=refresh)
+            ns = time.perf_counter_ns()
+            self._items.append(Pending(Kind.QUERY, verdict, False, False, None, None, refresh, ns, StatementOutcome()))
+            self._to_backend += frame
             self._hold = refresh
             return
         if not self._items and self._status == b"I":
@@ -428,7 +452,9 @@ class QueryRelay(ResultHandling):
             del portals[next(iter(portals))]
         portal = Portal(statement=stmt, formats=formats, described=stmt.described)
         portals[portal_name] = portal
-        self._forward(Kind.BIND, frame, portal=portal)
+        # _forward, inlined on the prepared-statement hot path (as in _execute, _describe, _sync).
+        self._items.append(Pending(Kind.BIND, None, False, False, None, portal, False, 0, SCRATCH_OUTCOME))
+        self._to_backend += frame
 
     def _execute(self, body: bytes, frame: bytes) -> None:
         name, _limit = p.decode_execute(body)
@@ -446,14 +472,16 @@ class QueryRelay(ResultHandling):
             )
             portal.described = True
         base = portal.statement.verdict
+        now = time.perf_counter_ns()
         verdict = Verdict(
             decision=base.decision,
             event_id=new_event_id(),
-            started_ns=time.perf_counter_ns(),
+            started_ns=now,
             sql_text=base.sql_text,
             message=base.message,
         )
-        self._forward(Kind.EXECUTE, frame, verdict=verdict, portal=portal)
+        self._items.append(Pending(Kind.EXECUTE, verdict, False, False, None, portal, False, now, StatementOutcome()))
+        self._to_backend += frame
         if portal.statement.changes_state:
             self._refresh_at_sync = True
 
@@ -468,7 +496,8 @@ class QueryRelay(ResultHandling):
             portal = self._portals.get(name)
             if portal is not None:
                 portal.described = True
-            self._forward(Kind.DESCRIBE, frame, portal=portal)
+            self._items.append(Pending(Kind.DESCRIBE, None, False, False, None, portal, False, 0, SCRATCH_OUTCOME))
+            self._to_backend += frame
 
     def _close(self, body: bytes, frame: bytes) -> None:
         target, name = p.decode_close_or_describe(body, "Close")
@@ -769,7 +798,8 @@ class QueryRelay(ResultHandling):
         if len(body) != 1 or body not in (b"I", b"T", b"E"):
             raise ProtocolViolation("backend sent an invalid ReadyForQuery")
         self._items.popleft()
-        self._end_result()
+        if self._plan is not None or self._row_passthrough or self._discarding:
+            self._end_result()  # a result ended by its ReadyForQuery (after an error)
         item.outcome.rows += self._rows_passthrough
         self._rows_passthrough = 0
         self._status = body
