@@ -43,7 +43,9 @@ enum {
     OP_KEEP = 3,        /* AsciiOp "keep" */
     OP_MOBILE = 4,      /* AsciiOp "mobile" */
     OP_KEEP_DIGITS = 5, /* AsciiOp "keep_digits" */
-    OP_LAST = OP_KEEP_DIGITS,
+    OP_EMAIL = 6,       /* AsciiOp "email" */
+    OP_NAME = 7,        /* AsciiOp "name" (functions.chinese_name on an ASCII value) */
+    OP_LAST = OP_NAME,
 };
 
 /* A kept prefix or suffix longer than this is refused in the column entry
@@ -245,6 +247,47 @@ static inline int all_digits(const unsigned char *v, Py_ssize_t n) {
     return 1;
 }
 
+/* functions.email_ascii: local part's first character, "***@", the domain (after the last '@'). */
+static Py_ssize_t email_op(const unsigned char *v, Py_ssize_t n, unsigned char *dst) {
+    Py_ssize_t at = n - 1;
+    while (at >= 0 && v[at] != '@') {
+        at--;
+    }
+    /* no '@', an empty domain, or a local part shorter than two characters: the full mask */
+    if (at < 2 || at == n - 1) {
+        memcpy(dst, FULL_TEXT, FULL_LEN);
+        return FULL_LEN;
+    }
+    Py_ssize_t domain = n - at - 1;
+    dst[0] = v[0];
+    memcpy(dst + 1, "***@", 4);
+    memcpy(dst + 5, v + at + 1, (size_t)domain);
+    return 5 + domain; /* at most n + 2: the local part has two characters or more */
+}
+
+/* The ASCII characters Python's str.strip() removes (str.isspace). */
+static inline int ascii_space(unsigned char b) { return b == ' ' || (b >= 0x09 && b <= 0x0D) || (b >= 0x1C && b <= 0x1F); }
+
+/* functions.name_ascii: stripped; the first character, then '*' for each one after it, spaces kept. */
+static Py_ssize_t name_op(const unsigned char *v, Py_ssize_t n, unsigned char *dst) {
+    Py_ssize_t a = 0, b = n;
+    while (a < b && ascii_space(v[a])) {
+        a++;
+    }
+    while (b > a && ascii_space(v[b - 1])) {
+        b--;
+    }
+    if (b - a < 2) {
+        memcpy(dst, FULL_TEXT, FULL_LEN);
+        return FULL_LEN;
+    }
+    dst[0] = v[a];
+    for (Py_ssize_t i = a + 1; i < b; i++) {
+        dst[i - a] = v[i] == ' ' ? ' ' : '*';
+    }
+    return b - a;
+}
+
 /*
  * The masked value of an ASCII value when this column's operation does it in
  * place: writes it to dst (at most n + FULL_LEN bytes) and returns its length;
@@ -256,6 +299,10 @@ static Py_ssize_t ascii_op(const Column *c, const unsigned char *v, Py_ssize_t n
     case OP_FULL:
         memcpy(dst, FULL_TEXT, FULL_LEN);
         return FULL_LEN;
+    case OP_EMAIL:
+        return email_op(v, n, dst);
+    case OP_NAME:
+        return name_op(v, n, dst);
     case OP_MOBILE:
         if (n != 11 || !all_digits(v, n)) {
             return -1;
@@ -776,6 +823,7 @@ static int exec_module(PyObject *m) {
     if (PyModule_AddIntConstant(m, "OP_CALL", OP_CALL) < 0 || PyModule_AddIntConstant(m, "OP_FULL", OP_FULL) < 0 ||
         PyModule_AddIntConstant(m, "OP_KEEP", OP_KEEP) < 0 || PyModule_AddIntConstant(m, "OP_MOBILE", OP_MOBILE) < 0 ||
         PyModule_AddIntConstant(m, "OP_KEEP_DIGITS", OP_KEEP_DIGITS) < 0 ||
+        PyModule_AddIntConstant(m, "OP_EMAIL", OP_EMAIL) < 0 || PyModule_AddIntConstant(m, "OP_NAME", OP_NAME) < 0 ||
         PyModule_AddIntConstant(m, "MAX_KEEP", MAX_KEEP) < 0) {
         return -1;
     }

@@ -9,6 +9,8 @@ OP_FULL: int
 OP_KEEP: int
 OP_MOBILE: int
 OP_KEEP_DIGITS: int
+OP_EMAIL: int
+OP_NAME: int
 MAX_KEEP: int
 
 def pg_rewrite(

@@ -85,13 +85,15 @@ class AsciiOp:
     * ``keep`` — ``keep(value, first, last)``;
     * ``mobile`` — ``mobile(value)``, done in place for 11 ASCII digits;
     * ``keep_digits`` — ``keep_digits(value, first, last)``, done in place when
-      every character is a digit (then it is ``keep``).
+      every character is a digit (then it is ``keep``);
+    * ``email`` — ``email(value)``;
+    * ``name`` — ``chinese_name(value)`` (an ASCII name keeps its first letter).
 
     Where the compiled rewriter does not do a value in place it calls the
     column's masker, which takes the Python path below.
     """
 
-    kind: Literal["full", "keep", "mobile", "keep_digits"]
+    kind: Literal["full", "keep", "mobile", "keep_digits", "email", "name"]
     first: int = 0
     last: int = 0
 
@@ -103,6 +105,10 @@ class AsciiOp:
             return keep_ascii_op(self.first, self.last)
         if self.kind == "mobile":
             return mobile_ascii
+        if self.kind == "email":
+            return email_ascii
+        if self.kind == "name":
+            return name_ascii
         return keep_digits_ascii_op(self.first, self.last)
 
 
@@ -219,6 +225,26 @@ def mobile(value: str) -> str:
     if len(digits) == 13 and digits[0] == "8" and digits[1] == "6":
         return keep_digits(value, 5, 4, min_hidden=4)  # +86 country code, then the usual 3 and 4
     return keep_digits(value, 3, 4)
+
+
+# The ASCII characters str.strip() removes (str.isspace); bytes.strip() knows only six of them.
+_ASCII_SPACE = b" \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f"
+
+
+def name_ascii(value: bytes) -> bytes:
+    """``chinese_name`` over an ASCII-only value: the first letter, then ``*`` (spaces kept)."""
+    name = value.strip(_ASCII_SPACE)
+    if len(name) < 2:
+        return FULL_BYTES
+    return name[:1] + bytes(0x20 if b == 0x20 else 0x2A for b in name[1:])
+
+
+def email_ascii(value: bytes) -> bytes:
+    """``email`` over an ASCII-only value."""
+    local, at, domain = value.rpartition(b"@")
+    if not at or not domain or len(local) < 2:
+        return FULL_BYTES
+    return local[:1] + b"***@" + domain
 
 
 def _is_cjk(ch: str) -> bool:
@@ -486,9 +512,9 @@ def build_function(canonical: str, keys: Mapping[str, bytes] | None = None) -> M
             ascii_op=AsciiOp(kind="keep_digits", first=first, last=last),
         )
     if kind == "chinese_name":
-        return MaskFunction(name=name, text=chinese_name)
+        return MaskFunction(name=name, text=chinese_name, ascii_op=AsciiOp(kind="name"))
     if kind == "email":
-        return MaskFunction(name=name, text=email)
+        return MaskFunction(name=name, text=email, ascii_op=AsciiOp(kind="email"))
     if kind == "address":
         return MaskFunction(name=name, text=address)
     if kind == "date":

@@ -18,8 +18,9 @@ A column entry is ``None`` (the value passes through untouched, not even
 decoded) or ``(op, first, last, masker, tally)``:
 
 * ``OP_CALL`` — ``masker(value)`` for every value, ``None`` (SQL NULL) included;
-* ``OP_FULL``, ``OP_KEEP``, ``OP_MOBILE``, ``OP_KEEP_DIGITS`` — the built-in
-  ASCII operations of ``functions.AsciiOp`` (``first``/``last`` are its
+* ``OP_FULL``, ``OP_KEEP``, ``OP_MOBILE``, ``OP_KEEP_DIGITS``, ``OP_EMAIL``,
+  ``OP_NAME`` — the built-in ASCII operations of ``functions.AsciiOp``
+  (``kind`` full, keep, mobile, keep_digits, email, name; ``first``/``last`` are its
   parameters). NULL stays NULL without a call; an all-ASCII value the
   operation handles in place is masked here and counted into ``tally[0]``
   when the call returns; any other value (non-ASCII, or a ``mobile`` /
@@ -47,10 +48,12 @@ from sqlbastion.masking.functions import FULL_BYTES
 __all__ = [
     "MAX_KEEP",
     "OP_CALL",
+    "OP_EMAIL",
     "OP_FULL",
     "OP_KEEP",
     "OP_KEEP_DIGITS",
     "OP_MOBILE",
+    "OP_NAME",
     "ColumnEntry",
     "mysql_rewrite",
     "pg_rewrite",
@@ -62,6 +65,8 @@ OP_FULL = 2
 OP_KEEP = 3
 OP_MOBILE = 4
 OP_KEEP_DIGITS = 5
+OP_EMAIL = 6
+OP_NAME = 7
 MAX_KEEP = 4096  # a longer kept prefix or suffix is refused in a column entry
 MAX_COLUMNS = 65535  # DataRow's Int16 column count
 MYSQL_MAX_PIECE = 0xFFFFFF  # page_protocol_basic_packets: a piece this long continues the packet
@@ -98,8 +103,34 @@ def _in_place(code: int, first: int, last: int) -> _Op:
         return _keep(first, last)
     if code == OP_MOBILE:
         return lambda v: v[:3] + b"****" + v[7:] if len(v) == 11 and v.isdigit() else None
+    if code == OP_EMAIL:
+        return _email
+    if code == OP_NAME:
+        return _name
     keep = _keep(first, last)
     return lambda v: keep(v) if v.isdigit() else None  # OP_KEEP_DIGITS
+
+
+def _email(v: bytes) -> bytes:
+    """``functions.email_ascii``: the first character of the local part, ``***@``, the domain."""
+    local, at, domain = v.rpartition(b"@")
+    if not at or not domain or len(local) < 2:
+        return FULL_BYTES
+    return local[:1] + b"***@" + domain
+
+
+_SPACE = b" \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f"  # what str.strip() removes among ASCII characters
+
+
+def _name(v: bytes) -> bytes:
+    """``functions.name_ascii``: stripped, the first letter, then ``*`` for each letter, spaces kept."""
+    name = v.strip(_SPACE)
+    if len(name) < 2:
+        return FULL_BYTES
+    return name[:1] + name[1:].translate(_STARS)
+
+
+_STARS = bytes(0x20 if b == 0x20 else 0x2A for b in range(256))
 
 
 def _checked(masker: Masker) -> Masker:
@@ -121,7 +152,7 @@ class _Column:
         if not isinstance(entry, tuple) or len(entry) != 5:
             raise TypeError(f"column {index}: expected None or a 5-tuple")
         code, first, last, masker, tally = entry
-        if not OP_CALL <= code <= OP_KEEP_DIGITS:
+        if not OP_CALL <= code <= OP_NAME:
             raise ValueError(f"column {index}: unknown operation {code}")
         if not (0 <= first <= MAX_KEEP and 0 <= last <= MAX_KEEP):
             raise ValueError(f"column {index}: kept lengths out of range")

@@ -55,6 +55,8 @@ _OPS = {
     "keep": rowref.OP_KEEP,
     "mobile": rowref.OP_MOBILE,
     "keep_digits": rowref.OP_KEEP_DIGITS,
+    "email": rowref.OP_EMAIL,
+    "name": rowref.OP_NAME,
 }
 
 

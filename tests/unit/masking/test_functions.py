@@ -18,12 +18,14 @@ from sqlbastion.masking.functions import (
     build_function,
     chinese_name,
     email,
+    email_ascii,
     keep,
     keep_ascii,
     keep_digits,
     keep_digits_ascii_op,
     mobile,
     mobile_ascii,
+    name_ascii,
 )
 from sqlbastion.masking.spec import CATALOGUE, DISCLOSURE, SpecError
 
@@ -266,3 +268,42 @@ def test_digit_fast_paths_agree(value: str) -> None:
     for first, last in ((6, 4), (3, 4), (0, 4)):
         assert keep_digits_ascii_op(first, last)(raw) == keep_digits(value, first, last).encode("ascii")
     assert mobile_ascii(raw) == mobile(value).encode("ascii")
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x7F), max_size=24))
+@settings(max_examples=500, deadline=None)
+def test_email_and_name_fast_paths_agree_with_the_text_functions(value: str) -> None:
+    """Every ASCII character, whitespace and control characters included (str.strip and bytes.strip differ)."""
+    raw = value.encode("ascii")
+    assert email_ascii(raw) == email(value).encode("ascii")
+    assert name_ascii(raw) == chinese_name(value).encode("ascii")
+    for spec in ("email", "chinese_name"):
+        f = fn(spec)
+        assert f.ascii_op is not None
+        assert f.ascii_bytes is not None
+        out = f.text(value)
+        assert out is not None
+        assert f.ascii_bytes(raw) == out.encode("ascii")
+
+
+@pytest.mark.parametrize(
+    ("value", "masked"),
+    [
+        (b"zhang.san@example.com", b"z***@example.com"),
+        (b"a@b.c", b"****"),
+        (b"ab@", b"****"),
+        (b"ab@c", b"a***@c"),
+        (b"x@y@z", b"x***@z"),
+        (b"@", b"****"),
+    ],
+)
+def test_email_ascii(value: bytes, masked: bytes) -> None:
+    assert email_ascii(value) == masked
+
+
+@pytest.mark.parametrize(
+    ("value", "masked"),
+    [(b"John Smith", b"J*** *****"), (b"\x1c Li \x1f", b"L*"), (b"J", b"****"), (b" \t ", b"****"), (b"A\tB", b"A**")],
+)
+def test_name_ascii(value: bytes, masked: bytes) -> None:
+    assert name_ascii(value) == masked

@@ -52,7 +52,7 @@ def test_extension_loaded_in_ci() -> None:
 @needs_c
 def test_operation_codes_agree() -> None:
     assert FAST is not None
-    for name in ("OP_CALL", "OP_FULL", "OP_KEEP", "OP_MOBILE", "OP_KEEP_DIGITS", "MAX_KEEP"):
+    for name in ("OP_CALL", "OP_FULL", "OP_KEEP", "OP_MOBILE", "OP_KEEP_DIGITS", "OP_EMAIL", "OP_NAME", "MAX_KEEP"):
         assert getattr(FAST, name) == getattr(rowref, name), name
 
 
@@ -130,7 +130,9 @@ values = st.one_of(
     st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True).map(str.encode),
     st.from_regex(r"[0-9]{15,19}", fullmatch=True).map(str.encode),
     st.from_regex(r"[0-9 -]{0,20}", fullmatch=True).map(str.encode),
-    st.sampled_from([b"", b"13812341234", "张三丰".encode(), b"a@b.c", b"\x80\xff", b"x" * 260]),
+    st.from_regex(r"[a-z.@]{0,4}@[a-z.@]{0,6}", fullmatch=True).map(str.encode),
+    st.from_regex(r"[ \t\x1c\x1f]{0,2}[A-Za-z][A-Za-z \x1e]{0,8}[ \x0b\r]{0,2}", fullmatch=True).map(str.encode),
+    st.sampled_from([b"", b"13812341234", "张三丰".encode(), b"a@b.c", b"\x80\xff", b"x" * 260, b"@", b"ab@"]),
 )
 
 
@@ -590,7 +592,9 @@ def test_program_columns_follow_the_planner_maskers() -> None:
         planner_masker("bank_card", tally),
         planner_masker("full", tally),
         planner_masker("email", tally),
+        planner_masker("chinese_name", tally),
         planner_masker("mobile", tally, encoding="gb18030"),  # not UTF-8: no in-place operation
+        planner_masker("address", tally),  # no ASCII operation
         _reverse,
     ]
     program = rows.compile_columns(maskers)
@@ -602,11 +606,13 @@ def test_program_columns_follow_the_planner_maskers() -> None:
         (rowref.OP_KEEP, 6, 4),
         (rowref.OP_KEEP_DIGITS, 6, 4),
         (rowref.OP_FULL, 0, 0),
+        (rowref.OP_EMAIL, 0, 0),
+        (rowref.OP_NAME, 0, 0),
         (rowref.OP_CALL, 0, 0),
         (rowref.OP_CALL, 0, 0),
         (rowref.OP_CALL, 0, 0),
     ]
-    assert program.masked_columns == 7
+    assert program.masked_columns == 9
     assert rows.compile_columns([None, None]) is None
     assert rows.compile_columns([]) is None
 
