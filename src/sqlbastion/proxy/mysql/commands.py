@@ -141,6 +141,7 @@ class CommandLoop:
         self._loop = asyncio.get_running_loop()
         self._response: asyncio.Future[ResultSummary] | None = None
         self._current: ResponseRelay | None = None  # the relay of the response in flight
+        self._relay_obj: ResponseRelay | None = None  # one per connection, reset for each response
         self._verdict: Verdict | None = None  # the verdict of the statement in flight
         # The client bytes that end the response in flight, held until its audit event is emitted.
         self._tail = b""
@@ -329,10 +330,13 @@ class CommandLoop:
         cap_text = ""
         if max_rows is not None:
             cap_text = ROW_CAP_MESSAGE.format(cap=self._cap_of(verdict, max_rows), ref=cap_ref)
-        relay = ResponseRelay(
-            kind=kind,
-            backend_capabilities=self.backend.capabilities,
-            client_capabilities=self.client_caps,
+        relay = self._relay_obj
+        if relay is None or relay.backend_capabilities != self.backend.capabilities:
+            relay = self._relay_obj = ResponseRelay(
+                kind=kind, backend_capabilities=self.backend.capabilities, client_capabilities=self.client_caps
+            )
+        relay.reset(
+            kind,
             binary=binary,
             planner=self._planner if verdict is not None else None,
             withhold_errors=withhold,

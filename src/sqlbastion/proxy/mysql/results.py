@@ -207,16 +207,69 @@ class ResponseRelay:
         cap_text: str = "",
         hold_capped_rows: bool = False,
     ) -> None:
+        # What the connection negotiated: fixed for the relay's life (one per connection).
+        self._deprecate_eof = bool(backend_capabilities & _DEPRECATE_EOF)
+        self._eof_limit = 0xFFFFFF if self._deprecate_eof else 9  # 0xFE packets shorter than this end a result
+        self._backend_caps = backend_capabilities
+        self._client_caps = client_capabilities
+        self._rewrite_ok = bool(backend_capabilities & _SESSION_TRACK and not client_capabilities & _SESSION_TRACK)
+        self._max_packet = max_packet
+        self._buf = bytearray()
+        self._partial = bytearray()  # a logical packet spread over 16 MiB pieces
+        self._held = bytearray()
+        self._pending: list[bytes] = []  # raw column definitions of the current result
+        self.reset(
+            kind,
+            binary=binary,
+            planner=planner,
+            withhold_errors=withhold_errors,
+            plan=plan,
+            types=types,
+            first_seq=first_seq,
+            plan_cache=plan_cache,
+            keep_row=keep_row,
+            shortcut=shortcut,
+            max_rows=max_rows,
+            cap_text=cap_text,
+            hold_capped_rows=hold_capped_rows,
+        )
+
+    def reset(
+        self,
+        kind: ResponseKind,
+        *,
+        binary: bool = False,
+        planner: Planner | None = None,
+        withhold_errors: str | None = None,
+        plan: MaskPlan | None = None,
+        types: list[int] | None = None,
+        first_seq: int = 1,
+        plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] | None = None,
+        keep_row: RowFilter | None = None,
+        shortcut: MetadataShortcut | None = None,
+        max_rows: int | None = None,
+        cap_text: str = "",
+        hold_capped_rows: bool = False,
+    ) -> None:
+        """Follow the next command's response (the connection's relay is reused: no object per statement).
+
+        ``summary`` is a new object each time, so a caller may keep the last one.
+        """
         self.kind = kind
         # The row cap counts the rows of the whole response: every result set of one command, or
         # the rows of one COM_STMT_FETCH (the glue passes what is left of the cursor's cap). Row
         # cap + 1 is replaced by an ERR with ``cap_text`` and the rest of the response is dropped.
-        self._cap = NO_CAP if max_rows is None else max(0, max_rows)
-        self._cap_text = cap_text or ROW_CAP_MESSAGE.format(cap=self._cap, ref="-")
-        # ``hold_capped_rows``: rows are held back (bounded) until the result ends inside the cap
-        # or the cap is passed, so the cap's ERR is then the first row packet the client reads,
-        # for clients that cannot read an ERR after rows (docs/mysql.md, "Row cap").
-        self._row_hold: bytearray | None = bytearray() if hold_capped_rows and max_rows is not None else None
+        if max_rows is None:
+            self._cap = NO_CAP
+            self._row_hold: bytearray | None = None
+        else:
+            self._cap = max(0, max_rows)
+            cap_text = cap_text or ROW_CAP_MESSAGE.format(cap=self._cap, ref="-")
+            # Rows held back (bounded) until the result ends inside the cap or the cap is passed,
+            # so the cap's ERR is then the first row packet the client reads: for clients that
+            # cannot read an ERR after rows (docs/mysql.md, "Row cap").
+            self._row_hold = bytearray() if hold_capped_rows else None
+        self._cap_text = cap_text
         self._hold_seq = 0
         self._held_rows = 0
         self._held_masked = 0
@@ -227,31 +280,33 @@ class ResponseRelay:
         self._planner = planner
         self._plan_cache = plan_cache
         self._withhold = withhold_errors
-        self._deprecate_eof = bool(backend_capabilities & _DEPRECATE_EOF)
-        self._eof_limit = 0xFFFFFF if self._deprecate_eof else 9  # 0xFE packets shorter than this end a result
-        self._backend_caps = backend_capabilities
-        self._client_caps = client_capabilities
-        self._rewrite_ok = bool(backend_capabilities & _SESSION_TRACK and not client_capabilities & _SESSION_TRACK)
-        self._max_packet = max_packet
         self.summary = ResultSummary()
-        self._buf = bytearray()
+        if self._buf:
+            self._buf.clear()  # left over from a response that ended in an error
         self._state = _FIRST if kind != "fetch" else _ROWS
         self._plan: MaskPlan | None = plan
         self._types: list[int] = types or []
         self._fast = plan is None or plan.empty
         self._ncols = 0
         self._nparams = 0
-        self._pending: list[bytes] = []  # raw column definitions of the current result
-        self._held = bytearray()
+        if self._pending:
+            self._pending = []
+        if self._held:
+            self._held = bytearray()
         self._held_first_seq = 0
         self._held_count = 0
         self._held_in_order = True
-        self._partial = bytearray()  # a logical packet spread over 16 MiB pieces
+        if self._partial:
+            self._partial.clear()
         self._partial_seq = 0
         self._continuation = False  # the previous piece was 0xFFFFFF bytes long
         self._out_seq = first_seq
         self._discard_phase = "rows"
         self._discard_cols = 0
+
+    @property
+    def backend_capabilities(self) -> int:
+        return self._backend_caps
 
     @property
     def done(self) -> bool:
