@@ -112,8 +112,13 @@ class PacketProtocol(asyncio.Protocol):
 
     async def read_packet(self) -> Packet:
         """The next logical packet. Raises ConnectionClosed, RemoteProtocolError."""
+        seq, payload, next_seq = await self.read_frame()
+        return Packet(seq=seq, payload=payload, next_seq=next_seq)
+
+    async def read_frame(self) -> tuple[int, bytes, int]:
+        """The next logical packet as (seq, payload, next_seq) (no object: once per command)."""
         while True:
-            packet = self.framer.next_packet()
+            packet = self.framer.next_frame()
             if packet is not None:
                 if self._paused_reading and self.framer.buffered < READ_PAUSE_BYTES // 2 and self.transport:
                     self._paused_reading = False

@@ -238,11 +238,10 @@ class CommandLoop:
         idle = loop.call_later(min(self.idle_timeout_s, 60.0), self._check_idle)
         try:
             while True:
-                packet = await self.client.read_packet()
+                seq, payload, next_seq = await self.client.read_frame()
                 self._last_activity = time.monotonic()
-                if packet.seq != 0:
-                    raise MalformedPacket(f"command packet with sequence id {packet.seq}")
-                payload = packet.payload
+                if seq != 0:
+                    raise MalformedPacket(f"command packet with sequence id {seq}")
                 if not payload:
                     raise MalformedPacket("empty command packet")
                 if self._backend_gone:
@@ -251,7 +250,7 @@ class CommandLoop:
                 if payload[0] == _QUIT:
                     return "quit"
                 # A command of 16 MiB or more arrived in several packets: replies continue its numbering.
-                self._reply_seq = packet.next_seq
+                self._reply_seq = next_seq
                 ended = await self._dispatch(payload)
                 if ended is not None:
                     return ended
