@@ -64,6 +64,7 @@ CTRL_EXPECTED = 7  # consumer: the intake number expected at CTRL_READ_POS
 CTRL_HANDLED = 8  # consumer: the newest intake number handled
 CTRL_FAILED = 9  # consumer: 1 while the spool cannot take events
 CTRL_PID = 10  # consumer: its process id
+CTRL_OWNER_PID = 11  # producer: the proxy process that appends (tells a second serve from a crashed one)
 DEFAULT_RING_BYTES = 32 << 20
 MAX_ENTRY_BYTES = 1 << 20
 
@@ -120,6 +121,8 @@ class IntakeRing:
         self._total = 0  # queue mode: bytes appended (CTRL_WRITE_TOTAL)
 
     def open(self) -> None:
+        if self._map is not None:
+            return  # already mapped (the writer process checks the file before recovery uses it)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             if os.fstat(fd).st_size != self.size:

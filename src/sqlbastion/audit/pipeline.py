@@ -372,6 +372,9 @@ class AuditPipeline:
         ring, feeder = self._ring, self._feeder
         if ring is None or feeder is None:
             return False
+        # The spool directory exists before the ring does: another process cleaning up rings whose
+        # spool is gone (remove_orphans) must never take this one for an orphan.
+        self.spool.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         with contextlib.suppress(OSError):
             remove_orphans(ring.path.parent)
         try:
@@ -386,8 +389,9 @@ class AuditPipeline:
             self._feeder = None
             self._early = list(feeder.backlog)  # emitted before open(): written first by the writer thread
             return False
-        self.spool.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._writer_process = WriterProcess(self._writer_config())
+        config = self._writer_config()
+        config["ring_inode"] = [st.st_dev, st.st_ino]  # the writer maps this very file, or refuses
+        self._writer_process = WriterProcess(config)
         next_intake = self._writer_process.start(mode="fresh")
         self._writer_state = WriterState(self.spool.directory, create=False)
         feeder.start(next_intake)

@@ -50,7 +50,14 @@ from typing import Any, Literal
 
 from sqlbastion import logs
 from sqlbastion.audit import jsontext
-from sqlbastion.audit.intake import CTRL_CLOSING, CTRL_FAILED, CTRL_HANDLED, MAX_ENTRY_BYTES, IntakeRing
+from sqlbastion.audit.intake import (
+    CTRL_CLOSING,
+    CTRL_FAILED,
+    CTRL_HANDLED,
+    CTRL_OWNER_PID,
+    MAX_ENTRY_BYTES,
+    IntakeRing,
+)
 from sqlbastion.observability.metrics import METRICS
 
 __all__ = ["STATS_FILE", "RingFeeder", "WriterProcess", "bounded_event", "read_writer_stats"]
@@ -175,6 +182,7 @@ class RingFeeder:
 
     def start(self, next_intake: int) -> None:
         with self.lock:
+            self.ring.set_ctrl(CTRL_OWNER_PID, os.getpid())
             self.ring.start_queue(next_intake)
             self.next_intake = next_intake
             self.running = True
@@ -314,6 +322,37 @@ def _answer(message: dict[str, Any]) -> None:
         os.close(devnull)
 
 
+def _check_ring(ring: IntakeRing, config: dict[str, Any]) -> None:
+    """Map the proxy's ring file, and be sure it is the very file the proxy mapped (not one created
+    anew after the proxy's was removed), so both processes share one memory."""
+    ring.open()
+    want = config.get("ring_inode")
+    st = os.stat(ring.path, follow_symlinks=False)
+    if isinstance(want, list) and [st.st_dev, st.st_ino] != want:
+        ring.close()
+        raise OSError(f"{ring.path} is not the intake ring the proxy mapped")
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        ring.close()
+        raise OSError(f"{ring.path} is not a private file of this user")
+
+
+def _other_proxy_alive(ring: IntakeRing) -> bool:
+    """Whether the writer process holding the spool still belongs to a live proxy (a second serve on
+    this spool: refused at once) rather than being orphaned by a killed one (draining: waited for)."""
+    from sqlbastion.audit.intake import CTRL_PID
+
+    owner, writer = ring.ctrl(CTRL_OWNER_PID), ring.ctrl(CTRL_PID)
+    if owner <= 0 or writer <= 0:
+        return False
+    try:
+        # /proc/<pid>/stat: "pid (comm) state ppid …" (proc(5)); the name may hold spaces or parentheses.
+        stat = Path(f"/proc/{writer}/stat").read_text(encoding="ascii", errors="replace")
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return False
+    return ppid == owner
+
+
 def _write_stats(spool_dir: Path, stats: dict[str, Any]) -> None:
     tmp = spool_dir / (STATS_FILE + ".tmp")
     with contextlib.suppress(OSError):
@@ -357,14 +396,20 @@ def _child_main(config: dict[str, Any]) -> int:
     pipeline.drain_timeout_s = float(config["drain_timeout_s"])
     pipeline._sink_names = list(config["sink_names"])
     pipeline._required_names = list(config["required_names"])
+    try:
+        _check_ring(ring, config)
+    except OSError as exc:
+        _answer({"error": str(exc)})
+        return 3
     # A writer process of a previous run (its proxy killed) may still be draining: wait for its lock.
+    # A spool whose ring belongs to another live proxy is a second serve on the same spool: refused.
     deadline = time.monotonic() + 60
     while True:
         try:
             pipeline.open_writer()
             break
         except SpoolLocked as exc:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or (fresh and _other_proxy_alive(ring)):
                 _answer({"error": str(exc)})
                 return 3
             time.sleep(0.1)
@@ -375,8 +420,6 @@ def _child_main(config: dict[str, Any]) -> int:
         # Recovery spooled what the ring held; from here the ring is a queue starting afresh.
         pipeline._ring = None
         IntakeReader.reset(ring, pipeline._intake_next)
-    else:
-        ring.open()
     reader = IntakeReader(ring)
     already_spooled = spool.last_intake  # resume: entries the previous writer wrote but did not release
     ring.set_ctrl(CTRL_PID, os.getpid())

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+import pytest
+
 from sqlbastion.audit.delivery import DeliveryProcess
 from sqlbastion.audit.intake import IntakeRing
 from sqlbastion.audit.pipeline import AuditPipeline
@@ -267,3 +269,23 @@ def test_without_a_usable_ring_the_writer_runs_here_and_keeps_what_was_emitted_b
     finally:
         p.close()
     assert [e["event_id"] for e in sink.events] == [_statement(0)["event_id"], _statement(1)["event_id"]]
+
+
+def test_a_second_proxy_on_the_same_spool_is_refused_at_once(tmp_path: Path) -> None:
+    from sqlbastion.audit.spool import SpoolError
+
+    p = _pipeline(tmp_path)
+    p.open()
+    try:
+        p.emit(_statement(0))
+        second = _pipeline(tmp_path)
+        started = time.monotonic()
+        with pytest.raises(SpoolError, match="another process is writing the audit spool"):
+            second.open()
+        assert time.monotonic() - started < 20
+        # The first one is untouched: its events still go through.
+        p.emit(_statement(1))
+        assert p.flush(30)
+        _wait(lambda: len(_statements(tmp_path / "audit.db")) == 2, 30)
+    finally:
+        p.close()
