@@ -348,3 +348,26 @@ def test_the_allow_all_engine_answers_with_one_decision_object() -> None:
     assert first.policy_version == "none"
     assert engine.decide("DELETE FROM t", ctx) is first
     assert DropBlocker().decide("SELECT 1", ctx).policy_version == "v-test"
+
+
+def test_verdicts_stay_frozen_keyword_only_values() -> None:
+    import dataclasses
+
+    import pytest
+
+    d = Decision(action=Action.BLOCK, reason="no")
+    v = Verdict(decision=d, event_id="e1", started_ns=5, sql_text="DROP TABLE t", message="refused")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        v.allowed = True  # type: ignore[misc]  # the point: assignment must fail
+    with pytest.raises(TypeError):
+        Verdict(d, "e1", 5, "DROP TABLE t")  # type: ignore[call-arg]  # keyword-only
+    assert v == Verdict(decision=d, event_id="e1", started_ns=5, sql_text="DROP TABLE t", message="refused")
+    assert Verdict(decision=d, event_id="e1", started_ns=5, sql_text="x").message == ""
+    assert (v.decision, v.event_id, v.started_ns, v.sql_text, v.message, v.allowed) == (
+        d,
+        "e1",
+        5,
+        "DROP TABLE t",
+        "refused",
+        False,
+    )

@@ -114,7 +114,7 @@ EMPTY_MASK_PLAN = MaskPlan()
 _DecisionFacts = tuple[str, bool, tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, str, str]]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, init=False)
 class Verdict:
     """The session's answer for one client message."""
 
@@ -124,11 +124,28 @@ class Verdict:
     sql_text: str
     message: str = ""  # the client-facing error text when not allowed
     # decision.allowed, kept as a field: the proxies ask it several times per statement.
-    allowed: bool = field(init=False, default=False, compare=False)
+    allowed: bool = field(default=False, compare=False)
 
-    def __post_init__(self) -> None:
-        action = self.decision.action
-        object.__setattr__(self, "allowed", action is Action.ALLOW or action is Action.ALERT)
+    def __init__(self, *, decision: Decision, event_id: str, started_ns: int, sql_text: str, message: str = "") -> None:
+        # Made for every statement. A frozen dataclass's own __init__ assigns each field through
+        # object.__setattr__; the slots' own setters do the same in about half the time, and
+        # the instance stays frozen (assignment still raises FrozenInstanceError).
+        action = decision.action
+        _set_decision(self, decision)
+        _set_event_id(self, event_id)
+        _set_started_ns(self, started_ns)
+        _set_sql_text(self, sql_text)
+        _set_message(self, message)
+        _set_allowed(self, action is Action.ALLOW or action is Action.ALERT)
+
+
+# The slot descriptors' setters of the class the decorator built (slots=True makes a new class).
+_set_decision = Verdict.__dict__["decision"].__set__
+_set_event_id = Verdict.__dict__["event_id"].__set__
+_set_started_ns = Verdict.__dict__["started_ns"].__set__
+_set_sql_text = Verdict.__dict__["sql_text"].__set__
+_set_message = Verdict.__dict__["message"].__set__
+_set_allowed = Verdict.__dict__["allowed"].__set__
 
 
 @dataclass(kw_only=True, slots=True)
