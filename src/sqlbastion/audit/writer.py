@@ -445,6 +445,7 @@ def _child_main(config: dict[str, Any]) -> int:
                 reader.release(handled - released)
                 released = handled
             entries = reader.read(min(_READ_BATCH, _MAX_IN_FLIGHT - (enqueued - handled)))
+            before = enqueued
             for e in entries:
                 if e.intake <= already_spooled and enqueued == handled:
                     reader.release(1)  # written before the previous writer process died
@@ -456,7 +457,7 @@ def _child_main(config: dict[str, Any]) -> int:
                 queue.append((e.ts_ns, raw if isinstance(raw, dict) else {"kind": "?"}, e.intake))
                 enqueued += 1
             if entries:
-                pipeline._emitted += len(entries)
+                pipeline._emitted += enqueued - before
                 wake.set()
                 last_busy = time.monotonic()
             now = time.monotonic()
