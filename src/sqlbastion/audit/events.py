@@ -168,9 +168,14 @@ def _strs(value: object) -> list[str]:
         return []
     if type(value) in (list, tuple):
         items: Any = value
-        # The common case, checked cheaply: a short list of short strings, taken as it is.
-        if len(items) <= MAX_ITEMS and all(type(v) is str and len(v) <= MAX_STRING for v in items):
-            return list(items)
+        # The common case, checked cheaply (a loop, no generator): a short list of short strings,
+        # taken as it is.
+        if len(items) <= MAX_ITEMS:
+            for v in items:
+                if type(v) is not str or len(v) > MAX_STRING:
+                    break
+            else:
+                return list(items)
         items = list(items)[:MAX_ITEMS]
     elif isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
         items = list(value)[:MAX_ITEMS]
