@@ -206,12 +206,18 @@ static int add_tallies(Column *cols, Py_ssize_t n) {
         if (c->tally == NULL || c->done == 0) {
             continue;
         }
+        if (PyList_GET_SIZE(c->tally) < 1) { /* a masker emptied it during the call */
+            PyErr_SetString(PyExc_IndexError, "list index out of range");
+            return -1;
+        }
         PyObject *old = PyList_GET_ITEM(c->tally, 0);
         PyObject *inc = PyLong_FromSsize_t(c->done);
         if (inc == NULL) {
             return -1;
         }
+        Py_INCREF(old); /* held across the addition, which may run Python code */
         PyObject *sum = PyNumber_Add(old, inc);
+        Py_DECREF(old);
         Py_DECREF(inc);
         if (sum == NULL) {
             return -1;

@@ -491,6 +491,24 @@ def test_masker_errors_propagate_and_leave_out_unchanged() -> None:
         assert out == b""
 
 
+def test_a_tally_emptied_by_a_masker_is_an_error_both_ways() -> None:
+    tally: list[int] = [0]
+
+    def empties(value: bytes | None) -> bytes | None:
+        tally.clear()
+        return value
+
+    chunk = p.encode_data_row([b"13812341234", b"x"])
+    impls: list[Callable[..., Any]] = [rowref.pg_rewrite] + ([FAST.pg_rewrite] if FAST is not None else [])
+    for impl in impls:
+        tally[:] = [0]
+        out = bytearray(b"o")
+        columns = ((rowref.OP_MOBILE, 0, 0, _reverse, tally), (rowref.OP_CALL, 0, 0, empties, None))
+        with pytest.raises(IndexError):
+            impl(chunk, 0, len(chunk), columns, 10, 1 << 20, out)
+        assert out == b"o"
+
+
 @pytest.mark.parametrize(
     "columns",
     [
