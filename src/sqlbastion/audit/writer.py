@@ -72,6 +72,9 @@ _MAX_IN_FLIGHT = 16_384
 _READ_BATCH = 2048
 _BUSY_SLEEP_S = 0.001
 _IDLE_SLEEP_S = 0.005
+# Backlogged events appended per emit (on the event loop) and per lock hold of the monitor's pump.
+_PUMP_ON_EMIT = 16
+_PUMP_CHUNK = 512
 # How much lower than the proxy the writer and delivery processes run (nice(2) increment).
 CHILD_NICENESS = 5
 
@@ -186,7 +189,7 @@ class RingFeeder:
             self.ring.start_queue(next_intake)
             self.next_intake = next_intake
             self.running = True
-            self._pump_locked()
+        self.pump()  # events emitted before the writer was ready
 
     def stop(self) -> None:
         with self.lock:
@@ -206,22 +209,29 @@ class RingFeeder:
                 self._ring_full()
             self._keep_or_lose(ts_ns, payload)
             if self.running:
-                self._pump_locked()
+                self._pump_locked(_PUMP_ON_EMIT)
 
     def pump(self) -> None:
-        """Move backlogged events into the ring as far as it has room (the monitor calls this)."""
-        with self.lock:
-            if self.running:
-                self._pump_locked()
+        """Move backlogged events into the ring as far as it has room (the monitor calls this), a
+        bounded number at a time so that an emit on the event loop never waits long for the lock."""
+        while True:
+            with self.lock:
+                if not self.running or not self._pump_locked(_PUMP_CHUNK):
+                    return
 
-    def _pump_locked(self) -> None:
+    def _pump_locked(self, limit: int) -> bool:
+        """Append up to ``limit`` backlogged events; True when more are waiting and there may be room."""
         backlog, ring = self.backlog, self.ring
-        while backlog:
+        for _ in range(limit):
+            if not backlog:
+                break
             ts_ns, payload = backlog[0]
             if not ring.push(self.next_intake, ts_ns, payload):
-                return
+                return False
             backlog.popleft()
             self.next_intake += 1
+        else:
+            return bool(backlog)
         if self.full and ring.free_bytes() > 2 * self.low_water:
             self.full = False
             lost, self.lost_since_alert = self.lost_since_alert, 0
@@ -241,6 +251,7 @@ class RingFeeder:
             }
             if ring.push(self.next_intake, time.time_ns(), jsontext.dumps(alert)):
                 self.next_intake += 1
+        return False
 
     def _ring_full(self) -> None:
         if not self.full:
