@@ -371,3 +371,70 @@ def test_verdicts_stay_frozen_keyword_only_values() -> None:
         "refused",
         False,
     )
+
+
+EVENT_KEYS = [
+    "kind", "event_id", "session_id", "person", "roles", "client_address", "application_name", "protocol",
+    "backend", "database", "sql_text", "decision", "rule_ids", "reason", "statement_types", "fingerprint",
+    "objects_read", "objects_written", "columns_read", "sensitive_columns", "rows", "affected", "bytes_sent",
+    "backend_error", "proxy_us", "backend_us", "masked_values", "policy_version", "masks_applied",
+]  # fmt: skip
+
+
+class OneDecision(PassThroughEngine):
+    """Returns one decision object for every statement, as the policy engine does on cache hits."""
+
+    version = "v-one"
+
+    def __init__(self) -> None:
+        self.decision = Decision(
+            action=Action.ALERT,
+            statement_types=("select",),
+            objects_read=("bank.customers",),
+            columns_read=(),
+            reason="alerting",
+            fingerprint="f00d",
+            policy_version=self.version,
+        )
+
+    def decide(self, sql: str, ctx: StatementContext) -> Decision:
+        return self.decision
+
+
+def test_sessions_sharing_a_decision_object_each_audit_their_own_identity() -> None:
+    engine = OneDecision()
+    audits = [RecordingAudit(), RecordingAudit()]
+    sessions = [
+        Session(
+            runtime=Runtime(engine=engine, audit=audit),
+            backend=SETTINGS.backends[0],
+            person=person,
+            client=ClientInfo(address=address, port=1, protocol="mysql", application_name=app),
+        )
+        for audit, person, address, app in zip(
+            audits, ("alice", "bob"), ("10.0.0.1", "10.0.0.2"), ("a", None), strict=True
+        )
+    ]
+    for round_ in range(3):
+        for i, s in enumerate(sessions):
+            s.state.database = f"db{i}{round_}"
+            s.finish(s.authorize(f"SELECT {round_}"), StatementOutcome(rows=round_, backend_us=7, affected=i))
+    for i, (audit, s) in enumerate(zip(audits, sessions, strict=True)):
+        assert len(audit.events) == 3
+        for round_, e in enumerate(audit.events):
+            assert list(e) == EVENT_KEYS
+            assert e["session_id"] == s.session_id
+            assert e["person"] == s.person
+            assert e["client_address"] == s.client.address
+            assert e["application_name"] == s.client.application_name
+            assert e["database"] == f"db{i}{round_}"
+            assert e["sql_text"] == f"SELECT {round_}"
+            assert (e["rows"], e["affected"], e["backend_us"]) == (round_, i, 7)
+            assert e["decision"] == "alert"
+            assert e["reason"] == "alerting"
+            assert e["fingerprint"] == "f00d"
+            assert e["objects_read"] == ("bank.customers",)
+            assert e["policy_version"] == "v-one"
+        assert len({e["event_id"] for e in audit.events}) == 3
+    # each event is its own dict: a hook keeping one never sees it change
+    assert audits[0].events[0] is not audits[0].events[1]

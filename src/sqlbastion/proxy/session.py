@@ -109,9 +109,52 @@ class MaskPlan:
 
 EMPTY_MASK_PLAN = MaskPlan()
 
-# Session._decision_facts: (action, allowed, rule ids, columns read, sensitive columns,
-# the statements_total key (statement type label, action, rule label)).
-_DecisionFacts = tuple[str, bool, tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, str, str]]
+# decision_facts: (allowed, the statements_total key (statement type label, action, rule
+# label), number of sensitive columns, the audit event's fields the decision fixes).
+_DecisionFacts = tuple[bool, tuple[str, str, str], int, dict[str, object]]
+_MAX_MEMO_DECISIONS = 4096
+# id(decision) → (decision, facts), for every session of the process; holding the decision
+# keeps its id from being reused while the entry lives.
+_facts_memo: dict[int, tuple[Decision, _DecisionFacts]] = {}
+
+
+def decision_facts(d: Decision) -> _DecisionFacts:
+    """What the metrics and a statement's audit event take from a decision.
+
+    Derived once per decision object. Decisions are frozen and the engine returns the same
+    object on every cache hit (and a prepared statement reuses its Parse's), so a memo by
+    identity is exact. Bounded; a full memo starts again empty.
+    """
+    entry = _facts_memo.get(id(d))
+    if entry is not None and entry[0] is d:
+        return entry[1]
+    types = d.statement_types
+    hit = d.primary_hit
+    action = d.action.value
+    stype = statement_type_label(types[0]) if len(types) == 1 else ("multi" if types else "unknown")
+    sensitive = tuple(str(c) for c in d.sensitive_columns)
+    fields: dict[str, object] = {
+        "decision": action,
+        "rule_ids": d.rule_ids,
+        "reason": d.reason,
+        "statement_types": types,
+        "fingerprint": d.fingerprint,
+        "objects_read": d.objects_read,
+        "objects_written": d.objects_written,
+        "columns_read": tuple(str(c) for c in d.columns_read),
+        "sensitive_columns": sensitive,
+        "policy_version": d.policy_version,
+    }
+    facts: _DecisionFacts = (
+        d.allowed,
+        (stype, action, hit.rule_id if hit is not None else "none"),
+        len(sensitive),
+        fields,
+    )
+    if len(_facts_memo) >= _MAX_MEMO_DECISIONS:
+        _facts_memo.clear()
+    _facts_memo[id(d)] = (d, facts)
+    return facts
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, init=False)
@@ -279,43 +322,53 @@ class Session:
         self._masks_applied: dict[str, list[dict[str, str]]] = {}
         self._context_key: tuple[object, ...] = ()
         self._context: StatementContext | None = None
-        self._facts_decision: Decision | None = None
-        self._facts: _DecisionFacts = ("", False, (), (), (), ("", "", ""))
-        # What every audit event of this session repeats (all fixed for the session's life).
-        self._identity = (
-            self.session_id,
-            person,
-            self.roles,
-            client.address,
-            client.application_name,
-            client.protocol,
-            backend.name,
-        )
+        self._last_decision: Decision | None = None
+        self._last_facts: _DecisionFacts = (False, ("", "", ""), 0, {})
+        self._event_template: dict[str, object] | None = None
 
     def _decision_facts(self, d: Decision) -> _DecisionFacts:
-        """What the audit event and the metrics take from a decision: (action, allowed, rule ids,
-        columns read, sensitive columns, the statement counter's key).
-
-        Derived once per decision object. Decisions are frozen and the engine returns the same
-        object on every cache hit (and a prepared statement reuses its Parse's), so a one-entry
-        memo by identity is exact; the memo holds the object, so its identity cannot be reused.
-        """
-        if d is self._facts_decision:
-            return self._facts
-        types = d.statement_types
-        hit = d.primary_hit
-        action = d.action.value
-        stype = statement_type_label(types[0]) if len(types) == 1 else ("multi" if types else "unknown")
-        facts: _DecisionFacts = (
-            action,
-            d.allowed,
-            d.rule_ids,
-            tuple(str(c) for c in d.columns_read),
-            tuple(str(c) for c in d.sensitive_columns),
-            (stype, action, hit.rule_id if hit is not None else "none"),
-        )
-        self._facts_decision, self._facts = d, facts
+        if d is self._last_decision:  # the usual case: the same statement shape again
+            return self._last_facts
+        facts = decision_facts(d)
+        self._last_decision, self._last_facts = d, facts
         return facts
+
+    def _template(self) -> dict[str, object]:
+        """Every key of a statement event in its order, with this session's values (made on first use)."""
+        template = self._event_template
+        if template is None:
+            template = self._event_template = {
+                "kind": "statement",
+                "event_id": "",
+                "session_id": self.session_id,
+                "person": self.person,
+                "roles": self.roles,
+                "client_address": self.client.address,
+                "application_name": self.client.application_name,
+                "protocol": self.client.protocol,
+                "backend": self.backend.name,
+                "database": None,
+                "sql_text": "",
+                "decision": "",
+                "rule_ids": (),
+                "reason": "",
+                "statement_types": (),
+                "fingerprint": "",
+                "objects_read": (),
+                "objects_written": (),
+                "columns_read": (),
+                "sensitive_columns": (),
+                "rows": 0,
+                "affected": 0,
+                "bytes_sent": 0,
+                "backend_error": None,
+                "proxy_us": 0,
+                "backend_us": 0,
+                "masked_values": 0,
+                "policy_version": "",
+                "masks_applied": (),
+            }
+        return template
 
     def context(self) -> StatementContext:
         """The statement context for the current session state.
@@ -396,50 +449,29 @@ class Session:
         Array values are tuples (the decision's own, shared by every statement it
         decides): the audit hook reads the event and must not change it.
         """
-        d = verdict.decision
         backend_us = outcome.backend_us
         elapsed_us = (time.perf_counter_ns() - verdict.started_ns) // 1000
         proxy_us = elapsed_us - backend_us if elapsed_us > backend_us else 0
-        action, allowed, rule_ids, columns_read, sensitive, key = self._decision_facts(d)
+        allowed, key, sensitive, decided = self._decision_facts(verdict.decision)
         rows = outcome.rows
         backend_error = outcome.backend_error
-        self._metrics.count(key, allowed, len(sensitive), proxy_us, backend_us, rows, bool(backend_error))
-        event_id = verdict.event_id
-        masks = self._masks_applied.pop(event_id, ()) if self._masks_applied else ()
-        session_id, person, roles, address, application, protocol, backend = self._identity
-        self.runtime.audit.emit(
-            {
-                "kind": "statement",
-                "event_id": event_id,
-                "session_id": session_id,
-                "person": person,
-                "roles": roles,
-                "client_address": address,
-                "application_name": application,
-                "protocol": protocol,
-                "backend": backend,
-                "database": self.state.database,
-                "sql_text": verdict.sql_text,
-                "decision": action,
-                "rule_ids": rule_ids,
-                "reason": d.reason,
-                "statement_types": d.statement_types,
-                "fingerprint": d.fingerprint,
-                "objects_read": d.objects_read,
-                "objects_written": d.objects_written,
-                "columns_read": columns_read,
-                "sensitive_columns": sensitive,
-                "rows": rows,
-                "affected": outcome.affected,
-                "bytes_sent": outcome.bytes_sent,
-                "backend_error": backend_error,
-                "proxy_us": proxy_us,
-                "backend_us": backend_us,
-                "masked_values": outcome.masked_values,
-                "policy_version": d.policy_version,
-                "masks_applied": masks,
-            }
-        )
+        self._metrics.count(key, allowed, sensitive, proxy_us, backend_us, rows, bool(backend_error))
+        # Every key already in place, in order: only values change below.
+        event = (self._event_template or self._template()).copy()
+        event.update(decided)
+        event_id = event["event_id"] = verdict.event_id
+        event["database"] = self.state.database
+        event["sql_text"] = verdict.sql_text
+        event["rows"] = rows
+        event["affected"] = outcome.affected
+        event["bytes_sent"] = outcome.bytes_sent
+        event["backend_error"] = backend_error
+        event["proxy_us"] = proxy_us
+        event["backend_us"] = backend_us
+        event["masked_values"] = outcome.masked_values
+        if self._masks_applied:
+            event["masks_applied"] = self._masks_applied.pop(event_id, ())
+        self.runtime.audit.emit(event)
 
     def opened(self) -> None:
         """Count the connection; call once authentication succeeded."""
