@@ -135,6 +135,8 @@ def measure_rows() -> WorkloadResult:
             ("the old per-row decode/mask/encode", "current_us_per_row"),
             ("the pure-Python rewriter", "rowref_us_per_row"),
             ("the compiled rewriter", "compiled_us_per_row"),
+            ("MySQL text rows: mask_text_row per packet", "mysql_current_us_per_row"),
+            ("MySQL compiled", "mysql_compiled_us_per_row"),
         )
         if (value := external.named(figures, key)) is not None
     ]

@@ -42,6 +42,8 @@ from sqlbastion.masking.functions import build_function
 from sqlbastion.masking.plan import _counted
 from sqlbastion.masking.rows import IMPLEMENTATION, RowProgram, compile_columns
 from sqlbastion.masking.wire import ascii_fast_op, build_converter
+from sqlbastion.proxy.mysql.framing import frame_into
+from sqlbastion.proxy.mysql.rows import encode_text_row, mask_text_row
 from sqlbastion.proxy.postgres import protocol as p
 from sqlbastion.proxy.session import ColumnMasker
 
@@ -190,7 +192,42 @@ def run(rows: int) -> dict[str, float]:
     }
     if IMPLEMENTATION == "c":
         result["compiled_us_per_row"] = round(_time(lambda: _compiled(chunk, program)) * per_row, 3)
+    result.update(_mysql(rows, program))
     return result
+
+
+def _mysql(rows: int, program: RowProgram) -> dict[str, float]:
+    """The same rows as MySQL text-protocol packets: ``mask_text_row`` per packet, then the compiled path."""
+    payloads = [encode_text_row(p.decode_data_row(frame[5:])) for frame in split_frames(sample_rows(rows))]
+    packets = b"".join(len(pl).to_bytes(3, "little") + bytes((i & 0xFF,)) + pl for i, pl in enumerate(payloads))
+    maskers = _planner_maskers()
+
+    def per_packet() -> bytes:
+        out = bytearray()
+        for i, pl in enumerate(payloads):
+            row, _ = mask_text_row(pl, maskers)
+            frame_into(out, i & 0xFF, row)
+        return bytes(out)
+
+    def chunked() -> bytes:
+        out = bytearray()
+        pos, seq = 0, 0
+        while pos < len(packets):
+            stop = min(len(packets), pos + _CHUNK)
+            new, _, _, seq = program.rewrite_mysql(packets, pos, stop, out, limit=1 << 62, seq=seq, eof_limit=9)
+            if new == pos:
+                break
+            pos = new
+        return bytes(out)
+
+    if chunked() != per_packet():
+        raise SystemExit("rows_bench: the MySQL rewrite differs from mask_text_row")
+    per_row = 1e6 / rows
+    key = "mysql_compiled_us_per_row" if IMPLEMENTATION == "c" else "mysql_rowref_us_per_row"
+    return {
+        "mysql_current_us_per_row": round(_time(per_packet) * per_row, 3),
+        key: round(_time(chunked) * per_row, 3),
+    }
 
 
 _CHUNK = 65536  # what one socket read brings, about
@@ -283,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
         f"  chunked reference loop : {result['chunked_us_per_row']:.2f}\n"
         f"  rowref (pure Python)   : {result['rowref_us_per_row']:.2f}\n"
         f"  compiled (C extension) : {result.get('compiled_us_per_row', float('nan')):.2f}\n"
+        f"MySQL text rows, the same table (µs per row):\n"
+        f"  mask_text_row per packet: {result['mysql_current_us_per_row']:.2f}\n"
+        f"  chunk at a time ({IMPLEMENTATION})  : "
+        f"{result.get('mysql_compiled_us_per_row', result.get('mysql_rowref_us_per_row', float('nan'))):.2f}\n"
     )
     return 0
 
