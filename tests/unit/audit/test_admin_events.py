@@ -6,6 +6,7 @@ from pathlib import Path
 
 from sqlbastion.audit.admin_events import AdminActor, admin_action_event, users_changes, users_digest
 from sqlbastion.audit.events import EventBuilder
+from sqlbastion.proxy.services import ProxyServices
 from sqlbastion.users import UsersFile, make_credentials
 
 
@@ -63,3 +64,79 @@ def test_admin_action_events_keep_action_target_result_actor_in_details() -> Non
     assert d["added"] == ["x"]
     assert AdminActor(via="sighup").describe() == "signal SIGHUP"
     assert "no token" in AdminActor(via="admin_endpoint", address="10.0.0.1:1").describe()
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.events: list[dict[str, object]] = []
+
+    def emit(self, event: dict[str, object]) -> None:
+        self.events.append(event)
+
+    def accepting(self) -> bool:
+        return True
+
+
+def _services(tmp_path: Path, users: UsersFile) -> tuple[ProxyServices, _Recorder]:
+    from sqlbastion.config import loads
+    from sqlbastion.proxy.session import Runtime
+
+    recorder = _Recorder()
+    settings = loads(f'users_file = "{users.path}"\n', source=str(tmp_path / "sqlbastion.toml"))
+    return ProxyServices(settings=settings, users=users, runtime=Runtime(audit=recorder)), recorder
+
+
+def test_a_reload_swaps_the_users_and_an_unparsable_users_file_is_refused(tmp_path: Path) -> None:
+    from sqlbastion.audit.admin_events import ADMIN_ACTOR, audited_reload, record_users_at_start
+
+    users = _users(tmp_path, alice="a")
+    users.save()
+    services, recorder = _services(tmp_path, users)
+    record = record_users_at_start(services, tmp_path / "spool")
+    assert recorder.events == []  # the first start with this spool: nothing to compare with
+    reload = audited_reload(services, lambda: (True, "v2"), record)
+
+    more = UsersFile.load(users.path)
+    more.persons["bob"] = make_credentials("bob", "b")
+    more.save()
+    token = ADMIN_ACTOR.set(AdminActor(via="admin_endpoint", address="127.0.0.1:4000", bearer_token=True))
+    try:
+        assert reload() == (True, "v2")
+    finally:
+        ADMIN_ACTOR.reset(token)
+    assert set(services.users.persons) == {"alice", "bob"}
+    changed, done = recorder.events
+    assert changed["action"] == "users_changed"
+    assert changed["details"]["added"] == ["bob"]  # type: ignore[index]  # a details dict
+    assert done["action"] == "reload"
+    assert done["result"] == "ok"
+    assert done["client_address"] == "127.0.0.1:4000"
+
+    recorder.events.clear()
+    users.path.write_text("[persons.carol\nbroken", encoding="utf-8")
+    ok, message = reload()  # no actor in context: the SIGHUP handler
+    assert not ok
+    assert "users file not reloaded" in message
+    assert set(services.users.persons) == {"alice", "bob"}  # the persons in force stay
+    (event,) = recorder.events
+    assert event["action"] == "reload"
+    assert event["result"] == "rejected"
+    assert event["details"]["users_result"] == "rejected"  # type: ignore[index]  # a details dict
+    assert event["details"]["via"] == "sighup"  # type: ignore[index]  # a details dict
+
+
+def test_changes_made_while_stopped_are_found_at_the_next_start(tmp_path: Path) -> None:
+    from sqlbastion.audit.admin_events import DIGEST_FILE, record_users_at_start
+
+    users = _users(tmp_path, alice="a", bob="b")
+    services, _ = _services(tmp_path, users)
+    record_users_at_start(services, tmp_path / "spool")
+    digest = tmp_path / "spool" / DIGEST_FILE
+    assert digest.stat().st_mode & 0o777 == 0o600
+    assert "alice" in digest.read_text()
+    del users.persons["bob"]
+    services2, recorder2 = _services(tmp_path, users)
+    record_users_at_start(services2, tmp_path / "spool")
+    (event,) = recorder2.events
+    assert event["details"]["removed"] == ["bob"]  # type: ignore[index]  # a details dict
+    assert event["details"]["via"] == "start"  # type: ignore[index]  # a details dict
