@@ -121,10 +121,16 @@ class FakeBackend:
             auth_plugin=auth.CACHING_SHA2,
         )
         send(0, greeting.encode())
-        try:
-            ssl_request = read()
-        except ConnectionError:
-            return False
+        # The SSLRequest is read to its exact length: the client's TLS ClientHello follows right
+        # behind it, and bytes read past it would be lost to the TLS handshake below.
+        head = b""
+        while len(head) < 36:  # 4-byte header + 32-byte SSLRequest (page_protocol_connection_phase_packets)
+            chunk = conn.recv(36 - len(head))
+            if not chunk:
+                return False
+            head += chunk
+        framer.receive_data(head)
+        ssl_request = read()
         assert len(ssl_request.payload) == 32
         assert int.from_bytes(ssl_request.payload[:4], "little") & Capability.SSL
         raw = self.ctx.wrap_socket(conn, server_side=True)
