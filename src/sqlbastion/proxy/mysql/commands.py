@@ -251,6 +251,14 @@ class CommandLoop:
                     return "quit"
                 # A command of 16 MiB or more arrived in several packets: replies continue its numbering.
                 self._reply_seq = next_seq
+                cmd = payload[0]
+                # The two commands of nearly every round trip without the dispatcher's coroutine frame.
+                if cmd == _STMT_EXECUTE:
+                    await self._execute(payload)
+                    continue
+                if cmd == _QUERY:
+                    await self._query(payload)
+                    continue
                 ended = await self._dispatch(payload)
                 if ended is not None:
                     return ended
@@ -323,6 +331,49 @@ class CommandLoop:
         intake makes the emit durable once it returns, so a client never holds
         the reply of a statement whose event a process kill could lose).
         """
+        fut, relay = self._begin(
+            payload,
+            kind,
+            verdict,
+            binary=binary,
+            plan=plan,
+            types=types,
+            plan_cache=plan_cache,
+            keep_row=keep_row,
+            shortcut=shortcut,
+            max_rows=max_rows,
+            cap_ref=cap_ref,
+            audited=audited,
+        )
+        try:
+            return await fut, relay
+        except BackendLost:
+            self._lost_reply(relay)
+            raise
+        finally:
+            self._end(audited)
+
+    def _begin(
+        self,
+        payload: bytes,
+        kind: ResponseKind,
+        verdict: Verdict | None,
+        *,
+        binary: bool = False,
+        plan: MaskPlan | None = None,
+        types: list[int] | None = None,
+        plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] | None = None,
+        keep_row: RowFilter | None = None,
+        shortcut: MetadataShortcut | None = None,
+        max_rows: int | None = None,
+        cap_ref: str = "-",
+        audited: bool = False,
+    ) -> tuple[asyncio.Future[ResultSummary], ResponseRelay]:
+        """Set the relay up, forward the command; the caller awaits the future, then calls ``_end``.
+
+        Split from ``_relay`` so the statement path awaits the response without a
+        coroutine frame of its own in between.
+        """
         withhold = None
         if verdict is not None and verdict.decision.sensitive_columns:
             withhold = WITHHELD.format(verdict.event_id)
@@ -359,29 +410,30 @@ class CommandLoop:
         self._response = fut
         self._hold_tail = audited
         bp.relay_to = self._on_backend_data
-        try:
-            bp.write(_command_bytes(payload))
-            if leftover:
-                self._on_backend_data(leftover)
-            return await fut, relay
-        except BackendLost:
-            if self._client_gone:
-                raise ConnectionClosed("the client left during the result") from None
-            # Mid-result or before it: the client gets a clear error in sequence, then the session ends.
-            err = ErrPacket(
-                errno=ErrorCode.CR_SERVER_LOST,
-                message="sqlbastion: lost the backend connection during the query",
-                sqlstate="HY000",
-            )
-            self.client.write(frame(relay.next_seq, err.encode(self.client_caps))[0])
-            raise
-        finally:
-            bp.relay_to = None
-            self._response = None
-            self._current = None
-            self._verdict = None
-            if not audited:
-                self._write_tail()
+        bp.write(_command_bytes(payload))
+        if leftover:
+            self._on_backend_data(leftover)
+        return fut, relay
+
+    def _lost_reply(self, relay: ResponseRelay) -> None:
+        """The backend went away during the response: a clear error in sequence (the session then ends)."""
+        if self._client_gone:
+            raise ConnectionClosed("the client left during the result") from None
+        err = ErrPacket(
+            errno=ErrorCode.CR_SERVER_LOST,
+            message="sqlbastion: lost the backend connection during the query",
+            sqlstate="HY000",
+        )
+        self.client.write(frame(relay.next_seq, err.encode(self.client_caps))[0])
+
+    def _end(self, audited: bool) -> None:
+        """Undo ``_begin``'s set-up once the response is over (or failed)."""
+        self.backend.protocol.relay_to = None
+        self._response = None
+        self._current = None
+        self._verdict = None
+        if not audited:
+            self._write_tail()
 
     def _write_tail(self) -> None:
         """Send the held end of the response (after its audit event)."""
@@ -458,19 +510,26 @@ class CommandLoop:
         """Forward an allowed statement, relay its response, record the outcome."""
         started = time.perf_counter_ns()
         max_rows = verdict.decision.max_rows if kind == "query" else None
+        fut, relay = self._begin(
+            payload,
+            kind,
+            verdict,
+            binary=binary,
+            plan_cache=plan_cache,
+            keep_row=keep_row,
+            shortcut=shortcut,
+            max_rows=max_rows,
+            cap_ref=verdict.event_id,
+            audited=True,
+        )
         try:
-            summary, relay = await self._relay(
-                payload,
-                kind,
-                verdict=verdict,
-                binary=binary,
-                plan_cache=plan_cache,
-                keep_row=keep_row,
-                shortcut=shortcut,
-                max_rows=max_rows,
-                cap_ref=verdict.event_id,
-                audited=True,
-            )
+            try:
+                summary = await fut
+            except BackendLost:
+                self._lost_reply(relay)
+                raise
+            finally:
+                self._end(True)
         except BackendLost:
             self.session.finish(verdict, StatementOutcome(backend_error="backend connection lost"))
             raise
