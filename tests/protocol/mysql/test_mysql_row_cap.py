@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tests.protocol.mysql.mysql_codec_support import (
     DEPRECATE_CAPS,
     EOF_CAPS,
@@ -245,3 +247,70 @@ def test_fetch_chunk_is_capped() -> None:
     assert len(out) == 3
     _check_err(out)
     assert relay.summary.rows == 2
+
+
+# -- property: any response, any cap, any chunking ------------------------------------------
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    caps=st.sampled_from(CAPS),
+    binary=st.booleans(),
+    hold=st.booleans(),
+    masked=st.booleans(),
+    results=st.lists(st.integers(min_value=0, max_value=9), min_size=1, max_size=3),
+    cap=st.one_of(st.none(), st.integers(min_value=0, max_value=14)),
+    chunk=st.integers(min_value=1, max_value=64),
+)
+def test_cap_property(
+    caps: int, binary: bool, hold: bool, masked: bool, results: list[int], cap: int | None, chunk: int
+) -> None:
+    """At most ``cap`` rows reach the client; the ERR comes exactly when the response has more.
+
+    Reference: rows are sent in order until the cap; with held rows, a result's rows
+    leave only with its end, so the rows of the result that passes the cap never leave.
+    """
+    payloads: list[bytes] = []
+    for i, n in enumerate(results):
+        payloads += result_set_payloads(
+            COLS, _rows(n, binary=binary), caps=caps, binary=binary, more=i < len(results) - 1
+        )
+    relay = _relay(
+        caps, planner=_mask_secret if masked else _no_mask, max_rows=cap, binary=binary, hold=hold and binary
+    )
+    out = _payloads(feed_in_pieces(relay, packets(payloads), [chunk]))
+    assert relay.done
+    seqs = [s for s, _ in out]
+    total = sum(results)
+    passed = cap is not None and total > cap
+    if cap is None or not passed:
+        expected_rows = total
+    elif hold and binary:
+        expected_rows, seen = 0, 0
+        for n in results:
+            if seen + n > cap:
+                break
+            seen += n
+            expected_rows += n
+    else:
+        expected_rows = cap
+    assert relay.summary.rows == expected_rows
+    assert relay.summary.capped == passed
+    if passed:
+        err = ErrPacket.decode(out[-1][1])
+        assert err.errno == 1227
+        assert seqs == list(range(1, len(seqs) + 1))
+    else:
+        assert out[-1][1][0] in (0x00, 0xFE)
+    # Row packets in the output (no row of these results starts with 0xFE or 0xFF).
+    header = _header(caps)
+    sent = 0
+    i = 0
+    while i < len(out) and out[i][1][0] != 0xFF:
+        i += header  # a result's column count, definitions and (without DEPRECATE_EOF) EOF
+        while i < len(out) and out[i][1][0] not in (0xFE, 0xFF):
+            sent += 1
+            i += 1
+        if i < len(out) and out[i][1][0] == 0xFE:
+            i += 1  # the result's end
+    assert sent == expected_rows
