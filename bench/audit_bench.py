@@ -49,6 +49,7 @@ from sqlbastion.audit.intake import IntakeRing, ring_path_for
 from sqlbastion.audit.pipeline import AuditPipeline
 from sqlbastion.audit.sinks.sqlite import SQLiteSink
 from sqlbastion.audit.spool import Spool
+from sqlbastion.observability.metrics import METRICS
 
 
 def statement_event(i: int) -> dict[str, object]:
@@ -151,6 +152,7 @@ def burst(n: int, delivery: str) -> dict[str, Any]:
         p, sink = _pipeline(Path(d), delivery)
         p.open()
         events = [statement_event(i) for i in range(n)]
+        lost_before = METRICS.audit_lost._value.get()
         cpu_started = time.process_time()
         started = time.perf_counter()
         samples: list[int] = []
@@ -182,6 +184,8 @@ def burst(n: int, delivery: str) -> dict[str, Any]:
             "delivery_process_cpu_us_per_event": round(child_cpu_s / n * 1e6, 1),
             "writer_process_cpu_us_per_event": round(writer_cpu_s / n * 1e6, 1),
             "events_per_proxy_cpu_second": round(n / cpu_s),
+            # Must be 0: an event lost would make every figure above meaningless.
+            "lost_events": int(METRICS.audit_lost._value.get() - lost_before),
         }
 
 
@@ -214,11 +218,13 @@ def paced(rate: int, seconds: float, delivery: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="sqlbastion-audit-bench-") as d:
         p, sink = _pipeline(Path(d), delivery)
         p.open()
+        lost_before = METRICS.audit_lost._value.get()
         result = asyncio.run(_paced_loop(p, rate, seconds))
         result["rate"] = rate
         result["sink_lag_at_end"] = max(0, p.written_seq() - p.sink_cursors().get(sink, -1))
         result["drain_seconds"] = round(_wait_delivered(p, sink, 600), 3)
         result["achieved_events_per_second"] = round(result["emitted"] / (seconds + result["drain_seconds"]))
+        result["lost_events"] = int(METRICS.audit_lost._value.get() - lost_before)
         p.close()
         return result
 

@@ -183,7 +183,7 @@ class AuditPipeline(WriterProcessMode):
         self._feeder: RingFeeder | None = None
         self._writer_process: WriterProcess | None = None
         if writer == "process" and intake_ring is not None:
-            self._feeder = RingFeeder(intake_ring, on_failure=on_failure)
+            self._feeder = RingFeeder(intake_ring, on_failure=on_failure, max_backlog=max_queue)
         self._writer_stats: dict[str, Any] = {}
         self._early: list[tuple[int, bytes]] = []
 

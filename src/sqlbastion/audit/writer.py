@@ -168,7 +168,7 @@ class RingFeeder:
     process is ready, events wait in the backlog."""
 
     def __init__(
-        self, ring: IntakeRing, *, on_failure: Literal["fail_closed", "fail_open"], max_backlog: int = 50_000
+        self, ring: IntakeRing, *, on_failure: Literal["fail_closed", "fail_open"], max_backlog: int = 100_000
     ) -> None:
         self.ring = ring
         self.on_failure = on_failure
