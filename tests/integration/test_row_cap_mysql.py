@@ -65,6 +65,16 @@ grants = [{{ actions = ["select"], objects = ["my:bank.*"] }}]
 [[roles]]
 name = "exporter"
 grants = [{{ actions = ["export"], objects = ["my:bank.*"] }}]
+
+[[classifications]]
+objects = ["*:bank.customers.mobile"]
+type = "mobile"
+level = 3
+
+[[classifications]]
+objects = ["*:bank.customers.id_card"]
+type = "id_card"
+level = 4
 """
 
 
@@ -180,6 +190,37 @@ def test_text_protocol_sends_the_cap_then_the_error(running: Running) -> None:
             assert len(cur2.fetchall()) == CAP
             cur2.execute("SELECT 1")
             assert cur2.fetchone() == (1,)
+
+
+def test_capped_rows_are_masked_as_usual(running: Running, sample_bank: LoadedBank) -> None:
+    canary = sample_bank.canary
+    with running.pymysql("capped") as conn:
+        cur = conn.cursor(pymysql.cursors.SSCursor)
+        cur.execute("SELECT id, mobile, id_card FROM customers ORDER BY id LIMIT 10")
+        got: list[tuple[Any, ...]] = []
+        with pytest.raises(pymysql.err.MySQLError) as info:
+            got.extend(cur)
+        assert info.value.args[0] == 1227
+        assert len(got) == CAP
+        assert got[0][0] == canary.customer_id
+        assert got[0][1] != canary.mobile
+        assert got[0][2] != canary.id_card
+        cur.close()
+    # Prepared (binary rows, the pure-Python client: held, then the error alone).
+    conn2 = running.connector("capped")
+    try:
+        pcur = conn2.cursor(prepared=True)
+        pcur.execute("SELECT id, mobile FROM customers WHERE id <= ? ORDER BY id", (5,))
+        rows = pcur.fetchall()
+        assert len(rows) == CAP
+        assert rows[0][1] != canary.mobile
+        pcur.execute("SELECT id, mobile FROM customers WHERE id <= ? ORDER BY id", (6,))
+        with pytest.raises(mysql.connector.Error) as err:
+            pcur.fetchall()
+        assert err.value.errno == 1227
+        pcur.close()
+    finally:
+        conn2.close()
 
 
 def test_buffered_text_result_over_the_cap_is_an_error(running: Running) -> None:
