@@ -314,3 +314,21 @@ def test_cap_property(
         if i < len(out) and out[i][1][0] == 0xFE:
             i += 1  # the result's end
     assert sent == expected_rows
+
+
+def test_held_rows_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Past the bound the held rows are released and the rest streams: memory stays bounded,
+    # and the cap still holds (the ERR then follows rows, as for other clients).
+    from sqlbastion.proxy.mysql import results
+
+    monkeypatch.setattr(results, "MAX_HELD_ROW_BYTES", 40)
+    caps = DEPRECATE_CAPS
+    stream = packets(result_set_payloads(COLS, _rows(10, binary=True), caps=caps, binary=True))
+    relay = _relay(caps, binary=True, hold=True)
+    header_bytes = len(packets(result_set_payloads(COLS, [], caps=caps, binary=True)[:-1]))
+    first = relay.feed(stream[: header_bytes + 2 * 24])  # metadata and about two rows
+    assert len(first) <= header_bytes + 48, "rows are held up to the bound only"
+    out = _payloads(first + feed_in_pieces(relay, stream[header_bytes + 2 * 24 :], [7]))
+    assert relay.summary.rows == CAP
+    _check_err(out)
+    assert len(out) == _header(caps) + CAP + 1
