@@ -68,3 +68,11 @@ def test_registry_scopes_kill_to_the_person() -> None:
     assert reg.own_ids("alice", "core") == sorted([a1, a2])
     reg.unregister(a1)
     assert reg.resolve_kill("alice", "core", a1) is None
+
+
+def test_process_view_test_covers_every_view() -> None:
+    from sqlbastion.proxy.mysql.guards import _PROCESS_VIEWS, _names_process_view
+
+    for view in _PROCESS_VIEWS:
+        assert _names_process_view(f"select * from information_schema.{view} x")
+    assert not _names_process_view("select c from sbtest1 where id=1")

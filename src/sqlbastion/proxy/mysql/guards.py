@@ -151,13 +151,25 @@ def _plain_show_processlist(text: str) -> OwnProcessList | None:
     return None
 
 
+def _names_process_view(lower: str) -> bool:
+    """Whether the text names one of _PROCESS_VIEWS: five substring tests without a generator
+    (a third of the cost, on every text statement)."""
+    return (
+        "processlist" in lower
+        or "performance_schema" in lower
+        or "innodb_trx" in lower
+        or "innodb_lock" in lower
+        or "metadata_lock_info" in lower
+    )
+
+
 def check_statement(text: str) -> GuardRefusal | KillRequest | OwnProcessList | None:
     """None when the guards have nothing to say; a KillRequest to resolve; a process list to
     filter; or a refusal."""
     lower = text.lower()
     if "session_track" in lower:
         return SESSION_TRACK
-    if any(v in lower for v in _PROCESS_VIEWS):
+    if _names_process_view(lower):
         return _plain_show_processlist(text) or PROCESS_LIST
     needs_tokens = "kill" in lower or "engine" in lower
     if not needs_tokens:
