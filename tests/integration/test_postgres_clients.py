@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,6 +107,26 @@ async def test_asyncpg_extended_and_binary(proxy: Proxy) -> None:
         assert await conn.fetchval("SELECT count(*) FROM a1") == 10
     finally:
         await conn.close()
+
+
+async def test_asyncpg_executemany_longer_than_the_pending_limit(proxy: Proxy) -> None:
+    """asyncpg pipelines executemany (Bind/Execute per row, one Sync): 3,000 rows are 6,000
+    messages, more than the relay keeps in flight; the rest must follow as answers drain."""
+    conn = await asyncpg.connect(
+        host="127.0.0.1", port=proxy.port, user=PERSON, password=PASSWORD, database="postgres", ssl=False
+    )
+    try:
+        await conn.execute("CREATE TEMP TABLE many (i int)")
+        rows = [(i,) for i in range(3000)]
+        try:
+            await asyncio.wait_for(conn.executemany("INSERT INTO many VALUES ($1)", rows), 60)
+        except TimeoutError:
+            conn.terminate()  # a graceful close would wait on the stuck pipeline too
+            pytest.fail("the pipeline stalled in the proxy")
+        assert await conn.fetchval("SELECT count(*) FROM many") == 3000
+    finally:
+        if not conn.is_closed():
+            await conn.close()
 
 
 def test_psql_script_and_multi_statement(proxy: Proxy) -> None:

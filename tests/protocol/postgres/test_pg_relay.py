@@ -622,3 +622,27 @@ def test_refused_result_inside_a_transaction_fails_it_on_the_server_too() -> Non
     relay.backend_data(server_error() + Z(b"E"))
     assert relay.take_to_client() == Z(b"E")
     assert relay.take_to_backend() == Q("COMMIT")
+
+
+def test_a_pipeline_longer_than_the_pending_limit_goes_on_as_answers_drain() -> None:
+    """Past MAX_PENDING_ITEMS forwarded messages, the rest wait in the relay; they must go on once
+    the backend's answers drain, without more bytes from the client (which waits for results)."""
+    relay, audit = make_relay()
+    n = 2100  # 1 + 2 × 2100 + 1 messages: more than 4096
+    relay.client_data(P(b"s", "SELECT 1") + (B(b"", b"s") + E()) * n + S)
+    answers = {
+        "P": ONE,
+        "B": TWO,
+        "D": row_description("x", table=0),
+        "E": p.encode_data_row([b"1"]) + C("SELECT 1"),
+        "S": Z(),
+    }
+    rounds = 0
+    while sent := relay.take_to_backend():
+        rounds += 1
+        relay.backend_data(b"".join(answers[k] for k, _ in frames(sent)))
+        relay.take_to_client()
+    assert rounds == 2
+    assert relay.pending == 0
+    assert relay.client_buffered == 0
+    assert len(audit.events) == n  # every Execute answered and audited

@@ -131,6 +131,7 @@ class QueryRelay(ResultHandling):
         self._skip_to_sync = False
         self._refresh_at_sync = False
         self._hold = False  # client messages wait (search_path refresh in flight)
+        self._stalled = False  # client messages wait for MAX_PENDING_ITEMS answers to drain
         self._status = transaction_status
         self.need_catalog: tuple[RowColumn, ...] | None = None
         self.close_reason: str | None = None
@@ -215,6 +216,10 @@ class QueryRelay(ResultHandling):
             self._bpos = 0
         self._backend += data
         self._pump_backend()
+        if self._stalled and len(self._items) < MAX_PENDING_ITEMS:
+            # The client's pipeline waited for answers to drain (MAX_PENDING_ITEMS): go on with it.
+            self._stalled = False
+            self._pump_held_client()
 
     def resume(self) -> None:
         """Continue after ``need_catalog`` was satisfied."""
@@ -261,6 +266,7 @@ class QueryRelay(ResultHandling):
                 kind = buf[pos]
                 # While waiting, COPY data still flows: the statement waited on may be the COPY itself.
                 if (self._hold or len(items) >= MAX_PENDING_ITEMS) and kind not in COPY_MESSAGES:
+                    self._stalled = not self._hold  # resumed by backend_data once answers drain
                     return
                 length = unpack(buf, pos + 1)[0]
                 if length < 4 or length > max_message:
