@@ -178,6 +178,8 @@ class WriterProcessMode:
         if not stats:
             return
         before = self._writer_stats
+        if before.get("pid") != stats.get("pid"):
+            before = {}  # a restarted writer process counts from zero again
         events, old = stats.get("events") or {}, before.get("events") or {}
         for kind in KINDS:
             n = int(events.get(kind, 0)) - int(old.get(kind, 0))

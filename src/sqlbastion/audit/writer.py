@@ -485,6 +485,7 @@ def _child_main(config: dict[str, Any]) -> int:
                         "spool_bytes": spool.bytes_used(),
                         "writable": 0 if pipeline._failed else 1,
                         "failure": pipeline._failure,
+                        "pid": os.getpid(),
                     },
                 )
                 if os.getppid() != parent and not parent_gone:

@@ -158,6 +158,7 @@ def test_fail_open_counts_losses_and_keeps_accepting(tmp_path: Path) -> None:
 
 def test_a_killed_writer_process_is_restarted_and_loses_nothing(tmp_path: Path) -> None:
     p = _pipeline(tmp_path)
+    counted_before = METRICS.audit_events.labels("statement")._value.get()
     p.open()
     try:
         first = _writer_pid(p)
@@ -170,6 +171,8 @@ def test_a_killed_writer_process_is_restarted_and_loses_nothing(tmp_path: Path) 
             p.emit(_statement(i))
         assert p.flush(60)
         _wait(lambda: len(_statements(tmp_path / "audit.db")) >= 700, 60)
+        # The restarted writer's counters reach the metrics although it counts from zero again.
+        _wait(lambda: METRICS.audit_events.labels("statement")._value.get() - counted_before >= 350, 10)
     finally:
         p.close()
     ids = [r["event_id"] for r in _statements(tmp_path / "audit.db")]
