@@ -12,6 +12,8 @@ OP_KEEP_DIGITS: int
 OP_EMAIL: int
 OP_NAME: int
 MAX_KEEP: int
+LAYOUT_TEMPORAL: int
+LAYOUT_LENENC: int
 
 def pg_rewrite(
     data: bytes | bytearray | memoryview,
@@ -28,6 +30,18 @@ def mysql_rewrite(
     pos: int,
     end: int,
     columns: tuple[_Entry, ...],
+    limit: int,
+    seq: int,
+    eof_limit: int,
+    out: bytearray,
+    /,
+) -> tuple[int, int, int, int]: ...
+def mysql_binary_rewrite(
+    data: bytes | bytearray | memoryview,
+    pos: int,
+    end: int,
+    columns: tuple[_Entry, ...],
+    layout: tuple[int, ...],
     limit: int,
     seq: int,
     eof_limit: int,

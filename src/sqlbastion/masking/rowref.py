@@ -46,6 +46,8 @@ from collections.abc import Callable, Sequence
 from sqlbastion.masking.functions import FULL_BYTES
 
 __all__ = [
+    "LAYOUT_LENENC",
+    "LAYOUT_TEMPORAL",
     "MAX_KEEP",
     "OP_CALL",
     "OP_EMAIL",
@@ -55,6 +57,8 @@ __all__ = [
     "OP_MOBILE",
     "OP_NAME",
     "ColumnEntry",
+    "binary_layout",
+    "mysql_binary_rewrite",
     "mysql_rewrite",
     "pg_rewrite",
 ]
@@ -146,7 +150,7 @@ def _checked(masker: Masker) -> Masker:
 class _Column:
     """One masked column: ``mask(value)`` gives its replacement; ``done`` counts in-place masks."""
 
-    __slots__ = ("done", "mask", "tally")
+    __slots__ = ("call", "done", "mask", "tally")
 
     def __init__(self, index: int, entry: tuple[int, int, int, Masker, list[int] | None]) -> None:
         if not isinstance(entry, tuple) or len(entry) != 5:
@@ -162,7 +166,7 @@ class _Column:
             raise TypeError(f"column {index}: the tally must be None or a non-empty list")
         self.tally = tally
         self.done = [0]
-        call = _checked(masker)
+        call = self.call = _checked(masker)
         if code == OP_CALL:
             self.mask: Masker = call  # every value, NULL included
             return
@@ -394,6 +398,155 @@ def mysql_rewrite(  # noqa: PLR0917  # positional, as the C function it mirrors
             body = b"".join(parts)
             if len(body) >= MYSQL_MAX_PIECE:
                 break  # would need splitting into pieces: the caller's path frames it
+            out += len(body).to_bytes(3, "little") + bytes((seq,))
+            out += body
+            rows += 1
+            seq = (seq + 1) & 0xFF
+            pos = msg_end
+        _add_tallies(program)
+    except BaseException:
+        del out[start_len:]
+        raise
+    return base + pos, rows, rows * len(masked), seq
+
+
+# --- MySQL binary rows (page_protocol_binary_resultset_row: 0x00, NULL bitmap, binary values)
+
+LAYOUT_TEMPORAL = -1  # one length byte (at most 12), then that many bytes
+LAYOUT_LENENC = -2  # a string<lenenc>
+_MAX_TEMPORAL = 12
+
+
+def binary_layout(types: Sequence[int], fixed_width: dict[int, int], temporal: frozenset[int]) -> tuple[int, ...]:
+    """Each column's value layout in a binary row: its fixed width, LAYOUT_TEMPORAL or LAYOUT_LENENC."""
+    return tuple(fixed_width.get(t, LAYOUT_TEMPORAL if t in temporal else LAYOUT_LENENC) for t in types)
+
+
+def _binary_fields(data: bytes, start: int, end: int, layout: tuple[int, ...]) -> list[tuple[int, int, int]] | None:
+    """(offset of the value's header, offset of its bytes, length or -1 for NULL) per column."""
+    ncols = len(layout)
+    nb = (ncols + 9) // 8
+    if end - start < 1 + nb or data[start] != 0:
+        return None
+    bitmap = data[start + 1 : start + 1 + nb]
+    q = start + 1 + nb
+    fields = []
+    for i, kind in enumerate(layout):
+        bit = i + 2
+        if bitmap[bit >> 3] & (1 << (bit & 7)):
+            fields.append((q, q, -1))
+            continue
+        if kind >= 0:
+            header, n = 0, kind
+        elif kind == LAYOUT_TEMPORAL:
+            if q >= end or data[q] > _MAX_TEMPORAL:
+                return None
+            header, n = 1, data[q]
+        else:
+            if q >= end:
+                return None
+            b = data[q]
+            if b < 0xFB:
+                header, n = 1, b
+            else:
+                width = _LENENC_WIDTH.get(b)
+                if width is None or 1 + width > end - q:
+                    return None
+                header, n = 1 + width, int.from_bytes(data[q + 1 : q + 1 + width], "little")
+        if n > end - q - header:
+            return None
+        fields.append((q, q + header, n))
+        q += header + n
+    return fields if q == end else None
+
+
+def _binary_encoded(kind: int, value: bytes | bytearray) -> bytes | None:
+    """A replacement in its column's layout; None when it does not fit (the relay then refuses)."""
+    if kind >= 0:
+        return bytes(value) if len(value) == kind else None
+    if kind == LAYOUT_TEMPORAL:
+        return bytes((len(value),)) + value if len(value) <= _MAX_TEMPORAL else None
+    return _lenenc(len(value)) + value
+
+
+def mysql_binary_rewrite(  # noqa: PLR0917  # positional, as the C function it mirrors
+    data: _Buffer,
+    pos: int,
+    end: int,
+    columns: tuple[ColumnEntry, ...],
+    layout: tuple[int, ...],
+    limit: int,
+    seq: int,
+    eof_limit: int,
+    out: bytearray,
+) -> tuple[int, int, int, int]:
+    """``mysql_rewrite`` for binary-protocol rows (COM_STMT_EXECUTE, COM_STMT_FETCH).
+
+    ``layout`` (``binary_layout``) gives each column's value layout. A masked
+    value that becomes NULL sets its NULL bitmap bit; a NULL that a masker
+    replaces clears it. The built-in ASCII operations apply to string<lenenc>
+    values only. A row whose replacement does not fit its layout (a fixed-width
+    value of another width) ends the run before that row: ``mask_binary_row``
+    then refuses the result.
+    """
+    program = _program(columns)
+    if not 0 <= seq <= 0xFF:
+        raise ValueError("seq must be 0..255")
+    if not isinstance(layout, tuple) or not isinstance(columns, tuple) or len(layout) != len(columns):
+        raise ValueError("layout must be a tuple with one entry per column")
+    _check_range(data, pos, end)
+    _check_out(out)
+    for i, kind in enumerate(layout):
+        if not LAYOUT_LENENC <= kind <= 8:  # LONGLONG and DOUBLE are the widest
+            raise ValueError(f"column {i}: unknown layout")
+    nb = (len(program) + 9) // 8
+    masked = [(i, c, layout[i]) for i, c in enumerate(program) if c is not None]
+    base, chunk = pos, bytes(data[pos:end])
+    pos, end = 0, end - pos
+    start_len = len(out)
+    rows = 0
+    try:
+        while rows < limit and end - pos >= 4:
+            length = chunk[pos] | chunk[pos + 1] << 8 | chunk[pos + 2] << 16
+            if length in (MYSQL_MAX_PIECE, 0) or length > end - pos - 4 or chunk[pos + 3] != seq:
+                break
+            start, msg_end = pos + 4, pos + 4 + length
+            b0 = chunk[start]
+            if b0 == 0xFF or (b0 == 0xFE and length < eof_limit):
+                break
+            fields = _binary_fields(chunk, start, msg_end, layout)
+            if fields is None:
+                break
+            bitmap = bytearray(chunk[start + 1 : start + 1 + nb])
+            parts: list[bytes] = []
+            copy_from = start + 1 + nb
+            fits = True
+            for i, c, kind in masked:
+                q, v, n = fields[i]
+                parts.append(chunk[copy_from:q])
+                if n >= 0 and kind == LAYOUT_LENENC:
+                    new = c.mask(chunk[v : v + n])
+                elif n >= 0:
+                    new = c.call(chunk[v : v + n])  # in-place operations are for strings only
+                else:
+                    new = c.mask(None)
+                bit, flag = (i + 2) >> 3, 1 << ((i + 2) & 7)
+                if new is None:
+                    bitmap[bit] |= flag
+                else:
+                    encoded = _binary_encoded(kind, new)
+                    if encoded is None:
+                        fits = False
+                        break
+                    bitmap[bit] &= ~flag & 0xFF
+                    parts.append(encoded)
+                copy_from = v + n if n > 0 else v
+            if not fits:
+                break
+            parts.append(chunk[copy_from:msg_end])
+            body = b"\x00" + bytes(bitmap) + b"".join(parts)
+            if len(body) >= MYSQL_MAX_PIECE:
+                break
             out += len(body).to_bytes(3, "little") + bytes((seq,))
             out += body
             rows += 1

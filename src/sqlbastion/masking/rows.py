@@ -5,7 +5,8 @@ messages to one call, instead of decoding, masking and re-encoding row by row
 in Python:
 
 * ``RowProgram.rewrite_pg`` — PostgreSQL DataRow messages;
-* ``RowProgram.rewrite_mysql`` — MySQL text-protocol row packets.
+* ``RowProgram.rewrite_mysql`` — MySQL text-protocol row packets;
+* ``RowProgram.rewrite_mysql_binary`` — MySQL binary-protocol row packets.
 
 Both stop at the first message that is not a plain row (or is incomplete, too
 large or malformed) and leave it, unconsumed, to the relay's per-message path.
@@ -34,12 +35,14 @@ from typing import Any, Protocol
 from sqlbastion.logs import get_logger
 from sqlbastion.masking import rowref
 from sqlbastion.masking.functions import AsciiOp
+from sqlbastion.proxy.mysql.constants import FIXED_WIDTH, TEMPORAL_TYPES
 from sqlbastion.proxy.session import ColumnMasker, MaskPlan
 
 __all__ = [
     "IMPLEMENTATION",
     "TALLY_FLUSH",
     "RowProgram",
+    "binary_layout",
     "compile_columns",
     "program_for",
     "register_masker",
@@ -47,6 +50,7 @@ __all__ = [
 
 log = get_logger("masking.rows")
 
+TEMPORAL = frozenset(int(t) for t in TEMPORAL_TYPES)
 TALLY_FLUSH = 256  # values counted before the tally is added to sqlbastion_masked_values_total
 MAX_PROGRAMS = 1024  # programs cached per plan object (plans themselves are cached and shared)
 
@@ -70,20 +74,27 @@ _Columns = tuple[rowref.ColumnEntry, ...]
 _PgRewrite = Callable[[_Data, int, int, _Columns, int, int, bytearray], tuple[int, int, int]]
 # (data, pos, end, columns, limit, seq, eof_limit, out) → (pos, rows, masked, seq)
 _MysqlRewrite = Callable[[_Data, int, int, _Columns, int, int, int, bytearray], tuple[int, int, int, int]]
+# (data, pos, end, columns, layout, limit, seq, eof_limit, out) → (pos, rows, masked, seq)
+_BinaryRewrite = Callable[
+    [_Data, int, int, _Columns, tuple[int, ...], int, int, int, bytearray], tuple[int, int, int, int]
+]
 
 
-def _load() -> tuple[str, _PgRewrite, _MysqlRewrite]:
+def _load() -> tuple[str, _PgRewrite, _MysqlRewrite, _BinaryRewrite]:
     if os.environ.get("SQLBASTION_ROWFAST", "1") != "0":
         try:
             from sqlbastion import _rowfast
         except ImportError:
             log.info("rowfast_missing", detail="masked rows take the pure-Python path")
         else:
-            return "c", _rowfast.pg_rewrite, _rowfast.mysql_rewrite
-    return "python", rowref.pg_rewrite, rowref.mysql_rewrite
+            if hasattr(_rowfast, "mysql_binary_rewrite"):
+                return "c", _rowfast.pg_rewrite, _rowfast.mysql_rewrite, _rowfast.mysql_binary_rewrite
+            # Built from older sources: never mix it with this reference; rebuild (scripts/install-deps.sh).
+            log.warning("rowfast_stale", detail="masked rows take the pure-Python path")
+    return "python", rowref.pg_rewrite, rowref.mysql_rewrite, rowref.mysql_binary_rewrite
 
 
-IMPLEMENTATION, _pg_rewrite, _mysql_rewrite = _load()
+IMPLEMENTATION, _pg_rewrite, _mysql_rewrite, _mysql_binary_rewrite = _load()
 """``"c"`` when the compiled extension is in use, ``"python"`` for the reference."""
 
 
@@ -170,6 +181,42 @@ class RowProgram:
         if self._flush and result[1]:
             self._flush_tallies()
         return result
+
+    def rewrite_mysql_binary(
+        self,
+        data: bytes | bytearray,
+        pos: int,
+        end: int,
+        out: bytearray,
+        *,
+        types: Sequence[int],
+        limit: int,
+        seq: int,
+        eof_limit: int,
+    ) -> tuple[int, int, int, int]:
+        """``rewrite_mysql`` for binary-protocol rows; ``types`` are the columns' field types."""
+        layout = binary_layout(types)
+        if len(layout) != len(self.columns):
+            return pos, 0, 0, seq  # not this plan's result: the per-row path refuses it
+        result = _mysql_binary_rewrite(data, pos, end, self.columns, layout, limit, seq, eof_limit, out)
+        if self._flush and result[1]:
+            self._flush_tallies()
+        return result
+
+
+_LAYOUTS: dict[tuple[int, ...], tuple[int, ...]] = {}
+
+
+def binary_layout(types: Sequence[int]) -> tuple[int, ...]:
+    """Each column's value layout in a MySQL binary row (``rowref.binary_layout``), cached per type list."""
+    key = tuple(types)
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        layout = rowref.binary_layout(key, {int(t): w for t, w in FIXED_WIDTH.items()}, TEMPORAL)
+        if len(_LAYOUTS) >= MAX_PROGRAMS:
+            _LAYOUTS.clear()
+        _LAYOUTS[key] = layout
+    return layout
 
 
 def compile_columns(maskers: Sequence[ColumnMasker | None]) -> RowProgram | None:

@@ -26,7 +26,9 @@ from sqlbastion.masking import rowref, rows
 from sqlbastion.masking.functions import build_function
 from sqlbastion.masking.plan import _counted
 from sqlbastion.masking.wire import ascii_fast_op, build_converter
-from sqlbastion.proxy.mysql.rows import mask_text_row
+from sqlbastion.proxy.mysql.constants import FieldType
+from sqlbastion.proxy.mysql.errors import LocalProtocolError
+from sqlbastion.proxy.mysql.rows import encode_binary_row, mask_binary_row, mask_text_row
 from sqlbastion.proxy.mysql.wire import lenenc_int
 from sqlbastion.proxy.postgres import protocol as p
 from sqlbastion.proxy.session import ColumnMasker, MaskPlan
@@ -53,6 +55,8 @@ def test_extension_loaded_in_ci() -> None:
 def test_operation_codes_agree() -> None:
     assert FAST is not None
     for name in ("OP_CALL", "OP_FULL", "OP_KEEP", "OP_MOBILE", "OP_KEEP_DIGITS", "OP_EMAIL", "OP_NAME", "MAX_KEEP"):
+        assert getattr(FAST, name) == getattr(rowref, name), name
+    for name in ("LAYOUT_TEMPORAL", "LAYOUT_LENENC"):
         assert getattr(FAST, name) == getattr(rowref, name), name
 
 
@@ -702,3 +706,119 @@ def test_garbage_gives_the_same_answer_and_never_crashes(
         (m_pos, m_rows, _, m_seq), _, _ = both(maskers, tallies, True, buffer, pos, end, 100, seq, 9)
         assert pos <= m_pos <= end
         assert m_seq == (seq + m_rows) & 0xFF
+
+
+# --- MySQL binary rows ------------------------------------------------------------------
+
+BINARY_TYPES = {
+    FieldType.LONGLONG: 8,
+    FieldType.LONG: 4,
+    FieldType.SHORT: 2,
+    FieldType.TINY: 1,
+    FieldType.DOUBLE: 8,
+    FieldType.NULL: 0,
+    FieldType.DATE: -1,
+    FieldType.DATETIME: -1,
+    FieldType.TIME: -1,
+    FieldType.VAR_STRING: -2,
+    FieldType.BLOB: -2,
+    FieldType.NEWDECIMAL: -2,
+}
+
+
+def _same_width(value: bytes | None) -> bytes | None:
+    return None if value is None else bytes(len(value))  # zeros, keeping the width
+
+
+def _widen(value: bytes | None) -> bytes | None:
+    return None if value is None else value + b"!"  # does not fit a fixed or full temporal layout
+
+
+@st.composite
+def binary_tables(draw: st.DrawFn) -> tuple[list[int], list[ColumnMasker | None], list[list[Value]], list[Tally]]:
+    ncols = draw(st.integers(1, 12))
+    types = draw(st.lists(st.sampled_from(list(BINARY_TYPES)), min_size=ncols, max_size=ncols))
+    tallies: list[Tally] = []
+    maskers: list[ColumnMasker | None] = []
+    for _ in types:
+        choice = draw(st.sampled_from(["pass", "same", "widen", "nulls", "planner"]))
+        if choice == "pass":
+            maskers.append(None)
+        elif choice == "same":
+            maskers.append(_same_width)
+        elif choice == "widen":
+            maskers.append(_widen)
+        elif choice == "nulls":
+            maskers.append(_nulls)
+        else:
+            tally = Tally()
+            tallies.append(tally)
+            maskers.append(planner_masker(draw(st.sampled_from(["mobile", "email", "full", "chinese_name"])), tally))
+    if all(m is None for m in maskers):
+        maskers[0] = _same_width
+    table = []
+    for _ in range(draw(st.integers(0, 6))):
+        row: list[Value] = []
+        for t in types:
+            width = BINARY_TYPES[t]
+            if draw(st.integers(0, 4)) == 0:
+                row.append(None)
+            elif width >= 0:
+                row.append(draw(st.binary(min_size=width, max_size=width)))
+            elif width == -1:
+                row.append(draw(st.sampled_from([b"", b"\x07\xd0\x01\x02", bytes(7), bytes(11), bytes(12)])))
+            else:
+                row.append(draw(values.filter(lambda v: v is not None)))
+        table.append(row)
+    return [int(t) for t in types], maskers, table, tallies
+
+
+@given(binary_tables(), st.integers(0, 8), st.integers(0, 255), st.sampled_from([b"", b"\xfe\x00\x00\x02\x00"]))
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_mysql_binary_rewrite_matches_mask_binary_row_and_c(
+    table: tuple[list[int], list[ColumnMasker | None], list[list[Value]], list[Tally]],
+    limit: int,
+    seq: int,
+    tail: bytes,
+) -> None:
+    types, maskers, table_rows, tallies = table
+    payloads = [encode_binary_row(r, types) for r in table_rows]
+    chunk = b"".join(mysql_frame(seq + i, pl) for i, pl in enumerate(payloads))
+    if tail:
+        chunk += mysql_frame(seq + len(payloads), tail)
+    program = rows.compile_columns(maskers)
+    assert program is not None
+    layout = rows.binary_layout(types)
+    impls: list[Callable[..., Any]] = [rowref.mysql_binary_rewrite]
+    if FAST is not None:
+        impls.append(FAST.mysql_binary_rewrite)
+    answers = []
+    for impl in impls:
+        for t in tallies:
+            t.reset()
+        out = bytearray(b"kept")
+        result = impl(chunk, 0, len(chunk), program.columns, layout, limit, seq, 9, out)
+        answers.append((result, bytes(out[4:]), [t.total for t in tallies]))
+    assert all(a == answers[0] for a in answers)
+    (pos, nrows, masked, next_seq), out_bytes, got_tallies = answers[0]
+    assert next_seq == (seq + nrows) & 0xFF
+    # Today's path, row by row, up to the limit or the first row it refuses.
+    for t in tallies:
+        t.reset()
+    expected = bytearray()
+    expected_masked = 0
+    done = 0
+    for i, pl in enumerate(payloads[:limit]):
+        try:
+            row, m = mask_binary_row(pl, types, maskers)
+        except LocalProtocolError:
+            break
+        expected += mysql_frame(seq + i, row)
+        expected_masked += m
+        done += 1
+    assert nrows == done
+    assert out_bytes == bytes(expected)
+    assert masked == expected_masked
+    assert pos == sum(len(pl) + 4 for pl in payloads[:done])
+    if done == min(limit, len(payloads)):
+        assert got_tallies == [t.total for t in tallies]

@@ -94,6 +94,12 @@ class Counting:
                 outer.rows += result[1]
                 return result
 
+            def rewrite_mysql_binary(self, *args: Any, **kwargs: Any) -> tuple[int, int, int, int]:
+                assert program is not None
+                result = program.rewrite_mysql_binary(*args, **kwargs)
+                outer.rows += result[1]
+                return result
+
         return Wrapped()
 
 
@@ -111,13 +117,16 @@ def _mysql_planner(cols: Sequence[ColumnDefinition], binary: bool) -> MaskPlan:
     return MaskPlan(columns=tuple(MASKERS.get(c.name.decode()) for c in cols))
 
 
-def _mysql_run(stream: bytes, caps: int, pieces: list[int], cap: int | None, enabled: bool) -> tuple[bytes, Any, int]:
+def _mysql_run(
+    stream: bytes, caps: int, pieces: list[int], cap: int | None, enabled: bool, *, binary: bool = False
+) -> tuple[bytes, Any, int]:
     relay = ResponseRelay(
         kind="query",
         backend_capabilities=caps,
         client_capabilities=caps,
         planner=_mysql_planner,
         max_rows=cap,
+        binary=binary,
     )
     with compiled(mysql_results, enabled) as counting:
         out = feed_in_pieces(relay, stream, pieces)
@@ -150,6 +159,32 @@ def test_mysql_relay_same_bytes_with_and_without_the_compiled_path(
     assert fast_summary == slow_summary
     if pieces == [1 << 20] and nrows > 1 and (cap is None or cap > 1) and any(n in MASKERS for n in names):
         assert fast_rows > 0, "the compiled path took the rows"
+
+
+@given(
+    st.lists(st.sampled_from(NAMES[1:]), min_size=1, max_size=4, unique=True),
+    st.integers(0, 30),
+    st.data(),
+    st.sampled_from([EOF_CAPS, DEPRECATE_CAPS]),
+    st.one_of(st.none(), st.integers(0, 35)),
+    st.sampled_from([[1], [5, 3], [1 << 20]]),
+)
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_mysql_binary_relay_same_bytes_with_and_without_the_compiled_path(
+    names: list[str], nrows: int, data: st.DataObject, caps: int, cap: int | None, pieces: list[int]
+) -> None:
+    """Prepared-statement rows: an 8-byte id, then strings; NULLs in the bitmap."""
+    cols = [column("id", FieldType.LONGLONG)] + [column(n, FieldType.VAR_STRING) for n in names]
+    table: list[list[Value]] = []
+    for i in range(nrows):
+        strings = data.draw(st.lists(values, min_size=len(names), max_size=len(names)))
+        table.append([None if i % 7 == 3 else i.to_bytes(8, "little"), *strings])
+    stream = packets(result_set_payloads(cols, table, caps=caps, binary=True))
+    fast = _mysql_run(stream, caps, pieces, cap, True, binary=True)
+    slow = _mysql_run(stream, caps, pieces, cap, False, binary=True)
+    assert fast[:2] == slow[:2]
+    if pieces == [1 << 20] and nrows > 1 and (cap is None or cap > 1) and any(n in MASKERS for n in names):
+        assert fast[2] > 0, "the compiled path took the rows"
 
 
 @pytest.mark.parametrize("caps", [EOF_CAPS, DEPRECATE_CAPS])

@@ -433,23 +433,28 @@ class ResponseRelay:
                 self._state == _ROWS
                 and not self._fast
                 and self._plan is not None
-                and not self.binary
                 and self._keep_row is None
                 and self._row_hold is None
                 and not self._partial
                 and seq == self._out_seq
             ):
-                # Masked text rows: the run of complete row packets from here, rewritten in one
-                # call (masking.rows; C when built), within the row cap. What it does not take
-                # (a terminator, a malformed or 16 MiB packet, the row past the cap, a masker's
-                # error) goes on to the general path below, which decides as before.
+                # Masked rows (text or binary): the run of complete row packets from here, rewritten
+                # in one call (masking.rows; C when built), within the row cap. What it does not take
+                # (a terminator, a malformed or 16 MiB packet, the row past the cap, a value that does
+                # not fit its binary type, a masker's error) goes on to the general path below,
+                # which decides as before.
                 program = program_for(self._plan)
                 left = self._cap - self.summary.rows
                 if program is not None and left > 0:
                     try:
-                        done, nrows, masked, next_seq = program.rewrite_mysql(
-                            data, pos, n, out, limit=left, seq=seq, eof_limit=eof_limit
-                        )
+                        if self.binary:
+                            done, nrows, masked, next_seq = program.rewrite_mysql_binary(
+                                data, pos, n, out, types=self._types, limit=left, seq=seq, eof_limit=eof_limit
+                            )
+                        else:
+                            done, nrows, masked, next_seq = program.rewrite_mysql(
+                                data, pos, n, out, limit=left, seq=seq, eof_limit=eof_limit
+                            )
                     except (ValueError, TypeError):
                         nrows = 0  # out is as it was; _on_row meets the error again and refuses
                     if nrows:
