@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 from unittest import mock
 
+import mysql.connector
 import psycopg
 import pymysql
 import pytest
@@ -155,6 +156,46 @@ def test_mysql_whole_table_masked_row_by_row(
     try:
         with per_row_path(per_row):
             got = _my_scan(relay.port)
+        assert got == want
+        assert not find_leaks(relay.received(), canary_values(sample_bank.canary))
+    finally:
+        relay.close()
+
+
+def _my_prepared_scan(port: int) -> list[Row]:
+    """Binary-protocol rows (COM_STMT_EXECUTE) through mysql-connector's prepared cursor."""
+    conn = mysql.connector.connect(
+        host="127.0.0.1",
+        port=port,
+        user="dev",
+        password=PASSWORDS["dev"],
+        database="bank",
+        connection_timeout=10,
+        ssl_disabled=True,
+        use_pure=True,
+    )
+    try:
+        cur = conn.cursor(prepared=True)
+        cur.execute(SCAN + " LIMIT ?", (20_000,))
+        rows = cur.fetchall()
+        cur.close()
+    finally:
+        conn.close()
+    return [
+        tuple(None if v is None else v.decode() if isinstance(v, bytes | bytearray) else str(v) for v in r)
+        for r in rows
+    ]
+
+
+@pytest.mark.parametrize("per_row", [False, True], ids=["compiled", "per-row"])
+def test_mysql_prepared_whole_table_masked_row_by_row(
+    proxy: MaskingProxy, sample_bank: LoadedBank, mariadb_server: ServerInfo, per_row: bool
+) -> None:
+    want = expected(_my_direct(mariadb_server))
+    relay = RecordingRelay(proxy.ports["my"])
+    try:
+        with per_row_path(per_row):
+            got = _my_prepared_scan(relay.port)
         assert got == want
         assert not find_leaks(relay.received(), canary_values(sample_bank.canary))
     finally:
