@@ -558,11 +558,17 @@ def test_no_reference_or_memory_leaks() -> None:
     chunk = bytearray(b"".join(p.encode_data_row(r) for r in table) * 50)
     mchunk = b"".join(mysql_frame(i, mysql_row(r)) for i, r in enumerate(table * 50))
     failing = ((rowref.OP_CALL, 0, 0, lambda v: 1 / 0, None),)
+    types = [int(FieldType.VAR_STRING)] * 4
+    layout = rows.binary_layout(types)
+    bchunk = b"".join(mysql_frame(i, encode_binary_row(r, types)) for i, r in enumerate(table * 50))
 
     def work() -> None:
         out = bytearray()
         FAST.pg_rewrite(chunk, 0, len(chunk), program.columns, 1 << 30, 1 << 20, out)
         FAST.mysql_rewrite(mchunk, 0, len(mchunk), program.columns, 1 << 30, 0, 9, out)
+        FAST.mysql_binary_rewrite(bchunk, 0, len(bchunk), program.columns, layout, 1 << 30, 0, 9, out)
+        with pytest.raises(ZeroDivisionError):
+            FAST.mysql_binary_rewrite(bchunk, 0, len(bchunk), failing * 4, layout, 10, 0, 9, out)
         with pytest.raises(ZeroDivisionError):
             FAST.pg_rewrite(chunk, 0, len(chunk), failing * 4, 10, 1 << 20, out)
         with pytest.raises(TypeError):
