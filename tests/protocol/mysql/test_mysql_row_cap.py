@@ -332,3 +332,20 @@ def test_held_rows_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert relay.summary.rows == CAP
     _check_err(out)
     assert len(out) == _header(caps) + CAP + 1
+
+
+@pytest.mark.parametrize("caps", CAPS)
+@pytest.mark.parametrize("pieces", PIECES)
+def test_held_rows_give_way_to_a_backend_error(caps: int, pieces: list[int]) -> None:
+    # A statement that fails mid-result (a runtime error, a KILL): with rows held, the client
+    # reads the error right after the metadata, which every client can read.
+    payloads = result_set_payloads(COLS, _rows(3, binary=True), caps=caps, binary=True)
+    err = ErrPacket(errno=1317, message="Query execution was interrupted", sqlstate="70100").encode(caps)
+    stream = packets([*payloads[:-1], err])
+    relay = _relay(caps, binary=True, hold=True)
+    out = _payloads(feed_in_pieces(relay, stream, pieces))
+    assert len(out) == _header(caps) + 1
+    assert [s for s, _ in out] == list(range(1, len(out) + 1))
+    assert ErrPacket.decode(out[-1][1]).errno == 1317
+    assert relay.summary.rows == 0
+    assert relay.summary.error is not None

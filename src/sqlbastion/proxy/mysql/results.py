@@ -753,7 +753,19 @@ class ResponseRelay:
                 out += hold
                 self._row_hold = None
             return
-        # The end of the result (or the backend's ERR): the held rows go out before it.
+        if hold and len(out) > mark + 4 and out[mark + 4] == 0xFF:
+            # An ERR ends the result instead (the backend's, or a value that cannot be masked):
+            # the held rows never leave either, and the ERR takes the first one's sequence id, so
+            # it is what the client reads right after the metadata.
+            err = bytes(out[mark + 4 :])
+            del out[mark:]
+            self.summary.rows -= self._held_rows
+            self.summary.masked_values -= self._held_masked
+            self._out_seq = self._hold_seq
+            self._emit_payload(out, err)
+            hold.clear()
+            return
+        # The end of the result: the held rows go out before it.
         out[mark:mark] = hold
         hold.clear()
 
