@@ -378,3 +378,21 @@ def test_client_bytes_arriving_one_at_a_time(proxy: Proxy) -> None:
                 break
         assert [k for k, _ in answers] == ["1", "2", "D", "C", "Z"]
         assert answers[2][1] == b"\x00\x01\x00\x00\x00\x0242"
+
+
+def test_a_message_larger_than_the_backlog_limit_gets_through(proxy: Proxy) -> None:
+    """A 3 MiB bytea parameter is one Bind message, bigger than the 1 MiB the proxy lets a client
+    buffer before it stops reading: the frame must still complete (reading pauses only for whole
+    messages waiting their turn)."""
+    result: list[object] = []
+
+    def run() -> None:
+        with proxy.connect() as conn:
+            row = conn.execute("SELECT length(%s::bytea)", (b"x" * (3 << 20),)).fetchone()
+            result.append(row)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "the large message stalled in the proxy"
+    assert result == [(3 << 20,)]

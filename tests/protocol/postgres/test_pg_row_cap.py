@@ -12,6 +12,7 @@ transaction is made to fail too. The audit event keeps the rows sent and
 
 from __future__ import annotations
 
+import itertools
 import re
 import struct
 from collections.abc import Sequence
@@ -398,3 +399,69 @@ def test_never_more_rows_than_the_cap(cap: int, results: list[int], cuts: list[i
     assert [c for c, _ in errors(out)] == (["42501"] if total > cap else [])
     assert out.endswith(Z())
     assert statement_events(audit)[0]["rows"] == min(total, cap)
+
+
+def test_a_server_error_after_the_cap_is_answered_with_the_cap() -> None:
+    relay, audit = make_relay()
+    relay.client_data(Q("SELECT 1 / (5 - a) FROM t"))
+    relay.take_to_backend()
+    relay.backend_data(T("a") + rows(4) + p.encode_error("ERROR", "22012", "division by zero") + Z())
+    out = relay.take_to_client()
+    assert letters(out) == "TDDDEZ"
+    ((code, message),) = errors(out)
+    assert code == "42501"
+    assert "row cap of 3 rows" in message
+    (event,) = statement_events(audit)
+    assert event["rows"] == 3
+    assert str(event["backend_error"]).startswith("row cap exceeded; then SQLSTATE 22012")
+
+
+def test_a_later_statement_of_the_capped_message_is_not_relayed_but_its_error_is_audited() -> None:
+    relay, audit = make_relay()
+    relay.client_data(Q("SELECT a FROM t; SELECT 1/0"))
+    relay.take_to_backend()
+    relay.backend_data(T("a") + rows(5) + C("SELECT 5") + p.encode_error("ERROR", "22012", "division by zero") + Z())
+    out = relay.take_to_client()
+    assert letters(out) == "TDDDEZ"
+    assert [c for c, _ in errors(out)] == ["42501"]
+    (event,) = statement_events(audit)
+    assert str(event["backend_error"]).startswith("row cap exceeded; then SQLSTATE 22012")
+
+
+def test_after_a_capped_execute_the_rest_of_the_batch_is_answered_but_not_relayed() -> None:
+    relay, audit = make_relay()
+    relay.client_data(
+        P(b"", "SELECT a FROM t") + B() + D_portal() + E() + P(b"", "SELECT b FROM t") + B() + D_portal() + E() + S
+    )
+    relay.take_to_backend()
+    relay.backend_data(
+        ONE + TWO + T("a") + rows(5) + C("SELECT 5") + ONE + TWO + T("b") + rows(1) + C("SELECT 1") + Z()
+    )
+    out = relay.take_to_client()
+    assert letters(out) == "12TDDDEZ"  # as after a server error: nothing more until ReadyForQuery
+    first, second = statement_events(audit)
+    assert (first["rows"], first["backend_error"]) == (3, ROW_CAP_EXCEEDED)
+    assert second["rows"] == 1  # the server ran it; the audit says so
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    cap=st.integers(min_value=1, max_value=6),
+    count=st.integers(min_value=0, max_value=9),
+    cuts=st.lists(st.integers(min_value=1, max_value=600), max_size=8),
+)
+def test_masked_rows_never_exceed_the_cap_however_split(cap: int, count: int, cuts: list[int]) -> None:
+    relay, audit = make_relay(cap=cap)
+    relay.client_data(Q("SELECT id, secret FROM t"))
+    relay.take_to_backend()
+    backend = T("id", "secret") + rows(count, width=2) + C(f"SELECT {count}") + Z()
+    points = [0, *sorted({min(c, len(backend)) for c in cuts}), len(backend)]
+    out = b""
+    for a, b in itertools.pairwise(points):
+        relay.backend_data(backend[a:b])
+        out += relay.take_to_client()
+    got = data_rows(out)
+    assert len(got) == min(count, cap)
+    assert all(r[1] == b"#" for r in got)  # masked, every one
+    assert [c for c, _ in errors(out)] == (["42501"] if count > cap else [])
+    assert statement_events(audit)[0]["rows"] == min(count, cap)

@@ -373,8 +373,9 @@ class _Connection(asyncio.Protocol):
             # Hold the backend's further rows while their columns are looked up.
             self.set_flow("catalog", True)
             self._catalog_task = asyncio.get_running_loop().create_task(self._load_catalog(), name="pg-catalog")
-        if relay.client_buffered > HIGH_WATER or "client_backlog" in self._paused:
-            self.set_flow("client_backlog", relay.client_buffered > HIGH_WATER)
+        backlog = relay.client_backlog
+        if backlog > HIGH_WATER or "client_backlog" in self._paused:
+            self.set_flow("client_backlog", backlog > HIGH_WATER)
 
     async def _load_catalog(self) -> None:
         relay, catalog = self.relay, self.catalog

@@ -67,6 +67,7 @@ from sqlbastion.proxy.postgres.tracking import (
     NO_CAP,
     REFUSED_NAME,
     REFUSED_SQL,
+    ROW_CAP_EXCEEDED,
     SCRATCH_OUTCOME,
     SIMPLE_COMPLETIONS,
     ColumnMeta,
@@ -201,6 +202,15 @@ class QueryRelay(ResultHandling):
     @property
     def client_buffered(self) -> int:
         return self._client.buffered
+
+    @property
+    def client_backlog(self) -> int:
+        """Client bytes waiting for their turn while the relay holds client messages back (a
+        search_path refresh, the in-flight limit); 0 otherwise. A message still arriving is not a
+        backlog: its size is bounded by ``max_message``, and reading must go on to complete it."""
+        if self._hold or self._stalled:
+            return self._client.buffered
+        return 0
 
     @property
     def backend_buffered(self) -> int:
@@ -753,22 +763,31 @@ class QueryRelay(ResultHandling):
             self._muted = True
 
     def _error(self, item: Pending, frame: bytes, body: bytes) -> None:
+        # A result cut at the row cap that then fails on the server: the client, which got the
+        # first rows, gets the cap's error in the server's error's place.
+        cap_text = self._plan.refuse if self._capped and self._plan is not None else None
         self._end_result()
         if item.kind == Kind.QUERY and self._reply_hold < 0:
             self._reply_hold = len(self._to_client)  # audited at ReadyForQuery: held till then
         if item.refused and item.verdict is not None:
             self._to_client += p.encode_error("ERROR", "42501", item.verdict.message)
+        elif cap_text is not None:
+            self._to_client += p.encode_error("ERROR", "42501", cap_text)
         elif item.kind != Kind.INTERNAL:
             # An injected Describe's failure is still the batch's failure: the client must see it.
             self._to_client += self._withhold(item, p.ERROR_RESPONSE, body) or frame
         if item.verdict is not None and not item.refused:
             fields = dict(p.decode_error_fields(body))
             code = fields.get(b"C", "")
-            item.outcome.backend_error = (
+            text = (
                 f"SQLSTATE {code}"
                 if item.verdict.decision.sensitive_columns
                 else f"SQLSTATE {code}: {fields.get(b'M', '')}"
             )
+            before = item.outcome.backend_error
+            if before is not None and before.startswith(ROW_CAP_EXCEEDED):
+                text = f"{ROW_CAP_EXCEEDED}; then {text}"  # the audit keeps that the cap was hit
+            item.outcome.backend_error = text
         if item.kind in (Kind.QUERY, Kind.INTERNAL, Kind.SYNC):
             return  # completed by its ReadyForQuery
         self._items.popleft()
