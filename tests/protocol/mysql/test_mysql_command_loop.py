@@ -71,8 +71,11 @@ class _Transport:
 class _Pair:
     """A CommandLoop between an in-memory client and an in-memory backend that the test answers."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: object | None = None) -> None:
         self.audit = _Audit()
+        runtime = Runtime(audit=self.audit)
+        if engine is not None:
+            runtime = Runtime(engine=cast(Any, engine), audit=self.audit)  # a test engine (DecisionEngine's shape)
         self.client = PacketProtocol()
         self.client_t = _Transport()
         self.client.connection_made(cast(Any, self.client_t))
@@ -91,7 +94,7 @@ class _Pair:
             name="b", protocol="mysql", listen="127.0.0.1:1", host="127.0.0.1", port=3306, user="u"
         )
         self.session = Session(
-            runtime=Runtime(audit=self.audit),
+            runtime=runtime,
             backend=settings,
             person="alice",
             client=ClientInfo(address="127.0.0.1", port=1, protocol="mysql"),
@@ -286,4 +289,47 @@ async def test_audit_event_is_emitted_before_the_final_packet() -> None:
         await _settle()
         assert bytes(pair.client_t.data) == before + frame(1, reply)[0]
         assert pair.audit.written_at_emit[-1] == before
+    pair.task.cancel()
+
+
+class _CappedEngine:
+    """Allows everything with a row cap of 2."""
+
+    version = "capped"
+
+    def roles_of(self, person: str) -> tuple[str, ...]:
+        return ()
+
+    def admit(self, person: str, client_address: str, backend: str) -> str | None:
+        return None
+
+    def decide(self, sql: str, ctx: object) -> object:
+        from sqlbastion.policies.model import Action, Decision
+
+        return Decision(action=Action.ALLOW, policy_version=self.version, max_rows=2)
+
+
+async def test_capped_response_fed_byte_by_byte_then_a_pipelined_command() -> None:
+    pair = _Pair(engine=_CappedEngine())
+    pair.send(b"\x03SELECT c FROM t", b"\x0e")  # the query and a pipelined COM_PING
+    await _settle()
+    assert pair.backend_commands() == [b"\x03SELECT c FROM t"]
+    two_results = result_set_payloads([column("c")], [[b"a"], [b"b"]], caps=EOF_CAPS, more=True)
+    two_results += result_set_payloads([column("c")], [[b"c"]], caps=EOF_CAPS)
+    response = packets(two_results)
+    for i in range(len(response)):
+        pair.backend.data_received(response[i : i + 1])
+    await _settle()
+    # The cap's ERR took the place of the third row (in the second result); only then the PING.
+    assert pair.backend_commands() == [b"\x03SELECT c FROM t", b"\x0e"]
+    pair.backend.data_received(frame(1, b"\x00\x00\x00\x02\x00\x00\x00")[0])
+    await _settle()
+    payloads = pair.client_payloads()
+    err = ErrPacket.decode(payloads[-2])
+    assert err.errno == 1227
+    assert "row cap of 2 rows" in err.message
+    assert payloads[-1][0] == 0x00  # the PING's OK
+    [event] = pair.statements()
+    assert event["rows"] == 2
+    assert event["backend_error"] == "row cap exceeded"
     pair.task.cancel()
