@@ -465,3 +465,56 @@ def test_masked_rows_never_exceed_the_cap_however_split(cap: int, count: int, cu
     assert all(r[1] == b"#" for r in got)  # masked, every one
     assert [c for c, _ in errors(out)] == (["42501"] if count > cap else [])
     assert statement_events(audit)[0]["rows"] == min(count, cap)
+
+
+_BACKEND_FRAMES = [
+    T("a"),
+    T("id", "secret"),
+    p.encode_data_row([b"1"]),
+    p.encode_data_row([b"1", b"pin"]),
+    C("SELECT 1"),
+    C("SELECT 9"),
+    p.encode_error("ERROR", "22012", "division by zero"),
+    p.encode_message(p.NOTICE_RESPONSE, b"SNOTICE\x00Mhello\x00\x00"),
+    Z(),
+    Z(b"T"),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cap=st.integers(min_value=1, max_value=4),
+    queries=st.integers(min_value=1, max_value=3),
+    answer=st.lists(st.sampled_from(_BACKEND_FRAMES), max_size=40),
+    cut=st.integers(min_value=0, max_value=2000),
+)
+def test_fuzzed_answers_never_carry_more_rows_than_the_cap(
+    cap: int, queries: int, answer: list[bytes], cut: int
+) -> None:
+    """Whatever the backend sends in answer to a few Queries: the relay either rejects it as a
+    ProtocolViolation or gives the client at most ``cap`` DataRows per Query, and no secret in
+    clear in a result described with the secret column."""
+    relay, _ = make_relay(cap=cap)
+    relay.client_data(Q("SELECT id, secret FROM t") * queries)
+    relay.take_to_backend()
+    data = b"".join(answer)
+    out = b""
+    try:
+        relay.backend_data(data[:cut])
+        out += relay.take_to_client()
+        relay.backend_data(data[cut:])
+        out += relay.take_to_client()
+    except ProtocolViolation:
+        return
+    rows_since_ready = 0
+    described_secret = False
+    for kind, body in frames(out):
+        if kind == "D":
+            rows_since_ready += 1
+            assert rows_since_ready <= cap
+            if described_secret:  # rows of an unmasked result are relayed as the server sent them
+                assert b"pin" not in p.decode_data_row(body)
+        elif kind == "T":
+            described_secret = b"secret" in body
+        elif kind == "Z":
+            rows_since_ready = 0
