@@ -11,8 +11,20 @@ setup(
     ext_modules=[
         Extension(
             "sqlbastion._rowfast",
-            sources=["src/sqlbastion/_rowfast.c"],
-            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+            sources=[
+                "src/sqlbastion/_rowfast.c",
+                "src/sqlbastion/_rowfast_pg.c",
+                "src/sqlbastion/_rowfast_mysql.c",
+            ],
+            depends=["src/sqlbastion/_rowfast.h"],
+            extra_compile_args=[
+                "-O2",
+                "-std=c11",
+                "-Wall",
+                "-Wextra",
+                "-Wno-missing-field-initializers",
+                "-fvisibility=hidden",  # only PyInit__rowfast is exported
+            ],
         )
     ]
 )

@@ -46,7 +46,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 # The stamp covers the C extension's sources too: a change to them rebuilds sqlbastion._rowfast.
-stamp=.venv/.installed-$(cat pyproject.toml setup.py src/sqlbastion/_rowfast.c | sha256sum | cut -c1-16)
+stamp=.venv/.installed-$(cat pyproject.toml setup.py src/sqlbastion/_rowfast*.[ch] | sha256sum | cut -c1-16)
 if [ ! -e "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e '.[dev]'

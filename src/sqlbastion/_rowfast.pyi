@@ -1,4 +1,4 @@
-# Types of the C extension built from _rowfast.c (semantics: sqlbastion/masking/rowref.py).
+# Types of the C extension built from _rowfast*.c (semantics: sqlbastion/masking/rowref.py).
 from collections.abc import Callable
 
 _Masker = Callable[[bytes | None], bytes | bytearray | None]

@@ -1,11 +1,11 @@
 """Masked result rows rewritten a received chunk at a time: the pure-Python reference.
 
-This module states the semantics; ``sqlbastion/_rowfast.c`` is its compiled
+This module states the semantics; ``sqlbastion/_rowfast*.c`` is its compiled
 twin and must give byte-identical output and counts (the unit tests compare
 the two on generated chunks). ``masking.rows`` chooses between them and is
 what the proxies call.
 
-Both functions take a chunk of bytes a backend sent, a start and end offset
+The functions take a chunk of bytes a backend sent, a start and end offset
 in it, and a per-column program (``columns``), and rewrite the run of complete
 row messages starting at ``pos``, at most ``limit`` rows, appending the
 rewritten messages to ``out``. They stop, leaving it unconsumed, at the first
@@ -63,7 +63,7 @@ __all__ = [
     "pg_rewrite",
 ]
 
-# Operation codes; _rowfast.c defines the same values (checked by a test).
+# Operation codes; _rowfast.h defines the same values (checked by a test).
 OP_CALL = 1
 OP_FULL = 2
 OP_KEEP = 3
