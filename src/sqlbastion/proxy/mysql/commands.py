@@ -4,10 +4,11 @@ Strategy: one coroutine reads the client's commands in order
 (page_protocol_command_phase). Each command is authorised through the
 ``Session`` before any byte reaches the backend; a refused one is answered with
 ERR 1227 / 42000 and the connection stays usable (DESIGN.md decision 6). An
-allowed command is forwarded and its response relayed by a ``ResponseRelay``
-called straight from the backend protocol's ``data_received``, so rows stream
-without a coroutine switch per packet. The client's write buffer pauses the
-backend's reading (backpressure), so memory stays flat for a slow reader.
+allowed command is forwarded and its response relayed by ``RelayingLoop``
+(relaying.py), the base class: a ``ResponseRelay`` called straight from the
+backend protocol's ``data_received``, so rows stream without a coroutine switch
+per packet, and the client's write buffer pauses the backend's reading
+(backpressure), so memory stays flat for a slow reader.
 
 Commands sqlbastion cannot police (replication, COM_DEBUG, COM_SHUTDOWN,
 COM_PROCESS_INFO …) are refused; COM_CHANGE_USER is refused, never relayed.
@@ -22,26 +23,21 @@ from collections.abc import Callable
 from sqlbastion import logs
 from sqlbastion.proxy.mysql import guards
 from sqlbastion.proxy.mysql.change_user import change_user
-from sqlbastion.proxy.mysql.channel import BackendConnection, ConnectionClosed, PacketProtocol
+from sqlbastion.proxy.mysql.channel import BackendConnection, PacketProtocol
 from sqlbastion.proxy.mysql.constants import (
-    MAX_PACKET_PAYLOAD,
     SQLSTATE,
     Command,
     ErrorCode,
     ServerStatus,
 )
-from sqlbastion.proxy.mysql.errors import MalformedPacket, MySQLProtocolError
+from sqlbastion.proxy.mysql.errors import MalformedPacket
 from sqlbastion.proxy.mysql.framing import frame
 from sqlbastion.proxy.mysql.handshake import PersonHandshake
-from sqlbastion.proxy.mysql.packets import ColumnDefinition, ErrPacket, OkPacket, result_columns
+from sqlbastion.proxy.mysql.packets import ErrPacket
 from sqlbastion.proxy.mysql.registry import SessionRegistry
+from sqlbastion.proxy.mysql.relaying import BackendLost, RelayingLoop
 from sqlbastion.proxy.mysql.results import (
-    ROW_CAP_MESSAGE,
     MetadataShortcut,
-    ResponseKind,
-    ResponseRelay,
-    ResultSummary,
-    RowFilter,
 )
 from sqlbastion.proxy.mysql.state import (
     SETUP_SQL,
@@ -65,29 +61,11 @@ __all__ = ["SETUP_SQL", "BackendLost", "CommandLoop", "PreparedStatement", "appl
 log = logs.get_logger("proxy.mysql")
 
 MAX_PREPARED_STATEMENTS = 1024  # per connection; MySQL's max_prepared_stmt_count is per server
-# A statement that reads a table and produces no diagnostics: only such statements clear the
-# server's diagnostics area (statements without tables, like DO 0, leave the warnings in place).
-CLEAR_DIAGNOSTICS_SQL = "DO (SELECT 1 FROM information_schema.ENGINES LIMIT 1)"
 TEXT_PLAN_CACHE_ENTRIES = 64  # distinct (decision, session state) pairs whose plans a connection keeps
-# What the audit's backend_error says of a result cut at the person's row cap (a short description:
-# the audit keeps only codes and such descriptions there; ``rows`` says how many rows were sent).
-ROW_CAP_EXCEEDED = "row cap exceeded"
-# mysql-connector-python's pure-Python protocol names itself so in its connection attributes.
-# Its binary-row reader cannot read an ERR that follows rows (docs/mysql.md, "Row cap").
-HOLD_ROWS_CLIENTS = frozenset({b"mysql-connector-python"})
-WITHHELD = "sqlbastion: backend message withheld (the statement touched sensitive columns). Audit ref {}."
 
 _NO_RESPONSE = frozenset({Command.STMT_CLOSE, Command.STMT_SEND_LONG_DATA})
 _CURSOR_EXISTS = int(ServerStatus.CURSOR_EXISTS)
 _QUERY, _STMT_EXECUTE, _QUIT = int(Command.QUERY), int(Command.STMT_EXECUTE), int(Command.QUIT)
-
-
-def _command_bytes(payload: bytes) -> bytes:
-    """A command framed with sequence id 0 (page_protocol_basic_packets)."""
-    n = len(payload)
-    if n < MAX_PACKET_PAYLOAD:
-        return n.to_bytes(3, "little") + b"\x00" + payload
-    return frame(0, payload)[0]
 
 
 class _TextPlans:
@@ -100,11 +78,7 @@ class _TextPlans:
         self.shortcut: MetadataShortcut | None = None
 
 
-class BackendLost(Exception):
-    """The backend connection ended while sqlbastion needed it."""
-
-
-class CommandLoop:
+class CommandLoop(RelayingLoop):
     """Serves one authenticated person's commands until the client or the backend goes away.
 
     COM_CHANGE_USER lives in ``change_user.py`` and works on this object's state.
@@ -124,12 +98,15 @@ class CommandLoop:
         handshake: PersonHandshake | None = None,
         handshake_timeout_s: float = 10.0,
     ) -> None:
-        self.client = client
+        super().__init__(
+            client=client,
+            backend=backend,
+            session=session,
+            client_capabilities=client_capabilities,
+            handshake=handshake,
+        )
         self.handshake = handshake
         self.handshake_timeout_s = handshake_timeout_s
-        self.backend = backend
-        self.session = session
-        self.client_caps = client_capabilities
         self.registry = registry
         self.proxy_id = proxy_id
         self.max_statement_bytes = max_statement_bytes
@@ -138,28 +115,7 @@ class CommandLoop:
         self._plan_caches: dict[tuple[object, ...], _TextPlans] = {}
         self.last_prepared: int | None = None
         self._last_activity = time.monotonic()
-        self._loop = asyncio.get_running_loop()
-        self._response: asyncio.Future[ResultSummary] | None = None
-        self._current: ResponseRelay | None = None  # the relay of the response in flight
-        self._relay_obj: ResponseRelay | None = None  # one per connection, reset for each response
-        self._verdict: Verdict | None = None  # the verdict of the statement in flight
-        # The client bytes that end the response in flight, held until its audit event is emitted.
-        self._tail = b""
-        self._hold_tail = False
-        self._backend_gone = False
-        self._reply_seq = 1
-        self._client_gone = False
         self._ended: str | None = None  # set when a command ends the session (a failed COM_CHANGE_USER)
-        self.hold_capped_rows = _holds_capped_rows(handshake)
-        backend.protocol.on_lost = self._on_backend_lost
-        client.on_lost = self._on_client_lost
-        client.on_pause_writing = self._pause_backend
-        client.on_resume_writing = self._resume_backend
-
-    @property
-    def idle(self) -> bool:
-        """True between commands (nothing is in flight to the backend)."""
-        return self._response is None
 
     # -- what change_user.py uses --------------------------------------------
 
@@ -171,44 +127,12 @@ class CommandLoop:
         """End the session after the current command (the loop returns ``reason``)."""
         self._ended = reason
 
-    async def backend_command(self, payload: bytes) -> OkPacket:
-        """An internal command to the backend that answers OK (raises BackendAuthError otherwise)."""
-        self._response = self._loop.create_future()
-        try:
-            return await self.backend.command_ok(payload)
-        finally:
-            self._response = None
-
     def replace_session(self, new: Session) -> None:
         """Serve ``new`` from now on; nothing prepared or planned for the old one carries over."""
         self.session = new
         self.statements.clear()
         self.last_prepared = None
         self._plan_caches.clear()
-
-    # -- flow control and failures -----------------------------------------
-
-    def _pause_backend(self) -> None:
-        t = self.backend.protocol.transport
-        if t is not None and not t.is_closing():
-            t.pause_reading()
-
-    def _resume_backend(self) -> None:
-        t = self.backend.protocol.transport
-        if t is not None and not t.is_closing():
-            t.resume_reading()
-
-    def _on_client_lost(self, exc: BaseException | None) -> None:
-        # A client gone mid-result: stop the backend's work instead of draining it for nobody.
-        self._client_gone = True
-        if self._response is not None:
-            self.backend.protocol.abort()
-
-    def _on_backend_lost(self, exc: BaseException | None) -> None:
-        self._backend_gone = True
-        fut = self._response
-        if fut is not None and not fut.done():
-            fut.set_exception(BackendLost(str(exc) if exc else "backend closed the connection"))
 
     # -- small helpers -------------------------------------------------------
 
@@ -304,258 +228,6 @@ class CommandLoop:
         else:
             self._send_err(ErrorCode.ER_UNKNOWN_COM_ERROR, f"sqlbastion: command 0x{cmd:02X} is not allowed")
         return None
-
-    # -- relaying ---------------------------------------------------------------
-
-    async def _relay(
-        self,
-        payload: bytes,
-        kind: ResponseKind,
-        *,
-        verdict: Verdict | None = None,
-        binary: bool = False,
-        plan: MaskPlan | None = None,
-        types: list[int] | None = None,
-        plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] | None = None,
-        keep_row: RowFilter | None = None,
-        shortcut: MetadataShortcut | None = None,
-        max_rows: int | None = None,
-        cap_ref: str = "-",
-        audited: bool = False,
-    ) -> tuple[ResultSummary, ResponseRelay]:
-        """Forward one command and relay its response.
-
-        With ``audited`` the bytes that end the response (the last write, which
-        carries the final OK/EOF/ERR) are kept in ``self._tail``: the caller
-        emits the statement's audit event and then calls ``_write_tail`` (the
-        intake makes the emit durable once it returns, so a client never holds
-        the reply of a statement whose event a process kill could lose).
-        """
-        fut, relay = self._begin(
-            payload,
-            kind,
-            verdict,
-            binary=binary,
-            plan=plan,
-            types=types,
-            plan_cache=plan_cache,
-            keep_row=keep_row,
-            shortcut=shortcut,
-            max_rows=max_rows,
-            cap_ref=cap_ref,
-            audited=audited,
-        )
-        try:
-            return await fut, relay
-        except BackendLost:
-            self._lost_reply(relay)
-            raise
-        finally:
-            self._end(audited)
-
-    def _begin(
-        self,
-        payload: bytes,
-        kind: ResponseKind,
-        verdict: Verdict | None,
-        *,
-        binary: bool = False,
-        plan: MaskPlan | None = None,
-        types: list[int] | None = None,
-        plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] | None = None,
-        keep_row: RowFilter | None = None,
-        shortcut: MetadataShortcut | None = None,
-        max_rows: int | None = None,
-        cap_ref: str = "-",
-        audited: bool = False,
-    ) -> tuple[asyncio.Future[ResultSummary], ResponseRelay]:
-        """Set the relay up, forward the command; the caller awaits the future, then calls ``_end``.
-
-        Split from ``_relay`` so the statement path awaits the response without a
-        coroutine frame of its own in between.
-        """
-        withhold = None
-        if verdict is not None and verdict.decision.sensitive_columns:
-            withhold = WITHHELD.format(verdict.event_id)
-        cap_text = ""
-        if max_rows is not None:
-            cap_text = ROW_CAP_MESSAGE.format(cap=self._cap_of(verdict, max_rows), ref=cap_ref)
-        relay = self._relay_obj
-        if relay is None or relay.backend_capabilities != self.backend.capabilities:
-            relay = self._relay_obj = ResponseRelay(
-                kind=kind, backend_capabilities=self.backend.capabilities, client_capabilities=self.client_caps
-            )
-        relay.reset(
-            kind,
-            binary=binary,
-            planner=self._planner if verdict is not None else None,
-            withhold_errors=withhold,
-            plan=plan,
-            types=types,
-            first_seq=self._reply_seq,
-            plan_cache=plan_cache,
-            keep_row=keep_row,
-            shortcut=shortcut,
-            max_rows=max_rows,
-            cap_text=cap_text,
-            hold_capped_rows=self.hold_capped_rows and (binary or kind == "fetch"),
-        )
-        fut: asyncio.Future[ResultSummary] = self._loop.create_future()
-        bp = self.backend.protocol
-        leftover = bp.framer.take_buffered() if bp.framer.buffered else b""
-        # One bound method for every response (no closures per statement): it reads the
-        # current relay, verdict and future from here.
-        self._current = relay
-        self._verdict = verdict
-        self._response = fut
-        self._hold_tail = audited
-        bp.relay_to = self._on_backend_data
-        bp.write(_command_bytes(payload))
-        if leftover:
-            self._on_backend_data(leftover)
-        return fut, relay
-
-    def _lost_reply(self, relay: ResponseRelay) -> None:
-        """The backend went away during the response: a clear error in sequence (the session then ends)."""
-        if self._client_gone:
-            raise ConnectionClosed("the client left during the result") from None
-        err = ErrPacket(
-            errno=ErrorCode.CR_SERVER_LOST,
-            message="sqlbastion: lost the backend connection during the query",
-            sqlstate="HY000",
-        )
-        self.client.write(frame(relay.next_seq, err.encode(self.client_caps))[0])
-
-    def _end(self, audited: bool) -> None:
-        """Undo ``_begin``'s set-up once the response is over (or failed)."""
-        self.backend.protocol.relay_to = None
-        self._response = None
-        self._current = None
-        self._verdict = None
-        if not audited:
-            self._write_tail()
-
-    def _write_tail(self) -> None:
-        """Send the held end of the response (after its audit event)."""
-        tail = self._tail
-        if tail:
-            self._tail = b""
-            self.client.write(tail)
-
-    @staticmethod
-    def _cap_of(verdict: Verdict | None, room: int) -> int:
-        """The person's cap as the message states it (``room`` is what is left of it for a cursor)."""
-        if verdict is not None and verdict.decision.max_rows is not None:
-            return verdict.decision.max_rows
-        return room
-
-    def _planner(self, cols: list[ColumnDefinition], is_binary: bool) -> MaskPlan:
-        """The mask plan of a result of the statement in flight (called only when no cached plan fits)."""
-        verdict = self._verdict
-        assert verdict is not None  # the planner is only given to relays of a statement with a verdict
-        return self.session.mask_plan(verdict, result_columns(cols, is_binary))
-
-    def _on_backend_data(self, data: bytes) -> None:
-        """Backend bytes of the response in flight, straight from the protocol's data_received."""
-        fut = self._response
-        relay = self._current
-        if fut is None or relay is None or fut.done():
-            return
-        try:
-            out = relay.feed(data)
-        except MySQLProtocolError as exc:
-            # The backend broke the protocol: its state is unknown, so the session ends.
-            fut.set_exception(BackendLost(f"backend protocol error: {exc.message}"))
-            return
-        if relay.done:
-            if self._hold_tail:
-                self._tail = out  # written after the audit event (_write_tail)
-            elif out:
-                self.client.write(out)
-            fut.set_result(relay.summary)
-        elif out:
-            self.client.write(out)
-
-    @staticmethod
-    def _outcome(verdict: Verdict, summary: ResultSummary, started: int) -> StatementOutcome:
-        """The audit outcome of a relayed statement."""
-        err = summary.error
-        backend_error = None
-        if err is not None:
-            backend_error = f"{err.errno} ({err.sqlstate})"
-            if not verdict.decision.sensitive_columns:
-                backend_error += f": {err.message[:512]}"
-        if summary.refused:
-            backend_error = ROW_CAP_EXCEEDED if summary.capped else summary.refused
-        return StatementOutcome(
-            rows=summary.rows,
-            affected=summary.affected,
-            bytes_sent=summary.bytes_out,
-            backend_error=backend_error,
-            backend_us=(time.perf_counter_ns() - started) // 1000,
-            masked_values=summary.masked_values,
-        )
-
-    async def _run_statement(
-        self,
-        payload: bytes,
-        verdict: Verdict,
-        kind: ResponseKind,
-        *,
-        binary: bool = False,
-        plan_cache: dict[bytes, tuple[MaskPlan, list[int]]] | None = None,
-        keep_row: RowFilter | None = None,
-        shortcut: MetadataShortcut | None = None,
-    ) -> tuple[ResultSummary, ResponseRelay] | None:
-        """Forward an allowed statement, relay its response, record the outcome."""
-        started = time.perf_counter_ns()
-        max_rows = verdict.decision.max_rows if kind == "query" else None
-        fut, relay = self._begin(
-            payload,
-            kind,
-            verdict,
-            binary=binary,
-            plan_cache=plan_cache,
-            keep_row=keep_row,
-            shortcut=shortcut,
-            max_rows=max_rows,
-            cap_ref=verdict.event_id,
-            audited=True,
-        )
-        try:
-            try:
-                summary = await fut
-            except BackendLost:
-                self._lost_reply(relay)
-                raise
-            finally:
-                self._end(True)
-        except BackendLost:
-            self.session.finish(verdict, StatementOutcome(backend_error="backend connection lost"))
-            raise
-        except ConnectionClosed:
-            # The client left mid-result: the statement reached the backend, so it is still recorded.
-            self.session.finish(verdict, StatementOutcome(backend_error="client left during the result"))
-            raise
-        try:
-            apply_state_changes(self.session, summary)
-            self.session.finish(verdict, self._outcome(verdict, summary, started))
-        finally:
-            self._write_tail()  # the reply's end, after its audit event
-        if verdict.decision.sensitive_columns and summary.warnings:
-            # SHOW WARNINGS would echo values of sensitive columns: clear the diagnostics area.
-            await self.internal(CLEAR_DIAGNOSTICS_SQL)
-        return summary, relay
-
-    async def internal(self, sql: str) -> None:
-        """An internal statement whose response the client never sees."""
-        self._response = self._loop.create_future()
-        try:
-            ok, _ = await self.backend.simple_query(sql)
-        finally:
-            self._response = None
-        if ok is not None:
-            apply_state_changes(self.session, ResultSummary(oks=[ok] if ok.session_state else [], status=ok.status))
 
     # -- statement text checks ---------------------------------------------
 
@@ -852,11 +524,3 @@ class CommandLoop:
             self._refuse(verdict)
             return
         await self._run_statement(command(backend_id), verdict, "query")
-
-
-def _holds_capped_rows(handshake: PersonHandshake | None) -> bool:
-    """Whether the client's binary-row reader needs a capped result's rows held back."""
-    resp = handshake.response if handshake is not None else None
-    if resp is None:
-        return False
-    return any(k == b"_client_name" and v in HOLD_ROWS_CLIENTS for k, v in resp.attrs)
