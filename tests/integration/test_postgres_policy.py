@@ -298,6 +298,20 @@ def test_search_path_is_tracked(proxy: Proxy) -> None:
         assert proxy.engine.seen[-1][1].database == "postgres"
 
 
+def test_search_path_changed_by_a_cursor_fetch_is_tracked(proxy: Proxy) -> None:
+    """The cursor's query runs at FETCH time: the FETCH, not the DECLARE, changes search_path."""
+    with proxy.connect() as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS s2")
+        conn.execute("BEGIN")
+        conn.execute("DECLARE c CURSOR FOR SELECT set_config('search_path', 's2', false)")
+        conn.execute("SELECT 1")
+        assert proxy.engine.seen[-1][1].search_path != ("s2",)
+        conn.execute("FETCH 1 FROM c")
+        conn.execute("SELECT 2")
+        assert proxy.engine.seen[-1][1].search_path == ("s2",)
+        conn.execute("COMMIT")
+
+
 def test_transaction_state_and_encoding_tracked(proxy: Proxy) -> None:
     with proxy.connect() as conn:
         conn.execute("BEGIN")

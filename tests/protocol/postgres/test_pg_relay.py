@@ -370,6 +370,10 @@ def test_fuzz_client_messages(messages: list[bytes], tail: bytes) -> None:
 def test_state_words() -> None:
     assert may_change_state(b"set search_path = x")
     assert may_change_state(b'SELECT U&"\\0073et_config"(1)')
+    # A prepared statement or a cursor's query runs at EXECUTE / FETCH / MOVE time.
+    assert may_change_state(b"EXECUTE p1")
+    assert may_change_state(b"FETCH 10 FROM c")
+    assert may_change_state(b"MOVE FORWARD 5 IN c")
     assert not may_change_state(b"SELECT abalance FROM pgbench_accounts WHERE aid = $1")
 
 

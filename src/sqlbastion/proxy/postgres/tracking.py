@@ -47,12 +47,16 @@ ROW_CAP_EXCEEDED = "row cap exceeded"
 NO_CAP = 1 << 62  # "no row cap" as an integer: the fast path compares without a None test
 
 # Words after which the session's search_path may have changed (SET, RESET,
-# set_config, DISCARD, a rolled-back SET, DO/CALL running SET). Over-matching
-# costs one SHOW round trip; it never weakens a decision.
+# set_config, DISCARD, a rolled-back SET, DO/CALL running SET; EXECUTE of an SQL
+# prepared statement and FETCH/MOVE of a cursor run a query written earlier, which
+# may call set_config with none of these words in the statement itself).
+# Over-matching costs one SHOW round trip; it never weakens a decision.
 # Unicode-escaped identifiers (U&"...") could spell any of these words, so they count too.
 # Matched against the lower-cased text: bytes.lower() and re.IGNORECASE on a bytes pattern both fold
 # ASCII letters only, so the result is the same, and a case-sensitive search is about 25 % faster.
-_STATE_WORDS = re.compile(rb"\b(set|reset|set_config|search_path|discard|rollback|abort|do|call|commit|end)\b|u&")
+_STATE_WORDS = re.compile(
+    rb"\b(set|reset|set_config|search_path|discard|rollback|abort|do|call|commit|end|execute|fetch|move)\b|u&"
+)
 
 _CODECS = {
     "UTF8": "utf-8",
