@@ -57,6 +57,12 @@ max_rows = {CAP}
 [[roles]]
 name = "reader"
 grants = [{{ actions = ["select"], objects = ["pg:bank.public.*"] }}]
+masks = {{ mobile = "mobile" }}
+
+[[classifications]]
+objects = ["pg:bank.public.customers.mobile"]
+type = "mobile"
+level = 3
 
 [[roles]]
 name = "exporter"
@@ -235,6 +241,23 @@ def test_psql_prints_the_cap_error(running: Running) -> None:
     ok = run_tool([pg_tool("psql"), "-X", "-A", "-t", running.dsn("capped"), "-c", FIVE], password="")
     assert ok.returncode == 0, ok.stderr
     assert len(ok.stdout.strip().splitlines()) == CAP
+
+
+def test_masked_rows_are_capped_and_masked(running: Running, sample_bank: LoadedBank) -> None:
+    with running.pg("capped") as conn:
+        got: list[tuple[object, ...]] = []
+        with pytest.raises(pg_errors.InsufficientPrivilege) as info:
+            _stream(conn, "SELECT id, mobile FROM customers ORDER BY id LIMIT 10", got)
+        assert [r[0] for r in got] == [1, 2, 3, 4, 5]
+        assert got[0][1] != sample_bank.canary.mobile  # masked, as without the cap
+        assert all(sample_bank.canary.mobile not in str(r) for r in got)
+        _check_event(running, _ref(str(info.value)))
+        # Simple query: the same cap, the same masking.
+        with pytest.raises(pg_errors.InsufficientPrivilege):
+            conn.execute("SELECT id, mobile FROM customers ORDER BY id LIMIT 10")
+        five = conn.execute("SELECT id, mobile FROM customers ORDER BY id LIMIT 5").fetchall()
+        assert len(five) == CAP
+        assert five[0][1] != sample_bank.canary.mobile
 
 
 def test_exporter_gets_every_row(running: Running) -> None:
