@@ -299,7 +299,8 @@ def _measure_rounds(opts: Options, env: Environment, loads: list[Workload], coll
                     extra = f" ({per:,.1f} {'CPU µs/tx' if w.unit == 'tps' else 'CPU s'})"
                     threads_after = _threads(pid)
                     if pid is not None and threads_before is not None and threads_after is not None:
-                        # The event loop is the main thread; the others are the audit writer and sinks.
+                        # The event loop is the main thread; the rest is the other threads and the child
+                        # processes (audit writer, delivery and sinks).
                         loop = threads_after.get(pid, 0.0) - threads_before.get(pid, 0.0)
                         scale = 1e6 / (value * opts.duration) if w.unit == "tps" else 1.0
                         coll.add(f"{w.key}:cpu-loop", path, loop * scale)
@@ -326,14 +327,17 @@ def _threads(pid: int | None) -> dict[int, float] | None:
 
 
 def _split_note(w: Workload, coll: Collector) -> str | None:
-    """Where sqlbastion's CPU went: the event loop against its other threads (audit writer, sinks)."""
+    """Where sqlbastion's CPU went: the event loop against its other threads and its audit processes."""
     parts = []
     unit = "µs/tx" if w.unit == "tps" else "s"
     for path in ("sqlbastion_bare", "sqlbastion"):
         loop, other = coll.samples.get((f"{w.key}:cpu-loop", path)), coll.samples.get((f"{w.key}:cpu-threads", path))
         if loop and other:
             med_loop, med_other = statistics.median(loop), statistics.median(other)
-            parts.append(f"{PATHS[path]}: event loop {med_loop:,.1f} {unit}, other threads {med_other:,.1f} {unit}")
+            parts.append(
+                f"{PATHS[path]}: event loop {med_loop:,.1f} {unit}, "
+                f"other threads and audit processes {med_other:,.1f} {unit}"
+            )
     return "; ".join(parts) or None
 
 

@@ -451,10 +451,39 @@ def start_sqlbastion(protocol: str, backend: ServerInfo, run_dir: Path, *, bare:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process and all its threads so far, from /proc (Linux)."""
+    """User plus system CPU time so far of a process, its threads and its live child processes (/proc, Linux).
+
+    The children count because sqlbastion's audit writer and delivery run as child
+    processes: their CPU is part of what a statement costs.
+    """
+    total = _own_cpu_seconds(pid)
+    for child in _children(pid):
+        try:
+            total += cpu_seconds(child)
+        except (OSError, ValueError, IndexError):
+            continue  # the child ended between listing and reading
+    return total
+
+
+def _own_cpu_seconds(pid: int) -> float:
     # /proc/PID/stat: fields 14 and 15 (utime, stime) in clock ticks; the command name may hold spaces.
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    """Child process ids of every thread of ``pid`` (/proc/PID/task/TID/children, Linux ≥ 3.5)."""
+    out: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            out.extend(int(c) for c in Path(f"/proc/{pid}/task/{tid}/children").read_text().split())
+        except (OSError, ValueError):
+            continue
+    return out
 
 
 def thread_cpu_seconds(pid: int) -> dict[int, float]:
