@@ -25,119 +25,58 @@ parameter and column definitions; ``field_list``: column definitions then EOF;
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
 
 from sqlbastion.masking.rows import program_for
-from sqlbastion.proxy.mysql.constants import MAX_PACKET_PAYLOAD, Capability, ErrorCode, ServerStatus
+from sqlbastion.proxy.mysql.constants import MAX_PACKET_PAYLOAD, ErrorCode
 from sqlbastion.proxy.mysql.errors import MalformedPacket, MySQLProtocolError
 from sqlbastion.proxy.mysql.framing import frame_into
-from sqlbastion.proxy.mysql.packets import ColumnDefinition, EofPacket, ErrPacket, OkPacket, StmtPrepareOk
+from sqlbastion.proxy.mysql.packets import ColumnDefinition, ErrPacket, OkPacket, StmtPrepareOk
+from sqlbastion.proxy.mysql.resultsets import (
+    _COLDEFS,
+    _COLDEFS_EOF,
+    _CURSOR_EXISTS,
+    _DEPRECATE_EOF,
+    _DISCARD,
+    _DONE,
+    _FIRST,
+    _MORE_RESULTS,
+    _PREPARE_PARAMS,
+    _ROWS,
+    _SESSION_TRACK,
+    _STATE_CHANGED,
+    MAX_COLUMNS,
+    MAX_HELD_BYTES,
+    MAX_HELD_ROW_BYTES,
+    NO_CAP,
+    PLAN_CACHE_ENTRIES,
+    ROW_CAP_MESSAGE,
+    MetadataShortcut,
+    Planner,
+    RelayBookkeeping,
+    ResponseKind,
+    ResultSummary,
+    RowFilter,
+    _lenenc_at,
+    _ok_fields,
+)
 from sqlbastion.proxy.mysql.rows import decode_text_row, mask_binary_row, mask_text_row
 from sqlbastion.proxy.session import EMPTY_MASK_PLAN, MaskPlan
 
 __all__ = [
     "MAX_COLUMNS",
+    "MAX_HELD_BYTES",
     "NO_CAP",
     "ROW_CAP_MESSAGE",
     "MetadataShortcut",
+    "Planner",
     "ResponseKind",
     "ResponseRelay",
     "ResultSummary",
+    "RowFilter",
 ]
 
-ResponseKind = Literal["query", "prepare", "field_list", "fetch", "single"]
 
-MAX_COLUMNS = 4096  # MySQL's own limit on columns in a table or result
-MAX_HELD_BYTES = 8 << 20  # column definitions held while a result's mask plan is computed
-
-# Given the columns of one result set and whether its rows are binary, the plan for it.
-Planner = Callable[[list[ColumnDefinition], bool], MaskPlan]
-# Given the columns and one text row's values: keep the row (True) or drop it.
-RowFilter = Callable[[list[ColumnDefinition], list[bytes | None]], bool]
-
-# Internal states.
-_FIRST, _PREPARE_PARAMS, _COLDEFS, _COLDEFS_EOF, _ROWS, _DISCARD, _DONE = range(7)
-
-# Flags as plain ints: IntFlag arithmetic costs microseconds per operation on the hot path.
-_MORE_RESULTS = int(ServerStatus.MORE_RESULTS_EXISTS)
-_CURSOR_EXISTS = int(ServerStatus.CURSOR_EXISTS)
-_STATE_CHANGED = int(ServerStatus.SESSION_STATE_CHANGED)
-_DEPRECATE_EOF = int(Capability.DEPRECATE_EOF)
-_SESSION_TRACK = int(Capability.SESSION_TRACK)
-PLAN_CACHE_ENTRIES = 8
-NO_CAP = 1 << 62  # "no row cap" as an integer, so the hot loop compares without a None test
-MAX_HELD_ROW_BYTES = 16 << 20  # rows of a capped binary result held back (``hold_capped_rows``)
-# The text of the ERR that takes the place of the row past the person's cap (docs/policy.md, max_rows).
-ROW_CAP_MESSAGE = (
-    "sqlbastion: result exceeds the row cap of {cap} rows for this person; "
-    "exporting larger results needs the export action. Audit ref {ref}."
-)
-
-
-def _lenenc_at(p: bytes, i: int) -> tuple[int, int]:
-    """(value, next offset) of an int<lenenc> at ``p[i]``; raises MalformedPacket when short."""
-    if i >= len(p):
-        raise MalformedPacket("int<lenenc> past the end of the packet")
-    b = p[i]
-    if b < 0xFB:
-        return b, i + 1
-    width = {0xFC: 2, 0xFD: 3, 0xFE: 8}.get(b)
-    if width is None or i + 1 + width > len(p):
-        raise MalformedPacket("bad int<lenenc>")
-    return int.from_bytes(p[i + 1 : i + 1 + width], "little"), i + 1 + width
-
-
-def _ok_fields(p: bytes) -> tuple[int, int, int]:
-    """(affected_rows, status, warnings) of an OK packet without building an OkPacket."""
-    affected, i = _lenenc_at(p, 1)
-    _, i = _lenenc_at(p, i)
-    if i + 4 > len(p):
-        raise MalformedPacket("OK packet too short")
-    return affected, p[i] | p[i + 1] << 8, p[i + 2] | p[i + 3] << 8
-
-
-@dataclass(kw_only=True, slots=True)
-class ResultSummary:
-    """What happened, for the audit event and the session state."""
-
-    rows: int = 0
-    affected: int = 0
-    results: int = 0
-    masked_values: int = 0
-    bytes_out: int = 0
-    error: ErrPacket | None = None
-    status: int | None = None  # the last status flags the backend reported
-    warnings: int = 0
-    oks: list[OkPacket] = field(default_factory=list)  # OKs carrying session state changes
-    prepare_ok: StmtPrepareOk | None = None
-    columns: list[ColumnDefinition] = field(default_factory=list)  # of the last result set
-    refused: str | None = None
-    capped: bool = False  # the row cap was hit: ``rows`` rows went out, then the cap's ERR
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class MetadataShortcut:
-    """A result's metadata bytes exactly as last received, and what they led to.
-
-    When the next response of the same statement (same decision, same session
-    state) starts with exactly these bytes, the relay forwards them and goes
-    straight to the rows with the same plan: identical column definitions get
-    an identical plan, and nothing needs decoding.
-    """
-
-    meta: bytes
-    first_seq: int
-    next_seq: int
-    plan: MaskPlan
-    types: list[int]
-    ncols: int
-    state_after: int
-    status: int | None
-
-
-class ResponseRelay:
+class ResponseRelay(RelayBookkeeping):
     """One command's response: backend bytes in, client bytes out (sans-IO).
 
     ``plan_cache`` (optional) maps the exact bytes of a result's column
@@ -153,14 +92,8 @@ class ResponseRelay:
         "_client_caps",
         "_continuation",
         "_deprecate_eof",
-        "_discard_cols",
-        "_discard_phase",
         "_eof_limit",
         "_fast",
-        "_held",
-        "_held_count",
-        "_held_first_seq",
-        "_held_in_order",
         "_held_masked",
         "_held_rows",
         "_hold_seq",
@@ -168,7 +101,6 @@ class ResponseRelay:
         "_max_packet",
         "_ncols",
         "_nparams",
-        "_out_seq",
         "_partial",
         "_partial_seq",
         "_pending",
@@ -178,12 +110,10 @@ class ResponseRelay:
         "_rewrite_ok",
         "_row_hold",
         "_shortcut",
-        "_state",
         "_types",
         "_withhold",
         "binary",
         "kind",
-        "new_shortcut",
         "summary",
     )
 
@@ -487,33 +417,6 @@ class ResponseRelay:
             return 0
         return self._cap - self.summary.rows
 
-    def _ends_in_place(self, data: bytes, start: int, end: int) -> bool:
-        """Record the 0xFE packet ending a result of unmasked rows, if it goes out unchanged.
-
-        The same bookkeeping as ``_on_row``'s terminator branch, without slicing the
-        packet out: an EOF (page_protocol_basic_eof_packet: int<1> 0xFE, int<2>
-        warnings, int<2> status_flags), or with CLIENT_DEPRECATE_EOF an OK with the
-        0xFE header that needs no rewriting and carries no session-state change.
-        Returns False (nothing recorded) when the packet needs the general path.
-        """
-        summary = self.summary
-        if not self._deprecate_eof:
-            length = end - start
-            summary.warnings = data[start + 1] | data[start + 2] << 8 if length >= 3 else 0
-            status = data[start + 3] | data[start + 4] << 8 if length >= 5 else 0
-        else:
-            if self._rewrite_ok or end - start < 7:
-                return False
-            affected, status, warnings = _ok_fields(data[start:end])
-            if status & _STATE_CHANGED:
-                return False
-            summary.warnings = warnings
-            summary.affected += affected
-        summary.status = status
-        summary.results += 1
-        self._state = _FIRST if status & _MORE_RESULTS and self.kind == "query" else _DONE
-        return True
-
     def _piece(self, out: bytearray, raw: bytes, length: int, seq: int) -> None:
         """One physical packet outside the fast row loop."""
         if self._partial or length == MAX_PACKET_PAYLOAD:
@@ -769,50 +672,6 @@ class ResponseRelay:
         out[mark:mark] = hold
         hold.clear()
 
-    def _discard(self, payload: bytes) -> None:
-        """Read and drop packets until the backend's response ends (a small state machine of its own)."""
-        first = payload[0] if payload else -1
-        phase = self._discard_phase
-        if first == 0xFF and phase != "coldefs":
-            self._state = _DONE
-            return
-        if phase == "eof_after_coldefs":
-            if not (first == 0xFE and len(payload) < 9):
-                raise MalformedPacket("expected EOF after the column definitions")
-            self._discard_phase = "rows"
-            if EofPacket.decode(payload).status & _CURSOR_EXISTS:
-                self._state = _DONE
-            return
-        if phase == "rows":
-            if first == 0xFE and len(payload) < (0xFFFFFF if self._deprecate_eof else 9):
-                more = self._status_of(payload) & _MORE_RESULTS
-                if more and self.kind == "query":
-                    self._discard_phase = "first"
-                else:
-                    self._state = _DONE
-            return
-        if phase == "first":
-            if first == 0x00 and len(payload) >= 7:
-                ok = OkPacket.decode(payload, self._backend_caps)
-                if not ok.status & _MORE_RESULTS:
-                    self._state = _DONE
-                return
-            ncols, _ = _lenenc_at(payload, 0)
-            if ncols == 0 or ncols > MAX_COLUMNS:
-                raise MalformedPacket(f"column count {ncols}")
-            self._discard_phase = "coldefs"
-            self._discard_cols = ncols
-            return
-        # phase == "coldefs"
-        self._discard_cols -= 1
-        if self._discard_cols <= 0:
-            self._discard_phase = "rows" if self._deprecate_eof else "eof_after_coldefs"
-
-    def _status_of(self, payload: bytes) -> int:
-        if len(payload) < 9 and not self._deprecate_eof:
-            return EofPacket.decode(payload).status
-        return OkPacket.decode(payload, self._backend_caps).status
-
     def _on_row(self, out: bytearray, payload: bytes, raw: bytes | None, seq: int) -> None:
         first = payload[0] if payload else -1
         if first == 0xFF:
@@ -883,50 +742,3 @@ class ResponseRelay:
                 return status
         self._forward(out, payload, raw, seq)
         return status
-
-    # -- holding column definitions until the plan is known ------------------
-
-    def _hold(self, payload: bytes, raw: bytes | None, seq: int) -> None:
-        """Keep a metadata packet until the result's plan is known (bounded)."""
-        if len(self._held) + len(payload) > MAX_HELD_BYTES:
-            raise MalformedPacket("result metadata larger than the limit")
-        if not self._held:
-            self._held_first_seq = seq
-            self._held_count = 0
-            self._held_in_order = True
-        if raw is not None and seq == (self._held_first_seq + self._held_count) & 0xFF:
-            self._held += raw
-        else:
-            self._held_in_order = False
-            frame_into(self._held, 0, payload)
-        self._held_count += 1
-
-    def _release_held(self, out: bytearray) -> None:
-        held = self._held
-        if self._held_in_order and self._held_first_seq == self._out_seq:
-            # The common case: the held bytes are exactly what came in, numbered as the client expects.
-            out += held
-            first = self._out_seq
-            self._out_seq = (self._out_seq + self._held_count) & 0xFF
-            self._held = bytearray()
-            if self._plan is not None and self.summary.results == 0 and self._keep_row is None:
-                self.new_shortcut = MetadataShortcut(
-                    meta=bytes(held),
-                    first_seq=first,
-                    next_seq=self._out_seq,
-                    plan=self._plan,
-                    types=self._types,
-                    ncols=self._ncols,
-                    state_after=_ROWS,
-                    status=self.summary.status,
-                )
-            return
-        pos = 0
-        while pos < len(held):
-            length = held[pos] | held[pos + 1] << 8 | held[pos + 2] << 16
-            out += held[pos : pos + 3]
-            out.append(self._out_seq)
-            out += held[pos + 4 : pos + 4 + length]
-            self._out_seq = (self._out_seq + 1) & 0xFF
-            pos += 4 + length
-        self._held = bytearray()
