@@ -82,8 +82,12 @@ def _frames(payloads: list[bytes], seq: int) -> bytes:
     caps=st.sampled_from([EOF_CAPS, DEPRECATE_CAPS]),
     masked=st.booleans(),
     cut=st.integers(1, 17),
+    cap=st.one_of(st.none(), st.integers(0, 4)),
+    hold=st.booleans(),
 )
-def test_relay_raises_only_typed_errors(payloads: list[bytes], kind: Any, caps: int, masked: bool, cut: int) -> None:
+def test_relay_raises_only_typed_errors(
+    payloads: list[bytes], kind: Any, caps: int, masked: bool, cut: int, cap: int | None, hold: bool
+) -> None:
     def planner(cols: list[ColumnDefinition], binary: bool) -> MaskPlan:
         return MaskPlan(columns=tuple((lambda v: b"*") if masked else None for _ in cols))
 
@@ -94,6 +98,9 @@ def test_relay_raises_only_typed_errors(payloads: list[bytes], kind: Any, caps: 
         planner=planner,
         types=[FieldType.LONG, FieldType.STRING],
         plan=MaskPlan(columns=(None, lambda v: b"x")) if masked else None,
+        binary=hold,
+        max_rows=cap,
+        hold_capped_rows=hold,
     )
     stream = _frames(payloads, 1)
     try:
