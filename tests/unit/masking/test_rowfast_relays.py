@@ -67,6 +67,7 @@ def _explode(value: bytes | None) -> bytes | None:
 MASKERS["star"] = _star
 MASKERS["explode"] = _explode
 NAMES = ("id", "mobile", "id_card", "email", "star", "city")
+PIECES = st.lists(st.integers(1, 300), min_size=1, max_size=6)  # read sizes, repeated over the stream
 
 
 class Counting:
@@ -141,7 +142,7 @@ def _mysql_run(
     st.data(),
     st.sampled_from([EOF_CAPS, DEPRECATE_CAPS]),
     st.one_of(st.none(), st.integers(0, 35)),
-    st.sampled_from([[1], [5, 3], [64], [1 << 20]]),
+    st.one_of(st.sampled_from([[1], [5, 3], [64], [1 << 20]]), PIECES),
 )
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_mysql_relay_same_bytes_with_and_without_the_compiled_path(
@@ -167,7 +168,7 @@ def test_mysql_relay_same_bytes_with_and_without_the_compiled_path(
     st.data(),
     st.sampled_from([EOF_CAPS, DEPRECATE_CAPS]),
     st.one_of(st.none(), st.integers(0, 35)),
-    st.sampled_from([[1], [5, 3], [1 << 20]]),
+    st.one_of(st.sampled_from([[1], [5, 3], [1 << 20]]), PIECES),
 )
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_mysql_binary_relay_same_bytes_with_and_without_the_compiled_path(
@@ -300,7 +301,7 @@ def _pg_run(
     st.integers(0, 30),
     st.data(),
     st.one_of(st.none(), st.integers(0, 35)),
-    st.sampled_from([[1], [7, 2], [64], [1 << 20]]),
+    st.one_of(st.sampled_from([[1], [7, 2], [64], [1 << 20]]), PIECES),
 )
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_pg_relay_same_bytes_with_and_without_the_compiled_path(
