@@ -21,6 +21,8 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 pkgs=(mariadb-server mariadb-client postgresql postgresql-client rsyslog prometheus openssl make)
 # sysbench: the MySQL proxy's integration tests drive it (oltp_read_write, both PS modes).
 pkgs+=(sysbench)
+# A C compiler and the Python headers: pip builds sqlbastion._rowfast (the masked-row rewriter).
+pkgs+=(gcc python3-dev)
 if [ "$want_bench" = 1 ]; then pkgs+=(pgbouncer); fi
 missing=()
 for p in "${pkgs[@]}"; do
