@@ -85,7 +85,7 @@ def _load() -> tuple[str, _PgRewrite, _MysqlRewrite, _BinaryRewrite]:
         try:
             from sqlbastion import _rowfast
         except ImportError:
-            log.info("rowfast_missing", detail="masked rows take the pure-Python path")
+            log.warning("rowfast_missing", detail="masked rows take the slower pure-Python path")
         else:
             if hasattr(_rowfast, "mysql_binary_rewrite"):
                 return "c", _rowfast.pg_rewrite, _rowfast.mysql_rewrite, _rowfast.mysql_binary_rewrite
