@@ -270,7 +270,13 @@ def _row_description(names: Sequence[str]) -> bytes:
 
 
 def _pg_run(
-    names: Sequence[str], backend: bytes, pieces: list[int], cap: int | None, enabled: bool
+    names: Sequence[str],
+    backend: bytes,
+    pieces: list[int],
+    cap: int | None,
+    enabled: bool,
+    *,
+    client: bytes = p.encode_message(p.QUERY, b"SELECT * FROM t\x00"),
 ) -> tuple[bytes, list[tuple[object, object, object]], int]:
     audit = Audit()
     session = Session(
@@ -280,7 +286,7 @@ def _pg_run(
         client=ClientInfo(address="127.0.0.1", port=1, protocol="postgres"),
     )
     relay = QueryRelay(session, Resolver())
-    relay.client_data(p.encode_message(p.QUERY, b"SELECT * FROM t\x00"))
+    relay.client_data(client)
     relay.take_to_backend()
     out = bytearray()
     with compiled(pg_relay, enabled) as counting:
@@ -341,3 +347,56 @@ def test_pg_malformed_row_is_the_relays_protocol_error_both_ways() -> None:
             _pg_run(names, backend, [1 << 20], None, enabled)
         errors.append(str(info.value))
     assert errors[0] == errors[1]
+
+
+# Parse, Bind, Execute (no Describe: the relay asks for the portal's columns itself), Sync.
+EXTENDED = (
+    p.encode_parse(b"", b"SELECT * FROM t")
+    + p.encode_message(p.BIND, b"\x00\x00" + b"\x00" * 6)
+    + p.encode_message(p.EXECUTE, b"\x00" + struct.pack("!i", 0))
+    + p.encode_message(p.SYNC)
+)
+
+
+@given(
+    st.lists(st.sampled_from(NAMES), min_size=1, max_size=5, unique=True),
+    st.integers(0, 30),
+    st.data(),
+    st.one_of(st.none(), st.integers(0, 35)),
+    st.one_of(st.sampled_from([[1], [1 << 20]]), PIECES),
+)
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_pg_extended_query_same_bytes_with_and_without_the_compiled_path(
+    names: list[str], nrows: int, data: st.DataObject, cap: int | None, pieces: list[int]
+) -> None:
+    """An Execute's first DataRow chooses the plan on the per-row path; the rest may go compiled."""
+    table = [data.draw(st.lists(values, min_size=len(names), max_size=len(names))) for _ in range(nrows)]
+    backend = (
+        p.encode_message(p.PARSE_COMPLETE)
+        + p.encode_message(p.BIND_COMPLETE)
+        + _row_description(names)  # the answer to the relay's own Describe of the portal
+        + b"".join(p.encode_data_row(r) for r in table)
+        + p.encode_message(p.COMMAND_COMPLETE, b"SELECT %d\x00" % nrows)
+        + p.encode_ready_for_query(b"I")
+    )
+    fast = _pg_run(names, backend, pieces, cap, True, client=EXTENDED)
+    slow = _pg_run(names, backend, pieces, cap, False, client=EXTENDED)
+    assert fast[:2] == slow[:2]
+    assert fast[1], "the Execute was audited"
+    kinds = _message_kinds(fast[0])
+    sent = nrows if cap is None else min(nrows, cap)
+    assert kinds.count(p.DATA_ROW) == sent
+    assert (p.ERROR_RESPONSE in kinds) == (sent < nrows)  # only the row cap's error
+    if sent == nrows:
+        assert kinds[-1] == p.READY_FOR_QUERY
+    if pieces == [1 << 20] and nrows > 2 and (cap is None or cap > 2) and any(n in MASKERS for n in names):
+        assert fast[2] > 0, "the compiled path took the rows after the first"
+
+
+def _message_kinds(data: bytes) -> list[int]:
+    kinds = []
+    pos = 0
+    while pos < len(data):
+        kinds.append(data[pos])
+        pos += 1 + struct.unpack_from("!i", data, pos + 1)[0]
+    return kinds
