@@ -349,3 +349,32 @@ def test_held_rows_give_way_to_a_backend_error(caps: int, pieces: list[int]) -> 
     assert ErrPacket.decode(out[-1][1]).errno == 1317
     assert relay.summary.rows == 0
     assert relay.summary.error is not None
+
+
+@pytest.mark.parametrize("caps", CAPS)
+@pytest.mark.parametrize("binary", [False, True])
+@pytest.mark.parametrize("cap", [None, 0, 1, 37, 299, 300, 301])
+@pytest.mark.parametrize("first_seq", [1, 3])
+def test_large_reads_match_byte_by_byte(caps: int, binary: bool, cap: int | None, first_seq: int) -> None:
+    # Reads of many rows take the relay's tightest loop; one byte at a time never does. Both must
+    # give the same bytes and the same summary, whatever the cap and the client's numbering.
+    payloads: list[bytes] = []
+    for i in range(3):
+        payloads += result_set_payloads(COLS, _rows(100, binary=binary), caps=caps, binary=binary, more=i < 2)
+    stream = packets(payloads)
+    outs = []
+    for pieces in ([1], [4096], [1 << 20], [1500, 3]):
+        relay = ResponseRelay(
+            kind="query",
+            backend_capabilities=caps,
+            client_capabilities=caps,
+            binary=binary,
+            planner=_no_mask,
+            max_rows=cap,
+            cap_text=TEXT,
+            first_seq=first_seq,
+        )
+        outs.append((feed_in_pieces(relay, stream, pieces), relay.summary.rows, relay.summary.capped, relay.done))
+    assert all(o == outs[0] for o in outs[1:])
+    assert outs[0][1] == (300 if cap is None else min(cap, 300))
+    assert outs[0][3]
