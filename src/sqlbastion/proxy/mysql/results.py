@@ -25,6 +25,7 @@ parameter and column definitions; ``field_list``: column definitions then EOF;
 from __future__ import annotations
 
 import dataclasses
+import struct
 
 from sqlbastion.masking.rows import program_for
 from sqlbastion.proxy.mysql.constants import MAX_PACKET_PAYLOAD, ErrorCode
@@ -74,6 +75,11 @@ __all__ = [
     "ResultSummary",
     "RowFilter",
 ]
+
+
+# A packet header read as one little-endian int<4> (page_protocol_basic_packets): the length in
+# the low three bytes, the sequence id in the high one. One C call instead of four indexings.
+_header_at = struct.Struct("<I").unpack_from
 
 
 class ResponseRelay(RelayBookkeeping):
@@ -328,9 +334,10 @@ class ResponseRelay(RelayBookkeeping):
                 # select) is cheaper without setting it up.
                 out_seq = self._out_seq
                 while n - pos >= 4:
-                    length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+                    header = _header_at(data, pos)[0]  # int<3> payload_length, int<1> sequence_id
+                    length = header & 0xFFFFFF
                     end = pos + 4 + length
-                    if end > n or rows == room or not 0 < length < MAX_PACKET_PAYLOAD or data[pos + 3] != out_seq:
+                    if end > n or rows == room or not 0 < length < MAX_PACKET_PAYLOAD or header >> 24 != out_seq:
                         break
                     b0 = data[pos + 4]
                     if b0 == 0xFF or (b0 == 0xFE and length < eof_limit):
