@@ -299,6 +299,38 @@ def test_connector_prepared_fetchone_gets_the_error(running: Running) -> None:
         conn.close()
 
 
+def test_connector_text_protocol_gets_the_cap_then_the_error(running: Running) -> None:
+    # The pure-Python text reader reads an ERR after rows correctly: rows are not held back.
+    conn = running.connector("capped")
+    try:
+        conn.cmd_query(TEN)
+        rows, error = _rows_then_error(conn)
+        assert rows == CAP
+        assert error is not None
+        assert error.errno == 1227
+        cur = conn.cursor()
+        cur.execute(FIVE)
+        assert len(cur.fetchall()) == CAP
+        cur.execute(TEN)
+        with pytest.raises(mysql.connector.Error) as info:
+            cur.fetchall()
+        assert info.value.errno == 1227
+        cur.close()
+    finally:
+        conn.close()
+
+
+def _rows_then_error(conn: Any) -> tuple[int, Any]:
+    """Rows read one by one at the connection level (the cursors read one row ahead), then the error."""
+    n = 0
+    try:
+        while conn.get_row()[0] is not None:
+            n += 1
+    except mysql.connector.Error as exc:
+        return n, exc
+    return n, None
+
+
 def test_connector_prepared_exporter_gets_every_row(running: Running) -> None:
     conn = running.connector("exporter")
     try:
