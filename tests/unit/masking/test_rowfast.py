@@ -712,6 +712,22 @@ def test_garbage_gives_the_same_answer_and_never_crashes(
         (m_pos, m_rows, _, m_seq), _, _ = both(maskers, tallies, True, buffer, pos, end, 100, seq, 9)
         assert pos <= m_pos <= end
         assert m_seq == (seq + m_rows) & 0xFF
+    # The same bytes as binary rows, with any layout per column.
+    layout = tuple(data.draw(st.lists(st.integers(-2, 8), min_size=len(kinds), max_size=len(kinds)), label="layout"))
+    program = rows.compile_columns(maskers)
+    assert program is not None
+    answers = []
+    impls: list[Callable[..., Any]] = [rowref.mysql_binary_rewrite]
+    if FAST is not None:
+        impls.append(FAST.mysql_binary_rewrite)
+    for impl in impls:
+        for t in tallies:
+            t.reset()
+        out = bytearray()
+        result = impl(chunk, pos, end, program.columns, layout, 100, seq, 9, out)
+        answers.append((result, bytes(out), [t.total for t in tallies]))
+    assert all(a == answers[0] for a in answers)
+    assert pos <= answers[0][0][0] <= end
 
 
 # --- MySQL binary rows ------------------------------------------------------------------
