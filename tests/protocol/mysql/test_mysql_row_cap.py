@@ -319,9 +319,9 @@ def test_cap_property(
 def test_held_rows_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     # Past the bound the held rows are released and the rest streams: memory stays bounded,
     # and the cap still holds (the ERR then follows rows, as for other clients).
-    from sqlbastion.proxy.mysql import results
+    from sqlbastion.proxy.mysql import resultsets
 
-    monkeypatch.setattr(results, "MAX_HELD_ROW_BYTES", 40)
+    monkeypatch.setattr(resultsets, "MAX_HELD_ROW_BYTES", 40)
     caps = DEPRECATE_CAPS
     stream = packets(result_set_payloads(COLS, _rows(10, binary=True), caps=caps, binary=True))
     relay = _relay(caps, binary=True, hold=True)

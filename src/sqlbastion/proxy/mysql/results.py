@@ -47,7 +47,6 @@ from sqlbastion.proxy.mysql.resultsets import (
     _STATE_CHANGED,
     MAX_COLUMNS,
     MAX_HELD_BYTES,
-    MAX_HELD_ROW_BYTES,
     NO_CAP,
     PLAN_CACHE_ENTRIES,
     ROW_CAP_MESSAGE,
@@ -100,9 +99,6 @@ class ResponseRelay(RelayBookkeeping):
         "_deprecate_eof",
         "_eof_limit",
         "_fast",
-        "_held_masked",
-        "_held_rows",
-        "_hold_seq",
         "_keep_row",
         "_max_packet",
         "_ncols",
@@ -114,7 +110,6 @@ class ResponseRelay(RelayBookkeeping):
         "_plan_cache",
         "_planner",
         "_rewrite_ok",
-        "_row_hold",
         "_shortcut",
         "_types",
         "_withhold",
@@ -645,62 +640,6 @@ class ResponseRelay(RelayBookkeeping):
         # Refused at the last column definition: the EOF after them (if any) comes next.
         self._discard_phase = phase or ("rows" if self._deprecate_eof else "eof_after_coldefs")
         self._discard_cols = 0
-
-    def _cap_hit(self, out: bytearray) -> None:
-        """The row past the cap: the ERR goes out in its place and the rest of the response is dropped."""
-        self.summary.capped = True
-        hold = self._row_hold
-        self._row_hold = None
-        if hold:
-            # Held rows never left: the ERR takes the sequence id of the first of them.
-            self._out_seq = self._hold_seq
-            self.summary.rows -= self._held_rows
-            self.summary.masked_values -= self._held_masked
-        self._refuse(out, self._cap_text, phase="rows")
-
-    def _held_row(self, out: bytearray, payload: bytes, raw: bytes | None, seq: int) -> None:
-        """A packet of a result whose rows are held back (``hold_capped_rows``).
-
-        A row goes to the hold (through ``_on_row``, so masking and counting are the
-        same); the packet that ends the result releases the held rows before it; the
-        row past the cap drops them (``_cap_hit``). Past MAX_HELD_ROW_BYTES the rows
-        are released and the rest of the response streams.
-        """
-        hold = self._row_hold
-        assert hold is not None  # only called while holding
-        mark = len(out)
-        if not hold:
-            self._hold_seq = self._out_seq
-            self._held_rows = 0
-            self._held_masked = 0
-        rows, masked = self.summary.rows, self.summary.masked_values
-        self._on_row(out, payload, raw, seq)
-        if self._row_hold is None:
-            return  # the cap was hit: the held rows were dropped and the ERR is in ``out``
-        if self._state == _ROWS:
-            hold += out[mark:]
-            del out[mark:]
-            self._held_rows += self.summary.rows - rows
-            self._held_masked += self.summary.masked_values - masked
-            if len(hold) > MAX_HELD_ROW_BYTES:
-                out += hold
-                self._row_hold = None
-            return
-        if hold and len(out) > mark + 4 and out[mark + 4] == 0xFF:
-            # An ERR ends the result instead (the backend's, or a value that cannot be masked):
-            # the held rows never leave either, and the ERR takes the first one's sequence id, so
-            # it is what the client reads right after the metadata.
-            err = bytes(out[mark + 4 :])
-            del out[mark:]
-            self.summary.rows -= self._held_rows
-            self.summary.masked_values -= self._held_masked
-            self._out_seq = self._hold_seq
-            self._emit_payload(out, err)
-            hold.clear()
-            return
-        # The end of the result: the held rows go out before it.
-        out[mark:mark] = hold
-        hold.clear()
 
     def _on_row(self, out: bytearray, payload: bytes, raw: bytes | None, seq: int) -> None:
         first = payload[0] if payload else -1

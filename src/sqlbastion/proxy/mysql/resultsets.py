@@ -5,8 +5,10 @@ state), ``MetadataShortcut`` (a result's metadata bytes as last received), the
 relay's constants and internal states, and ``RelayBookkeeping``: the parts of
 the relay that run a handful of times per result, not per row — reading the
 packet that ends a result in place, holding column definitions until the mask
-plan is known, and the state machine that reads and drops the rest of a
-refused response. ``results.py`` holds the relay itself.
+plan is known, the state machine that reads and drops the rest of a refused
+response, and the row cap's rare paths (the row past the cap; rows held back
+for clients that cannot read an ERR after rows). ``results.py`` holds the relay
+itself and its hot loop.
 """
 
 from __future__ import annotations
@@ -122,7 +124,11 @@ class RelayBookkeeping:
         "_held_count",
         "_held_first_seq",
         "_held_in_order",
+        "_held_masked",
+        "_held_rows",
+        "_hold_seq",
         "_out_seq",
+        "_row_hold",
         "_state",
         "new_shortcut",
     )
@@ -145,6 +151,21 @@ class RelayBookkeeping:
     _held_in_order: bool
     _discard_phase: str
     _discard_cols: int
+    _cap_text: str
+    _row_hold: bytearray | None
+    _hold_seq: int
+    _held_rows: int
+    _held_masked: int
+
+    # ResponseRelay's own, used here.
+    def _refuse(self, out: bytearray, text: str, *, phase: str | None = None) -> None:
+        raise NotImplementedError
+
+    def _on_row(self, out: bytearray, payload: bytes, raw: bytes | None, seq: int) -> None:
+        raise NotImplementedError
+
+    def _emit_payload(self, out: bytearray, payload: bytes) -> None:
+        raise NotImplementedError
 
     def _ends_in_place(self, data: bytes, start: int, end: int) -> bool:
         """Record the 0xFE packet ending a result of unmasked rows, if it goes out unchanged.
@@ -261,3 +282,59 @@ class RelayBookkeeping:
             self._out_seq = (self._out_seq + 1) & 0xFF
             pos += 4 + length
         self._held = bytearray()
+
+    def _cap_hit(self, out: bytearray) -> None:
+        """The row past the cap: the ERR goes out in its place and the rest of the response is dropped."""
+        self.summary.capped = True
+        hold = self._row_hold
+        self._row_hold = None
+        if hold:
+            # Held rows never left: the ERR takes the sequence id of the first of them.
+            self._out_seq = self._hold_seq
+            self.summary.rows -= self._held_rows
+            self.summary.masked_values -= self._held_masked
+        self._refuse(out, self._cap_text, phase="rows")
+
+    def _held_row(self, out: bytearray, payload: bytes, raw: bytes | None, seq: int) -> None:
+        """A packet of a result whose rows are held back (``hold_capped_rows``).
+
+        A row goes to the hold (through ``_on_row``, so masking and counting are the
+        same); the packet that ends the result releases the held rows before it; the
+        row past the cap drops them (``_cap_hit``). Past MAX_HELD_ROW_BYTES the rows
+        are released and the rest of the response streams.
+        """
+        hold = self._row_hold
+        assert hold is not None  # only called while holding
+        mark = len(out)
+        if not hold:
+            self._hold_seq = self._out_seq
+            self._held_rows = 0
+            self._held_masked = 0
+        rows, masked = self.summary.rows, self.summary.masked_values
+        self._on_row(out, payload, raw, seq)
+        if self._row_hold is None:
+            return  # the cap was hit: the held rows were dropped and the ERR is in ``out``
+        if self._state == _ROWS:
+            hold += out[mark:]
+            del out[mark:]
+            self._held_rows += self.summary.rows - rows
+            self._held_masked += self.summary.masked_values - masked
+            if len(hold) > MAX_HELD_ROW_BYTES:
+                out += hold
+                self._row_hold = None
+            return
+        if hold and len(out) > mark + 4 and out[mark + 4] == 0xFF:
+            # An ERR ends the result instead (the backend's, or a value that cannot be masked):
+            # the held rows never leave either, and the ERR takes the first one's sequence id, so
+            # it is what the client reads right after the metadata.
+            err = bytes(out[mark + 4 :])
+            del out[mark:]
+            self.summary.rows -= self._held_rows
+            self.summary.masked_values -= self._held_masked
+            self._out_seq = self._hold_seq
+            self._emit_payload(out, err)
+            hold.clear()
+            return
+        # The end of the result: the held rows go out before it.
+        out[mark:mark] = hold
+        hold.clear()
