@@ -393,39 +393,22 @@ class StatementRecorder:
 
     Only the session's own thread calls it. The person label is fixed for the
     session (allocated under the cap at its start), so a person's series never
-    change name mid-session.
+    change name mid-session. The tally is attached at the first count: an idle
+    connection costs no tally, and scrapes never see it.
     """
 
-    __slots__ = (
-        "__weakref__",
-        "_backend",
-        "_masked",
-        "_person_refusals",
-        "_person_statements",
-        "_proxy",
-        "_scalars",
-        "_sensitive",
-        "_statements",
-        "_totals",
-        "backend",
-        "person",
-        "protocol",
-    )
+    __slots__ = ("__weakref__", "_tally", "_totals", "backend", "person", "protocol")
 
     def __init__(self, totals: StatementTotals, *, protocol: str, backend: str, person: str | None) -> None:
         self._totals = totals
         self.protocol = protocol
         self.backend = backend
         self.person = person
-        t = totals.attach(self, (protocol, backend, person))
-        self._statements = t.statements
-        self._person_statements = t.person_statements
-        self._person_refusals = t.person_refusals
-        self._sensitive = t.sensitive_statements
-        self._masked = t.masked_results
-        self._proxy = t.proxy
-        self._backend = t.backend
-        self._scalars = t.scalars
+        self._tally: Tally | None = None
+
+    def _attach(self) -> Tally:
+        t = self._tally = self._totals.attach(self, (self.protocol, self.backend, self.person))
+        return t
 
     def count(  # noqa: PLR0917  # positional on purpose: the per-statement call, keywords cost more
         self,
@@ -441,61 +424,63 @@ class StatementRecorder:
 
         The hot path: positional arguments, no lock, no label hashing beyond one dict lookup.
         """
-        statements = self._statements
+        t = self._tally or self._attach()
+        statements = t.statements
         n = statements.get(key)
         if n is None:
             self._totals.statements.labels(self.protocol, self.backend, *key)
             n = 0
         statements[key] = n + 1
-        scalars = self._scalars
-        self._proxy[bisect_left(LATENCY_BUCKETS_US, proxy_us)] += 1
+        scalars = t.scalars
+        t.proxy[bisect_left(LATENCY_BUCKETS_US, proxy_us)] += 1
         scalars[_PROXY_SUM_US] += proxy_us
         if allowed:
-            self._backend[bisect_left(LATENCY_BUCKETS_US, backend_us)] += 1
+            t.backend[bisect_left(LATENCY_BUCKETS_US, backend_us)] += 1
             scalars[_BACKEND_SUM_US] += backend_us
         if rows:
             scalars[_ROWS] += rows
         if sensitive_columns:
-            self._sensitive_statement(key[1], allowed, sensitive_columns)
+            self._sensitive_statement(t, key[1], allowed, sensitive_columns)
         if backend_error:
             scalars[_BACKEND_ERRORS] += 1
         if self.person is not None:
-            self._person(key[1], key[2], allowed)
+            self._person(t, key[1], key[2], allowed)
 
-    def _sensitive_statement(self, decision: str, allowed: bool, columns: int) -> None:
-        n = self._sensitive.get(decision)
+    def _sensitive_statement(self, t: Tally, decision: str, allowed: bool, columns: int) -> None:
+        n = t.sensitive_statements.get(decision)
         if n is None:
             self._totals.sensitive_statements.labels(self.protocol, self.backend, decision)
             n = 0
-        self._sensitive[decision] = n + 1
+        t.sensitive_statements[decision] = n + 1
         if allowed:
-            self._scalars[_SENSITIVE_COLUMNS] += columns
+            t.scalars[_SENSITIVE_COLUMNS] += columns
 
-    def _person(self, decision: str, rule_id: str, allowed: bool) -> None:
+    def _person(self, t: Tally, decision: str, rule_id: str, allowed: bool) -> None:
         person = self.person
         if person is None:
             return
-        n = self._person_statements.get(decision)
+        n = t.person_statements.get(decision)
         if n is None:
             self._totals.person_statements.labels(person, decision)
             n = 0
-        self._person_statements[decision] = n + 1
+        t.person_statements[decision] = n + 1
         if not allowed:
             refusal = (decision, rule_id)
-            n = self._person_refusals.get(refusal)
+            n = t.person_refusals.get(refusal)
             if n is None:
                 self._totals.person_refusals.labels(person, decision, rule_id)
                 n = 0
-            self._person_refusals[refusal] = n + 1
+            t.person_refusals[refusal] = n + 1
 
     def masked_result(self, refused: bool) -> None:
         """One result sent with masked columns, or refused (``sqlbastion_masked_results_total``)."""
+        t = self._tally or self._attach()
         outcome = "refused" if refused else "masked"
-        n = self._masked.get(outcome)
+        n = t.masked_results.get(outcome)
         if n is None:
             self._totals.masked_results.labels(self.backend, outcome)
             n = 0
-        self._masked[outcome] = n + 1
+        t.masked_results[outcome] = n + 1
 
     def record(
         self,
@@ -511,23 +496,23 @@ class StatementRecorder:
         backend_error: bool,
     ) -> None:
         """``count`` with named arguments and durations in seconds (bucketed as ``Histogram.observe`` does)."""
+        t = self._tally or self._attach()
         key = (statement_type_label(statement_type), decision, rule_id)
-        statements = self._statements
-        n = statements.get(key)
+        n = t.statements.get(key)
         if n is None:
             self._totals.statements.labels(self.protocol, self.backend, *key)
             n = 0
-        statements[key] = n + 1
-        self._proxy[bisect_left(LATENCY_BUCKETS, proxy_s)] += 1
-        self._scalars[_PROXY_SUM_US] += proxy_s * 1e6
+        t.statements[key] = n + 1
+        t.proxy[bisect_left(LATENCY_BUCKETS, proxy_s)] += 1
+        t.scalars[_PROXY_SUM_US] += proxy_s * 1e6
         if allowed:
-            self._backend[bisect_left(LATENCY_BUCKETS, backend_s)] += 1
-            self._scalars[_BACKEND_SUM_US] += backend_s * 1e6
+            t.backend[bisect_left(LATENCY_BUCKETS, backend_s)] += 1
+            t.scalars[_BACKEND_SUM_US] += backend_s * 1e6
         if rows:
-            self._scalars[_ROWS] += rows
+            t.scalars[_ROWS] += rows
         if sensitive_columns:
-            self._sensitive_statement(decision, allowed, sensitive_columns)
+            self._sensitive_statement(t, decision, allowed, sensitive_columns)
         if backend_error:
-            self._scalars[_BACKEND_ERRORS] += 1
+            t.scalars[_BACKEND_ERRORS] += 1
         if self.person is not None:
-            self._person(decision, rule_id, allowed)
+            self._person(t, decision, rule_id, allowed)

@@ -203,6 +203,7 @@ def rec_plan() -> _Plan:
 def test_idle_sessions_cost_a_scrape_nothing_and_change_nothing() -> None:
     m = Metrics()
     recs = [m.recorder(protocol="mysql", backend="core", person=f"p{i}") for i in range(2000)]
+    assert m.statement_totals.live_sessions() == 0  # a tally is attached at a session's first count
     started = time.perf_counter()
     before = _values(m.registry)
     elapsed = time.perf_counter() - started
