@@ -13,6 +13,14 @@ Both protocol proxies own one ``Session`` per client connection. They call:
 The session never does I/O itself: the policy engine, masking and the audit
 emitter it is given are pure or non-blocking, so this module is usable from
 playbook tests without sockets.
+
+These three run for every statement, so each does only what the statement
+itself changes (``bench/session_bench.py`` measures them): what the metrics
+and the audit event take from a decision is derived once per decision object,
+the statement context once per state change or second, the audit event is a
+copy of a per-session template, and the metrics are plain per-session
+counters (``observability.tally``). Every statement is still decided, every
+result planned and every statement audited.
 """
 
 from __future__ import annotations
