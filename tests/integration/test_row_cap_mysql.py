@@ -232,6 +232,19 @@ def test_buffered_text_result_over_the_cap_is_an_error(running: Running) -> None
         assert cur.fetchone() == (2,)
 
 
+def test_transaction_stays_open_after_the_cap(running: Running) -> None:
+    with running.pymysql("capped") as conn, conn.cursor() as cur:
+        cur.execute("BEGIN")
+        with pytest.raises(pymysql.err.MySQLError) as info:
+            cur.execute(TEN)
+        assert info.value.args[0] == 1227
+        cur.execute("SELECT @@in_transaction")
+        assert cur.fetchone() == (1,)
+        cur.execute("COMMIT")
+        cur.execute("SELECT @@in_transaction")
+        assert cur.fetchone() == (0,)
+
+
 def test_multi_statement_counts_every_result_and_drops_the_rest(running: Running) -> None:
     with (
         running.pymysql("capped", client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS) as conn,
