@@ -378,3 +378,24 @@ def test_large_reads_match_byte_by_byte(caps: int, binary: bool, cap: int | None
     assert all(o == outs[0] for o in outs[1:])
     assert outs[0][1] == (300 if cap is None else min(cap, 300))
     assert outs[0][3]
+
+
+@pytest.mark.parametrize(
+    ("attrs", "held"),
+    [
+        (((b"_client_name", b"mysql-connector-python"), (b"_client_version", b"9.0.0")), True),
+        (((b"_client_name", b"libmysql"), (b"_connector_name", b"mysql-connector-python")), False),  # C extension
+        (((b"_client_name", b"libmariadb"),), False),
+        (((b"_client_name", b"pymysql"),), False),
+        ((), False),
+    ],
+)
+def test_which_clients_get_held_rows(attrs: tuple[tuple[bytes, bytes], ...], held: bool) -> None:
+    from sqlbastion.proxy.mysql.packets import HandshakeResponse
+    from sqlbastion.proxy.mysql.relaying import _holds_capped_rows
+
+    class _Handshake:
+        response = HandshakeResponse(capabilities=0, max_packet=0, charset=45, user=b"u", attrs=attrs)
+
+    assert _holds_capped_rows(_Handshake()) is held  # type: ignore[arg-type]  # only .response is read
+    assert _holds_capped_rows(None) is False
