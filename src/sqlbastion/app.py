@@ -31,17 +31,32 @@ def validate_policy(settings: Settings) -> list[str]:
         if not path.exists():
             raise ConfigError(settings.source, "policy.files", f"policy file {path} does not exist")
     if not settings.policy.files:
-        return ["no policy files: every statement is allowed unchecked (set [policy] files)"]
+        _require_policy(settings)
+        return ["no policy files: every statement is allowed unchecked (policy.allow_unchecked = true)"]
     return list(load_engine(settings).warnings)
+
+
+def _require_policy(settings: Settings) -> None:
+    """Fail closed: a bastion with nothing to check against does not start by accident."""
+    if not settings.policy.allow_unchecked:
+        raise ConfigError(
+            settings.source,
+            "policy.files",
+            "no policy files: every statement would be allowed unchecked; list the policy files "
+            "(docs/policy.md), or set policy.allow_unchecked = true for a throwaway lab",
+        )
 
 
 def build_engine(settings: Settings, *, masking: Any = None, audit: Any = None) -> DecisionEngine:
     """The policy engine for ``serve`` and ``check``: a reloadable PolicyStore over the policy files.
 
-    With no policy files configured the engine allows everything (and says so in
-    every decision's reason); ``config validate`` warns about it.
+    With no policy files configured this is a configuration error, unless
+    ``policy.allow_unchecked`` says explicitly that everything may be allowed
+    unchecked (a throwaway lab); then the engine allows everything, says so in
+    every decision's reason, and ``config validate`` warns about it.
     """
     if not settings.policy.files:
+        _require_policy(settings)
         return PassThroughEngine()
     from sqlbastion.policies.catalog import CatalogStore
     from sqlbastion.policies.store import PolicyStore

@@ -148,6 +148,8 @@ class PolicySettings:
 
     files: list[str] = field(default_factory=list)
     decision_cache_entries: int = 10000
+    # With no policy files nothing would be checked: refused unless a lab says so explicitly.
+    allow_unchecked: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -36,6 +36,9 @@ enabled = {"true" if enabled else "false"}
 listen = "127.0.0.1:{admin_port}"
 token = "env:{TOKEN_ENV}"
 
+[policy]
+allow_unchecked = true
+
 [audit]
 spool_dir = "{directory / "spool"}"
 

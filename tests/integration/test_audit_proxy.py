@@ -86,6 +86,9 @@ users_file = "users.toml"
 [admin]
 enabled = false
 
+[policy]
+allow_unchecked = true
+
 [audit]
 spool_dir = "spool"
 fsync = "interval"
@@ -453,9 +456,7 @@ level = 3
         encoding="utf-8",
     )
     text = setup.config.read_text(encoding="utf-8")
-    text = text.replace(
-        "[admin]\nenabled = false\n", '[admin]\nenabled = false\n\n[policy]\nfiles = ["policy.toml"]\n', 1
-    )
+    text = text.replace("[policy]\nallow_unchecked = true\n", '[policy]\nfiles = ["policy.toml"]\n', 1)
     text = text.replace('database = "postgres"\n', 'database = "postgres"\nraw_statements_in_audit = true\n', 1)
     setup.config.write_text(text, encoding="utf-8")
     secret_literal = "13800138000"

@@ -75,12 +75,42 @@ def test_config_validate_typo(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "user_file: unknown key" in err
 
 
+def test_config_without_policy_files_fails_closed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Nothing to check against: `config validate` (and `serve`, through the same check) refuse it."""
+    p = tmp_path / "c.toml"
+    p.write_text(CONFIG)
+    assert cli.main(["config", "validate", str(p)]) == 1
+    err = capsys.readouterr().err
+    assert "policy.files: no policy files" in err
+    assert "allow_unchecked" in err
+
+
+def test_config_without_policy_files_allowed_unchecked_only_when_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(CONFIG + "\n[policy]\nallow_unchecked = true\n")
+    assert cli.main(["config", "validate", str(p)]) == 0
+    captured = capsys.readouterr()
+    assert "allowed unchecked" in captured.out + captured.err
+
+
+def test_serve_without_policy_files_does_not_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sqlbastion.app import build_engine
+    from sqlbastion.config import ConfigError, load
+
+    p = tmp_path / "c.toml"
+    p.write_text(CONFIG)
+    with pytest.raises(ConfigError, match=r"policy\.files"):
+        build_engine(load(p))
+
+
 def test_config_validate_show_keeps_secrets_as_references(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CORE_PW", "very-secret-backend-pw")
     p = tmp_path / "c.toml"
-    p.write_text(CONFIG)
+    p.write_text(CONFIG + "\n[policy]\nallow_unchecked = true\n")
     assert cli.main(["config", "validate", "--show", str(p)]) == 0
     out = capsys.readouterr().out
     assert json.loads(out)["backends"][0]["password"] == "env:CORE_PW"

@@ -168,7 +168,8 @@ def render_config(
     text = _replace_once(text, 'listen = "127.0.0.1:6433"', f'listen = "127.0.0.1:{ports.postgres_listen}"')
     text = _replace_once(text, "port = 3306\n", f"port = {ports.mariadb}\n")
     text = _replace_once(text, "port = 5432\n", f"port = {ports.postgres}\n")
-    files = "[]" if policy_file is None else json.dumps([str(policy_file)])
+    # Without a policy file sqlbastion would refuse to start (fail closed); the demo says it runs unchecked.
+    files = "[]\nallow_unchecked = true" if policy_file is None else json.dumps([str(policy_file)])
     text = _replace_once(text, 'files = ["policy.toml"]', f"files = {files}")
     # Drop the [[backends]] blocks (always last in the template) of protocols without a listener,
     # together with the comment lines just above each block.
