@@ -37,10 +37,17 @@ def _config(directory: Path, server: ServerInfo, port: int) -> Path:
     users = UsersFile(path=directory / "users.toml")
     users.persons[PERSON] = make_credentials(PERSON, PASSWORD, ("scram_sha_256",))
     users.save()
+    policy = directory / "policy.toml"
+    policy.write_text(
+        f'[[persons]]\nname = "{PERSON}"\nroles = ["reader"]\n'
+        '[[roles]]\nname = "reader"\ngrants = [{ actions = ["select"], objects = ["pg:*"] }]\n',
+        encoding="utf-8",
+    )
     path = directory / "sqlbastion.toml"
     path.write_text(
         f'users_file = "{directory / "users.toml"}"\n'
         "[admin]\nenabled = false\n"
+        f'[policy]\nfiles = ["{policy}"]\n'
         f'[audit]\nspool_dir = "{directory / "spool"}"\n'
         f'[[audit.sinks]]\ntype = "jsonl"\npath = "{directory / "audit.jsonl"}"\n'
         f'[[backends]]\nname = "pg"\nprotocol = "postgres"\nlisten = "127.0.0.1:{port}"\n'

@@ -196,6 +196,10 @@ class ResultHandling:
         item.outcome.backend_error = ROW_CAP_EXCEEDED
 
     def _row_description(self, item: Pending, frame: bytes, body: bytes) -> bool:
+        if item.kind != Kind.DESCRIBE and (self._plan is not None or self._row_passthrough or self._discarding):
+            # A server ends each result (CommandComplete, or ErrorResponse) before the next one
+            # starts; a second RowDescription inside one would restart the row cap's count.
+            raise ProtocolViolation("backend sent RowDescription inside a result")
         verdict = item.verdict
         if item.kind == Kind.QUERY and verdict is not None:
             hit = self._query_plans.get(body)
