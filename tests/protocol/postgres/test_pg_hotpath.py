@@ -235,3 +235,33 @@ def test_the_same_conversation_fed_byte_by_byte_gives_the_same_bytes() -> None:
     assert sent == whole.take_to_backend()
     assert got == whole.take_to_client() == answer
     assert len(by_byte_events.events) == 2
+
+
+def test_two_reads_cut_anywhere_give_the_same_bytes_and_events() -> None:
+    # A read that starts with an empty buffer is walked in place and its remainder kept; the
+    # next read continues from the buffer. Every cut point of both directions, with a masked
+    # column (the compiled rewriter reads the received bytes too) and an unmasked one.
+    for masking in (CountingMasking(), CountingMasking(mask=True)):
+        whole, _, whole_events = make(masking)
+        prepare(whole)
+        client = bind_describe_execute_sync(7) + query(8)
+        answer = p.encode_message(p.BIND_COMPLETE) + T + D + C + Z + T + D + D + C + Z
+        whole.client_data(client)
+        expect_sent = whole.take_to_backend()
+        whole.backend_data(answer)
+        expect_got = whole.take_to_client()
+        assert len(whole_events.events) == 2
+        for cut in range(len(client) + 1):
+            relay, _, events = make(masking)
+            prepare(relay)
+            relay.client_data(client[:cut])
+            sent = relay.take_to_backend()
+            relay.client_data(client[cut:])
+            assert sent + relay.take_to_backend() == expect_sent
+            relay.backend_data(answer[: cut % len(answer)])
+            got = relay.take_to_client()
+            relay.backend_data(answer[cut % len(answer) :])
+            assert got + relay.take_to_client() == expect_got
+            assert [e["rows"] for e in events.events] == [1, 2]
+            assert relay.client_buffered == 0
+            assert relay.backend_buffered == 0

@@ -207,15 +207,25 @@ class QueryRelay(StatementHandling, ResultHandling):
         return len(self._backend) - self._bpos
 
     def client_data(self, data: bytes) -> None:
-        self._client.feed(data)
-        self._pump_client()
+        if self._client.buffered:
+            self._client.feed(data)
+            self._pump_client()
+        else:
+            # Nothing buffered (the usual case: a read holds whole messages): the frames are
+            # walked in the received bytes themselves; only a remainder is copied to the reader.
+            self._pump_client(data)
 
     def backend_data(self, data: bytes) -> None:
-        if self._bpos and self._bpos == len(self._backend):
-            self._backend.clear()
-            self._bpos = 0
-        self._backend += data
-        self._pump_backend()
+        if self._bpos == len(self._backend):
+            # Nothing buffered: walk the received bytes in place (no copy into the buffer, and
+            # each frame a single slice); only what is left over is kept (``_pump_backend``).
+            if self._bpos:
+                self._backend.clear()
+                self._bpos = 0
+            self._pump_backend(data)
+        else:
+            self._backend += data
+            self._pump_backend()
         if self._stalled and len(self._items) < MAX_PENDING_ITEMS:
             # The client's pipeline waited for answers to drain (MAX_PENDING_ITEMS): go on with it.
             self._stalled = False
@@ -250,14 +260,18 @@ class QueryRelay(StatementHandling, ResultHandling):
 
     # --- client → backend ----------------------------------------------------------------
 
-    def _pump_client(self) -> None:
-        # The frames are walked in place in the reader's buffer (no call per frame to find it);
-        # each frame counts as consumed before its handler runs, as a handler's ProtocolViolation
-        # ends the session anyway.
+    def _pump_client(self, data: bytes | None = None) -> None:
+        # The frames are walked in place in the reader's buffer, or in ``data`` when the reader
+        # held nothing (no call per frame to find it); each frame counts as consumed before its
+        # handler runs, as a handler's ProtocolViolation ends the session anyway.
         reader = self._client
         handlers = self._handlers
         items = self._items
-        buf, pos = reader.window()
+        buf: bytes | bytearray
+        if data is None:
+            buf, pos = reader.window()
+        else:
+            buf, pos = data, 0
         n = len(buf)
         unpack = _I32.unpack_from
         max_message = self.max_message
@@ -274,7 +288,7 @@ class QueryRelay(StatementHandling, ResultHandling):
                 end = pos + 1 + length
                 if end > n:
                     return
-                frame = bytes(buf[pos:end])
+                frame = bytes(buf[pos:end])  # a single copy when buf is the received bytes
                 pos = end
                 # The statement messages go straight to their handler; Terminate, COPY messages, the
                 # skip to Sync after an error and unknown types (none of them in the table) do not.
@@ -284,7 +298,10 @@ class QueryRelay(StatementHandling, ResultHandling):
                 else:
                     self._client_message(kind, frame)
         finally:
-            reader.consume_to(pos)
+            if data is None:
+                reader.consume_to(pos)
+            elif pos < n:
+                reader.feed(data[pos:])  # a message still arriving, or held back: the reader keeps it
 
     def _client_message(self, kind: int, frame: bytes) -> None:
         if kind == p.TERMINATE:
@@ -307,9 +324,14 @@ class QueryRelay(StatementHandling, ResultHandling):
 
     # --- backend → client ----------------------------------------------------------------
 
-    def _pump_backend(self) -> None:
-        buf = self._backend
-        pos = self._bpos
+    def _pump_backend(self, data: bytes | None = None) -> None:
+        # ``data``: received bytes walked in place, the buffer being empty; what is left of them
+        # (a message still arriving, or a pause for the catalog) is kept in the buffer.
+        buf: bytes | bytearray
+        if data is None:
+            buf, pos = self._backend, self._bpos
+        else:
+            buf, pos = data, 0
         n = len(buf)
         span = pos
         unpack = _I32.unpack_from
@@ -377,22 +399,27 @@ class QueryRelay(StatementHandling, ResultHandling):
         finally:
             if span < pos:
                 self._flush_span(buf, span, pos)
-            self._bpos = pos
+            if data is None:
+                self._bpos = pos
+            elif pos < n:
+                self._backend += memoryview(data)[pos:]  # the buffer was empty: _bpos stays 0
+        if data is not None:
+            return
         if pos == n:
-            buf.clear()
+            self._backend.clear()
             self._bpos = 0
         elif pos > 65536:
-            del buf[:pos]
+            del self._backend[:pos]
             self._bpos = 0
 
-    def _flush_span(self, buf: bytearray, start: int, end: int) -> None:
+    def _flush_span(self, buf: bytes | bytearray, start: int, end: int) -> None:
         if self._muted:
             return
         self._to_client += memoryview(buf)[start:end]
         if self._items:
             self._items[0].outcome.bytes_sent += end - start
 
-    def _backend_message(self, kind: int, buf: bytearray, start: int, end: int) -> bool:
+    def _backend_message(self, kind: int, buf: bytes | bytearray, start: int, end: int) -> bool:
         """Handle one backend frame. Returns False to pause before it (catalog lookup needed)."""
         if self._muted:
             return self._muted_message(kind, buf, start, end)
@@ -450,7 +477,7 @@ class QueryRelay(StatementHandling, ResultHandling):
             raise ProtocolViolation(f"backend sent an unknown message type {kind}")
         return True
 
-    def _muted_message(self, kind: int, buf: bytearray, start: int, end: int) -> bool:
+    def _muted_message(self, kind: int, buf: bytes | bytearray, start: int, end: int) -> bool:
         """After a refused result: process answers as usual, send the client only ReadyForQuery.
 
         Inside a transaction block, when nothing else is in flight, the server's transaction is
