@@ -32,6 +32,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from hashlib import sha256
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,7 +85,9 @@ def key_at(algorithm: Algorithm, key0: bytes, seq: int) -> bytes:
 
 def record_mac(algorithm: Algorithm, key: bytes, prev_mac: bytes, payload: bytes) -> bytes:
     if algorithm == "hmac-sha256":
-        return hmac.new(key, prev_mac + payload, hashlib.sha256).digest()
+        # hmac.digest is OpenSSL's one-shot HMAC: the same bytes as hmac.new(...).digest() without
+        # building an HMAC object and two hash objects per record (the writer seals every event).
+        return hmac.digest(key, prev_mac + payload, "sha256")
     if sm3._NATIVE:
         return hmac.new(key, prev_mac + payload, "sm3").digest()
     return sm3.hmac_sm3(key, prev_mac + payload)
@@ -135,12 +138,38 @@ class ChainSealer:
     def seal(self, payload: dict[str, Any]) -> bytes:
         """Assign the next seq to ``payload`` and return its record line (with newline)."""
         payload["seq"] = self.seq
-        body = encode_payload(payload)
-        mac = record_mac(self.algorithm, self.key, self.prev_mac, body)
+        body = jsontext.dumps(payload)
+        key = self.key
+        if self.algorithm == "hmac-sha256":
+            # record_mac and next_key inlined for the common algorithm: this runs once per event.
+            mac = hmac.digest(key, self.prev_mac + body, "sha256")
+            self.key = sha256(b"sqlbastion.chain.next" + key).digest()
+        else:
+            mac = record_mac(self.algorithm, key, self.prev_mac, body)
+            self.key = next_key(self.algorithm, key)
         self.prev_mac = mac
-        self.key = next_key(self.algorithm, self.key)
         self.seq += 1
-        return body + b"\t" + mac.hex().encode("ascii") + b"\n"
+        return b"%b\t%b\n" % (body, mac.hex().encode("ascii"))
+
+    def seal_event(self, event_json: bytes, intake: int | None) -> bytes:
+        """``seal({"type": "event"[, "intake": intake], "event": event, "seq": …})`` for an event
+        already encoded: the same bytes (compact JSON, keys in this order, and the wrapper is
+        ASCII whichever encoder produced the event), without a wrapper dict per event."""
+        seq = self.seq
+        if intake is None:
+            body = b'{"type":"event","event":%b,"seq":%d}' % (event_json, seq)
+        else:
+            body = b'{"type":"event","intake":%d,"event":%b,"seq":%d}' % (intake, event_json, seq)
+        key = self.key
+        if self.algorithm == "hmac-sha256":
+            mac = hmac.digest(key, self.prev_mac + body, "sha256")
+            self.key = sha256(b"sqlbastion.chain.next" + key).digest()
+        else:
+            mac = record_mac(self.algorithm, key, self.prev_mac, body)
+            self.key = next_key(self.algorithm, key)
+        self.prev_mac = mac
+        self.seq = seq + 1
+        return b"%b\t%b\n" % (body, mac.hex().encode("ascii"))
 
 
 # -- verification ---------------------------------------------------------------------------------

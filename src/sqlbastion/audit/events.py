@@ -279,20 +279,32 @@ class EventBuilder:
             if key in raw:
                 details[key] = _detail(raw[key])
         tls = get("tls")
+        # The common values (short strings, ints, None) are taken inline; anything else goes through
+        # _s / _i, which bound or convert it. This runs once per event in the writer process.
+        session_id, person, client_address = get("session_id"), get("person"), get("client_address")
+        application_name, database, decision = get("application_name"), get("database"), get("decision")
+        policy_version, rows, affected = get("policy_version"), get("rows"), get("affected")
+        bytes_sent, proxy_us, backend_us = get("bytes_sent"), get("proxy_us"), get("backend_us")
+        masked_values, statements = get("masked_values"), get("statements")
+        backend_error = get("backend_error")
         return {
             "schema_version": SCHEMA_VERSION,
             "event_id": event_id,
             "ts": format_ts(ts_ns),
             "kind": kind,
-            "session_id": _s(get("session_id")),
-            "person": _s(get("person")),
+            "session_id": session_id if type(session_id) is str and len(session_id) <= MAX_STRING else _s(session_id),
+            "person": person if type(person) is str and len(person) <= MAX_STRING else _s(person),
             "roles": _strs(get("roles")),
-            "client_address": _s(get("client_address")),
-            "application_name": _s(get("application_name")),
+            "client_address": client_address
+            if type(client_address) is str and len(client_address) <= MAX_STRING
+            else _s(client_address),
+            "application_name": application_name
+            if type(application_name) is str and len(application_name) <= MAX_STRING
+            else _s(application_name),
             "protocol": protocol,
             "tls": tls if type(tls) is bool else None,
             "backend": backend,
-            "database": _s(get("database")),
+            "database": database if type(database) is str and len(database) <= MAX_STRING else _s(database),
             "statement_types": _strs(get("statement_types")),
             "fingerprint": _s(get("fingerprint")) or None,
             "statement_text": text.text,
@@ -302,18 +314,20 @@ class EventBuilder:
             "columns_read": _strs(get("columns_read")),
             "sensitive_columns": sensitive,
             "masks_applied": _masks(get("masks_applied")),
-            "decision": _s(get("decision")),
+            "decision": decision if type(decision) is str and len(decision) <= MAX_STRING else _s(decision),
             "rule_ids": _strs(get("rule_ids")),
             "reason": _s(get("reason")) or None,
-            "rows": _i(get("rows")),
-            "affected": _i(get("affected")),
-            "bytes_sent": _i(get("bytes_sent")),
-            "backend_error": _error_code(get("backend_error")),
-            "proxy_us": _i(get("proxy_us")),
-            "backend_us": _i(get("backend_us")),
-            "masked_values": _i(get("masked_values")),
-            "policy_version": _s(get("policy_version")),
-            "statements": _i(get("statements")),
+            "rows": rows if type(rows) is int else _i(rows),
+            "affected": affected if type(affected) is int else _i(affected),
+            "bytes_sent": bytes_sent if type(bytes_sent) is int else _i(bytes_sent),
+            "backend_error": None if backend_error is None else _error_code(backend_error),
+            "proxy_us": proxy_us if type(proxy_us) is int else _i(proxy_us),
+            "backend_us": backend_us if type(backend_us) is int else _i(backend_us),
+            "masked_values": masked_values if type(masked_values) is int else _i(masked_values),
+            "policy_version": policy_version
+            if type(policy_version) is str and len(policy_version) <= MAX_STRING
+            else _s(policy_version),
+            "statements": statements if type(statements) is int else _i(statements),
             "details": details,
         }
 

@@ -338,15 +338,12 @@ class Spool:
         room = self.max_bytes - self.bytes_used() - _MARKER_RESERVE
         lines: list[bytes] = []
         size = 0
+        dumps, seal = jsontext.dumps, sealer.seal_event
         for i, e in enumerate(events):
-            state = (sealer.key, sealer.seq, sealer.prev_mac)
-            intake = intakes[i] if intakes is not None else None
-            payload: dict[str, Any] = {"type": "event", "event": e}
-            if intake is not None:
-                payload = {"type": "event", "intake": intake, "event": e}
-            line = sealer.seal(payload)
+            key, seq, prev_mac = sealer.key, sealer.seq, sealer.prev_mac
+            line = seal(dumps(e), intakes[i] if intakes is not None else None)
             if size + len(line) > room:
-                sealer.key, sealer.seq, sealer.prev_mac = state
+                sealer.key, sealer.seq, sealer.prev_mac = key, seq, prev_mac
                 break
             lines.append(line)
             size += len(line)
@@ -467,6 +464,9 @@ _EVENT_KEY = b',"event":'
 _SEQ_KEY = b',"seq":'
 
 
+_LOWER_HEX = b"0123456789abcdef"
+
+
 class SpooledRecord:
     """One event as a sink receives it: its JSON text (with ``chain``) and, parsed on first
     use, the event dict. Sinks that can hand the JSON on as it is (SQLite, PostgreSQL,
@@ -550,7 +550,15 @@ class SpoolReader:
                 if self._ended and self._advance():
                     continue
                 break  # the writer is still on this segment
-            payload, mac = split_record(line[:-1])
+            # "<payload>\t<64 hex digits>\n" (chain.py): the MAC's hex text is kept as written for
+            # the event's chain field instead of decoding it and encoding it again.
+            # Anything else (a MAC that is not lowercase hex) takes split_record's checked path.
+            tab = len(line) - 66
+            if tab > 0 and line[tab] == 0x09 and not line[tab + 1 : -1].translate(None, _LOWER_HEX):
+                payload, mac_hex = line[:tab], line[tab + 1 : -1]
+            else:
+                payload, mac = split_record(line[:-1])
+                mac_hex = mac.hex().encode("ascii")
             record: SpooledRecord | None = None
             if payload.startswith(_EVENT_PREFIX) or payload.startswith(_INTAKE_PREFIX):
                 # Event records are laid out {"type":"event"[,"intake":I],"event":{…},"seq":N}
@@ -562,7 +570,7 @@ class SpoolReader:
                 at = payload.rindex(_SEQ_KEY)
                 seq, rtype = int(payload[at + len(_SEQ_KEY) : -1]), "event"
                 body = payload[event_at : at - 1]  # without the event's closing brace
-                chain = b',"chain":{"seq":%d,"mac":"%s"}}' % (seq, mac.hex().encode("ascii"))
+                chain = b',"chain":{"seq":%d,"mac":"%s"}}' % (seq, mac_hex)
                 record = SpooledRecord(seq=seq, json_text=(body + chain).decode("utf-8"))
             else:
                 # Markers, and any record not laid out as written (the verifier says why).
@@ -574,7 +582,9 @@ class SpoolReader:
                     event = obj.get("event")
                     if not isinstance(event, dict):
                         raise ValueError("event record without an event")
-                    record = SpooledRecord(seq=seq, event={**event, "chain": {"seq": seq, "mac": mac.hex()}})
+                    record = SpooledRecord(
+                        seq=seq, event={**event, "chain": {"seq": seq, "mac": mac_hex.decode("ascii")}}
+                    )
             if seq > limit_seq:
                 self._file.seek(pos)
                 break

@@ -265,3 +265,26 @@ def test_a_record_being_appended_while_verifying_a_live_spool_is_not_an_error(sp
         assert report.problem.problem == "truncated"
     finally:
         spool.close()
+
+
+@pytest.mark.parametrize("algorithm", ["hmac-sha256", "hmac-sm3"])
+@pytest.mark.parametrize("intake", [None, 0, 7, 2**63 - 1])
+def test_sealing_an_encoded_event_gives_the_bytes_of_sealing_its_record(algorithm: str, intake: int | None) -> None:
+    """Spool.append seals each event's JSON inside a byte template: the line (payload, MAC) and
+    the next key must be exactly what sealing the record dict gives, odd values included."""
+    from sqlbastion.audit import jsontext
+    from sqlbastion.audit.chain import ChainSealer
+
+    events = [
+        statement(1),
+        {"kind": "statement", "sql_text": "SELECT '\ud800' -- a lone surrogate: the stdlib encoder", "n": 2**70},
+        {"kind": "alert", "details": {"message": 'tab\there, newline\nthere, quote " and \u2028'}},
+    ]
+    by_dict = ChainSealer(algorithm=algorithm, key=b"k" * 32, seq=5, prev_mac=bytes(32))  # type: ignore[arg-type]  # parametrised Literal
+    by_bytes = ChainSealer(algorithm=algorithm, key=b"k" * 32, seq=5, prev_mac=bytes(32))  # type: ignore[arg-type]  # parametrised Literal
+    for e in events:
+        record: dict[str, object] = {"type": "event", "event": e}
+        if intake is not None:
+            record = {"type": "event", "intake": intake, "event": e}
+        assert by_bytes.seal_event(jsontext.dumps(e), intake) == by_dict.seal(record)
+        assert (by_bytes.key, by_bytes.seq, by_bytes.prev_mac) == (by_dict.key, by_dict.seq, by_dict.prev_mac)

@@ -100,3 +100,31 @@ def test_spool_files_are_private(spool_dir: Path) -> None:
     assert (spool_dir / "chain.state").stat().st_mode & 0o077 == 0
     for _, path in list_segments(spool_dir):
         assert path.stat().st_mode & 0o077 == 0
+
+
+def test_a_reader_hands_sinks_the_mac_as_written_and_checks_a_changed_one(spool_dir: Path) -> None:
+    """The reader copies a record's lowercase-hex MAC into the event's chain field; a MAC field that
+    is not lowercase hex (upper case, a quote that would break the event's JSON) is decoded by
+    split_record, which normalises it or refuses the record."""
+    import json
+
+    import pytest
+
+    spool = _open(spool_dir)
+    spool.append([statement(i) for i in range(3)])
+    spool.close()
+    _, path = list_segments(spool_dir)[0]
+    lines = path.read_bytes().split(b"\n")
+    macs = [line.rpartition(b"\t")[2].decode("ascii") for line in lines[1:4]]
+    records, _ = SpoolReader(spool_dir, -1).read(3, 10)
+    assert [json.loads(r.json)["chain"] for r in records] == [{"seq": i + 1, "mac": macs[i]} for i in range(3)]
+
+    lines[1] = lines[1][:-64] + lines[1][-64:].upper()
+    path.write_bytes(b"\n".join(lines))
+    records, _ = SpoolReader(spool_dir, -1).read(3, 10)
+    assert json.loads(records[0].json)["chain"]["mac"] == macs[0]
+
+    lines[2] = lines[2][:-64] + b'"' + lines[2][-63:]
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(ValueError):
+        SpoolReader(spool_dir, -1).read(3, 10)
