@@ -40,6 +40,7 @@ class CountingEngine:
         self.decided: list[str] = []
         self.version = "v1"
         self.block = False
+        self.same: Decision | None = None
 
     def roles_of(self, person: str) -> tuple[str, ...]:
         return ()
@@ -49,6 +50,8 @@ class CountingEngine:
 
     def decide(self, sql: str, ctx: StatementContext) -> Decision:
         self.decided.append(sql)
+        if self.same is not None:
+            return self.same  # one object, as the policy engine's cache hit returns
         action = Action.BLOCK if self.block else Action.ALLOW
         return Decision(action=action, reason="test", policy_version=self.version)
 
@@ -265,3 +268,76 @@ def test_two_reads_cut_anywhere_give_the_same_bytes_and_events() -> None:
             assert [e["rows"] for e in events.events] == [1, 2]
             assert relay.client_buffered == 0
             assert relay.backend_buffered == 0
+
+
+def _comparable(event: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in event.items() if k not in ("event_id", "session_id", "proxy_us", "backend_us")}
+
+
+def test_a_whole_simple_answer_in_one_read_is_audited_as_message_by_message() -> None:
+    # One read holding RowDescription … ReadyForQuery takes the one-pass path once the columns
+    # were planned empty; fed byte by byte the same conversation goes message by message.
+    answers = [T + D + C + Z, T + D + D + p.encode_message(p.COMMAND_COMPLETE, b"SELECT 2\x00") + Z]
+    answers.append(T + p.encode_message(p.COMMAND_COMPLETE, b"SELECT 0\x00") + Z)  # no rows
+    answers.append(T + D + C + p.encode_ready_for_query(b"T"))  # inside a transaction block
+    whole, whole_engine, whole_events = make(CountingMasking())
+    by_byte, by_byte_engine, by_byte_events = make(CountingMasking())
+    whole_engine.same = by_byte_engine.same = Decision(action=Action.ALLOW, reason="test", policy_version="v1")
+    for round_ in range(3):
+        for i, answer in enumerate(answers):
+            for relay in (whole, by_byte):
+                relay.client_data(query(round_ * 10 + i))
+                assert relay.take_to_backend() == query(round_ * 10 + i)
+            whole.backend_data(answer)
+            assert whole.take_to_client() == answer
+            got = b""
+            for k in range(len(answer)):
+                by_byte.backend_data(answer[k : k + 1])
+                got += by_byte.take_to_client()
+            assert got == answer
+            assert whole.session.state.in_transaction == by_byte.session.state.in_transaction
+    assert len(whole_events.events) == len(by_byte_events.events) == 12
+    assert [_comparable(e) for e in whole_events.events] == [_comparable(e) for e in by_byte_events.events]
+    assert [e["rows"] for e in whole_events.events[:4]] == [1, 2, 0, 1]
+    assert whole.session.state.in_transaction
+
+
+def test_a_whole_simple_answer_keeps_the_row_cap_masks_and_protocol_checks() -> None:
+    same = Decision(action=Action.ALLOW, reason="test", policy_version="v1")
+    # Masked columns: never the one-pass path, every row rewritten.
+    relay, engine, events = make(CountingMasking(mask=True))
+    engine.same = same
+    for aid in range(3):
+        relay.client_data(query(aid))
+        relay.take_to_backend()
+        relay.backend_data(T + D + C + Z)
+        out = relay.take_to_client()
+        assert b"1234" not in out
+        assert MASKED_D in out
+    assert all(e["masked_values"] == 1 for e in events.events)
+    # A row cap: the general path counts the rows and ends the result at the cap.
+    relay, engine, events = make(CountingMasking())
+    engine.same = Decision(action=Action.ALLOW, reason="test", policy_version="v1", max_rows=1)
+    for aid in range(3):
+        relay.client_data(query(aid))
+        relay.take_to_backend()
+        relay.backend_data(T + D + D + p.encode_message(p.COMMAND_COMPLETE, b"SELECT 2\x00") + Z)
+        out = relay.take_to_client()
+        assert out.count(D) == 1
+        assert b"42501" in out
+    assert [e["rows"] for e in events.events] == [1, 1, 1]
+    # An invalid ReadyForQuery after a result planned empty is still a protocol violation.
+    relay, engine, _ = make(CountingMasking())
+    engine.same = same
+    relay.client_data(query(1))
+    relay.take_to_backend()
+    relay.backend_data(T + D + C + Z)
+    relay.take_to_client()
+    relay.client_data(query(2))
+    relay.take_to_backend()
+    try:
+        relay.backend_data(T + D + C + p.encode_message(p.READY_FOR_QUERY, b"X"))
+    except p.ProtocolViolation:
+        pass
+    else:
+        raise AssertionError("an invalid ReadyForQuery was accepted")
