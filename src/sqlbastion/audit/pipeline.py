@@ -38,7 +38,7 @@ import os
 import tempfile
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -499,8 +499,12 @@ class AuditPipeline(WriterProcessMode):
                     except Exception:  # a bug in building one event must not stop the writer
                         log.exception("cannot build an audit event")
                         built = [self.builder.build_record({"kind": "?"}, ts_ns, _new_event_id())]
-                    pending.extend(built)
-                    intakes.extend([None] * (len(built) - 1) + [intake])
+                    if len(built) == 1:  # the common case, without two throwaway lists per event
+                        pending.append(built[0])
+                        intakes.append(intake)
+                    else:
+                        pending.extend(built)
+                        intakes.extend([None] * (len(built) - 1) + [intake])
                 if pending:
                     written = self._write(pending, intakes)
                     if written:
@@ -561,9 +565,7 @@ class AuditPipeline(WriterProcessMode):
             self._failure = str(exc)
             METRICS.audit_spool_writable.set(0)
             return 0
-        kinds: dict[str, int] = {}
-        for e in events[:written]:
-            kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
+        kinds = Counter([e["kind"] for e in events[:written]])  # counted in C
         for kind, n in kinds.items():
             METRICS.audit_events.labels(kind).inc(n)
         METRICS.audit_spool_bytes.set(self.spool.bytes_used())
