@@ -1,6 +1,8 @@
 """Audit pipeline throughput into SQLite, and what emitting costs the data path.
 
 Run: ``.venv/bin/python bench/audit_bench.py [--events 200000] [--rate 20000] [--seconds 5] [--json]``
+(``--steps``: only the writer's and the delivery's steps timed in this process, the figure least
+disturbed by other load on the machine).
 
 Three measurements, each with a fresh spool and SQLite database in a temporary directory:
 
@@ -248,6 +250,53 @@ def paced(rate: int, seconds: float, delivery: str) -> dict[str, Any]:
         return result
 
 
+def steps(n: int, repeats: int = 3) -> dict[str, float]:
+    """CPU per event of the writer's steps (decode, build with redaction, seal, spool append) and of
+    the delivery's (spool read, SQLite rows and insert), run in this process on the same events:
+    much less noise than the children's figures on a shared machine. Best of ``repeats``."""
+    import gc
+
+    from sqlbastion.audit import jsontext
+    from sqlbastion.audit.events import EventBuilder
+    from sqlbastion.audit.spool import SpoolReader
+
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 50)  # as the writer and delivery processes run
+    payloads = [jsontext.dumps(statement_event(i)) for i in range(n)]
+    writer_us = delivery_us = float("inf")
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="sqlbastion-audit-bench-") as d:
+            spool = Spool(Path(d) / "spool", secret=b"bench", segment_bytes=64 << 20)
+            p = AuditPipeline(spool=spool, sinks=[], builder=EventBuilder(secrets=("a-backend-password",)))
+            spool.open()
+            started = time.process_time()
+            for k in range(0, n, 2048):
+                built: list[dict[str, Any]] = []
+                intakes: list[int | None] = []
+                for i in range(k, min(n, k + 2048)):
+                    built.extend(p._build(1_764_043_200_000_000_000 + i * 1000, jsontext.loads(payloads[i])))
+                    intakes.append(i)
+                spool.append(built, intakes)
+                del built
+            writer_us = min(writer_us, (time.process_time() - started) / n * 1e6)
+            sink = SQLiteSink(path=Path(d) / "audit.db")
+            asyncio.run(sink.open())
+            reader = SpoolReader(spool.directory, -1)
+            started = time.process_time()
+            while True:
+                records, _ = reader.read(spool.written_seq, 2000)
+                if not records:
+                    break
+                sink._insert(records)
+            delivery_us = min(delivery_us, (time.process_time() - started) / n * 1e6)
+            spool.close()
+            asyncio.run(sink.close())
+    return {
+        "writer_steps_cpu_us_per_event": round(writer_us, 1),
+        "delivery_steps_cpu_us_per_event": round(delivery_us, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -255,7 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--delivery", choices=("process", "thread"), default="process")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--steps", action="store_true", help="only the in-process step timings (writer, delivery)")
     args = parser.parse_args(argv)
+    if args.steps:
+        sys.stdout.write(json.dumps(steps(min(args.events, 40_000))) + "\n")
+        return 0
     load = os.getloadavg()[0]
     results: dict[str, Any] = {
         "burst": burst(args.events, args.delivery),
