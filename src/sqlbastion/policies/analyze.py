@@ -21,10 +21,10 @@ from sqlglot import exp
 
 from sqlbastion import logs
 from sqlbastion.policies.catalog import Catalog
-from sqlbastion.policies.facts import ObjectPath, StatementFacts
+from sqlbastion.policies.facts import ObjectPath, PredicateUse, StatementFacts
 from sqlbastion.policies.lexer import LexedStatement, LexError, LexerState, lex
 from sqlbastion.policies.lineage import Acc, Resolver, Unprovable
-from sqlbastion.policies.model import StatementContext
+from sqlbastion.policies.model import ColumnRef, StatementContext
 from sqlbastion.policies.settings import encoding_is_safe, session_setting
 from sqlbastion.policies.statements import StatementBase
 
@@ -542,14 +542,22 @@ class _Analyzer(StatementBase):
         lexed = LexedStatement(text=inner_text, head=tuple(inner_words[:6]), words=frozenset(inner_words))
         inner = self.statement(lexed)
         feats = list(inner.features)
+        predicates = inner.predicates
         if analyze_run and inner.kind in _WRITE_KINDS:
             feats.append(("explain_analyze_write", f"EXPLAIN ANALYZE runs the {inner.kind.upper()}"))
+        if analyze_run:
+            # The plan hides the rows, but running the statement evaluates every output
+            # expression: a cast or an XML/JSON function over a masked column echoes its
+            # value in the error. Computed outputs count as uses of their sources (the
+            # inference guard judges them); plain columns are never evaluated into text.
+            predicates += _evaluated_outputs(inner)
         return replace(
             inner,
             kind="explain",
             outputs=(),
             produces_rows=True,
             features=tuple(feats),
+            predicates=predicates,
             copies=inner.copies if analyze_run else frozenset(),
             writes=inner.writes if analyze_run else frozenset(),
             needs=inner.needs if analyze_run else frozenset(n for n in inner.needs if n[0] == "select"),
@@ -640,6 +648,24 @@ def lex_message(sql: str, ctx: StatementContext, limits: AnalysisLimits) -> list
             statements=(), unprovable=("count", f"more than {limits.max_statements} statements in one message")
         )
     return lexed
+
+
+_UNPROVEN_COLUMN = ColumnRef(database=None, schema=None, table="?", column="?")
+
+
+def _evaluated_outputs(inner: StatementFacts) -> tuple[PredicateUse, ...]:
+    """The output expressions an executing EXPLAIN evaluates, as predicate uses of their sources."""
+    uses: list[PredicateUse] = []
+    for o in inner.outputs:
+        if o.direct and not o.whole_row_of and not o.opaque:
+            continue
+        if o.opaque:
+            uses.append(PredicateUse(column=_UNPROVEN_COLUMN, lookup=False, clause="EXPLAIN ANALYZE output"))
+        uses.extend(
+            PredicateUse(column=c, lookup=False, clause="EXPLAIN ANALYZE output")
+            for c in sorted({*o.sources, *o.whole_row_of}, key=str)
+        )
+    return tuple(uses)
 
 
 def analyze_lexed(

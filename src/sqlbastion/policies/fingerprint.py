@@ -49,8 +49,9 @@ MAX_FAST_COMMENTS = 8
 # Characters that make the lexer's fast path refuse, plus control characters other
 # than tab/newline/carriage return (so Python's whitespace and the servers' agree),
 # every "$" (PostgreSQL parameters come with fixed text, which the exact-text level
-# serves) and brackets. Non-ASCII is refused by ``str.isascii`` first.
-_REFUSE_CHAR = re.compile(r"[\\\"`#;{}\[\]$\x00-\x08\x0b-\x1f\x7f]")
+# serves), "?" (a parameter marker is fingerprinted apart from a number: lexer.PARAMETER_MARK)
+# and brackets. Non-ASCII is refused by ``str.isascii`` first.
+_REFUSE_CHAR = re.compile(r"[\\\"`#;{}\[\]$?\x00-\x08\x0b-\x1f\x7f]")
 # A "." followed by a digit where the number rule below would not cut as the lexer
 # does: after something that is not a digit (".5", "a.5") or after digits that
 # continue a word or another number ("a1.5", "1.5.6"). Decimals such as "12.5" pass.

@@ -34,6 +34,9 @@ from sqlbastion.policies.model import Dialect
 __all__ = ["LexError", "LexedStatement", "LexerState", "lex"]
 
 MAX_PAREN_DEPTH = 128
+# A parameter marker's piece of the fingerprint: NUL never reaches the fingerprint from
+# the text (the lexer refuses it), so no literal or operator can produce the same piece.
+PARAMETER_MARK = "\x00?"
 _PLAIN_NUMBER = re.compile(r"[0-9]+(\.[0-9]*)?")
 
 
@@ -208,6 +211,10 @@ class _Lexer:
                 self.out.append(ch)
                 i += 1
             else:
+                if ch == "?":
+                    # A parameter marker (MySQL "?"; PostgreSQL's jsonb operator) is not a
+                    # number: "col = ?" and "col = 138" must not share a fingerprint.
+                    self.literal_at[len(self.out)] = PARAMETER_MARK
                 self.out.append(ch)
                 i += 1
         if self.in_exec_comment:
@@ -537,7 +544,7 @@ def lex(sql: str, state: LexerState) -> list[LexedStatement]:
 # finds the words and literals; anything else takes the full lexer above. The
 # two agree exactly on such statements (tests compare them).
 
-_FAST_REFUSE = re.compile(r"[\\\"`#\x00;{}]|--|/\*|\$(?!\d)|[^\x00-\x7f]")
+_FAST_REFUSE = re.compile(r"[\\\"`#\x00;{}?]|--|/\*|\$(?!\d)|[^\x00-\x7f]")
 # One pass: a literal, a word, a number (with an optional PostgreSQL "$" before it,
 # running on into letters and dots exactly as the full lexer's number token does),
 # or a run of anything else.

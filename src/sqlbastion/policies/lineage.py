@@ -669,7 +669,7 @@ class Resolver:
                         col = merge_cols(matches)
                 self.acc.columns_read |= col.sources
                 if clause is not None:
-                    self._pred_sources(col, clause, lookup=is_lookup(node))
+                    self._pred_sources(col, clause, lookup=is_lookup(node, mysql=self.mysql))
                 collected.append(col)
                 continue
             if isinstance(node, (exp.Subquery, exp.Select, exp.SetOperation)):
@@ -722,6 +722,11 @@ class Resolver:
                     continue
             stack.extend(node.iter_expressions())
         if not collected:
+            if isinstance(root, (exp.Identifier, exp.Var)) and clause is None:
+                # A bare word as a value is not a column sqlglot resolved: MySQL's
+                # "_binary mobile" reads here as the word "_binary" aliased "mobile",
+                # while the server reads a charset introducer over the column.
+                return OPAQUE
             return Col()
         root_inner = root
         while isinstance(root_inner, (exp.Paren, exp.Alias)):

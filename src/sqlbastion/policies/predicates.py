@@ -24,15 +24,30 @@ _CONSTANTS = (exp.Literal, exp.Placeholder, exp.Parameter, exp.Null, exp.Boolean
 MAX_LOOKUP_VALUES = 100
 
 
-def is_lookup(col: exp.Column) -> bool:
-    """``col = constant`` or ``col IN (constants)`` directly under boolean connectives."""
+def _constant(e: exp.Expr, *, mysql: bool) -> bool:
+    if mysql:
+        # MySQL compares a string column with a number (or TRUE, or a user variable that
+        # may hold one) as DOUBLE: '138-0000-1111' = 138 holds, and digits past the 15th
+        # are lost, so such an "equality" matches a prefix or a range of values, not one.
+        if isinstance(e, exp.Literal):
+            return e.is_string
+        return isinstance(e, (exp.Placeholder, exp.Null))
+    return isinstance(e, _CONSTANTS) or (isinstance(e, exp.Neg) and isinstance(e.this, exp.Literal))
+
+
+def is_lookup(col: exp.Column, *, mysql: bool = False) -> bool:
+    """``col = constant`` or ``col IN (constants)`` directly under boolean connectives.
+
+    With ``mysql``, only string literals, ``?`` and NULL are constants of a lookup
+    (see ``_constant``).
+    """
     parent = col.parent
     if isinstance(parent, exp.EQ):
         other = parent.expression if parent.this is col else parent.this
-        ok = isinstance(other, _CONSTANTS) or (isinstance(other, exp.Neg) and isinstance(other.this, exp.Literal))
+        ok = _constant(other, mysql=mysql)
     elif isinstance(parent, exp.In) and parent.this is col and not parent.args.get("query"):
         values = parent.expressions
-        ok = len(values) <= MAX_LOOKUP_VALUES and all(isinstance(e, _CONSTANTS) for e in values)
+        ok = len(values) <= MAX_LOOKUP_VALUES and all(_constant(e, mysql=mysql) for e in values)
     else:
         return False
     up = parent.parent

@@ -14,6 +14,7 @@ refused as unprovable.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import sqlglot
@@ -50,6 +51,7 @@ PG_UNSAFE_ENCODINGS = frozenset(
 )
 
 # MySQL/MariaDB sql_mode names that switch ANSI_QUOTES on (combination modes included).
+_MODE_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 _ANSI_QUOTE_MODES = frozenset({"ANSI_QUOTES", "ANSI", "DB2", "MAXDB", "MSSQL", "ORACLE", "POSTGRESQL"})
 _MYSQL_CHARSET_VARS = frozenset(
     {"character_set_client", "character_set_connection", "character_set_results", "collation_connection"}
@@ -164,6 +166,10 @@ def _mysql_set(an: _Analyzer, st: LexedStatement) -> StatementFacts:
             modes = {m.strip().upper() for m in text.split(",") if m.strip()}
             if text.upper() == "DEFAULT":
                 modes = set()
+            if any(not _MODE_NAME.fullmatch(m) for m in modes):
+                # The servers also take sql_mode as a number, a bit set (4 is ANSI_QUOTES):
+                # only names say which modes are on.
+                raise Unprovable("lexer", f"sql_mode = {text[:40]!r} is not a list of mode names")
             effects.append(("ansi_quotes", "on" if modes & _ANSI_QUOTE_MODES else "off"))
             effects.append(("no_backslash_escapes", "on" if "NO_BACKSLASH_ESCAPES" in modes else "off"))
             lexer_change = True

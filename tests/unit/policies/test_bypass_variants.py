@@ -1,0 +1,151 @@
+"""Bypass variants: the refusals of bypass_variants.py, and the classes closed with them.
+
+* MySQL compares a string column with a number as DOUBLE, so ``mobile = 138`` is a
+  prefix probe, not a lookup;
+* a parameter marker and a number must not share a decision cache entry;
+* a bare word as a value (``_binary mobile``) is not a resolved column;
+* an executing EXPLAIN evaluates its output expressions (error echo);
+* ``sql_mode`` given as a number is a bit set whose modes the lexer cannot know.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from sqlbastion.policies.model import Action
+from tests.unit.policies.bypass_variants import BLOCKED
+from tests.unit.policies.support import context, decide, new_engine
+
+
+@pytest.mark.parametrize(("dialect", "sql"), BLOCKED, ids=[f"{i}-{d[:2]}" for i, (d, _) in enumerate(BLOCKED)])
+def test_variant_is_refused(dialect: str, sql: str) -> None:
+    d = decide("dev", sql, dialect)  # type: ignore[arg-type]  # "mysql" / "postgres" from the list
+    assert d.action is not Action.ALLOW, f"{sql!r} allowed"
+    assert d.reason
+
+
+def test_variants_cover_both_dialects() -> None:
+    assert len(BLOCKED) >= 300
+    assert {d for d, _ in BLOCKED} == {"mysql", "postgres"}
+
+
+@pytest.mark.parametrize(
+    "operand",
+    ["138", "-1", "0", "1e10", "13800001111", "TRUE", "@v", "1.5"],
+)
+def test_mysql_number_against_masked_string_is_not_a_lookup(operand: str) -> None:
+    for sql in (
+        f"SELECT id FROM customers WHERE mobile = {operand}",
+        f"SELECT id FROM customers WHERE {operand} = mobile",
+        f"SELECT id FROM customers WHERE mobile IN ('13800001111', {operand})",
+    ):
+        d = decide("dev", sql)
+        assert d.action is Action.BLOCK, sql
+        assert "MASK-INFERENCE" in d.rule_ids
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT id FROM customers WHERE mobile = '13800001111'",
+        "SELECT id FROM customers WHERE mobile = ?",
+        "SELECT id FROM customers WHERE mobile IN (?, '1', NULL)",
+    ],
+)
+def test_mysql_string_lookups_stay_allowed(sql: str) -> None:
+    assert decide("dev", sql).action is Action.ALLOW
+
+
+def test_postgres_number_lookup_stays_allowed() -> None:
+    # PostgreSQL refuses text = integer itself; a number there is no looser match.
+    assert decide("dev", "SELECT id FROM customers WHERE mobile = $1", "postgres").action is Action.ALLOW
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("SELECT id FROM customers WHERE mobile = ?", "SELECT id FROM customers WHERE mobile = 138"),
+        ("SELECT id FROM customers WHERE mobile IN (?, ?)", "SELECT id FROM customers WHERE mobile IN (1, 2)"),
+        ("SELECT id FROM customers WHERE mobile = ? LIMIT 1", "SELECT id FROM customers WHERE mobile = 0 LIMIT 1"),
+    ],
+)
+def test_parameter_marker_and_number_do_not_share_a_decision(first: str, second: str) -> None:
+    engine = new_engine()
+    ctx = context("dev")
+    assert engine.decide(first, ctx).action is Action.ALLOW
+    assert engine.decide(first, ctx).cached
+    late = engine.decide(second, ctx)
+    assert late.action is Action.BLOCK, late.reason
+    # and the other order
+    engine = new_engine()
+    assert engine.decide(second, ctx).action is Action.BLOCK
+    assert engine.decide(first, ctx).action is Action.ALLOW
+
+
+def test_parameter_marker_fingerprint_differs_from_number() -> None:
+    from sqlbastion.policies.fingerprint import fast_fingerprint
+    from sqlbastion.policies.lexer import LexerState, lex
+
+    state = LexerState(dialect="mysql")
+    a = lex("SELECT id FROM t WHERE c = ?", state)[0].fingerprint
+    b = lex("SELECT id FROM t WHERE c = 138", state)[0].fingerprint
+    assert a != b
+    assert fast_fingerprint("SELECT id FROM t WHERE c = ?") is None
+    assert fast_fingerprint("SELECT id FROM t WHERE c = 138") == b
+
+
+@pytest.mark.parametrize("charset", ["_binary", "_utf8mb4", "_latin1", "_gbk", "_ascii"])
+def test_bare_word_before_masked_column_is_unprovable(charset: str) -> None:
+    d = decide("dev", f"SELECT {charset} mobile FROM customers")
+    assert d.action is Action.BLOCK
+    assert "MASK-UNPROVABLE" in d.rule_ids
+
+
+@pytest.mark.parametrize(
+    ("dialect", "sql"),
+    [
+        ("postgres", "EXPLAIN ANALYZE SELECT CAST(name AS int) FROM customers"),
+        ("postgres", "EXPLAIN (ANALYZE) SELECT name::json FROM customers"),
+        ("postgres", "EXPLAIN (ANALYZE, VERBOSE, FORMAT JSON) SELECT id, name::regclass FROM customers"),
+        ("postgres", "EXPLAIN (ANALYSE true, BUFFERS) SELECT to_number(address, '9') FROM customers"),
+        ("postgres", "EXPLAIN ANALYZE SELECT c::text::int FROM customers c"),
+        ("postgres", "EXPLAIN ANALYZE SELECT (SELECT email::date FROM customers LIMIT 1)"),
+        ("postgres", "EXPLAIN ANALYZE SELECT mobile::int + id_card::int FROM customers"),
+        ("postgres", "EXPLAIN ANALYZE WITH x AS (SELECT mobile AS m FROM customers) SELECT m::uuid FROM x"),
+        ("mysql", "EXPLAIN ANALYZE SELECT CAST(name AS SIGNED) FROM customers"),
+        ("mysql", "EXPLAIN ANALYZE SELECT EXTRACTVALUE(1, CONCAT(0x7e, name)) FROM customers"),
+        ("mysql", "EXPLAIN ANALYZE SELECT CAST(mobile AS JSON) FROM customers"),
+        ("mysql", "EXPLAIN ANALYZE SELECT name + 0 FROM customers"),
+    ],
+)
+def test_executing_explain_judges_its_output_expressions(dialect: str, sql: str) -> None:
+    d = decide("dev", sql, dialect)  # type: ignore[arg-type]  # literal dialects above
+    assert d.action is Action.BLOCK, sql
+
+
+@pytest.mark.parametrize(
+    ("dialect", "sql"),
+    [
+        ("postgres", "EXPLAIN ANALYZE SELECT id, mobile FROM customers"),
+        ("postgres", "EXPLAIN SELECT CAST(name AS int) FROM customers"),
+        ("postgres", "EXPLAIN (ANALYZE, BUFFERS) SELECT count(*) FROM customers"),
+        ("mysql", "EXPLAIN SELECT CAST(name AS SIGNED) FROM customers"),
+        ("mysql", "EXPLAIN ANALYZE SELECT id, mobile FROM customers"),
+    ],
+)
+def test_plain_explain_and_explain_of_plain_columns_stay_allowed(dialect: str, sql: str) -> None:
+    d = decide("dev", sql, dialect)  # type: ignore[arg-type]  # literal dialects above
+    assert d.action is Action.ALLOW, d.reason
+
+
+@pytest.mark.parametrize("value", ["4", "'4'", "'6'", "'ANSI_QUOTES,4'", "'1,ANSI_QUOTES'", "'ANSI-QUOTES'", "64"])
+def test_sql_mode_as_a_number_is_refused(value: str) -> None:
+    d = decide("dev", f"SET sql_mode = {value}")
+    assert d.action is Action.BLOCK
+    assert "SB-UNPROVABLE-LEXER" in d.rule_ids
+
+
+@pytest.mark.parametrize("value", ["'ANSI_QUOTES'", "''", "DEFAULT", "'STRICT_TRANS_TABLES,NO_ZERO_DATE'"])
+def test_sql_mode_names_stay_allowed(value: str) -> None:
+    d = decide("dev", f"SET SESSION sql_mode = {value}")
+    assert d.action is Action.ALLOW, d.reason
