@@ -341,3 +341,45 @@ def test_a_whole_simple_answer_keeps_the_row_cap_masks_and_protocol_checks() -> 
         pass
     else:
         raise AssertionError("an invalid ReadyForQuery was accepted")
+
+
+def test_a_whole_prepared_answer_in_one_read_is_audited_as_message_by_message() -> None:
+    bc = p.encode_message(p.BIND_COMPLETE)
+    answers = [bc + T + D + C + Z, bc + T + D + D + p.encode_message(p.COMMAND_COMPLETE, b"SELECT 2\x00") + Z]
+    answers.append(bc + T + p.encode_message(p.COMMAND_COMPLETE, b"SELECT 0\x00") + p.encode_ready_for_query(b"T"))
+    whole, _, whole_events = make(CountingMasking())
+    by_byte, _, by_byte_events = make(CountingMasking())
+    prepare(whole)
+    prepare(by_byte)
+    for round_ in range(3):
+        for i, answer in enumerate(answers):
+            for relay in (whole, by_byte):
+                relay.client_data(bind_describe_execute_sync(round_ * 10 + i))
+                assert relay.take_to_backend() == bind_describe_execute_sync(round_ * 10 + i)
+            whole.backend_data(answer)
+            assert whole.take_to_client() == answer
+            got = b""
+            for k in range(len(answer)):
+                by_byte.backend_data(answer[k : k + 1])
+                got += by_byte.take_to_client()
+            assert got == answer
+            assert whole.pending == by_byte.pending == 0
+    assert len(whole_events.events) == len(by_byte_events.events) == 9
+    assert [_comparable(e) for e in whole_events.events] == [_comparable(e) for e in by_byte_events.events]
+    assert [e["rows"] for e in whole_events.events[:3]] == [1, 2, 0]
+    assert whole.session.state.in_transaction
+
+
+def test_a_whole_prepared_answer_keeps_the_row_cap() -> None:
+    relay, engine, events = make(CountingMasking())
+    engine.same = Decision(action=Action.ALLOW, reason="test", policy_version="v1", max_rows=1)
+    prepare(relay)
+    two = p.encode_message(p.BIND_COMPLETE) + T + D + D + p.encode_message(p.COMMAND_COMPLETE, b"SELECT 2\x00") + Z
+    for aid in range(3):
+        relay.client_data(bind_describe_execute_sync(aid))
+        relay.take_to_backend()
+        relay.backend_data(two)
+        out = relay.take_to_client()
+        assert out.count(D) == 1
+        assert b"42501" in out
+    assert [e["rows"] for e in events.events] == [1, 1, 1]

@@ -53,6 +53,7 @@ from sqlbastion.logs import get_logger
 from sqlbastion.masking.rows import program_for
 from sqlbastion.policies.model import Decision
 from sqlbastion.proxy.postgres import protocol as p
+from sqlbastion.proxy.postgres.onepass import WholeAnswers
 from sqlbastion.proxy.postgres.protocol import ProtocolViolation, RowColumn
 from sqlbastion.proxy.postgres.results import ResultHandling
 from sqlbastion.proxy.postgres.statements import StatementHandling
@@ -88,7 +89,7 @@ log = get_logger("proxy.postgres")
 _I32 = p._I32  # the protocol module's Int32 struct
 
 
-class QueryRelay(StatementHandling, ResultHandling):
+class QueryRelay(StatementHandling, ResultHandling, WholeAnswers):
     """Relays one authenticated connection's query phase.
 
     Call ``client_data`` / ``backend_data`` with received bytes; then send
@@ -380,9 +381,15 @@ class QueryRelay(StatementHandling, ResultHandling):
                             self._masked_rows += nrows
                             pos = span = done
                             continue
-                if kind == p.ROW_DESCRIPTION and items and items[0].kind == Kind.QUERY and not self._muted:
-                    # A simple Query's whole answer in this read, with a plan known empty: one pass.
-                    done = self._whole_query_result(buf, pos, end, n, span=span, item=items[0])
+                if kind == p.ROW_DESCRIPTION and items and not self._muted:
+                    # A whole answer in this read, with a plan known empty: one pass (onepass.py).
+                    head = items[0].kind
+                    if head == Kind.QUERY:
+                        done = self._whole_query_result(buf, pos, end, n, span=span, item=items[0])
+                    elif head == Kind.DESCRIBE and len(items) >= 3:
+                        done = self._whole_execute_result(buf, pos, end, n, span=span)
+                    else:
+                        done = 0
                     if done:
                         pos = span = done
                         continue
@@ -417,65 +424,6 @@ class QueryRelay(StatementHandling, ResultHandling):
         elif pos > 65536:
             del self._backend[:pos]
             self._bpos = 0
-
-    def _whole_query_result(
-        self, buf: bytes | bytearray, pos: int, end: int, n: int, *, span: int, item: Pending
-    ) -> int:
-        """A simple Query's answer RowDescription, DataRow…, CommandComplete ``SELECT n``,
-        ReadyForQuery (§55.2.2), all in ``buf[pos:n]``, for columns planned empty under the same
-        decision object and policy version (``_query_plans``, as ``_row_description`` reuses it)
-        and no row cap: audited, then relayed as one span. Returns the offset after the
-        ReadyForQuery, or 0 (nothing done) for any other shape, which the general path handles
-        message by message — and judges, as a malformed frame is never taken here."""
-        verdict = item.verdict
-        if verdict is None or item.swallow or item.refresh_state:
-            return 0
-        decision = verdict.decision
-        if decision.max_rows is not None or self._plan is not None or self._row_passthrough or self._discarding:
-            return 0
-        hit = self._query_plans.get(bytes(buf[pos + 5 : end]))
-        if hit is None or hit[0] is not decision or hit[1] != self.session.runtime.engine.version:
-            return 0
-        unpack = _I32.unpack_from
-        max_message = self.max_message
-        q = end
-        nrows = 0
-        length: int
-        while n - q >= 5 and buf[q] == p.DATA_ROW:  # DataRow: Byte1 'D', Int32 length (§55.7)
-            length = unpack(buf, q + 1)[0]
-            if length < 4 or length > max_message or q + 1 + length > n:
-                return 0
-            q += 1 + length
-            nrows += 1
-        rows_end = q
-        # CommandComplete: Byte1 'C', Int32 length, String tag; ReadyForQuery: 'Z', Int32 5, Byte1 status.
-        if n - q < 5 or buf[q] != p.COMMAND_COMPLETE:
-            return 0
-        length = unpack(buf, q + 1)[0]
-        tag_end = q + 1 + length
-        if length < 5 or length > max_message or n - tag_end < 6:
-            return 0
-        tag = self._tags.get(bytes(buf[q + 5 : tag_end]))  # decoded once by _complete before
-        if tag is None or tag[0] != "SELECT":
-            return 0
-        if buf[tag_end] != p.READY_FOR_QUERY or unpack(buf, tag_end + 1)[0] != 5:
-            return 0
-        status = bytes(buf[tag_end + 5 : tag_end + 6])
-        if status not in (b"I", b"T", b"E"):
-            return 0
-        if span < pos:
-            self._flush_span(buf, span, pos)
-        self._items.popleft()
-        outcome = item.outcome
-        outcome.rows = max(outcome.rows + nrows, tag[1])
-        outcome.bytes_sent += rows_end - end  # the rows, as _flush_span counts them
-        self._status = status
-        self.session.state.in_transaction = status != b"I"
-        self._finish(item)  # audited before the reply's bytes are appended
-        self._reply_hold = -1
-        done = tag_end + 6
-        self._to_client += memoryview(buf)[pos:done]
-        return done
 
     def _flush_span(self, buf: bytes | bytearray, start: int, end: int) -> None:
         if self._muted:
