@@ -62,6 +62,32 @@ def test_inserted_or_cut_bytes_never_crash_the_verifier_or_the_reader(offset: in
         shutil.rmtree(d.parent)
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(min_value=1, max_value=12), st.binary(min_size=64, max_size=64))
+def test_whatever_stands_in_a_mac_field_sinks_get_valid_json_or_nothing(line: int, mac: bytes) -> None:
+    """The reader copies a lowercase-hex MAC into the event's JSON as it is: any other 64 bytes in
+    that field (quotes, backslashes, upper case, binary) are refused or normalised, never spliced
+    into the JSON a sink stores."""
+    import json
+    import re
+
+    lines = _SEGMENT.split(b"\n")
+    lines[line] = lines[line][:-64] + mac
+    d = _with_segment(b"\n".join(lines))
+    reader = SpoolReader(d, -1)
+    try:
+        records, _ = reader.read(10**9, 1000)
+    except ValueError:
+        return  # refused: not hex at all
+    finally:
+        reader.close()
+        shutil.rmtree(d.parent)
+    for r in records:
+        chain = json.loads(r.json)["chain"]
+        assert re.fullmatch("[0-9a-f]{64}", chain["mac"])
+        assert chain["seq"] == r.seq
+
+
 _MARK = "zq"  # values carry this marker so a leak is recognisable in the output
 
 
