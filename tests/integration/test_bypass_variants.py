@@ -82,6 +82,8 @@ MYSQL_VARIANTS: tuple[str, ...] = (
     "SELECT min_value, max_value FROM mysql.column_stats",
     f"ANALYZE TABLE {C} PERSISTENT FOR COLUMNS (mobile) INDEXES ()",
     f"SELECT id /*!, mobile */ FROM {C} {ONE}",
+    f"SELECT id FROM /*!99999 (SELECT 'a' AS mobile, 1 AS id) AS */ {C} WHERE mobile > '1' AND id = 1",
+    f"SELECT /*!99999 'x' AS */ name FROM {C} {ONE}",
     f"SELECT id /*M!100000 , name */ FROM {C} {ONE}",
     f"SELECT id FROM {C} {ONE} /*!50000 UNION SELECT id_card FROM {C} */",
     f"SELECT `MOBILE`, MoBiLe FROM `bank`.`CUSTOMERS` {ONE}",
@@ -107,6 +109,8 @@ MYSQL_REFUSED: tuple[str, ...] = (
     "SET sql_mode = 4",
     "SET SESSION sql_mode = '4'",
     f"EXPLAIN ANALYZE SELECT CAST(name AS SIGNED) FROM {C} {ONE}",
+    f"SELECT id FROM /*!99999 (SELECT 'a' AS mobile, 1 AS id) AS */ {C} WHERE mobile > '1'",
+    f"SELECT /*M!999999 'x' AS */ id_card FROM {C} {ONE}",
 )
 
 PG_VARIANTS: tuple[str, ...] = (

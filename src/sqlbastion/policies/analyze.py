@@ -668,6 +668,66 @@ def _evaluated_outputs(inner: StatementFacts) -> tuple[PredicateUse, ...]:
     return tuple(uses)
 
 
+def _meaning(f: StatementFacts) -> tuple[object, ...]:
+    """What a statement reads, writes, shows and changes: the facts both readings must share."""
+    return (
+        f.kind,
+        f.needs,
+        f.reads,
+        f.writes,
+        f.columns_read,
+        f.predicates,
+        f.outputs,
+        f.transformed,
+        f.counted,
+        f.copies,
+        f.unknown_functions,
+        f.unknown_function_columns,
+        f.unknown_objects,
+        f.where_tautology,
+        f.features,
+        f.effects,
+        f.lexer_change,
+    )
+
+
+def _versioned_reading(
+    st: LexedStatement, ran: StatementFacts, ctx: StatementContext, catalog: Catalog | None
+) -> StatementFacts:
+    """``ran`` if the statement means the same whether or not its versioned comments run.
+
+    The server's version decides whether ``/*!NNNNN … */`` and ``/*M! … */`` run; the
+    analysis reads them as running. A server that skips them reads what is left, which
+    can be a different statement (``FROM /*!99999 (SELECT 'x' AS mobile) AS */ customers``
+    hides the real table from the first reading), so that reading is analysed too and
+    any difference refuses the statement. A statement wholly inside such a comment
+    is empty for a server that skips it: nothing runs, the first reading stands.
+    """
+    state = LexerState(
+        dialect=ctx.dialect,
+        ansi_quotes=ctx.ansi_quotes,
+        no_backslash_escapes=ctx.no_backslash_escapes,
+        standard_conforming_strings=ctx.standard_conforming_strings,
+        skip_versioned=True,
+    )
+    why = "a versioned executable comment changes what the statement does, and the server's version decides if it runs"
+    try:
+        skipped = lex(st.source, state)
+    except (LexError, RecursionError):
+        return _unprovable(ran.kind, "lexer", why)
+    if not skipped:
+        return ran
+    if len(skipped) != 1:
+        return _unprovable(ran.kind, "lexer", why)
+    try:
+        other = _Analyzer(ctx, catalog, 1).statement(skipped[0])
+    except Exception:  # any failure of the second reading is a refusal, never an allow
+        return _unprovable(ran.kind, "lexer", why)
+    if _meaning(other) != _meaning(ran):
+        return _unprovable(ran.kind, "lexer", why)
+    return ran
+
+
 def analyze_lexed(
     lexed: list[LexedStatement], ctx: StatementContext, catalog: Catalog | None, limits: AnalysisLimits
 ) -> Analysis:
@@ -687,6 +747,8 @@ def analyze_lexed(
         except Exception as exc:  # an analyser or parser bug is a block, never a crash or an allow
             log.warning("analysis failed", error=type(exc).__name__, dialect=ctx.dialect)
             f = _unprovable(kind, "internal", f"the analyser could not process the statement ({type(exc).__name__})")
+        if st.had_versioned_comment and f.unprovable is None:
+            f = _versioned_reading(st, f, ctx, catalog)
         facts.append(f)
     if len(facts) > 1 and any(f.lexer_change for f in facts):
         return Analysis(

@@ -37,6 +37,8 @@ MAX_PAREN_DEPTH = 128
 # A parameter marker's piece of the fingerprint: NUL never reaches the fingerprint from
 # the text (the lexer refuses it), so no literal or operator can produce the same piece.
 PARAMETER_MARK = "\x00?"
+# The highest five-digit executable-comment version every supported server runs.
+ALWAYS_RUN_VERSION = 50700
 _PLAIN_NUMBER = re.compile(r"[0-9]+(\.[0-9]*)?")
 
 
@@ -57,6 +59,9 @@ class LexerState:
     ansi_quotes: bool = False  # MySQL sql_mode ANSI_QUOTES: "x" is an identifier
     no_backslash_escapes: bool = False  # MySQL sql_mode NO_BACKSLASH_ESCAPES
     standard_conforming_strings: bool = True  # PostgreSQL: backslash is literal in ''
+    # Read versioned (/*!NNNNN */) and MariaDB-only (/*M! */) comments as plain comments:
+    # the reading of a server whose version skips them (analyze compares both readings).
+    skip_versioned: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -67,6 +72,9 @@ class LexedStatement:
     head: tuple[str, ...]
     words: frozenset[str]  # every unquoted word, upper case (keyword facts for unparsable statements)
     had_executable_comment: bool = False
+    # Holds a versioned or MariaDB-only executable comment: the server's version decides
+    # whether its content runs, so the statement has two readings.
+    had_versioned_comment: bool = False
     # The canonical text with string and numeric literals replaced by '?' / ?:
     # the decision cache's token fingerprint. Identifiers and keywords stay.
     fingerprint: str = ""
@@ -96,6 +104,7 @@ class _Lexer:
         self.depth = 0
         self.in_exec_comment = False
         self.had_exec = False
+        self.had_versioned = False
         self.literal_at: dict[int, str] = {}  # index in ``out`` → fingerprint placeholder
         self.exec_plain_end = -1  # where a skipped versioned executable comment would end
         self.stmt_start = 0
@@ -132,6 +141,7 @@ class _Lexer:
                     head=head,
                     words=frozenset(self.words),
                     had_executable_comment=self.had_exec,
+                    had_versioned_comment=self.had_versioned,
                     fingerprint=fp,
                     source=self.s[start:end].strip(),
                 )
@@ -142,6 +152,7 @@ class _Lexer:
         self.words = []
         self.depth = 0
         self.had_exec = False
+        self.had_versioned = False
 
     # -- main loop ------------------------------------------------------------
 
@@ -257,12 +268,23 @@ class _Lexer:
                 if k - j not in (0, 5, 6):
                     # The servers read 5 or 6 version digits; any other count is read differently by each.
                     raise LexError("lexer", "an executable comment with an ambiguous version number")
+                versioned = k > j or mariadb_only
+                # Every server the proxy supports (MySQL 5.7+, MariaDB 10+) runs a five-digit
+                # version up to ALWAYS_RUN_VERSION: mysqldump's /*!40101 … */ has one reading.
+                conditional = mariadb_only or (k > j and not (k - j == 5 and int(s[j:k]) <= ALWAYS_RUN_VERSION))
+                if conditional and self.st.skip_versioned:
+                    end = s.find("*/", k)
+                    if end < 0:
+                        raise LexError("lexer", "an unterminated executable comment")
+                    self.out.append(" ")
+                    return end + 2
                 self.in_exec_comment = True
                 self.had_exec = True
+                self.had_versioned = self.had_versioned or conditional
                 # A versioned (or MariaDB-only) comment is a plain comment on servers that skip it,
                 # and a plain comment ends at the first "*/" whatever it holds: both readings must
                 # end at the same place, so nothing inside may swallow that "*/".
-                self.exec_plain_end = s.find("*/", k) if (k > j or mariadb_only) else -1
+                self.exec_plain_end = s.find("*/", k) if versioned else -1
                 self.out.append(" ")
                 return k
             if self.in_exec_comment:

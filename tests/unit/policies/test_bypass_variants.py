@@ -149,3 +149,40 @@ def test_sql_mode_as_a_number_is_refused(value: str) -> None:
 def test_sql_mode_names_stay_allowed(value: str) -> None:
     d = decide("dev", f"SET SESSION sql_mode = {value}")
     assert d.action is Action.ALLOW, d.reason
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT id FROM /*!99999 (SELECT 'a' AS mobile, 1 AS id) AS */ customers WHERE mobile > '138'",
+        "SELECT /*!99999 'x' AS */ mobile FROM customers",
+        "SELECT id FROM /*M!999999 (SELECT 'a' AS mobile, 1 AS id) AS */ customers WHERE mobile LIKE '1%'",
+        "WITH /*!99999 customers AS (SELECT 'a' AS mobile, 1 AS id), */ x AS (SELECT 1) "
+        "SELECT id FROM customers WHERE mobile > '138'",
+        "SELECT id /*!80099 , city */ FROM customers",
+        "SELECT id /*M!100000 , name */ FROM customers",
+        "SELECT id FROM branches /*!99999 WHERE 1 = 0 UNION SELECT mobile FROM customers */",
+        "SELECT /*!999999 md5(*/ id /*!999999 )*/ FROM customers WHERE id = 1",
+        "UPDATE branches SET city = 'x' /*!99999 WHERE id = 1 */",
+        "SELECT manager /*!99999 AS m FROM branches UNION SELECT mobile AS m */ FROM customers",
+    ],
+)
+def test_conditional_executable_comment_with_two_readings_is_refused(sql: str) -> None:
+    d = decide("dev", sql)
+    assert d.action is Action.BLOCK, sql
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT /*!40001 SQL_NO_CACHE */ * FROM customers",
+        "/*!40101 SET NAMES utf8mb4 */",
+        "/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */",
+        "SELECT /*!50000 STRAIGHT_JOIN */ id FROM customers",
+        "SELECT /*!80000 SQL_NO_CACHE */ id, city FROM customers",
+        "SELECT id /*!, city */ FROM customers",
+    ],
+)
+def test_executable_comments_with_one_meaning_stay_allowed(sql: str) -> None:
+    d = decide("dev", sql)
+    assert d.action is Action.ALLOW, d.reason
