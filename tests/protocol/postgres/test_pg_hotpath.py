@@ -383,3 +383,50 @@ def test_a_whole_prepared_answer_keeps_the_row_cap() -> None:
         assert out.count(D) == 1
         assert b"42501" in out
     assert [e["rows"] for e in events.events] == [1, 1, 1]
+
+
+def test_a_whole_prepared_batch_keeps_state_refresh_and_odd_shapes_go_message_by_message() -> None:
+    # A prepared statement that may change the session state: its Sync's ReadyForQuery is
+    # followed by sqlbastion's own SHOW search_path, whether the batch came whole or not.
+    for whole in (True, False):
+        relay, _, events = make(CountingMasking())
+        relay.client_data(p.encode_parse(b"S_1", b"SET search_path TO app") + SYNC)
+        relay.take_to_backend()
+        relay.backend_data(p.encode_message(p.PARSE_COMPLETE) + Z)
+        relay.take_to_client()
+        batch = (
+            p.encode_message(p.BIND, b"\x00S_1\x00" + struct.pack("!hhh", 0, 0, 0))
+            + p.encode_message(p.DESCRIBE, b"P\x00")
+            + p.encode_message(p.EXECUTE, b"\x00\x00\x00\x00\x00")
+            + SYNC
+        )
+        if whole:
+            relay.client_data(batch)
+        else:
+            for k in range(len(batch)):
+                relay.client_data(batch[k : k + 1])
+        assert relay.take_to_backend() == batch
+        relay.backend_data(
+            p.encode_message(p.BIND_COMPLETE)
+            + p.encode_message(p.NO_DATA)
+            + p.encode_message(p.COMMAND_COMPLETE, b"SET\x00")
+            + Z
+        )
+        assert relay.take_to_backend() == p.encode_message(p.QUERY, b"SHOW search_path\x00")
+        assert len(events.events) == 1
+    # Describe of another portal, or Execute of another: each message handled on its own.
+    relay, _, _ = make(CountingMasking())
+    prepare(relay)
+    value = b"7"
+    bind = b"a\x00P_0\x00" + struct.pack("!hhi", 0, 1, len(value)) + value + struct.pack("!hh", 1, 0)
+    odd = (
+        p.encode_message(p.BIND, bind)
+        + p.encode_message(p.DESCRIBE, b"Pb\x00")
+        + p.encode_message(p.EXECUTE, b"a\x00\x00\x00\x00\x00")
+        + SYNC
+    )
+    relay.client_data(odd)
+    sent = relay.take_to_backend()
+    # Message by message: the Execute of a portal never described gets its columns asked for.
+    assert p.encode_message(p.DESCRIBE, b"Pa\x00") in sent
+    assert relay.pending == 5

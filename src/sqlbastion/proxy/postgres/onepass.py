@@ -22,13 +22,29 @@ This is a mixin of ``QueryRelay``; it holds no state of its own.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
 from sqlbastion.policies.model import Decision
 from sqlbastion.proxy.postgres import protocol as p
 from sqlbastion.proxy.postgres.protocol import RowColumn
-from sqlbastion.proxy.postgres.tracking import Kind, Pending
-from sqlbastion.proxy.session import EMPTY_MASK_PLAN, MaskPlan, Session
+from sqlbastion.proxy.postgres.tracking import (
+    MAX_PENDING_ITEMS,
+    MAX_PORTALS,
+    SCRATCH_OUTCOME,
+    Kind,
+    Pending,
+    Portal,
+    Prepared,
+)
+from sqlbastion.proxy.session import (
+    EMPTY_MASK_PLAN,
+    MaskPlan,
+    Session,
+    StatementOutcome,
+    Verdict,
+    new_event_id,
+)
 
 __all__ = ["WholeAnswers"]
 
@@ -51,6 +67,14 @@ class WholeAnswers:
     _tags: dict[bytes, tuple[str, int]]
     _row_cache: dict[bytes, tuple[RowColumn, ...]]
     _query_plans: dict[bytes, tuple[Decision, str]]
+    _to_backend: bytearray
+    _statements: dict[bytes, Prepared]
+    _portals: dict[bytes, Portal]
+    _refresh_at_sync: bool
+    _hold: bool
+
+    def _state_key(self) -> tuple[object, ...]:
+        raise NotImplementedError  # StatementHandling's
 
     def _flush_span(self, buf: bytes | bytearray, start: int, end: int) -> None:
         raise NotImplementedError  # QueryRelay's
@@ -174,3 +198,70 @@ class WholeAnswers:
         items.popleft()
         items.popleft()
         return self._relay_whole(buf, pos, end, span=span, item=execute, tail=tail)
+
+    def _whole_prepared_batch(self, buf: bytes | bytearray, pos: int, n: int) -> int:
+        """The client's Bind, Describe portal, Execute, Sync of the same portal (what libpq sends
+        for a prepared statement, §55.2.3), all complete in ``buf[pos:n]``, of a statement
+        prepared through the protocol and decided for the current session state: what
+        ``_bind``, ``_describe``, ``_execute`` and ``_sync`` do, then the four frames forwarded
+        as one span. Returns the offset after the Sync, or 0 when the pump must go message by
+        message (another shape, a statement to decide again or refuse, the in-flight limit)."""
+        if len(self._items) + 3 >= MAX_PENDING_ITEMS:
+            return 0
+        unpack = _I32.unpack_from
+        max_message = self.max_message
+        # Each frame: Byte1 type, Int32 length counting itself (§55.7).
+        length: int = unpack(buf, pos + 1)[0]
+        bind_end = pos + 1 + length
+        if length < 4 or length > max_message or n - bind_end < 5 or buf[bind_end] != p.DESCRIBE:
+            return 0
+        length = unpack(buf, bind_end + 1)[0]
+        describe_end = bind_end + 1 + length
+        if length < 4 or length > max_message or n - describe_end < 5 or buf[describe_end] != p.EXECUTE:
+            return 0
+        length = unpack(buf, describe_end + 1)[0]
+        execute_end = describe_end + 1 + length
+        if length < 4 or length > max_message or n - execute_end < 5 or buf[execute_end] != p.SYNC:
+            return 0
+        if unpack(buf, execute_end + 1)[0] != 4:
+            return 0
+        done = execute_end + 5
+        # Bind: the same checks as its handler (a malformed one raises here as it would there).
+        portal_name, statement_name, formats = p.decode_bind_fields(bytes(buf[pos + 5 : bind_end]))
+        # Describe: Byte1 'P', String portal; Execute: String portal, Int32 row limit.
+        if bytes(buf[bind_end + 5 : describe_end]) != b"P" + portal_name + b"\x00":
+            return 0
+        if describe_end + 10 + len(portal_name) != execute_end:
+            return 0
+        if bytes(buf[describe_end + 5 : describe_end + 6 + len(portal_name)]) != portal_name + b"\x00":
+            return 0
+        stmt = self._statements.get(statement_name)
+        if stmt is None or stmt.state_key != self._state_key():
+            return 0  # refused, or decided again, by _bind
+        portals = self._portals
+        if len(portals) >= MAX_PORTALS and portal_name not in portals:
+            del portals[next(iter(portals))]  # as _bind: forget the oldest
+        portal = Portal(statement=stmt, formats=formats, described=True)
+        portals[portal_name] = portal
+        base = stmt.verdict
+        now = time.perf_counter_ns()
+        verdict = Verdict(
+            decision=base.decision,
+            event_id=new_event_id(),
+            started_ns=now,
+            sql_text=base.sql_text,
+            message=base.message,
+        )
+        items = self._items
+        items.append(Pending(Kind.BIND, None, False, False, None, portal, False, 0, SCRATCH_OUTCOME))
+        items.append(Pending(Kind.DESCRIBE, None, False, False, None, portal, False, 0, SCRATCH_OUTCOME))
+        items.append(Pending(Kind.EXECUTE, verdict, False, False, None, portal, False, now, StatementOutcome()))
+        sync = Pending(Kind.SYNC, None, False, False, None, None, False, 0, SCRATCH_OUTCOME)
+        items.append(sync)
+        if stmt.changes_state or self._refresh_at_sync:
+            # The state may change: after this Sync's ReadyForQuery, read it again (as _sync).
+            self._refresh_at_sync = False
+            sync.refresh_state = True
+            self._hold = True
+        self._to_backend += memoryview(buf)[pos:done]
+        return done

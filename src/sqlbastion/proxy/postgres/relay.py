@@ -289,6 +289,12 @@ class QueryRelay(StatementHandling, ResultHandling, WholeAnswers):
                 end = pos + 1 + length
                 if end > n:
                     return
+                if kind == p.BIND and not self._skip_to_sync:
+                    # libpq's Bind / Describe / Execute / Sync, whole: one pass (onepass.py).
+                    done = self._whole_prepared_batch(buf, pos, n)
+                    if done:
+                        pos = done
+                        continue
                 frame = bytes(buf[pos:end])  # a single copy when buf is the received bytes
                 pos = end
                 # The statement messages go straight to their handler; Terminate, COPY messages, the
