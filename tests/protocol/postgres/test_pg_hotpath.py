@@ -430,3 +430,52 @@ def test_a_whole_prepared_batch_keeps_state_refresh_and_odd_shapes_go_message_by
     # Message by message: the Execute of a portal never described gets its columns asked for.
     assert p.encode_message(p.DESCRIBE, b"Pa\x00") in sent
     assert relay.pending == 5
+
+
+def test_random_conversations_whole_or_in_random_chunks_agree() -> None:
+    # Differential: pgbench-like transactions with random answers (rows, status, a notice or an
+    # error in between, a second Query pipelined), fed whole — the one-pass paths — and in random
+    # chunks — message by message. The client's bytes and the audit events must be the same.
+    import random
+
+    rng = random.Random(20261125)
+    bc = p.encode_message(p.BIND_COMPLETE)
+    notice = p.encode_error_fields(p.NOTICE_RESPONSE, [(b"S", "NOTICE"), (b"C", "00000"), (b"M", "hello")])
+    error = p.encode_error("ERROR", "57014", "canceling statement due to user request")
+
+    def answer(prepared: bool) -> bytes:
+        shape = rng.random()
+        if shape < 0.1:
+            return (bc + T if prepared else b"") + error + Z  # a prepared statement fails executing
+        rows = rng.randrange(4)
+        body = T + (notice if shape < 0.2 else b"") + D * rows
+        body += p.encode_message(p.COMMAND_COMPLETE, f"SELECT {rows}".encode() + b"\x00")
+        return (bc if prepared else b"") + body + p.encode_ready_for_query(rng.choice([b"I", b"T"]))
+
+    for masking in (CountingMasking(), CountingMasking(mask=True)):
+        for _ in range(3):
+            relays = [make(masking) for _ in range(2)]
+            for relay, engine, _ in relays:
+                engine.same = Decision(action=Action.ALLOW, reason="test", policy_version="v1")
+                prepare(relay)
+            outs: list[list[bytes]] = [[], []]
+            for t in range(40):
+                prepared = rng.random() < 0.5
+                client = bind_describe_execute_sync(t) if prepared else query(t)
+                backend = answer(prepared)
+                for which, (relay, _, _) in enumerate(relays):
+                    if which == 0:
+                        relay.client_data(client)
+                        relay.backend_data(backend)
+                    else:
+                        for data, feed in ((client, relay.client_data), (backend, relay.backend_data)):
+                            k = 0
+                            while k < len(data):
+                                step = rng.randrange(1, 12)
+                                feed(data[k : k + step])
+                                k += step
+                    outs[which].append(relay.take_to_backend() + b"|" + relay.take_to_client())
+            assert outs[0] == outs[1]
+            events = [[_comparable(e) for e in ev.events] for _, _, ev in relays]
+            assert events[0] == events[1]
+            assert len(events[0]) == 40
