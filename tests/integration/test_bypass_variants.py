@@ -111,6 +111,8 @@ MYSQL_REFUSED: tuple[str, ...] = (
     f"EXPLAIN ANALYZE SELECT CAST(name AS SIGNED) FROM {C} {ONE}",
     f"SELECT id FROM /*!99999 (SELECT 'a' AS mobile, 1 AS id) AS */ {C} WHERE mobile > '1'",
     f"SELECT /*M!999999 'x' AS */ id_card FROM {C} {ONE}",
+    f"SELECT count(NULLIF(mobile > '1', false)) FROM {C}",
+    f"SELECT id, mobile AS city FROM {C} HAVING city > '1'",
 )
 
 PG_VARIANTS: tuple[str, ...] = (
@@ -161,6 +163,7 @@ PG_VARIANTS: tuple[str, ...] = (
 )
 
 PG_REFUSED: tuple[str, ...] = (
+    f"SELECT count(CASE WHEN name LIKE '%' THEN 1 END) FROM {C}",
     f"EXPLAIN ANALYZE SELECT CAST(name AS int) FROM {C} {ONE}",
     f"EXPLAIN (ANALYZE, FORMAT JSON) SELECT name::json FROM {C} {ONE}",
     f"EXPLAIN (ANALYSE true) SELECT to_number(id_card, '9') FROM {C} {ONE}",

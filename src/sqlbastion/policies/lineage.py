@@ -142,6 +142,15 @@ _HANDLED_CLAUSES = frozenset(
 )
 
 
+def _plain_count_argument(arg: exp.Expr) -> bool:
+    """COUNT's argument counts values only (their number, not a predicate on them): *, a column, DISTINCT columns."""
+    if isinstance(arg, exp.Distinct):
+        return all(_plain_count_argument(e) for e in arg.expressions)
+    while isinstance(arg, exp.Paren):
+        arg = arg.this
+    return isinstance(arg, (exp.Star, exp.Column, exp.Literal, exp.Null))
+
+
 class Resolver:
     def __init__(
         self,
@@ -662,11 +671,14 @@ class Resolver:
                     )
                     continue
                 col = self.column(node, scope)
-                if col is OPAQUE and outputs is not None and not node.args.get("table"):
+                if outputs is not None and not node.args.get("table"):
+                    # ORDER BY / HAVING / GROUP BY names may be output aliases; when a name is
+                    # both an alias and a source column, the servers' preference differs by
+                    # clause (MySQL's HAVING takes the alias): both are taken as used.
                     name = self.norm(node.this)
                     matches = [c for n, c in outputs if n == name]
                     if matches:
-                        col = merge_cols(matches)
+                        col = merge_cols(matches) if col is OPAQUE else merge_cols([col, *matches])
                 self.acc.columns_read |= col.sources
                 if clause is not None:
                     self._pred_sources(col, clause, lookup=is_lookup(node, mysql=self.mysql))
@@ -711,8 +723,14 @@ class Resolver:
             if isinstance(node, exp.Func):
                 name = record_call(node, self.acc)
                 if name in COUNTING_FUNCTIONS:
-                    counted = merge_cols([self.expr(a, scope) for a in node.iter_expressions()])
-                    self.acc.counted |= counted.sources
+                    count_args = list(node.iter_expressions())
+                    counted = merge_cols([self.expr(a, scope) for a in count_args])
+                    if all(_plain_count_argument(a) for a in count_args):
+                        self.acc.counted |= counted.sources
+                    else:
+                        # COUNT(NULLIF(col > 'x', false)) counts the rows a predicate on the
+                        # column keeps: a filter, not a count of values.
+                        self._pred_sources(counted, "count")
                     continue
                 if name not in SAFE_BUILTINS and isinstance(node, exp.Anonymous) and name not in FLAGGED:
                     args = merge_cols([self.expr(a, scope) for a in node.iter_expressions()])

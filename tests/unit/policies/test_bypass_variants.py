@@ -186,3 +186,54 @@ def test_conditional_executable_comment_with_two_readings_is_refused(sql: str) -
 def test_executable_comments_with_one_meaning_stay_allowed(sql: str) -> None:
     d = decide("dev", sql)
     assert d.action is Action.ALLOW, d.reason
+
+
+@pytest.mark.parametrize(
+    ("dialect", "sql"),
+    [
+        ("mysql", "SELECT count(NULLIF(mobile > '138', false)) FROM customers"),
+        ("postgres", "SELECT count(NULLIF(mobile > '138', false)) FROM customers"),
+        ("mysql", "SELECT count(DISTINCT mobile > '138') FROM customers"),
+        ("postgres", "SELECT count(DISTINCT mobile LIKE '138%') FROM customers"),
+        ("mysql", "SELECT count(CASE WHEN id_card > '3' THEN 1 END) FROM customers"),
+        ("postgres", "SELECT count(CASE WHEN name LIKE '王%' THEN 1 END) FROM customers"),
+        ("mysql", "SELECT count(IF(mobile > '138', 1, NULL)) FROM customers"),
+        ("mysql", "SELECT count(DISTINCT substr(mobile, 1, 3)) FROM customers"),
+        ("postgres", "SELECT count(*) FROM customers HAVING count(mobile > '1') > 0"),
+        ("mysql", "SELECT city, count(mobile REGEXP '^138') FROM customers GROUP BY city"),
+    ],
+)
+def test_count_of_a_predicate_on_a_masked_column_is_refused(dialect: str, sql: str) -> None:
+    d = decide("dev", sql, dialect)  # type: ignore[arg-type]  # literal dialects above
+    assert d.action is Action.BLOCK, sql
+    assert "MASK-INFERENCE" in d.rule_ids
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT count(*), count(mobile), count(DISTINCT mobile), count(1) FROM customers",
+        "SELECT count(DISTINCT city, gender) FROM customers",
+        "SELECT count((id)) FROM customers",
+    ],
+)
+def test_counting_values_stays_allowed(sql: str) -> None:
+    for dialect in ("mysql", "postgres"):
+        if "DISTINCT city, gender" in sql and dialect == "postgres":
+            continue  # MySQL syntax
+        d = decide("dev", sql, dialect)
+        assert d.action is Action.ALLOW, d.reason
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT id, mobile AS city FROM customers HAVING city > '138'",
+        "SELECT id, id_card AS gender FROM customers HAVING gender LIKE '11%'",
+        "SELECT id, mobile AS city FROM customers ORDER BY city",
+        "SELECT id, name AS city FROM customers GROUP BY id, city HAVING city < 'M'",
+    ],
+)
+def test_alias_named_like_a_clear_column_counts_as_the_masked_one(sql: str) -> None:
+    d = decide("dev", sql)
+    assert d.action is Action.BLOCK, sql
