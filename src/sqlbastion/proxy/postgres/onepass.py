@@ -124,8 +124,9 @@ class WholeAnswers:
         item: Pending,
         tail: tuple[int, int, int, bytes, int],
     ) -> int:
-        """The statement audited, then its answer ``buf[pos:]`` appended as one span; the items
-        it answers are already off the queue. What ``_complete`` and ``_ready`` do, in one."""
+        """The statement audited, then its answer ``buf[pos:]`` appended as one span, from
+        ``span`` (the part of the pump's span not yet flushed, if any); the items it answers are
+        already off the queue. What ``_complete`` and ``_ready`` do, in one."""
         rows_end, nrows, count, status, done = tail
         outcome = item.outcome
         outcome.rows = max(outcome.rows + nrows, count)
@@ -134,7 +135,7 @@ class WholeAnswers:
         self.session.state.in_transaction = status != b"I"
         self._finish(item)  # audited before the reply's bytes are appended
         self._reply_hold = -1
-        self._to_client += memoryview(buf)[pos:done]
+        self._to_client += memoryview(buf)[span:done]
         return done
 
     def _whole_query_result(
@@ -155,9 +156,9 @@ class WholeAnswers:
         if tail is None:
             return 0
         if span < pos:
-            self._flush_span(buf, span, pos)
+            self._flush_span(buf, span, pos)  # counted in this Query's bytes_sent, as the pump does
         self._items.popleft()
-        return self._relay_whole(buf, pos, end, span=span, item=item, tail=tail)
+        return self._relay_whole(buf, pos, end, span=pos, item=item, tail=tail)
 
     def _whole_execute_result(self, buf: bytes | bytearray, pos: int, end: int, n: int, *, span: int) -> int:
         """Describe portal, Execute of that portal, Sync (what libpq sends for a prepared
@@ -191,8 +192,8 @@ class WholeAnswers:
         tail = self._answer_tail(buf, end, n)
         if tail is None:
             return 0
-        if span < pos:
-            self._flush_span(buf, span, pos)
+        # The span before the RowDescription (the BindComplete) goes out with the answer: the
+        # pump would count it to the Describe at the head, which is no statement.
         portal.row = row
         items.popleft()
         items.popleft()
