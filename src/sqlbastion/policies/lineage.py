@@ -663,12 +663,13 @@ class Resolver:
             node = stack.pop()
             if isinstance(node, exp.Column):
                 if isinstance(node.this, exp.Star):
-                    collected.append(
-                        self._whole_row(
-                            self._find_source(scope, self.norm(node.args.get("table")))
-                            or Source(alias="", columns=None)
-                        )
+                    whole = self._whole_row(
+                        self._find_source(scope, self.norm(node.args.get("table"))) or Source(alias="", columns=None)
                     )
+                    if clause is not None:
+                        # ORDER BY t.* / GROUP BY t.* compare whole rows: every column is used
+                        self._pred_sources(whole, clause)
+                    collected.append(whole)
                     continue
                 col = self.column(node, scope)
                 if outputs is not None and not node.args.get("table"):

@@ -237,3 +237,18 @@ def test_counting_values_stays_allowed(sql: str) -> None:
 def test_alias_named_like_a_clear_column_counts_as_the_masked_one(sql: str) -> None:
     d = decide("dev", sql)
     assert d.action is Action.BLOCK, sql
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT id FROM customers c ORDER BY c.*",
+        "SELECT id FROM customers c GROUP BY c.*, id",
+        "SELECT DISTINCT ON (c.*) id FROM customers c",
+        "SELECT id, rank() OVER (ORDER BY c.*) FROM customers c",
+    ],
+)
+def test_whole_row_star_in_a_filtering_clause_uses_every_column(sql: str) -> None:
+    d = decide("dev", sql, "postgres")
+    assert d.action is Action.BLOCK, sql
+    assert "MASK-INFERENCE" in d.rule_ids
