@@ -252,3 +252,29 @@ def test_whole_row_star_in_a_filtering_clause_uses_every_column(sql: str) -> Non
     d = decide("dev", sql, "postgres")
     assert d.action is Action.BLOCK, sql
     assert "MASK-INFERENCE" in d.rule_ids
+
+
+def test_a_conditional_comment_anywhere_never_allows_what_a_reading_refuses() -> None:
+    """Hide a random span of a corpus statement in /*!99999 … */: both readings must be allowed to allow it."""
+    import random
+
+    from tests.unit.policies.corpus import cases
+
+    rng = random.Random(20261125)
+    statements = [c[4] for c in cases() if c[1] == "mysql" and "/*" not in c[4] and "'" not in c[4]]
+    tried = 0
+    for _ in range(300):
+        words = rng.choice(statements).split(" ")
+        if len(words) < 3:
+            continue
+        i = rng.randrange(1, len(words))
+        j = rng.randrange(i, min(len(words), i + 4)) + 1
+        hidden = " ".join(words[:i]) + " /*!99999 " + " ".join(words[i:j]) + " */ " + " ".join(words[j:])
+        tried += 1
+        if decide("dev", hidden).action is not Action.ALLOW:
+            continue
+        ran = decide("dev", " ".join(words))
+        skipped = decide("dev", " ".join(words[:i] + words[j:]))
+        assert ran.action is Action.ALLOW, hidden
+        assert skipped.action is Action.ALLOW, hidden
+    assert tried > 200
