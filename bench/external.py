@@ -55,8 +55,12 @@ def _unit_from_key(key: str) -> str:
 def parse_figures(output: str) -> list[ExternalFigure]:
     """Every figure the script printed, JSON lines first, then ``name: value unit`` lines."""
     found: list[ExternalFigure] = []
+    # ``--json`` output, possibly over several lines, possibly after log lines the script's
+    # components wrote to the same stream: the document starts at the first line that is "{".
+    lines = output.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() == "{"][:1] or [0]
     with contextlib.suppress(json.JSONDecodeError):
-        whole = json.loads(output)  # ``--json`` output, possibly over several lines
+        whole = json.loads("\n".join(lines[starts[0] :]))
         if isinstance(whole, Mapping):
             _flatten("", whole, found)
             return found

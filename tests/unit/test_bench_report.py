@@ -389,6 +389,15 @@ def test_component_benchmark_json_over_several_lines_is_read_by_name() -> None:
     assert external.named(policy, "fingerprint_hit.median_us") == 210.0
 
 
+def test_component_benchmark_json_after_log_lines_is_still_read() -> None:
+    """A component's own log lines on the same stream (an audit queue warning) come before the document."""
+    log = "2026-11-25 04:47:48 [error    ] the audit intake queue is full component=audit.writer\n"
+    out = log + json.dumps({"burst": {"events_per_second": 28331}, "paced": {"loop_lag_ms_p99": 2.9}}, indent=2)
+    figures = external.parse_figures(out)
+    assert external.named(figures, "burst.events_per_second") == 28331
+    assert external.named(figures, "paced.loop_lag_ms_p99") == 2.9
+
+
 # -- runner options ------------------------------------------------------------
 
 

@@ -75,7 +75,7 @@ _IDLE_SLEEP_S = 0.005
 # Backlogged events appended per emit (on the event loop) and per lock hold of the monitor's pump.
 _PUMP_ON_EMIT = 16
 _PUMP_CHUNK = 512
-# How much lower than the proxy the writer and delivery processes run (nice(2) increment).
+# How much lower than the proxy the delivery process runs (nice(2) increment).
 CHILD_NICENESS = 5
 
 
@@ -378,10 +378,10 @@ def _child_main(config: dict[str, Any]) -> int:
     from sqlbastion.audit.spool import Spool, SpoolLocked
     from sqlbastion.config import LoggingSettings
 
-    # Audit work yields the CPU to the proxy's event loop: under contention the ring absorbs the
-    # difference (and the failure policy applies if it ever fills) instead of clients waiting.
-    with contextlib.suppress(OSError):
-        os.nice(CHILD_NICENESS)
+    # The writer runs at the proxy's own priority: it is what keeps the intake ring from filling,
+    # and a writer starved by the proxy's own load would turn sustained traffic into refusals
+    # (fail_closed) once the ring is full. Only the delivery process, whose backlog is the
+    # durable spool on disk, yields the CPU (CHILD_NICENESS).
     logs.configure(LoggingSettings(format=config.get("log_format", "console"), level=config.get("log_level", "info")))
     spool_dir = Path(config["spool_dir"])
     parent = int(config["parent_pid"])
