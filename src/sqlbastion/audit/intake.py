@@ -65,7 +65,9 @@ CTRL_HANDLED = 8  # consumer: the newest intake number handled
 CTRL_FAILED = 9  # consumer: 1 while the spool cannot take events
 CTRL_PID = 10  # consumer: its process id
 CTRL_OWNER_PID = 11  # producer: the proxy process that appends (tells a second serve from a crashed one)
-DEFAULT_RING_BYTES = 32 << 20
+# About 160,000 statement events: several seconds of a busy proxy's traffic while the writer process
+# is held up (an fsync stall, CPU contention), before fail_closed has to refuse statements.
+DEFAULT_RING_BYTES = 128 << 20
 MAX_ENTRY_BYTES = 1 << 20
 
 
