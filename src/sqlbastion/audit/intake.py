@@ -53,7 +53,11 @@ _HEADER = struct.Struct("<4sIQQII")
 _ALIGN = 8
 # The control block: 16 signed 64-bit slots near the end of the first page (the owner path stops before it).
 _CTRL_AT = 3072
-_SLOT = struct.Struct("<q")
+# Control slots are read and written by two processes at once. struct's standard ("<q") formats
+# copy a value byte by byte, so a reader could see half an update (a consumed total that jumps back
+# by 16 MiB made the producer think the ring was full). The native format copies the aligned eight
+# bytes with one memcpy, and ``ctrl`` also reads until two reads agree.
+_SLOT = struct.Struct("@q")
 CTRL_WRITE_TOTAL = 0  # producer: bytes appended since the queue started (lap ends included)
 CTRL_LAST_INTAKE = 1  # producer: the newest intake number appended
 CTRL_CLOSING = 2  # producer: 1 once the producer stopped appending for good (a clean stop)
@@ -163,8 +167,14 @@ class IntakeRing:
         m = self._map
         if m is None:
             return 0
-        value: int = _SLOT.unpack_from(m, _CTRL_AT + slot * 8)[0]
-        return value
+        at = _CTRL_AT + slot * 8
+        unpack = _SLOT.unpack_from
+        value: int = unpack(m, at)[0]
+        while True:
+            again: int = unpack(m, at)[0]
+            if again == value:
+                return value
+            value = again
 
     def set_ctrl(self, slot: int, value: int) -> None:
         m = self._map
