@@ -206,7 +206,7 @@ class RingFeeder:
                 if self.ring.push(self.next_intake, ts_ns, payload):
                     self.next_intake += 1
                     return
-                self._ring_full()
+                self._ring_full(len(payload))
             self._keep_or_lose(ts_ns, payload)
             if self.running:
                 self._pump_locked(_PUMP_ON_EMIT)
@@ -253,11 +253,15 @@ class RingFeeder:
                 self.next_intake += 1
         return False
 
-    def _ring_full(self) -> None:
+    def _ring_full(self, entry_bytes: int) -> None:
         if not self.full:
             self.full = True
+            ring = self.ring
+            # The ring's accounting goes into the log: it tells a writer that fell behind (little
+            # free) from an entry that did not fit for another reason.
             log.error("the audit intake queue is full: the writer process is behind or stopped",
-                      policy=self.on_failure)  # fmt: skip
+                      policy=self.on_failure, entry_bytes=entry_bytes, free_bytes=ring.free_bytes(),
+                      handled=self.handled(), last_intake=self.last_intake)  # fmt: skip
 
     def _keep_or_lose(self, ts_ns: int, payload: bytes) -> None:
         if (self.on_failure == "fail_closed" or not self.running) and len(self.backlog) < self.max_backlog:
